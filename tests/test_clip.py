@@ -1,0 +1,36 @@
+"""sole_ros.clip: the shared open_clip loader (real open_clip code paths, random tiny weights)."""
+import pytest
+import torch
+
+from sole_ros.clip import ClipSpec, ClipWeightsUnavailable, load_clip
+
+
+def test_tiny_clip_loads_and_encodes():
+    clip = load_clip(ClipSpec.tiny(), "cpu")
+    assert clip.embed_dim == 64
+    assert clip.image_size == (64, 64)
+    assert len(clip.image_mean) == 3 and len(clip.image_std) == 3
+    assert not clip.model.training
+    with torch.no_grad():
+        text = clip.model.encode_text(clip.tokenizer(["a chair in a scene.", "a lamp in a scene."]))
+        image = clip.model.encode_image(torch.randn(1, 3, *clip.image_size))
+    assert text.shape == (2, 64) and image.shape == (1, 64)
+
+
+def test_missing_local_weights_give_a_clear_error(tmp_path):
+    with pytest.raises(ClipWeightsUnavailable, match="local weights file"):
+        load_clip(ClipSpec("sole-tiny", str(tmp_path / "absent.bin")), "cpu")
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    source = load_clip(ClipSpec.tiny(), "cpu")
+    path = tmp_path / "tiny.pt"
+    torch.save(source.model.state_dict(), path)
+    loaded = load_clip(ClipSpec("sole-tiny", str(path)), "cpu")
+    for (name, a), b in zip(source.model.state_dict().items(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_unknown_architecture_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown open_clip architecture"):
+        load_clip(ClipSpec("no-such-net", None), "cpu")
