@@ -1,0 +1,171 @@
+"""Procedural tabletop and room scenes with ground-truth instances, classes and captions.
+
+World frame: metres, z up, the floor at z = 0. Instance ids start at 1 (0 is the background:
+floor, walls, or nothing); class ids index ``CLASS_NAMES`` (-1 for the background).
+Everything is drawn from one ``numpy.random.Generator`` seeded by ``seed``, so a seed is a scene.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sole_ros.synthetic.catalogue import (BUILDERS, CLASS_IDS, CLASS_NAMES, SMALL_OBJECT_CLASSES, BuiltObject,
+                                          build_table)
+from sole_ros.synthetic.primitives import Box, Primitive
+
+BACKGROUND_INSTANCE = 0
+BACKGROUND_CLASS = -1
+
+
+@dataclass
+class SceneObject:
+    instance_id: int
+    class_name: str
+    colour: str
+    primitives: list[Primitive]
+    caption: str
+    entity_phrases: tuple[str, ...]  # the noun phrases of the caption, the object's own first
+
+    @property
+    def class_id(self) -> int:
+        return CLASS_IDS[self.class_name]
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        centres = np.array([p.bounding_sphere()[0] for p in self.primitives])
+        radii = np.array([p.bounding_sphere()[1] for p in self.primitives])[:, None]
+        return (centres - radii).min(axis=0), (centres + radii).max(axis=0)
+
+
+@dataclass
+class Scene:
+    kind: str  # "tabletop" or "room"
+    seed: int
+    objects: list[SceneObject]
+    background: list[Primitive]
+    # Where cameras look and how far they stay: the centre of the main table and its top height.
+    focus: np.ndarray
+    light_direction: np.ndarray = field(default_factory=lambda: np.array([0.3, -0.4, 0.87]))
+    extent: float = 3.0  # half-size of the floor (and of the room)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES
+
+    def object(self, instance_id: int) -> SceneObject:
+        return next(o for o in self.objects if o.instance_id == instance_id)
+
+    def labelled_primitives(self) -> list[tuple[Primitive, int, int]]:
+        """Every primitive with its (instance id, class id); the background last."""
+        out = [(p, o.instance_id, o.class_id) for o in self.objects for p in o.primitives]
+        return out + [(p, BACKGROUND_INSTANCE, BACKGROUND_CLASS) for p in self.background]
+
+
+def _caption(built: BuiltObject, relation: str) -> tuple[str, tuple[str, ...]]:
+    """'a red mug with a handle on the table' and its noun phrases ('a red mug', 'a handle', 'the table')."""
+    words = [built.head_phrase]
+    phrases = [built.head_phrase, *built.extra_phrases]
+    if built.caption_tail:
+        words.append(built.caption_tail)
+    if relation:
+        words.append(relation)
+        phrases.append("the table")
+    return " ".join(words), tuple(phrases)
+
+
+def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, placed, max_tries=200):
+    """Rejection-sample non-overlapping footprints on the table top; returns built objects."""
+    w, d = table.support_size
+    c, s = np.cos(table_yaw), np.sin(table_yaw)
+    out = []
+    for name in classes:
+        for _ in range(max_tries):
+            yaw = rng.uniform(0, 2 * np.pi)
+            # Build at the origin first to learn the footprint, then at the chosen spot (same draws).
+            state = rng.bit_generator.state
+            probe = BUILDERS[name](rng, 0.0, 0.0, 0.0, yaw)
+            margin = probe.footprint_radius + 0.02
+            if 2 * margin >= min(w, d):
+                continue
+            lx, ly = rng.uniform(-w / 2 + margin, w / 2 - margin), rng.uniform(-d / 2 + margin, d / 2 - margin)
+            x, y = table_xy[0] + c * lx - s * ly, table_xy[1] + s * lx + c * ly
+            if any(np.hypot(x - px, y - py) < margin + pr for px, py, pr in placed):
+                continue
+            after = rng.bit_generator.state
+            rng.bit_generator.state = state
+            built = BUILDERS[name](rng, x, y, table.support_height, yaw)
+            rng.bit_generator.state = after
+            placed.append((x, y, margin))
+            out.append((name, built))
+            break
+    return out
+
+
+def _floor(extent: float) -> Box:
+    return Box(center=(0.0, 0.0, -0.01), size=(2 * extent, 2 * extent, 0.02), albedo=(0.62, 0.58, 0.52))
+
+
+def _walls(extent: float, height: float = 2.6) -> list[Box]:
+    t, albedo = 0.1, (0.85, 0.84, 0.80)
+    return [Box(center=(0.0, sign * (extent + t / 2), height / 2), size=(2 * extent + 2 * t, t, height), albedo=albedo)
+            for sign in (-1, 1)] + [
+            Box(center=(sign * (extent + t / 2), 0.0, height / 2), size=(t, 2 * extent, height), albedo=albedo)
+            for sign in (-1, 1)]
+
+
+def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = None,
+                   classes: list[str] | None = None) -> Scene:
+    """A random scene.
+
+    ``tabletop``: one table with ``num_objects`` small objects (default 4-7) on a floor patch.
+    ``room``: a walled room with a table, 2-4 chairs around it and small objects on the table; by
+    default every small-object class appears at least once, so a room shows all classes.
+    ``classes`` fixes the small objects' classes (one object each) instead of drawing them.
+    """
+    if kind not in ("tabletop", "room"):
+        raise ValueError(f"unknown scene kind {kind!r}: use 'tabletop' or 'room'")
+    unknown = set(classes or ()) - set(SMALL_OBJECT_CLASSES)
+    if unknown:
+        raise ValueError(f"classes {sorted(unknown)} cannot stand on a table; choose from {SMALL_OBJECT_CLASSES}")
+    rng = np.random.default_rng(seed)
+    extent = 1.6 if kind == "tabletop" else float(rng.uniform(2.2, 2.8))
+    table_yaw = float(rng.uniform(0, np.pi))
+    table_xy = np.zeros(2) if kind == "tabletop" else rng.uniform(-0.3, 0.3, 2)
+    table = build_table(rng, table_xy[0], table_xy[1], 0.0, table_yaw)
+
+    if classes is None:
+        if kind == "room":
+            n_extra = int(rng.integers(0, 3)) if num_objects is None else max(0, num_objects - len(SMALL_OBJECT_CLASSES))
+            classes = list(SMALL_OBJECT_CLASSES) + list(rng.choice(SMALL_OBJECT_CLASSES, n_extra))
+        else:
+            n = int(rng.integers(4, 8)) if num_objects is None else num_objects
+            classes = list(rng.choice(SMALL_OBJECT_CLASSES, n))
+    classes = [str(c) for c in classes]
+    placed: list[tuple[float, float, float]] = []
+    small = _place_on_table(rng, table, table_xy, table_yaw, classes, placed)
+
+    built_objects: list[tuple[str, BuiltObject, str]] = [("table", table, "")]
+    built_objects += [(name, b, "on the table") for name, b in small]
+    if kind == "room":
+        n_chairs = int(rng.integers(2, 5))
+        sides = rng.permutation(4)[:n_chairs]
+        w, d = table.support_size
+        for side in sides:
+            # Chairs face the table from one of its four sides, a little way out.
+            local = [(w / 2 + 0.35, 0.0), (-w / 2 - 0.35, 0.0), (0.0, d / 2 + 0.35), (0.0, -d / 2 - 0.35)][side]
+            offset = rng.uniform(-0.15, 0.15)
+            lx, ly = (local[0], offset) if side < 2 else (offset, local[1])
+            c, s = np.cos(table_yaw), np.sin(table_yaw)
+            x, y = table_xy[0] + c * lx - s * ly, table_xy[1] + s * lx + c * ly
+            facing = float(np.arctan2(table_xy[1] - y, table_xy[0] - x) + rng.uniform(-0.2, 0.2))
+            chair = BUILDERS["chair"](rng, x, y, 0.0, facing)
+            built_objects.append(("chair", chair, "next to the table"))
+
+    objects = []
+    for instance_id, (name, built, relation) in enumerate(built_objects, start=1):
+        caption, phrases = _caption(built, relation)
+        objects.append(SceneObject(instance_id, name, built.colour, built.primitives, caption, phrases))
+    background = [_floor(extent)] + (_walls(extent) if kind == "room" else [])
+    focus = np.array([table_xy[0], table_xy[1], table.support_height])
+    light = rng.normal([0.3, -0.4, 1.0], 0.2)
+    return Scene(kind, seed, objects, background, focus, light / np.linalg.norm(light), extent)
