@@ -1,0 +1,12 @@
+# Source this (bash) to use the set-up made by scripts/setup.sh: the venv, the colcon install
+# (generated interfaces, sole_node, sole-ros) and a loopback-only DDS configuration.
+_sole_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export VIRTUAL_ENV=${SOLE_VENV:-$_sole_root/.venv}
+export PATH=$VIRTUAL_ENV/bin:$PATH
+export AMENT_PREFIX_PATH=$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
+export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
+# Keep discovery on this machine unless the user asks otherwise.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
+# shellcheck disable=SC1091
+. "$_sole_root/install/setup.bash"
+unset _sole_root

@@ -1,0 +1,41 @@
+"""sole-ros: the command line of the ROS-free library.
+
+Each sub-command lives in its own module and registers itself here; a mistake gets one clear line
+on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sole_ros import __version__
+
+
+class CliError(Exception):
+    """A user mistake: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sole-ros",
+        description="Open-vocabulary 3D instance segmentation (SOLE) from the command line.")
+    parser.add_argument("--version", action="version", version=f"sole-ros {__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except CliError as error:
+        print(f"sole-ros {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
