@@ -1,0 +1,99 @@
+"""Voxelisation of a coloured point cloud (with optional point-wise CLIP features) for SOLE.
+
+Each occupied voxel of side ``voxel_size`` gets the mean colour, the mean xyz ("raw coordinates",
+used for positions and for splitting masks) and the mean of the point CLIP features, L2-normalised
+again (SOLE pools per-point CLIP features per voxel). Voxels are ordered lexicographically by their
+integer coordinates, so the result does not depend on the order of the input points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sole_ros.model.config import SoleConfig
+
+
+@dataclass
+class VoxelScene:
+    """One scene at voxel resolution; the model's input.
+
+    coords: int32 [V, 3] unique voxel indices; features: float [V, in_channels] normalised RGB;
+    raw_coords: float [V, 3] metres; clip: float [V, clip_dim] L2-normalised (zeros where unknown);
+    point_to_voxel: int64 [N] voxel of every input point (maps voxel masks back to points);
+    has_clip: False when no CLIP features were given (then the CLIP branch is uninformative).
+    """
+
+    coords: torch.Tensor
+    features: torch.Tensor
+    raw_coords: torch.Tensor
+    clip: torch.Tensor
+    point_to_voxel: np.ndarray
+    has_clip: bool = True
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+    def to(self, device) -> "VoxelScene":
+        return VoxelScene(self.coords.to(device), self.features.to(device), self.raw_coords.to(device),
+                          self.clip.to(device), self.point_to_voxel, self.has_clip)
+
+
+def _segment_mean(values: np.ndarray, inverse: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    sums = np.zeros((counts.shape[0], values.shape[1]), dtype=np.float64)
+    # one bincount per column: much faster than np.add.at for many rows
+    for c in range(values.shape[1]):
+        sums[:, c] = np.bincount(inverse, weights=values[:, c], minlength=sums.shape[0])
+    return sums / counts[:, None]
+
+
+def voxelize(points, colors, clip_features, config: SoleConfig) -> VoxelScene:
+    """Validate the inputs and build a VoxelScene; raises ValueError with the reason when invalid."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must have shape (N, 3), got {points.shape}")
+    n = points.shape[0]
+    if n == 0:
+        raise ValueError("the scene is empty: no points were given")
+    if not np.isfinite(points).all():
+        raise ValueError("points contain NaN or infinite coordinates")
+    colors = np.asarray(colors, dtype=np.float64)
+    if colors.shape != (n, 3):
+        raise ValueError(f"colors must have shape ({n}, 3) like the points, got {colors.shape}")
+    if not np.isfinite(colors).all() or colors.min() < 0.0 or colors.max() > 1.0:
+        raise ValueError("colors must be finite RGB values in 0..1")
+    if clip_features is not None:
+        clip_features = np.asarray(clip_features, dtype=np.float32)
+        if clip_features.shape != (n, config.clip_dim):
+            raise ValueError(f"clip_features must have shape ({n}, {config.clip_dim}), got {clip_features.shape}")
+        if not np.isfinite(clip_features).all():
+            raise ValueError("clip_features contain NaN or infinite values")
+
+    grid = np.floor(points / config.voxel_size).astype(np.int64)
+    coords, inverse, counts = np.unique(grid, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    if np.abs(coords).max() >= 2**30:
+        raise ValueError("points are too far from the origin for this voxel size")
+    if coords.shape[0] < 2:
+        raise ValueError("the scene occupies a single voxel; SOLE needs at least two")
+
+    mean = np.asarray(config.color_mean)
+    std = np.asarray(config.color_std)
+    features = (_segment_mean(colors, inverse, counts) - mean) / std
+    raw = _segment_mean(points, inverse, counts)
+    if clip_features is not None:
+        clip = _segment_mean(clip_features, inverse, counts)
+        norms = np.linalg.norm(clip, axis=1, keepdims=True)
+        clip = clip / np.maximum(norms, 1e-12)
+    else:
+        clip = np.zeros((coords.shape[0], config.clip_dim))
+    return VoxelScene(
+        coords=torch.from_numpy(coords.astype(np.int32)),
+        features=torch.from_numpy(features.astype(np.float32)),
+        raw_coords=torch.from_numpy(raw.astype(np.float32)),
+        clip=torch.from_numpy(clip.astype(np.float32)),
+        point_to_voxel=inverse.astype(np.int64),
+        has_clip=clip_features is not None,
+    )
