@@ -1,0 +1,618 @@
+"""A bounded, world-frame sparse voxel map fed by depth clouds and RGB-D frames.
+
+Per voxel: mean colour, observation count, last-seen stamp and (optionally) a fused CLIP feature
+stored as float16. Every public method is safe to call from several threads: a single lock guards
+the store, held only for the merge of an already-reduced frame, for copies (export, save) and for
+feature fusion; validation, back-projection and per-frame reduction run outside it.
+
+Bounds and eviction (the policy):
+- Region: points outside the box [region_min, region_max] (world frame, metres) and points
+  farther than max_range from the sensor never enter the map. With keep_radius set, points
+  farther than keep_radius from the sensor are dropped and, whenever the sensor has moved by
+  more than max(voxel_size, keep_radius / 20) since the last sweep, voxels whose centres lie
+  farther than keep_radius from the latest sensor position are evicted.
+- Size: the map never holds more than max_voxels. When a frame brings more new voxels than there
+  is room for, the voxels seen longest ago (oldest last-seen stamp; on equal stamps, those with
+  fewer observations) are evicted down to (1 - evict_fraction) * max_voxels, so eviction happens
+  in batches, not every frame. Voxels the current frame observes are never evicted for it; if the
+  frame alone still does not fit, its new voxels farthest from the sensor are dropped.
+  Storage grows geometrically up to max_voxels slots and no further, so memory is bounded by
+  max_voxels * bytes_per_voxel (see stats()).
+
+Versioning: `version` increases by one on every change of content (integration that touched a
+voxel, eviction, crop, reset, restore) and never otherwise, so it can key caches of results
+computed from export().
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import map_file, voxel_keys
+from .camera import RayCache, project, world_to_camera
+from .errors import InvalidInput, MapFileError
+from .rendering import render_voxel_depth
+from .validation import (check_features, check_intrinsics, check_points, check_pose, check_stamp,
+                         color_image_rgb, depth_in_metres, point_colors_rgb)
+from .voxel_store import ATTRIBUTE_BYTES_PER_VOXEL, VoxelStore
+
+# Voxels whose colour was never observed export as mid-grey.
+UNKNOWN_COLOR = 0.5
+
+
+@dataclass(frozen=True)
+class SceneSnapshot:
+    """An immutable copy of the map for the model (arrays are read-only), in voxel-key order."""
+    coords: np.ndarray                  # (M,3) float32 voxel centres, world frame, metres
+    colors: np.ndarray                  # (M,3) float32 RGB in 0..1
+    features: np.ndarray | None         # (M,D) float32, L2-normalised; zero rows = no feature yet
+    has_feature: np.ndarray | None      # (M,) bool, which rows of features are real
+    observations: np.ndarray            # (M,) uint32, frames/clouds that observed each voxel
+    version: int
+    stamp: float                        # latest stamp integrated (0 for an empty map)
+    voxel_size: float
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+
+@dataclass(frozen=True)
+class IntegrationSummary:
+    """What one integrate_* call did. Points are counted before voxelisation."""
+    points_in: int
+    points_used: int
+    dropped_invalid: int          # NaN / inf / zero depth or coordinates
+    dropped_out_of_region: int    # outside the region box, max_range or keep_radius
+    voxels_updated: int
+    voxels_added: int
+    voxels_dropped_capacity: int  # new voxels of this frame that did not fit (see eviction policy)
+    voxels_evicted: int
+    voxels_featured: int          # voxels that received a CLIP feature from this frame
+    version: int
+
+
+@dataclass
+class _FrameVoxels:
+    """One frame reduced to its distinct voxels."""
+    keys: np.ndarray            # (U,) int64
+    color: np.ndarray | None    # (U,3) float32 mean colour, 0..255
+    points_used: int
+
+
+@dataclass
+class _Counters:
+    frames: int = 0
+    points: int = 0
+    dropped_invalid: int = 0
+    dropped_out_of_region: int = 0
+    evicted_capacity: int = 0
+    evicted_region: int = 0
+    dropped_capacity: int = 0
+    featured_views: int = 0
+    cropped: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class VoxelMap:
+    def __init__(self, voxel_size: float = 0.02, max_voxels: int = 500_000,
+                 region_min=None, region_max=None, keep_radius: float | None = None,
+                 max_range: float | None = None, feature_dim: int = 0, evict_fraction: float = 0.1,
+                 feature_depth_tolerance: float | None = None):
+        if not (math.isfinite(voxel_size) and voxel_size > 0):
+            raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+        if int(max_voxels) < 1:
+            raise ValueError(f"max_voxels must be at least 1, got {max_voxels}")
+        if not 0.0 <= evict_fraction < 1.0:
+            raise ValueError(f"evict_fraction must be in [0, 1), got {evict_fraction}")
+        if int(feature_dim) < 0:
+            raise ValueError(f"feature_dim must be >= 0, got {feature_dim}")
+        for name, value in (("keep_radius", keep_radius), ("max_range", max_range),
+                            ("feature_depth_tolerance", feature_depth_tolerance)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive or None, got {value}")
+        if (region_min is None) != (region_max is None):
+            raise ValueError("give both region_min and region_max, or neither")
+        if region_min is not None:
+            region_min = np.asarray(region_min, dtype=np.float64).reshape(3)
+            region_max = np.asarray(region_max, dtype=np.float64).reshape(3)
+            if not (np.all(np.isfinite(region_min)) and np.all(np.isfinite(region_max))
+                    and np.all(region_min < region_max)):
+                raise ValueError(f"region must satisfy min < max elementwise, got {region_min}, {region_max}")
+        self.voxel_size = float(voxel_size)
+        self.max_voxels = int(max_voxels)
+        self.region_min = region_min
+        self.region_max = region_max
+        self.keep_radius = keep_radius
+        self.max_range = max_range
+        self.feature_dim = int(feature_dim)
+        self.evict_fraction = float(evict_fraction)
+        self.feature_depth_tolerance = (float(feature_depth_tolerance) if feature_depth_tolerance
+                                        else 2.0 * self.voxel_size)
+        self._lock = threading.RLock()
+        self._rays = RayCache()
+        self._store = VoxelStore(self.feature_dim, self.max_voxels)
+        self._version = 0
+        self._stamp = 0.0
+        self._counters = _Counters()
+        self._sweep_origin: np.ndarray | None = None
+        self._snapshot: SceneSnapshot | None = None
+
+    # --- observable state ------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def num_voxels(self) -> int:
+        return self._store.size
+
+    def __len__(self) -> int:
+        return self.num_voxels
+
+    @property
+    def bytes_per_voxel(self) -> int:
+        return ATTRIBUTE_BYTES_PER_VOXEL + 2 * self.feature_dim
+
+    def settings(self) -> dict:
+        return {
+            "voxel_size": self.voxel_size, "max_voxels": self.max_voxels,
+            "region_min": None if self.region_min is None else self.region_min.tolist(),
+            "region_max": None if self.region_max is None else self.region_max.tolist(),
+            "keep_radius": self.keep_radius, "max_range": self.max_range,
+            "feature_dim": self.feature_dim, "evict_fraction": self.evict_fraction,
+            "feature_depth_tolerance": self.feature_depth_tolerance,
+        }
+
+    def stats(self) -> dict:
+        with self._lock:
+            store, c = self._store, self._counters
+            live = store.live_slots()
+            return {
+                "voxels": store.size,
+                "max_voxels": self.max_voxels,
+                "capacity": store.capacity,
+                "memory_bytes": store.nbytes(),
+                "memory_bound_bytes": self.max_voxels * self.bytes_per_voxel,
+                "voxels_with_features": int(np.count_nonzero(store.feature_count[live])) if self.feature_dim else 0,
+                "version": self._version,
+                "stamp": self._stamp,
+                "frames_integrated": c.frames,
+                "points_integrated": c.points,
+                "points_dropped_invalid": c.dropped_invalid,
+                "points_dropped_out_of_region": c.dropped_out_of_region,
+                "voxels_evicted_capacity": c.evicted_capacity,
+                "voxels_evicted_region": c.evicted_region,
+                "voxels_dropped_capacity": c.dropped_capacity,
+                "voxels_cropped": c.cropped,
+                "feature_views": c.featured_views,
+            }
+
+    # --- ingest ----------------------------------------------------------------------------
+    def integrate_points(self, points, pose, colors=None, stamp: float = 0.0) -> IntegrationSummary:
+        """Add a point cloud given in the sensor frame; `pose` is sensor-to-world (4x4).
+        Colours: (N,3)/(N,4) uint8 or (N,) uint32 packed 0xAARRGGBB. Non-finite points and points
+        exactly at the sensor origin (a common 'no return' marker) are dropped."""
+        pose = check_pose(pose)
+        stamp = check_stamp(stamp)
+        points = check_points(points)
+        rgb = None if colors is None else point_colors_rgb(colors, points.shape[0])
+        total = points.shape[0]
+        with np.errstate(invalid="ignore", over="ignore"):
+            points = points.astype(np.float32, copy=False)
+            squared_range = np.einsum("ij,ij->i", points, points)
+        valid = np.isfinite(squared_range) & (squared_range > 0)
+        in_range = valid.copy()
+        limit = self._range_limit()
+        if limit is not None:
+            in_range &= squared_range <= limit * limit
+        kept = np.flatnonzero(in_range)
+        columns = [np.ascontiguousarray(points[kept, axis]) for axis in range(3)]
+        frame = self._reduce(*columns, None if rgb is None else np.take(rgb, kept, axis=0), pose)
+        return self._commit(frame, stamp, pose, total_points=total,
+                            dropped_invalid=int(total - np.count_nonzero(valid)))
+
+    def integrate_rgbd(self, depth, K, pose, color=None, stamp: float = 0.0, features=None,
+                       color_encoding: str = "rgb8", depth_scale: float = 0.001) -> IntegrationSummary:
+        """Add a depth image (float32 metres, or uint16 scaled by depth_scale) seen with pinhole
+        intrinsics K from `pose` (camera-to-world, optical frame: z forward, x right, y down),
+        with an optional aligned colour image and an optional dense feature grid (h,w,D) covering
+        the whole image (see DenseClipFeatures). NaN, inf and zero depths are dropped."""
+        depth_m = depth_in_metres(depth, depth_scale)
+        height, width = depth_m.shape
+        K = check_intrinsics(K, width, height)
+        pose = check_pose(pose)
+        stamp = check_stamp(stamp)
+        rgb = None if color is None else color_image_rgb(color, color_encoding, (height, width))
+        if features is not None:
+            features = check_features(features, self.feature_dim)
+        rays = self._rays.get(K, width, height)
+        flat = depth_m.reshape(-1)
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(flat) & (flat > 0)
+            in_range = valid.copy()
+            limit = self._range_limit()
+            if limit is not None:
+                in_range &= flat * rays.length <= limit
+        pixels = np.flatnonzero(in_range)
+        z = flat[pixels]
+        x = rays.x[pixels] * z
+        y = rays.y[pixels] * z
+        frame_rgb = None if rgb is None else np.take(rgb.reshape(-1, 3), pixels, axis=0)
+        frame = self._reduce(x, y, z, frame_rgb, pose)
+        total = flat.shape[0]
+        n_valid = int(np.count_nonzero(valid))
+        return self._commit(frame, stamp, pose, total_points=total, dropped_invalid=total - n_valid,
+                            feature_frame=None if features is None else (features, K, depth_m))
+
+    def _range_limit(self) -> float | None:
+        limits = [v for v in (self.max_range, self.keep_radius) if v is not None]
+        return min(limits) if limits else None
+
+    def _reduce(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, rgb: np.ndarray | None,
+                pose: np.ndarray) -> _FrameVoxels:
+        """Sensor-frame points (three float32 columns) -> the frame's distinct voxel keys and mean
+        colours. Runs without the lock; column-wise numpy keeps every pass contiguous."""
+        scale = 1.0 / self.voxel_size
+        rotation = (pose[:3, :3] * scale).astype(np.float32)
+        translation = (pose[:3, 3] * scale).astype(np.float32)
+        # Voxel-unit world coordinates g = (R p + t) / voxel_size, one axis at a time.
+        grid = [x * rotation[axis, 0] + y * rotation[axis, 1] + z * rotation[axis, 2] + translation[axis]
+                for axis in range(3)]
+        low = np.full(3, voxel_keys.COORD_MIN, dtype=np.float64)
+        high = np.full(3, voxel_keys.COORD_MAX + 1, dtype=np.float64)
+        if self.region_min is not None:
+            low = np.maximum(low, self.region_min * scale)
+            high = np.minimum(high, self.region_max * scale)
+        inside = None
+        for axis in range(3):
+            column = grid[axis]
+            if column.shape[0] and (column.min() < low[axis] or column.max() >= high[axis]):
+                within = (column >= low[axis]) & (column < high[axis])
+                inside = within if inside is None else inside & within
+        if inside is not None:
+            index = np.flatnonzero(inside)
+            grid = [column[index] for column in grid]
+            rgb = None if rgb is None else np.take(rgb, index, axis=0)
+        n = grid[0].shape[0]
+        if n == 0:
+            return _FrameVoxels(np.empty(0, np.int64), None, 0)
+        keys = voxel_keys.pack_columns(*(np.floor(column).astype(np.int64) for column in grid))
+        # Neighbouring pixels mostly share a voxel: collapse runs of equal keys first (cheap and
+        # sequential), then group the runs.
+        run_start = np.empty(n, dtype=bool)
+        run_start[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=run_start[1:])
+        starts = np.flatnonzero(run_start)
+        distinct, run_group = voxel_keys.group(keys[starts])
+        mean_color = None
+        if rgb is not None:
+            ends = np.append(starts[1:], n) - 1
+            run_length = (ends - starts + 1).astype(np.float64)
+            points = np.bincount(run_group, weights=run_length, minlength=distinct.shape[0])
+            mean_color = np.empty((distinct.shape[0], 3), dtype=np.float32)
+            for channel in range(3):
+                # Sum of each run from a running total (exact in int64), then per voxel.
+                running = np.cumsum(rgb[:, channel], dtype=np.int64)
+                run_sum = running[ends]
+                run_sum[1:] -= running[ends[:-1]]
+                mean_color[:, channel] = np.bincount(run_group, weights=run_sum,
+                                                     minlength=distinct.shape[0]) / points
+        return _FrameVoxels(distinct, mean_color, n)
+
+    def _commit(self, frame: _FrameVoxels, stamp: float, pose: np.ndarray, total_points: int,
+                dropped_invalid: int, feature_frame=None) -> IntegrationSummary:
+        origin = pose[:3, 3]
+        with self._lock:
+            store = self._store
+            changed = False
+            slots = store.lookup(frame.keys)
+            hit = slots >= 0
+            existing = slots[hit]
+            new_index = np.flatnonzero(~hit)
+            evicted = dropped_capacity = 0
+            room = self.max_voxels - store.size
+            if new_index.shape[0] > room:
+                low_water = int(self.max_voxels * (1.0 - self.evict_fraction))
+                target = max(0, min(self.max_voxels - new_index.shape[0], low_water))
+                victims = store.least_recently_seen(store.size - target, protected=existing)
+                store.remove(victims)
+                evicted = int(victims.shape[0])
+                room = self.max_voxels - store.size
+                if new_index.shape[0] > room:
+                    centres = (voxel_keys.unpack(frame.keys[new_index]) + 0.5) * self.voxel_size
+                    distance = np.einsum("ij,ij->i", centres - origin, centres - origin)
+                    nearest = np.argsort(distance, kind="stable")[:room]
+                    dropped_capacity = int(new_index.shape[0] - nearest.shape[0])
+                    new_index = np.sort(new_index[nearest])
+            if existing.shape[0]:
+                store.observations[existing] += 1
+                # Stamps may arrive out of order (bag replays): last-seen only moves forward.
+                store.last_seen[existing] = np.maximum(store.last_seen[existing], stamp)
+                if frame.color is not None:
+                    count = store.color_count[existing] + 1
+                    current = store.color[existing]
+                    store.color[existing] = current + (frame.color[hit] - current) / count[:, None]
+                    store.color_count[existing] = count
+            added = store.insert(frame.keys[new_index])
+            if added.shape[0]:
+                store.observations[added] = 1
+                store.last_seen[added] = stamp
+                if frame.color is not None:
+                    store.color[added] = frame.color[new_index]
+                    store.color_count[added] = 1
+            changed = bool(existing.shape[0] or added.shape[0] or evicted)
+            swept = self._sweep_region(origin)
+            featured = 0
+            if feature_frame is not None:
+                featured = self._fuse_features(*feature_frame, pose)
+            changed = changed or swept > 0 or featured > 0
+            if changed:
+                self._version += 1
+                self._snapshot = None
+            if frame.points_used:
+                self._stamp = max(self._stamp, stamp)
+            c = self._counters
+            c.frames += 1
+            c.points += frame.points_used
+            c.dropped_invalid += dropped_invalid
+            c.dropped_out_of_region += total_points - dropped_invalid - frame.points_used
+            c.evicted_capacity += evicted
+            c.evicted_region += swept
+            c.dropped_capacity += dropped_capacity
+            c.featured_views += int(featured > 0)
+            return IntegrationSummary(
+                points_in=total_points, points_used=frame.points_used, dropped_invalid=dropped_invalid,
+                dropped_out_of_region=total_points - dropped_invalid - frame.points_used,
+                voxels_updated=int(existing.shape[0]), voxels_added=int(added.shape[0]),
+                voxels_dropped_capacity=dropped_capacity, voxels_evicted=evicted + swept,
+                voxels_featured=featured, version=self._version)
+
+    def _sweep_region(self, origin: np.ndarray) -> int:
+        """Evict voxels beyond keep_radius of the sensor once it has moved enough (lock held)."""
+        if self.keep_radius is None:
+            return 0
+        step = max(self.voxel_size, self.keep_radius / 20.0)
+        if self._sweep_origin is not None and np.linalg.norm(origin - self._sweep_origin) < step:
+            return 0
+        self._sweep_origin = origin.copy()
+        slots = self._store.live_slots()
+        centres = (voxel_keys.unpack(self._store.key[slots]) + 0.5) * self.voxel_size - origin
+        far = np.einsum("ij,ij->i", centres, centres) > self.keep_radius ** 2
+        victims = slots[far]
+        self._store.remove(victims)
+        return int(victims.shape[0])
+
+    def _fuse_features(self, features: torch.Tensor, K: np.ndarray, depth_m: np.ndarray,
+                       pose: np.ndarray) -> int:
+        """Average this view's dense features into the voxels it sees (lock held).
+
+        Every stored voxel centre is projected into the image; it takes the feature under it only
+        if the measured depth at that pixel agrees with the centre's depth within
+        feature_depth_tolerance, so voxels hidden behind a nearer surface (or in front of it,
+        i.e. no longer there) get nothing from this view."""
+        store = self._store
+        slots = store.live_slots()
+        if slots.shape[0] == 0:
+            return 0
+        height, width = depth_m.shape
+        centres = (voxel_keys.unpack(store.key[slots]) + 0.5) * self.voxel_size
+        camera = world_to_camera(centres, pose)
+        u, v, z = project(camera, K)
+        column = np.floor(u + 0.5).astype(np.int64)
+        row = np.floor(v + 0.5).astype(np.int64)
+        candidates = np.flatnonzero((z > 0) & (column >= 0) & (column < width) & (row >= 0) & (row < height))
+        measured = depth_m[row[candidates], column[candidates]]
+        with np.errstate(invalid="ignore"):
+            agrees = np.isfinite(measured) & (measured > 0) & \
+                (np.abs(z[candidates] - measured) <= self.feature_depth_tolerance)
+        seen = candidates[agrees]
+        if seen.shape[0] == 0:
+            return 0
+        samples = sample_feature_grid(features, u[seen], v[seen], width, height)
+        rows = slots[seen]
+        count = store.feature_count[rows] + 1
+        current = store.feature[rows].astype(np.float32)
+        current += (samples - current) / count[:, None]
+        store.feature[rows] = current.astype(np.float16)
+        store.feature_count[rows] = count
+        return int(seen.shape[0])
+
+    # --- export ----------------------------------------------------------------------------
+    def export(self) -> SceneSnapshot:
+        """A read-only snapshot for the model. The lock is held only to copy the raw rows; the
+        same snapshot object is returned again while the version is unchanged."""
+        with self._lock:
+            if self._snapshot is not None and self._snapshot.version == self._version:
+                return self._snapshot
+            store = self._store
+            slots = store.live_slots()
+            keys = store.key[slots]
+            color = store.color[slots]
+            color_count = store.color_count[slots]
+            observations = store.observations[slots]
+            feature = store.feature[slots] if self.feature_dim else None
+            feature_count = store.feature_count[slots] if self.feature_dim else None
+            version, stamp = self._version, self._stamp
+        coords = ((voxel_keys.unpack(keys) + 0.5) * self.voxel_size).astype(np.float32)
+        colors = np.where(color_count[:, None] > 0, color / np.float32(255.0), np.float32(UNKNOWN_COLOR))
+        colors = colors.astype(np.float32)
+        features = has_feature = None
+        if feature is not None:
+            features = feature.astype(np.float32)
+            norm = np.linalg.norm(features, axis=1, keepdims=True)
+            np.divide(features, norm, out=features, where=norm > 0)
+            has_feature = feature_count > 0
+        for array in (coords, colors, features, has_feature, observations):
+            if array is not None:
+                array.setflags(write=False)
+        snapshot = SceneSnapshot(coords=coords, colors=colors, features=features, has_feature=has_feature,
+                                 observations=observations, version=version, stamp=stamp,
+                                 voxel_size=self.voxel_size)
+        with self._lock:
+            if self._version == version:
+                self._snapshot = snapshot
+        return snapshot
+
+    def render_depth(self, K, pose, width: int, height: int) -> np.ndarray:
+        """Depth image (float32 metres, NaN where no voxel) of the map seen from `pose`, each voxel
+        drawn as a square of its projected size at its centre's depth."""
+        K = check_intrinsics(K, width, height)
+        pose = check_pose(pose)
+        snapshot = self.export()
+        return render_voxel_depth(snapshot.coords, self.voxel_size, K, pose, int(width), int(height))
+
+    # --- editing ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget every voxel and counter; the version still increases."""
+        with self._lock:
+            self._store.clear()
+            self._counters = _Counters()
+            self._sweep_origin = None
+            self._stamp = 0.0
+            self._version += 1
+            self._snapshot = None
+
+    def crop(self, box_min, box_max) -> int:
+        """Keep only voxels whose centres lie in [box_min, box_max]; returns how many were removed."""
+        low = np.asarray(box_min, dtype=np.float64).reshape(3)
+        high = np.asarray(box_max, dtype=np.float64).reshape(3)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low <= high)):
+            raise InvalidInput(f"crop box must be finite with min <= max, got {low.tolist()}, {high.tolist()}")
+        with self._lock:
+            slots = self._store.live_slots()
+            centres = (voxel_keys.unpack(self._store.key[slots]) + 0.5) * self.voxel_size
+            outside = ~np.all((centres >= low) & (centres <= high), axis=1)
+            victims = slots[outside]
+            self._store.remove(victims)
+            if victims.shape[0]:
+                self._counters.cropped += int(victims.shape[0])
+                self._version += 1
+                self._snapshot = None
+            return int(victims.shape[0])
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the map to `path` atomically: a crash leaves either the old file or the new one."""
+        with self._lock:
+            arrays = self._raw_arrays()
+            header = {"settings": self.settings(), "version": self._version, "stamp": self._stamp,
+                      "voxels": self._store.size}
+        map_file.write(path, header, arrays)
+
+    @classmethod
+    def load(cls, path) -> "VoxelMap":
+        """A new map with the settings and content of a file written by save()."""
+        header, arrays = map_file.read(path)
+        settings = _settings_from_header(header)
+        voxel_map = cls(**settings)
+        voxel_map._restore_arrays(header, arrays)
+        voxel_map._version = int(header["version"])
+        return voxel_map
+
+    def restore(self, path) -> None:
+        """Replace this map's content with a saved one of the same voxel size and feature size.
+        The version moves past both this map's and the file's, so caches see a change."""
+        header, arrays = map_file.read(path)
+        settings = _settings_from_header(header)
+        if settings["voxel_size"] != self.voxel_size or settings["feature_dim"] != self.feature_dim:
+            raise MapFileError(
+                f"{path}: voxel_size {settings['voxel_size']} / feature_dim {settings['feature_dim']} "
+                f"do not match this map's {self.voxel_size} / {self.feature_dim}")
+        with self._lock:
+            self._restore_arrays(header, arrays)
+            self._version = max(self._version, int(header["version"])) + 1
+
+    def _raw_arrays(self) -> dict[str, np.ndarray]:
+        store = self._store
+        slots = store.live_slots()
+        return {
+            "keys": store.index_keys.copy(),
+            "color": store.color[slots],
+            "color_count": store.color_count[slots],
+            "observations": store.observations[slots],
+            "last_seen": store.last_seen[slots],
+            "feature": store.feature[slots],
+            "feature_count": store.feature_count[slots],
+        }
+
+    def _restore_arrays(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
+        _validate_arrays(arrays, self.feature_dim, path_hint=header.get("_path", "map file"))
+        with self._lock:
+            store = self._store
+            store.clear()
+            keys = arrays["keys"]
+            keep = np.arange(keys.shape[0])
+            if keys.shape[0] > self.max_voxels:
+                # Keep the most recently seen voxels, like eviction would.
+                order = np.lexsort((-arrays["observations"].astype(np.int64), -arrays["last_seen"]))
+                keep = np.sort(order[: self.max_voxels])
+            slots = store.insert(keys[keep])
+            for name in ("color", "color_count", "observations", "last_seen", "feature", "feature_count"):
+                getattr(store, name)[slots] = arrays[name][keep]
+            self._counters = _Counters()
+            self._counters.evicted_capacity = int(keys.shape[0] - keep.shape[0])
+            self._stamp = float(header.get("stamp", 0.0))
+            self._sweep_origin = None
+            self._snapshot = None
+
+
+def sample_feature_grid(features: torch.Tensor, u: np.ndarray, v: np.ndarray,
+                        width: int, height: int) -> np.ndarray:
+    """Bilinearly sample an (h,w,D) feature grid spanning a width x height image at pixel
+    coordinates (u, v): the grid is upsampled to the image only where it is looked up.
+    Returns (N,D) float32 on the CPU."""
+    grid_features = features.permute(2, 0, 1).unsqueeze(0).float()            # 1,D,h,w
+    # Normalised coordinates with the grid's cells spanning the whole image (align_corners=False).
+    gx = (torch.from_numpy(u.astype(np.float32)) + 0.5) * (2.0 / width) - 1.0
+    gy = (torch.from_numpy(v.astype(np.float32)) + 0.5) * (2.0 / height) - 1.0
+    where = torch.stack([gx, gy], dim=-1).view(1, 1, -1, 2).to(grid_features.device)
+    sampled = torch.nn.functional.grid_sample(grid_features, where, mode="bilinear",
+                                              padding_mode="border", align_corners=False)
+    return sampled[0, :, 0, :].T.contiguous().cpu().numpy()
+
+
+_ARRAY_SPECS = {  # name -> (dtype, trailing shape given feature_dim)
+    "keys": (np.int64, lambda d: ()),
+    "color": (np.float32, lambda d: (3,)),
+    "color_count": (np.uint32, lambda d: ()),
+    "observations": (np.uint32, lambda d: ()),
+    "last_seen": (np.float64, lambda d: ()),
+    "feature": (np.float16, lambda d: (d,)),
+    "feature_count": (np.uint32, lambda d: ()),
+}
+
+
+def _validate_arrays(arrays: dict, feature_dim: int, path_hint: str) -> None:
+    missing = set(_ARRAY_SPECS) - set(arrays)
+    if missing:
+        raise MapFileError(f"{path_hint}: arrays missing: {sorted(missing)}")
+    count = arrays["keys"].shape[0] if arrays["keys"].ndim == 1 else -1
+    for name, (dtype, trailing) in _ARRAY_SPECS.items():
+        array = arrays[name]
+        if array.dtype != dtype or array.shape != (count, *trailing(feature_dim)):
+            raise MapFileError(f"{path_hint}: array {name} has {array.dtype} {array.shape}, "
+                               f"expected {np.dtype(dtype)} {(count, *trailing(feature_dim))}")
+    keys = arrays["keys"]
+    if count > 1 and not np.all(keys[1:] > keys[:-1]):
+        raise MapFileError(f"{path_hint}: voxel keys are not strictly increasing")
+    for name in ("color", "last_seen", "feature"):
+        if not np.all(np.isfinite(arrays[name])):
+            raise MapFileError(f"{path_hint}: array {name} contains NaN or inf")
+    if count and (arrays["color"].min() < 0 or arrays["color"].max() > 255):
+        raise MapFileError(f"{path_hint}: colours outside 0..255")
+
+
+def _settings_from_header(header: dict) -> dict:
+    try:
+        settings = dict(header["settings"])
+        settings["voxel_size"] = float(settings["voxel_size"])
+        settings["feature_dim"] = int(settings["feature_dim"])
+        int(header["version"])
+        VoxelMap(**{**settings, "max_voxels": 1})  # the settings themselves must be valid
+        return settings
+    except (KeyError, TypeError, ValueError) as error:
+        raise MapFileError(f"map file header has missing or invalid settings: {error}") from None
