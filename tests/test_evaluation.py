@@ -1,0 +1,178 @@
+"""ScanNet-style instance AP on hand-made cases whose answers are worked out by hand."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sole_ros.evaluation import (SCANNET200_INSTANCE, SceneGroundTruth, ScenePrediction, average_precision,
+                                 evaluate_instances, format_table, plot_per_class, write_csv, write_json)
+
+CHAIR, TABLE, WALL = 5, 7, 1  # ScanNet20 ids
+CLASSES = [CHAIR, TABLE]
+NAMES = ["chair", "table"]
+
+
+def scene(*segments):
+    """GT from (label, instance, n_points) segments laid out one after another."""
+    labels = np.concatenate([np.full(n, lab) for lab, _, n in segments])
+    instances = np.concatenate([np.full(n, inst) for _, inst, n in segments])
+    return SceneGroundTruth(labels, instances)
+
+
+def mask(n_total, *ranges):
+    m = np.zeros(n_total, bool)
+    for a, b in ranges:
+        m[a:b] = True
+    return m
+
+
+def predict(n_total, *preds):
+    """preds: (ranges, label, score)."""
+    masks = np.stack([mask(n_total, *r) for r, _, _ in preds], axis=1) if preds else np.zeros((n_total, 0), bool)
+    return ScenePrediction(masks, [p[1] for p in preds], [p[2] for p in preds])
+
+
+def evaluate(pairs, **kw):
+    return evaluate_instances(pairs, CLASSES, NAMES, **kw)
+
+
+def test_perfect_predictions_score_one_everywhere():
+    gt = scene((CHAIR, 1, 200), (TABLE, 2, 300), (WALL, 0, 500))
+    pred = predict(1000, ([(0, 200)], CHAIR, 0.9), ([(200, 500)], TABLE, 0.8))
+    s = evaluate([(gt, pred)]).summary()
+    assert s["ap"] == s["ap50"] == s["ap25"] == 1.0
+    assert s["agnostic_ap"] == 1.0
+
+
+def test_iou_of_0_6_counts_up_to_threshold_0_55_only():
+    # GT 0..200; prediction 0..120 plus 0 extra: IoU = 120 / 200 = 0.6 exactly -> not above 0.6.
+    gt = scene((CHAIR, 1, 200), (WALL, 0, 200))
+    pred = predict(400, ([(0, 120)], CHAIR, 0.9))
+    rows = evaluate([(gt, pred)]).per_class()
+    assert rows["chair"]["ap"] == pytest.approx(2 / 9)  # 0.50 and 0.55 of the nine (0.50 ... 0.90)
+    assert rows["chair"]["ap50"] == 1.0 and rows["chair"]["ap25"] == 1.0
+    assert np.isnan(rows["table"]["ap"])  # no table anywhere
+
+
+def test_false_positive_ranked_above_the_true_positive_follows_the_benchmark_integration():
+    # PR points (recall, precision): (1, 0.5) at the lower score, (0, 0) at the higher, plus (0, 1):
+    # weights are half the recall span between neighbours: 0.5, 0.5, 0 -> AP = 0.25.
+    gt = scene((CHAIR, 1, 200), (TABLE, 2, 200))
+    pred = predict(400, ([(0, 200)], CHAIR, 0.5), ([(200, 400)], CHAIR, 0.9))
+    rows = evaluate([(gt, pred)]).per_class()
+    assert rows["chair"]["ap50"] == pytest.approx(0.25)
+    # Ranked below, the false positive costs nothing.
+    pred = predict(400, ([(0, 200)], CHAIR, 0.9), ([(200, 400)], CHAIR, 0.5))
+    assert evaluate([(gt, pred)]).per_class()["chair"]["ap50"] == pytest.approx(1.0)
+    # The table has ground truth and no prediction: 0, and the class mean includes it.
+    assert evaluate([(gt, pred)]).per_class()["table"]["ap50"] == 0.0
+    assert evaluate([(gt, pred)]).summary()["ap50"] == pytest.approx(0.5)
+
+
+def test_missed_instance_halves_recall_and_duplicates_are_false_positives():
+    gt = scene((CHAIR, 1, 200), (CHAIR, 2, 200))
+    one_found = predict(400, ([(0, 200)], CHAIR, 0.8))
+    assert evaluate([(gt, one_found)]).per_class()["chair"]["ap50"] == pytest.approx(0.5)
+    # A duplicate of the found chair scored higher than the original: the best score is the TP,
+    # the lower one a false positive ranked last, so AP stays 0.5.
+    dup = predict(400, ([(0, 200)], CHAIR, 0.8), ([(0, 190)], CHAIR, 0.7))
+    assert evaluate([(gt, dup)]).per_class()["chair"]["ap50"] == pytest.approx(0.5)
+
+
+def test_predictions_on_ignored_points_and_tiny_predictions_are_not_false_positives():
+    gt = scene((CHAIR, 1, 200), (WALL, 0, 500), (CHAIR, 3, 50))
+    pred = predict(750, ([(0, 200)], CHAIR, 0.5),
+                   ([(200, 700)], CHAIR, 0.9),          # all on the wall (void): ignored
+                   ([(700, 750), (200, 260)], CHAIR, 0.95),  # the too-small chair plus wall: ignored
+                   ([(0, 60)], CHAIR, 0.99))            # under 100 points: dropped
+    result = evaluate([(gt, pred)])
+    assert result.per_class()["chair"]["ap"] == pytest.approx(1.0)
+    assert result.per_class()["chair"]["gt_instances"] == 1
+    # Mostly on an evaluated object of another class, it is a real false positive: a table
+    # prediction over the chair, ranked above the true table, costs the table class (AP 0.25).
+    gt = scene((CHAIR, 1, 200), (WALL, 0, 500), (TABLE, 2, 200))
+    pred = predict(900, ([(700, 900)], TABLE, 0.5), ([(0, 150), (200, 260)], TABLE, 0.9))
+    assert evaluate([(gt, pred)]).per_class()["table"]["ap50"] == pytest.approx(0.25)
+
+
+def test_wrong_class_is_zero_per_class_but_right_class_agnostic():
+    gt = scene((CHAIR, 1, 200), (TABLE, 2, 300))
+    pred = predict(500, ([(0, 200)], TABLE, 0.9), ([(200, 500)], CHAIR, 0.8))
+    result = evaluate([(gt, pred)])
+    s = result.summary()
+    assert s["ap"] == 0.0 and s["agnostic_ap"] == 1.0
+
+
+def test_scenes_are_pooled_before_ranking():
+    gt = scene((CHAIR, 1, 200), (WALL, 0, 200))
+    found = predict(400, ([(0, 200)], CHAIR, 0.9))
+    missed = predict(400, ([(200, 400)], TABLE, 0.9))
+    rows = evaluate([(gt, found), (gt, missed)]).per_class()
+    assert rows["chair"]["ap50"] == pytest.approx(0.5)
+    assert rows["chair"]["gt_instances"] == 2
+
+
+def test_head_common_tail_average_their_own_classes():
+    ids = dict(zip(SCANNET200_INSTANCE.names, SCANNET200_INSTANCE.ids))
+    gt = scene((ids["chair"], 1, 200), (ids["bottle"], 2, 200), (ids["cup"], 3, 200))
+    pred = predict(600, ([(0, 200)], ids["chair"], 0.9), ([(400, 600)], ids["cup"], 0.8))
+    result = evaluate_instances([(gt, pred)], SCANNET200_INSTANCE.ids, SCANNET200_INSTANCE.names,
+                                splits=SCANNET200_INSTANCE.splits)
+    s = result.summary()
+    assert (s["head_ap"], s["common_ap"], s["tail_ap"]) == (1.0, 0.0, 1.0)
+    assert s["ap"] == pytest.approx(2 / 3)
+    assert len(SCANNET200_INSTANCE.ids) == 198 and "wall" not in SCANNET200_INSTANCE.names
+
+
+def _benchmark_ap_by_loops(scores, is_tp, missed):
+    """An independent, literal version of the benchmark's curve: one PR point per distinct score
+    (from the lowest), plus (0, 1); precision weighted by half the recall gap of its neighbours."""
+    points = []
+    for t in sorted(set(scores)):
+        tp = sum(1 for s, y in zip(scores, is_tp) if s >= t and y)
+        fp = sum(1 for s, y in zip(scores, is_tp) if s >= t and not y)
+        points.append((tp / (sum(is_tp) + missed), tp / (tp + fp)))
+    points.append((0.0, 1.0))
+    total = 0.0
+    for i, (_, p) in enumerate(points):
+        left = points[i - 1][0] if i > 0 else points[0][0]
+        right = points[i + 1][0] if i + 1 < len(points) else 0.0
+        total += p * (left - right) / 2
+    return total
+
+
+def test_average_precision_agrees_with_a_literal_loop_version():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        scores = np.round(rng.random(n), 1)  # ties on purpose
+        is_tp = rng.random(n) < 0.5
+        missed = int(rng.integers(0, 5))
+        if is_tp.sum() + missed == 0:
+            continue
+        assert average_precision(scores, is_tp, missed) == pytest.approx(
+            _benchmark_ap_by_loops(list(scores), list(is_tp), missed))
+
+
+def test_mismatched_shapes_are_rejected():
+    with pytest.raises(ValueError):
+        ScenePrediction(np.zeros((10, 2), bool), [1], [0.5, 0.4])
+    gt = scene((CHAIR, 1, 200))
+    with pytest.raises(ValueError):
+        evaluate([(gt, predict(100, ([(0, 100)], CHAIR, 0.9)))])
+
+
+def test_table_csv_json_and_plot(tmp_path):
+    gt = scene((CHAIR, 1, 200), (TABLE, 2, 300))
+    pred = predict(500, ([(0, 200)], CHAIR, 0.9))
+    result = evaluate([(gt, pred)])
+    table = format_table(result)
+    assert "chair" in table and "100.0" in table and "class-agnostic" in table
+    write_csv(result, tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("chair,5,1.0")
+    write_json(result, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["ap50"] == pytest.approx(0.5)
+    plot_per_class(result, tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
