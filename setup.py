@@ -11,7 +11,7 @@ import re
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
-LIBRARY_DEPS = ["torch", "torchvision", "open_clip_torch", "numpy", "scipy", "pillow"]
+LIBRARY_DEPS = ["torch", "torchvision", "open_clip_torch", "numpy", "scipy", "pillow", "omegaconf"]
 
 
 def pinned(names):
