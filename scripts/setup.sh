@@ -93,9 +93,9 @@ INC=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 NUMPY_LINK=${XDG_CACHE_HOME:-$HOME/.cache}/sole_ros/$(echo "$VENV" | sha256sum | cut -c1-12)/numpy-include
 mkdir -p "$(dirname "$NUMPY_LINK")"
 ln -sfn "$SITE/numpy/_core/include" "$NUMPY_LINK"
-if grep -rlqE "/opt/python/cp311-cp311|$SITE/numpy/_core/include" "$VENV/share" 2>/dev/null; then
+if grep -rlqE --include="*.cmake" "/opt/python/cp311-cp311|$SITE/numpy/_core/include" "$VENV/share" 2>/dev/null; then
   log "pointing the ROS wheels' CMake files at this interpreter"
-  grep -rlE "/opt/python/cp311-cp311|$SITE/numpy/_core/include" "$VENV/share" | while read -r f; do
+  grep -rlE --include="*.cmake" "/opt/python/cp311-cp311|$SITE/numpy/_core/include" "$VENV/share" | while read -r f; do
     sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NUMPY_LINK#g" \
            -e "s#$SITE/numpy/_core/include#$NUMPY_LINK#g" \
            -e "s#/opt/python/cp311-cp311/include/python3.11#$INC#g" "$f"
