@@ -27,6 +27,7 @@ from visualization_msgs.msg import Marker  # noqa: E402
 from sole_ros.ros.errors import MalformedMessage  # noqa: E402
 from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres  # noqa: E402
 from sole_ros.ros.markers import PALETTE, instance_markers  # noqa: E402
+from sole_ros.ros.message_data import message_bytes  # noqa: E402
 from sole_ros.ros.pointcloud import make_cloud, read_points  # noqa: E402
 from sole_ros.ros.sync import ApproximateTimeSync, subscribe_synchronized  # noqa: E402
 from sole_ros.ros.transforms import (PoseBuffer, PoseLookupError, extrinsic_matrix,  # noqa: E402
@@ -191,6 +192,20 @@ def test_field_count_zero_is_read_as_one_element():
     for field in msg.fields:
         field.count = 0
     np.testing.assert_array_equal(read_points(msg)[0], [[1, 2, 3]])
+
+
+def test_float64_beyond_float32_range_is_dropped_not_kept_as_inf():
+    layout = {"x": (0, F64), "y": (8, F64), "z": (16, F64)}
+    msg = hand_cloud({"x": [1.0, 1e300], "y": [2.0, 0.0], "z": [3.0, 0.0]}, layout, 24)
+    np.testing.assert_array_equal(read_points(msg)[0], [[1, 2, 3]])
+
+
+def test_message_bytes_accepts_buffers_and_int_sequences_only():
+    np.testing.assert_array_equal(message_bytes(array.array("B", [1, 2])), [1, 2])
+    np.testing.assert_array_equal(message_bytes(b"\x03\x04"), [3, 4])
+    np.testing.assert_array_equal(message_bytes([5, 6]), [5, 6])
+    with pytest.raises(MalformedMessage, match="byte buffer"):
+        message_bytes([1, 300])
 
 
 def _valid_cloud() -> PointCloud2:
@@ -720,14 +735,17 @@ def test_sync_validates_arguments():
 
 
 def test_subscribe_synchronized_over_dds(ros_client):
+    from rclpy.callback_groups import ReentrantCallbackGroup
     from rclpy.executors import SingleThreadedExecutor
 
     node = ros_client
     got = []
+    group = ReentrantCallbackGroup()
     handle = subscribe_synchronized(node, [(Image, "sync_test/depth"), (Image, "sync_test/color")],
                                     lambda d, c: got.append((d.encoding, c.encoding)), slop=0.01,
-                                    backend="builtin")
+                                    backend="builtin", callback_group=group)
     assert handle.backend == "builtin"
+    assert all(sub.callback_group is group for sub in handle.subscriptions)
     depth_pub = node.create_publisher(Image, "sync_test/depth", 10)
     color_pub = node.create_publisher(Image, "sync_test/color", 10)
     executor = SingleThreadedExecutor(context=node.context)

@@ -11,6 +11,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
 from sole_ros.ros.errors import MalformedMessage
+from sole_ros.ros.message_data import message_bytes
 
 __all__ = ["MalformedMessage", "depth_to_metres", "color_to_rgb", "camera_matrix",
            "DEPTH_ENCODINGS", "COLOR_ENCODINGS"]
@@ -39,10 +40,7 @@ def _pixel_rows(msg: Image, bytes_per_pixel: int) -> np.ndarray:
         raise MalformedMessage(
             f"step {msg.step} is less than width {msg.width} x {bytes_per_pixel} bytes per pixel "
             f"({msg.encoding})")
-    try:
-        data = np.frombuffer(msg.data, dtype=np.uint8)
-    except TypeError:  # a plain sequence of ints (messages built with field checks off)
-        data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
+    data = message_bytes(msg.data)
     expected = msg.step * msg.height
     if data.size != expected:
         raise MalformedMessage(
@@ -108,7 +106,8 @@ def camera_matrix(info: CameraInfo, image: Image | tuple[int, int] | None = None
         raise MalformedMessage(
             f"camera_info K has fx={k[0, 0]:g}, fy={k[1, 1]:g}; both must be > 0 (uncalibrated camera?)")
     if k[1, 0] != 0 or k[2, 0] != 0 or k[2, 1] != 0 or k[2, 2] != 1:
-        raise MalformedMessage(f"camera_info K is not an intrinsic matrix (rows 2-3 must be [0 fy cy], [0 0 1]): {k.tolist()}")
+        raise MalformedMessage(
+            f"camera_info K is not an intrinsic matrix (rows 2-3 must be [0 fy cy], [0 0 1]): {k.tolist()}")
 
     # Binning divides and the ROI shifts the full-resolution pixel grid (CameraInfo.msg).
     bin_x, bin_y = max(info.binning_x, 1), max(info.binning_y, 1)

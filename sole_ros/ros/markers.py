@@ -34,7 +34,8 @@ def instance_color(instance_id: int, alpha: float = 1.0) -> ColorRGBA:
 def _vector(instance, name: str) -> np.ndarray:
     value = np.asarray(getattr(instance, name), dtype=np.float64).reshape(-1)
     if value.shape != (3,) or not np.isfinite(value).all():
-        raise ValueError(f"instance {getattr(instance, 'id', '?')}: {name} must be 3 finite numbers, not {value.tolist()}")
+        raise ValueError(
+            f"instance {getattr(instance, 'id', '?')}: {name} must be 3 finite numbers, not {value.tolist()}")
     return value
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
 from sole_ros.ros.errors import MalformedMessage
+from sole_ros.ros.message_data import message_bytes
 
 __all__ = ["MalformedMessage", "read_points", "make_cloud", "POINT_FIELD_DTYPES"]
 
@@ -31,17 +32,6 @@ _COORDINATE_TYPES = (PointField.FLOAT32, PointField.FLOAT64)
 # Packed colour: 4 bytes holding 0x(AA)RRGGBB, published as float32 (PCL, RViz) or uint32.
 _COLOUR_TYPES = (PointField.FLOAT32, PointField.UINT32, PointField.INT32)
 _COLOUR_NAMES = ("rgb", "rgba")
-
-
-def _message_bytes(data) -> np.ndarray:
-    """The message's data as a flat uint8 array without copying when it is a buffer."""
-    try:
-        return np.frombuffer(data, dtype=np.uint8)
-    except TypeError:  # a plain sequence of ints (messages built with field checks off)
-        try:
-            return np.asarray(data, dtype=np.uint8).reshape(-1)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise MalformedMessage(f"data is not a byte buffer: {exc}") from None
 
 
 def _check_fields(msg: PointCloud2) -> dict[str, PointField]:
@@ -100,7 +90,7 @@ def read_points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:
     Raises MalformedMessage for any inconsistency.
     """
     fields = _check_fields(msg)
-    data = _message_bytes(msg.data)
+    data = message_bytes(msg.data)
     _check_layout(msg, data.size)
     colour_field = next((fields[n] for n in _COLOUR_NAMES if n in fields), None)
     if colour_field is not None and colour_field.datatype not in _COLOUR_TYPES:
@@ -120,7 +110,8 @@ def read_points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:
     for i, axis in enumerate("xyz"):
         field = fields[axis]
         dtype = POINT_FIELD_DTYPES[field.datatype].newbyteorder(byteorder)
-        xyz[:, i] = _column(points, field.offset, dtype)  # float64 -> float32 here
+        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, dropped below
+            xyz[:, i] = _column(points, field.offset, dtype)
     keep = np.isfinite(xyz).all(axis=1)
     xyz = xyz[keep]
     if colour_field is None:
@@ -176,7 +167,8 @@ def make_cloud(header, xyz, rgb=None, extra_fields: Mapping[str, np.ndarray] | N
     for name, values in columns:
         dtype = values.dtype.newbyteorder("<")
         offset = -(-offset // dtype.itemsize) * dtype.itemsize  # natural alignment
-        fields.append(PointField(name=name, offset=offset, datatype=_DATATYPE_OF_DTYPE[dtype.newbyteorder("=")], count=1))
+        datatype = _DATATYPE_OF_DTYPE[dtype.newbyteorder("=")]
+        fields.append(PointField(name=name, offset=offset, datatype=datatype, count=1))
         names.append(name)
         formats.append(dtype)
         offsets.append(offset)

@@ -157,12 +157,13 @@ class SynchronizedSubscription:
 
 
 def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: Callable[..., Any], *,
-                           slop: float, queue_size: int = 10, qos=10,
+                           slop: float, queue_size: int = 10, qos=10, callback_group=None,
                            backend: str = "auto") -> SynchronizedSubscription:
     """Subscribe ``node`` to ``inputs`` [(msg_type, topic), ...] and call ``callback(*msgs)``.
 
     backend: "builtin" (ApproximateTimeSync), "message_filters" (ImportError when absent) or
-    "auto" (message_filters when importable, else builtin).
+    "auto" (message_filters when importable, else builtin). ``callback_group`` is given to
+    every subscription (the builtin synchroniser is thread-safe, so a reentrant group is fine).
     """
     if backend not in ("auto", "builtin", "message_filters"):
         raise ValueError(f"backend must be auto, builtin or message_filters, not {backend!r}")
@@ -171,12 +172,14 @@ def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: C
     if backend == "message_filters":
         import message_filters  # ImportError names the missing module, which is the reason
 
-        subscribers = [message_filters.Subscriber(node, msg_type, topic, qos_profile=qos)
+        subscribers = [message_filters.Subscriber(node, msg_type, topic, qos_profile=qos,
+                                                  callback_group=callback_group)
                        for msg_type, topic in inputs]
         synchronizer = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)
         synchronizer.registerCallback(callback)
         return SynchronizedSubscription(backend, subscribers, synchronizer)
     synchronizer = ApproximateTimeSync(len(inputs), callback, slop=slop, queue_size=queue_size)
-    subscriptions = [node.create_subscription(msg_type, topic, synchronizer.input(i), qos)
+    subscriptions = [node.create_subscription(msg_type, topic, synchronizer.input(i), qos,
+                                              callback_group=callback_group)
                      for i, (msg_type, topic) in enumerate(inputs)]
     return SynchronizedSubscription(backend, subscriptions, synchronizer)
