@@ -24,10 +24,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: 
 from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from sole_ros.ros.errors import MalformedMessage  # noqa: E402
+from sole_ros.ros.errors import MalformedMessage, message_bytes  # noqa: E402
 from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres  # noqa: E402
 from sole_ros.ros.markers import PALETTE, instance_markers  # noqa: E402
-from sole_ros.ros.message_data import message_bytes  # noqa: E402
 from sole_ros.ros.pointcloud import make_cloud, read_points  # noqa: E402
 from sole_ros.ros.sync import ApproximateTimeSync, subscribe_synchronized  # noqa: E402
 from sole_ros.ros.transforms import (PoseBuffer, PoseLookupError, extrinsic_matrix,  # noqa: E402

@@ -1,5 +1,8 @@
-"""The one exception the message conversion layer raises for bad input messages."""
+"""The input boundary of the message conversion layer: the one exception it raises for bad
+messages, and the checked read of a message's raw payload that every converter starts from."""
 from __future__ import annotations
+
+import numpy as np
 
 
 class MalformedMessage(ValueError):
@@ -7,3 +10,15 @@ class MalformedMessage(ValueError):
 
     Subclasses ValueError so that callers that only know "bad input" still catch it.
     """
+
+
+def message_bytes(data) -> np.ndarray:
+    """A uint8[] field (Image.data, PointCloud2.data) as a flat uint8 array, not copied when it
+    is a buffer (array.array, bytes); MalformedMessage when it is not bytes at all."""
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except TypeError:  # a plain sequence of ints (messages built with field checks off)
+        try:
+            return np.asarray(data, dtype=np.uint8).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MalformedMessage(f"data is not a byte buffer: {exc}") from None

@@ -10,8 +10,7 @@ import math
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from sole_ros.ros.errors import MalformedMessage
-from sole_ros.ros.message_data import message_bytes
+from sole_ros.ros.errors import MalformedMessage, message_bytes
 
 __all__ = ["MalformedMessage", "depth_to_metres", "color_to_rgb", "camera_matrix",
            "DEPTH_ENCODINGS", "COLOR_ENCODINGS"]

@@ -11,8 +11,7 @@ from typing import Mapping
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
-from sole_ros.ros.errors import MalformedMessage
-from sole_ros.ros.message_data import message_bytes
+from sole_ros.ros.errors import MalformedMessage, message_bytes
 
 __all__ = ["MalformedMessage", "read_points", "make_cloud", "POINT_FIELD_DTYPES"]
 
