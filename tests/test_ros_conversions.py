@@ -822,6 +822,10 @@ def test_instance_markers_lines_style_empty_and_bad_input():
     lengths = np.linalg.norm(ends[:, 0] - ends[:, 1], axis=1)
     np.testing.assert_allclose(lengths, 2.0)  # 12 axis-aligned edges of the 2 m cube
     assert np.abs(ends).max() == 1.0
+    no_id = FakeInstance(0, "cup", 0.5, [0, 0, 0], [1, 1, 1])
+    del no_id.id  # like the inference library's Instance: colour by position instead
+    second = instance_markers(Header(), [inst, no_id]).markers[3]
+    assert (second.color.r, second.color.g, second.color.b) == pytest.approx(PALETTE[1])
     only_delete = instance_markers(Header(), []).markers
     assert [m.action for m in only_delete] == [Marker.DELETEALL]
     with pytest.raises(ValueError, match="bbox_size"):

@@ -58,7 +58,8 @@ def instance_markers(header, instances: Iterable, ns: str = "sole", lifetime: fl
                      text_height: float = 0.06) -> MarkerArray:
     """A MarkerArray: DELETEALL, then per instance a box and a "label 0.87" text above it.
 
-    Instances are duck-typed: ``id, label, score, bbox_center (3,), bbox_size (3,)``. The box is
+    Instances are duck-typed: ``label, score, bbox_center (3,), bbox_size (3,)`` and ``id``
+    (the position in ``instances`` when absent). The box is
     a translucent CUBE (``style="cube"``) or a LINE_LIST wireframe (``style="lines"``) coloured
     by id; ``lifetime`` 0 keeps markers until the next array replaces them. All markers share
     ``ns`` so the DELETEALL (scoped to ns by newer RViz versions) clears them all.
@@ -73,7 +74,7 @@ def instance_markers(header, instances: Iterable, ns: str = "sole", lifetime: fl
     for index, instance in enumerate(instances):
         center = _vector(instance, "bbox_center")
         size = np.maximum(_vector(instance, "bbox_size"), MIN_BOX_SIZE)
-        instance_id = int(instance.id)
+        instance_id = int(getattr(instance, "id", index))  # the library Instance has no id
         box = Marker(header=header, ns=ns, id=2 * index, action=Marker.ADD, lifetime=life)
         box.pose.position = Point(x=float(center[0]), y=float(center[1]), z=float(center[2]))
         box.pose.orientation.w = 1.0
