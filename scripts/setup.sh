@@ -103,7 +103,9 @@ if grep -rlqE --include="*.cmake" "/opt/python/cp311-cp311|$SITE/numpy/_core/inc
 fi
 
 # --- colcon build of this package (interfaces + Python package + executables) ---------------------
-key=$(digest package.xml CMakeLists.txt msg/*.msg srv/*.srv scripts/sole_node scripts/sole-ros "$CONSTRAINTS")
+# The install links each source file: a new or removed module also needs a rebuild.
+key=$( (digest package.xml CMakeLists.txt msg/*.msg srv/*.srv scripts/sole_node scripts/sole-ros "$CONSTRAINTS";
+        find sole_ros launch config -type f ! -path '*/__pycache__/*' | sort) | sha256sum | cut -c1-16)
 if ! done_already colcon "$key" || [ ! -f "$ROOT/install/setup.bash" ]; then
   log "building the package with colcon"
   (
