@@ -1,0 +1,224 @@
+"""Split a point set into parts connected within a distance: DBSCAN(eps, min_samples=1), fast.
+
+With min_samples=1 every point is a core point, so DBSCAN's clusters are exactly the connected
+components of the graph linking points at distance <= eps, numbered in the order of their first
+point. This computes the same labels without listing every neighbourhood (which is what makes
+DBSCAN slow and memory-hungry for an eps far larger than the point spacing, like SOLE's 0.95 m on
+2 cm voxels):
+
+1. Grid cells of side just under eps/sqrt(3): any two points in one cell are within eps, so a cell
+   is connected inside and the graph reduces to one between occupied cells.
+2. Only cells within two steps per axis can hold points within eps of each other. For each such
+   pair, cheap vectorised certificates decide most cases: the gap between the cells' bounding
+   boxes of points (> eps: not linked), and one exact distance between the two points that lie
+   farthest toward each other (<= eps: linked).
+3. The few undecided pairs whose cells are not yet in one component get an exact nearest-point
+   test with a k-d tree.
+
+"Within eps" is evaluated as scikit-learn's k-d tree does: ((dx*dx + dy*dy) + dz*dz) <= eps*eps
+in float64, so borderline pairs are decided the same way.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+# Neighbouring cell offsets, one of each +/- pair (components in -2..2, not all zero).
+_OFFSETS = np.array([o for o in itertools.product(range(-2, 3), repeat=3) if o > (0, 0, 0)], dtype=np.int64)
+_DIRECTIONS = np.array([o for o in itertools.product((-1, 0, 1), repeat=3) if any(o)], dtype=np.float64)
+_DIRECTION_INDEX = {tuple(int(v) for v in d): i for i, d in enumerate(_DIRECTIONS)}
+_SAFETY = 1e-6  # relative margin that keeps float rounding away from every certificate
+_BRUTE_FORCE_PAIR = 4096  # cell pairs with at most this many point pairs are tested all at once
+_BRUTE_FORCE_CHUNK = 2_000_000  # point pairs per vectorised batch (bounded memory)
+
+
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = a - b
+    return (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]) + d[..., 2] * d[..., 2]
+
+
+def _first_occurrence_labels(component: np.ndarray) -> np.ndarray:
+    """Renumber components 0, 1, ... in the order of their first point (DBSCAN's numbering)."""
+    values, first = np.unique(component, return_index=True)
+    remap = np.empty(values.max() + 1, dtype=np.int64)
+    remap[values] = np.argsort(np.argsort(first))
+    return remap[component]
+
+
+def _kdtree_parts(points: np.ndarray, eps: float) -> np.ndarray:
+    """Fallback for extreme extents: every pair within eps, then components (exact, slower)."""
+    pairs = cKDTree(points).query_pairs(eps * (1 + _SAFETY), output_type="ndarray")
+    if len(pairs):
+        pairs = pairs[_sq_dist(points[pairs[:, 0]], points[pairs[:, 1]]) <= eps * eps]
+    n = points.shape[0]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else \
+        coo_matrix((n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+class _UnionFind:
+    def __init__(self, labels: np.ndarray):
+        self.parent = list(labels)
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _cells_linked(a: np.ndarray, b: np.ndarray, eps: float) -> bool:
+    """Exact: is some point of a within eps of some point of b?"""
+    eps2 = eps * eps
+    if a.shape[0] * b.shape[0] <= 4096:
+        return bool((_sq_dist(a[:, None, :], b[None, :, :]) <= eps2).any())
+    if a.shape[0] > b.shape[0]:
+        a, b = b, a
+    tree = cKDTree(b)
+    dist, idx = tree.query(a, k=1, distance_upper_bound=eps * (1 + _SAFETY))
+    near = np.isfinite(dist)
+    if not near.any():
+        return False
+    if (_sq_dist(a[near], b[idx[near]]) <= eps2).any():
+        return True
+    # nearest points sit in the rounding band around eps: check every candidate exactly
+    for i in np.flatnonzero(near):
+        cand = tree.query_ball_point(a[i], eps * (1 + _SAFETY))
+        if (_sq_dist(a[i][None], b[cand]) <= eps2).any():
+            return True
+    return False
+
+
+def connected_parts(points: np.ndarray, eps: float) -> np.ndarray:
+    """Labels 0..K-1 per point, identical to ``DBSCAN(eps=eps, min_samples=1).fit(points).labels_``."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (M, 3), got {points.shape}")
+    if not eps > 0:
+        raise ValueError("eps must be positive")
+    m = points.shape[0]
+    if m <= 1:
+        return np.zeros(m, dtype=np.int64)
+
+    side = eps / np.sqrt(3.0) * (1 - _SAFETY)
+    lo = points.min(axis=0)
+    cell = np.floor((points - lo) / side).astype(np.int64)
+    extent = cell.max(axis=0) + 5  # room for offsets of -2..+2 without wrapping
+    if float(np.prod(extent.astype(np.float64))) > 2.0 ** 62:
+        return _first_occurrence_labels(_kdtree_parts(points, eps))
+    keys = ((cell[:, 0] + 2) * extent[1] + (cell[:, 1] + 2)) * extent[2] + (cell[:, 2] + 2)
+
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    n_cells = starts.shape[0]
+    cell_keys = sorted_keys[starts]
+    point_cell = np.empty(m, dtype=np.int64)
+    point_cell[order] = np.repeat(np.arange(n_cells), np.diff(np.r_[starts, m]))
+    if n_cells == 1:
+        return np.zeros(m, dtype=np.int64)
+
+    # candidate pairs of occupied cells (A, B) with B = A + offset
+    strides = np.array([extent[1] * extent[2], extent[2], 1], dtype=np.int64)
+    pair_a, pair_b, pair_dir = [], [], []
+    for offset in _OFFSETS:
+        target = cell_keys + offset @ strides
+        pos = np.minimum(np.searchsorted(cell_keys, target), n_cells - 1)
+        hit = cell_keys[pos] == target
+        if hit.any():
+            pair_a.append(np.flatnonzero(hit))
+            pair_b.append(pos[hit])
+            pair_dir.append(np.full(int(hit.sum()), _DIRECTION_INDEX[tuple(np.sign(offset))]))
+    if not pair_a:
+        return _first_occurrence_labels(point_cell)
+    pair_a = np.concatenate(pair_a)
+    pair_b = np.concatenate(pair_b)
+    pair_dir = np.concatenate(pair_dir)
+
+    sorted_points = points[order]
+    box_lo = np.minimum.reduceat(sorted_points, starts, axis=0)
+    box_hi = np.maximum.reduceat(sorted_points, starts, axis=0)
+    gap = np.maximum(0.0, np.maximum(box_lo[pair_b] - box_hi[pair_a], box_lo[pair_a] - box_hi[pair_b]))
+    keep = (gap * gap).sum(axis=1) <= eps * eps * (1 + _SAFETY)
+    pair_a, pair_b, pair_dir = pair_a[keep], pair_b[keep], pair_dir[keep]
+
+    # the point of each cell farthest along each of the 26 directions
+    proj = sorted_points @ _DIRECTIONS.T  # [M, 26]
+    best = np.maximum.reduceat(proj, starts, axis=0)
+    cell_sorted = np.repeat(np.arange(n_cells), np.diff(np.r_[starts, m]))
+    rows, cols = np.nonzero(proj == best[cell_sorted])
+    extreme = np.empty((n_cells, _DIRECTIONS.shape[0]), dtype=np.int64)
+    extreme[cell_sorted[rows[::-1]], cols[::-1]] = rows[::-1]  # first hit per (cell, direction) wins
+    opposite = _DIRECTIONS.shape[0] - 1 - pair_dir  # the list is symmetric: -d sits mirrored
+    a_pt = sorted_points[extreme[pair_a, pair_dir]]
+    b_pt = sorted_points[extreme[pair_b, opposite]]
+    linked = _sq_dist(a_pt, b_pt) <= eps * eps
+
+    bounds = np.r_[starts, m]
+    cell_component = _components(n_cells, pair_a[linked], pair_b[linked])
+    undecided = np.flatnonzero(~linked)
+    undecided = undecided[cell_component[pair_a[undecided]] != cell_component[pair_b[undecided]]]
+    if undecided.shape[0]:
+        # small cell pairs: every point pair at once, vectorised
+        sizes = np.diff(bounds)
+        cost = sizes[pair_a[undecided]] * sizes[pair_b[undecided]]
+        small = undecided[cost <= _BRUTE_FORCE_PAIR]
+        if small.shape[0]:
+            hit = _brute_force_links(sorted_points, bounds, pair_a[small], pair_b[small], eps)
+            extra_a = np.r_[pair_a[linked], pair_a[small[hit]]]
+            extra_b = np.r_[pair_b[linked], pair_b[small[hit]]]
+            cell_component = _components(n_cells, extra_a, extra_b)
+        large = undecided[cost > _BRUTE_FORCE_PAIR]
+        large = large[cell_component[pair_a[large]] != cell_component[pair_b[large]]]
+        if large.shape[0]:
+            forest = _UnionFind(np.arange(cell_component.max() + 1))
+            for i in large:
+                a, b = int(pair_a[i]), int(pair_b[i])
+                ca, cb = forest.find(int(cell_component[a])), forest.find(int(cell_component[b]))
+                if ca != cb and _cells_linked(sorted_points[bounds[a]:bounds[a + 1]],
+                                              sorted_points[bounds[b]:bounds[b + 1]], eps):
+                    forest.union(ca, cb)
+            roots = np.array([forest.find(c) for c in range(cell_component.max() + 1)])
+            cell_component = roots[cell_component]
+    return _first_occurrence_labels(cell_component[point_cell])
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    graph = coo_matrix((np.ones(a.shape[0]), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _brute_force_links(points: np.ndarray, bounds: np.ndarray, a: np.ndarray, b: np.ndarray,
+                       eps: float) -> np.ndarray:
+    """For each cell pair (a[i], b[i]): is any point pair within eps? All pairs, in chunks."""
+    out = np.zeros(a.shape[0], dtype=bool)
+    na, nb = np.diff(bounds)[a], np.diff(bounds)[b]
+    cost = na * nb
+    ends = np.cumsum(cost)
+    chunk_start = 0
+    while chunk_start < a.shape[0]:
+        base = ends[chunk_start - 1] if chunk_start else 0
+        chunk_end = int(np.searchsorted(ends, base + _BRUTE_FORCE_CHUNK, side="right"))
+        chunk_end = max(chunk_end, chunk_start + 1)
+        sel = slice(chunk_start, chunk_end)
+        counts = cost[sel]
+        pair = np.repeat(np.arange(chunk_end - chunk_start), counts)
+        local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        ia = bounds[a[sel]][pair] + local // nb[sel][pair]
+        ib = bounds[b[sel]][pair] + local % nb[sel][pair]
+        close = _sq_dist(points[ia], points[ib]) <= eps * eps
+        out[chunk_start:chunk_end] = np.bincount(pair[close], minlength=chunk_end - chunk_start) > 0
+        chunk_start = chunk_end
+    return out

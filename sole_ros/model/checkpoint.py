@@ -1,0 +1,242 @@
+"""Safe loading of the published SOLE / Mask3D checkpoints (PyTorch Lightning .ckpt files).
+
+Files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings and containers,
+plus an explicit allow-list of the OmegaConf classes that Lightning pickles for the
+``hyper_parameters``. Any other pickled reference (a class, a function) is refused with
+``UnsafeCheckpointError`` before anything from the file runs.
+
+Keys: the network's parameters are ``model.<name>`` (the SoleModel attribute names), plus
+``criterion.empty_weight`` and the backbone's unused ``final`` layer, which are ignored on purpose.
+Every key is checked by name and shape; the ``LoadReport`` lists what was loaded, missing,
+unexpected, ignored and mismatched.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import re
+import typing
+from dataclasses import dataclass, field
+
+import torch
+
+from sole_ros.model.config import SoleConfig
+
+# Keys a published file holds that SOLE does not use (the reference never reads them either).
+IGNORED_KEYS = ("criterion.empty_weight",)
+IGNORED_PREFIXES = ("model.backbone.final.",)
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint cannot be used (unreadable, or its keys/shapes do not fit the model)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file holds pickled objects beyond plain data: loading it could execute code."""
+
+
+def _safe_globals() -> list:
+    """What Lightning's hyper_parameters (an OmegaConf DictConfig) legitimately pickle."""
+    allowed: list = [typing.Any, collections.defaultdict, dict, list, int, float, str, bool, tuple]
+    try:
+        from omegaconf import DictConfig, ListConfig
+        from omegaconf import base as oc_base
+        from omegaconf import nodes as oc_nodes
+    except ImportError:  # without omegaconf a file with hyper-parameters is refused, never executed
+        return allowed
+    allowed += [DictConfig, ListConfig, oc_base.ContainerMetadata, oc_base.Metadata]
+    for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "BytesNode", "PathNode"):
+        if hasattr(oc_nodes, name):
+            allowed.append(getattr(oc_nodes, name))
+    return allowed
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file as plain data; refuse anything that would run code."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL\s+([\w.]+)", str(err))
+        what = f"a reference to {found.group(1)}" if found else "a pickled object that is not plain data"
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it contains {what}, which is neither tensors/plain data nor the "
+            f"OmegaConf hyper-parameters a SOLE/Mask3D checkpoint holds. Unpickling it could execute code "
+            f"from the file, so nothing was loaded. Use the published checkpoint, or re-save its "
+            f"'state_dict' alone from a trusted environment."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a dict (got {type(data).__name__})")
+    return data
+
+
+def state_dict_of(data: dict, path: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensors of a Lightning checkpoint ("state_dict") or of a bare state dict."""
+    sd = data.get("state_dict", data)
+    if not isinstance(sd, dict) or not sd:
+        raise CheckpointError(f"{path} has no state_dict")
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state_dict entries that are not tensors: {bad[:5]}")
+    return sd
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # model keys the file did not provide
+    unexpected: list[str] = field(default_factory=list)  # file keys the model has no place for
+    ignored: list[str] = field(default_factory=list)  # file keys deliberately not used
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, file shape, model shape
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, limit: int = 20) -> str:
+        lines = [f"{len(self.loaded)} tensors loaded, {len(self.ignored)} ignored"]
+
+        def block(title, items):
+            if items:
+                lines.append(f"{title} ({len(items)}):")
+                lines.extend(f"  {item}" for item in items[:limit])
+                if len(items) > limit:
+                    lines.append(f"  ... and {len(items) - limit} more")
+
+        block("missing from the file", self.missing)
+        block("unexpected in the file", self.unexpected)
+        block("shape mismatch (key: file vs model)",
+              [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in self.mismatched])
+        return "\n".join(lines)
+
+
+def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], report: LoadReport,
+           expected_keys: set[str], strict: bool, path: str) -> LoadReport:
+    own = model.state_dict()
+    usable = {}
+    for key, value in tensors.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(own[key].shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            usable[key] = value
+    report.missing = sorted(expected_keys - set(tensors))
+    if strict and not report.ok:
+        raise CheckpointError(f"checkpoint {path} does not fit the model:\n{report.describe()}")
+    model.load_state_dict(usable, strict=False)
+    report.loaded = sorted(usable)
+    return report
+
+
+def load_sole_weights(model: torch.nn.Module, path: str | os.PathLike, strict: bool = True,
+                      data: dict | None = None) -> LoadReport:
+    """Load a full SOLE checkpoint into ``model`` (a SoleModel). The Fourier matrix comes from the file.
+
+    strict: raise CheckpointError unless every model key is present with the right shape and every
+    file key has a place (apart from the known unused ones, which are reported as ignored).
+    """
+    path = os.fspath(path)
+    sd = state_dict_of(data if data is not None else read_checkpoint(path), path)
+    report = LoadReport()
+    tensors = {}
+    for key, value in sd.items():
+        if key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES):
+            report.ignored.append(key)
+        elif key.startswith("model."):
+            tensors[key[len("model."):]] = value
+        else:
+            report.unexpected.append(key)
+    return _apply(model, tensors, report, set(model.state_dict()), strict, path)
+
+
+def load_backbone_weights(model: torch.nn.Module, path: str | os.PathLike, freeze: bool = True,
+                          strict: bool = True) -> LoadReport:
+    """Load only the backbone from a Mask3D/SOLE checkpoint or a backbone-only file.
+
+    Accepts keys ``model.backbone.*`` (Lightning) or ``backbone.*``; every other key is ignored
+    (a Mask3D file also holds its own decoder). ``freeze`` makes the backbone fixed, as in SOLE.
+    """
+    path = os.fspath(path)
+    sd = state_dict_of(read_checkpoint(path), path)
+    report = LoadReport()
+    tensors = {}
+    for key, value in sd.items():
+        name = key[len("model."):] if key.startswith("model.") else key
+        if name.startswith("backbone.final.") or not name.startswith("backbone."):
+            report.ignored.append(key)
+        else:
+            tensors[name] = value
+    if not tensors:
+        raise CheckpointError(f"{path} holds no backbone weights (no 'model.backbone.*' keys)")
+    expected = {k for k in model.state_dict() if k.startswith("backbone.")}
+    report = _apply(model, tensors, report, expected, strict, path)
+    model.set_backbone_frozen(freeze)
+    return report
+
+
+def _select(hp, dotted: str, default=None):
+    """A value from (possibly interpolated) OmegaConf hyper-parameters, or the default."""
+    try:
+        from omegaconf import OmegaConf
+
+        value = OmegaConf.select(hp, dotted, default=default, throw_on_missing=False)
+        if value is not None and not isinstance(value, (int, float, str, bool)):
+            value = OmegaConf.to_container(value, resolve=True)
+        return value
+    except Exception:  # noqa: BLE001 - unresolvable interpolation: fall back to the default
+        return default
+
+
+def config_from_checkpoint(data: dict, base: SoleConfig | None = None) -> SoleConfig:
+    """A SoleConfig for a published checkpoint: sizes read from its tensors and hyper-parameters."""
+    cfg = base or SoleConfig()
+    sd = state_dict_of(data)
+    changes: dict = {}
+    if "model.bg_feature" in sd:
+        changes["clip_dim"] = int(sd["model.bg_feature"].shape[1])
+    if "model.decoder_norm.weight" in sd:
+        changes["hidden_dim"] = int(sd["model.decoder_norm.weight"].shape[0])
+    if "model.ffn_attention.0.0.linear1.weight" in sd:
+        changes["dim_feedforward"] = int(sd["model.ffn_attention.0.0.linear1.weight"].shape[0])
+    if "model.backbone.conv0p1s1.kernel" in sd:
+        k = sd["model.backbone.conv0p1s1.kernel"]
+        changes["in_channels"] = int(k.shape[1])
+        changes["conv1_kernel_size"] = round(k.shape[0] ** (1 / 3))
+    hp = data.get("hyper_parameters")
+    if hp is not None:
+        for name, key, kind in (("num_queries", "model.num_queries", int), ("num_heads", "model.num_heads", int),
+                                ("num_decoders", "model.num_decoders", int),
+                                ("gauss_scale", "model.gauss_scale", float),
+                                ("voxel_size", "data.voxel_size", float),
+                                ("dbscan_eps", "general.dbscan_eps", float),
+                                ("top_k", "general.topk_per_image", int)):
+            value = _select(hp, key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                changes[name] = kind(value)
+        for name, key in (("hlevels", "model.hlevels"), ("sample_sizes", "model.sample_sizes")):
+            value = _select(hp, key)
+            if isinstance(value, list) and all(isinstance(v, int) for v in value):
+                changes[name] = tuple(value)
+        if changes.get("top_k", 1) <= 0:
+            changes.pop("top_k")
+    return cfg.replace(**changes)
+
+
+def load_sole_model(path: str | os.PathLike, device="cpu", config: SoleConfig | None = None,
+                    strict: bool = True):
+    """Build a SoleModel sized for the checkpoint at ``path``, load it, return (model, report)."""
+    from sole_ros.device import resolve_device
+    from sole_ros.model.sole import SoleModel
+
+    data = read_checkpoint(path)
+    config = config or config_from_checkpoint(data)
+    model = SoleModel(config)
+    report = load_sole_weights(model, path, strict=strict, data=data)
+    return model.to(resolve_device(device)).eval(), report

@@ -1,0 +1,175 @@
+"""Loading checkpoints written in the published SOLE/Mask3D layout; refusing unsafe files."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from sole_ros.model import SoleConfig, SoleModel  # noqa: E402
+from sole_ros.model.checkpoint import (  # noqa: E402
+    CheckpointError,
+    UnsafeCheckpointError,
+    config_from_checkpoint,
+    load_backbone_weights,
+    load_sole_model,
+    load_sole_weights,
+    read_checkpoint,
+)
+
+torch.set_num_threads(2)
+
+
+def _hyper_parameters(cfg: SoleConfig):
+    """An OmegaConf config shaped like SOLE's hydra config (with interpolations, as saved)."""
+    return OmegaConf.create({
+        "general": {"dbscan_eps": 0.95, "topk_per_image": 750, "num_targets": 201},
+        "data": {"voxel_size": cfg.voxel_size, "in_channels": 3},
+        "model": {
+            "_target_": "models.SOLE", "hidden_dim": cfg.hidden_dim, "num_queries": cfg.num_queries,
+            "num_heads": cfg.num_heads, "num_decoders": cfg.num_decoders, "hlevels": list(cfg.hlevels),
+            "clip_dim": cfg.clip_dim, "gauss_scale": 1.0, "sample_sizes": list(cfg.sample_sizes),
+            "voxel_size": "${data.voxel_size}", "num_classes": "${general.num_targets}",
+            "config": {"backbone": {"_target_": "models.Res16UNet34C", "in_channels": "${data.in_channels}",
+                                    "config": {"conv1_kernel_size": cfg.conv1_kernel_size, "bn_momentum": 0.02}}},
+        },
+    })
+
+
+def _lightning_file(path, model: SoleModel, extra: dict | None = None, backbone_only: bool = False):
+    """Write a .ckpt like the published ones: model.-prefixed keys, criterion, optimiser state."""
+    sd = {}
+    for key, value in model.state_dict().items():
+        if backbone_only and not key.startswith("backbone."):
+            continue
+        sd["model." + key] = value.clone()
+    final_in = model.config.planes[7]
+    sd["model.backbone.final.kernel"] = torch.randn(final_in, 20)  # unused `final` layer
+    sd["model.backbone.final.bias"] = torch.randn(1, 20)
+    if not backbone_only:
+        sd["criterion.empty_weight"] = torch.ones(2)
+    params = [p for p in model.parameters()][:2]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    data = {
+        "epoch": 599, "global_step": 120000, "pytorch-lightning_version": "1.7.2",
+        "state_dict": sd, "hyper_parameters": _hyper_parameters(model.config),
+        "optimizer_states": [optimizer.state_dict()], "lr_schedulers": [{"last_epoch": 3, "base_lrs": [1e-4]}],
+        "callbacks": {}, "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 599}}}},
+    }
+    data.update(extra or {})
+    torch.save(data, path)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return SoleModel(SoleConfig.tiny())
+
+
+def test_full_checkpoint_loads_every_key(tmp_path, tiny_model):
+    path = tmp_path / "scannet200.ckpt"
+    _lightning_file(path, tiny_model)
+    torch.manual_seed(1)
+    fresh = SoleModel(SoleConfig.tiny())
+    assert not torch.equal(fresh.pos_enc.gauss_B, tiny_model.pos_enc.gauss_B)
+    report = load_sole_weights(fresh, path)
+    assert report.ok, report.describe()
+    assert set(report.loaded) == set(fresh.state_dict())
+    assert sorted(report.ignored) == ["criterion.empty_weight", "model.backbone.final.bias",
+                                      "model.backbone.final.kernel"]
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    # the Fourier matrix is taken from the file, not drawn anew
+    assert torch.equal(fresh.pos_enc.gauss_B, tiny_model.pos_enc.gauss_B)
+
+
+def test_mismatched_and_missing_keys_are_reported(tmp_path, tiny_model):
+    path = tmp_path / "bad.ckpt"
+    sd_model = SoleModel(SoleConfig.tiny(dim_feedforward=48))  # other FFN width
+    _lightning_file(path, sd_model, extra={})
+    data = torch.load(path, weights_only=False)
+    del data["state_dict"]["model.bg_feature"]
+    data["state_dict"]["model.surprise.weight"] = torch.zeros(3)
+    torch.save(data, path)
+    with pytest.raises(CheckpointError) as err:
+        load_sole_weights(SoleModel(SoleConfig.tiny()), path)
+    text = str(err.value)
+    assert "missing from the file (1)" in text and "bg_feature" in text
+    assert "unexpected in the file (1)" in text and "model.surprise.weight" not in text  # prefix stripped
+    assert "surprise.weight" in text
+    assert "ffn_attention.0.0.linear1.weight: (48, 32) vs (64, 32)" in text
+    report = load_sole_weights(SoleModel(SoleConfig.tiny()), path, strict=False)
+    assert not report.ok and len(report.mismatched) == 4 * 3  # 4 layers x (linear1 w/b, linear2 w)
+
+
+def test_backbone_only_file_loads_and_freezes(tmp_path, tiny_model):
+    path = tmp_path / "backbone_scannet200.ckpt"
+    _lightning_file(path, tiny_model, backbone_only=True)
+    torch.manual_seed(5)
+    fresh = SoleModel(SoleConfig.tiny(), ).train()
+    fresh.set_backbone_frozen(False)
+    report = load_backbone_weights(fresh, path, freeze=True)
+    assert report.ok, report.describe()
+    assert all(k.startswith("backbone.") for k in report.loaded)
+    assert len(report.loaded) == len([k for k in fresh.state_dict() if k.startswith("backbone.")])
+    assert torch.equal(fresh.backbone.conv0p1s1.kernel, tiny_model.backbone.conv0p1s1.kernel)
+    assert all(not p.requires_grad for p in fresh.backbone.parameters())
+    fresh.train()
+    assert not fresh.backbone.training and fresh.decoder_norm.training
+
+
+def test_backbone_from_a_full_file_ignores_the_rest(tmp_path, tiny_model):
+    path = tmp_path / "full.ckpt"
+    _lightning_file(path, tiny_model)
+    fresh = SoleModel(SoleConfig.tiny())
+    report = load_backbone_weights(fresh, path)
+    assert report.ok and any(k == "model.bg_feature" for k in report.ignored)
+
+
+def test_config_and_model_from_checkpoint(tmp_path, tiny_model):
+    path = tmp_path / "replica.ckpt"
+    _lightning_file(path, tiny_model)
+    data = read_checkpoint(path)
+    cfg = config_from_checkpoint(data)
+    assert (cfg.clip_dim, cfg.hidden_dim, cfg.num_queries, cfg.conv1_kernel_size) == (64, 32, 12, 3)
+    assert cfg.voxel_size == 0.02 and cfg.dbscan_eps == 0.95 and cfg.top_k == 750
+    # sizes of the backbone are not in the weights' names; give them and load the whole model
+    model, report = load_sole_model(path, config=cfg.replace(planes=tiny_model.config.planes,
+                                                             layers=tiny_model.config.layers,
+                                                             init_dim=tiny_model.config.init_dim))
+    assert report.ok and not model.training
+
+
+def test_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"model.bg_feature": torch.zeros(1, 64)}, "hyper_parameters": Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        read_checkpoint(path)
+    with pytest.raises(UnsafeCheckpointError):
+        load_sole_weights(SoleModel(SoleConfig.tiny()), path)
+    assert not marker.exists()
+
+
+def test_arbitrary_class_is_refused(tmp_path):
+    path = tmp_path / "obj.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": torch.nn.Linear(2, 2)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="torch.nn.modules.linear.Linear"):
+        read_checkpoint(path)
+
+
+def test_unreadable_and_absent_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "absent.ckpt")
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError):
+        read_checkpoint(junk)
