@@ -48,7 +48,7 @@ def write(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
         contiguous[name] = array
         entries.append({"name": name, "dtype": array.dtype.str, "shape": list(array.shape),
                         "offset": offset, "nbytes": int(array.nbytes),
-                        "crc32": zlib.crc32(memoryview(array).cast("B"))})
+                        "crc32": zlib.crc32(_bytes_of(array))})
         offset += int(array.nbytes)
     full_header = {**header, "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                    "arrays": entries, "payload_bytes": offset}
@@ -60,7 +60,7 @@ def write(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
             out.write(struct.pack("<I", len(header_bytes)))
             out.write(header_bytes)
             for array in contiguous.values():
-                out.write(memoryview(array).cast("B"))
+                out.write(_bytes_of(array))
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
@@ -71,6 +71,11 @@ def write(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
             pass
         raise
     _sync_folder(path.parent)
+
+
+def _bytes_of(array: np.ndarray) -> np.ndarray:
+    """The raw bytes of a C-contiguous array as a flat uint8 view (works for empty arrays too)."""
+    return array.reshape(-1).view(np.uint8)
 
 
 def _sync_folder(folder: pathlib.Path) -> None:
