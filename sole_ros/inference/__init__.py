@@ -1,0 +1,15 @@
+"""Open-vocabulary inference with SOLE: scoring, mask splitting, the per-scene segmenter."""
+
+__all__ = ["Instance", "OpenVocabSegmenter", "connected_parts"]
+
+
+def __getattr__(name):
+    if name in ("Instance", "OpenVocabSegmenter"):
+        from sole_ros.inference import segmenter
+
+        return getattr(segmenter, name)
+    if name == "connected_parts":
+        from sole_ros.inference.connected_parts import connected_parts
+
+        return connected_parts
+    raise AttributeError(name)

@@ -64,6 +64,9 @@ class DecoderLevel:
     keys: torch.Tensor  # [M, hidden] lin_squeeze([backbone | pooled CLIP])
     pos: torch.Tensor  # [M, hidden] Fourier encoding of the pooled raw coordinates
     pool: torch.Tensor  # sparse [M, N] average pooling from the stride-1 voxels
+    # pool @ mask_features: pooled mask logits are (pool @ F) @ e = pool @ (F @ e), so the attention
+    # masks of this level cost M x Q instead of N x Q per layer
+    mask_features: torch.Tensor  # [M, hidden]
 
 
 @dataclass
@@ -190,6 +193,7 @@ class SoleModel(nn.Module):
             if not torch.equal(fine_coords, scene.coords.cpu().to(fine_coords.dtype)):
                 raise RuntimeError("backbone output rows are not in input order")
             fused_fine = torch.cat([level_feats[4][fine_rows.to(device)], scene.clip], dim=1)
+            mask_features = self.mask_features_head(fused_fine)
             levels = []
             for i, h in enumerate(self.config.hlevels):
                 coords, rows = level_rows[h][b]
@@ -199,9 +203,9 @@ class SoleModel(nn.Module):
                 fused = torch.cat([level_feats[h][rows.to(device)], clip], dim=1)
                 keys = self.lin_squeeze[0][i](fused)
                 pos = self.pos_enc(raw, raw.min(0).values, raw.max(0).values)
-                levels.append(DecoderLevel(keys=keys, pos=pos, pool=pool))
+                levels.append(DecoderLevel(keys=keys, pos=pos, pool=pool,
+                                           mask_features=torch.sparse.mm(pool, mask_features.detach())))
 
-            mask_features = self.mask_features_head(fused_fine)
             fps = farthest_point_sample(scene.coords.float(), self.config.num_queries)
             query_feat = self.clip_proj(fused_fine[fps])
             raw = scene.raw_coords
@@ -230,18 +234,18 @@ class SoleModel(nn.Module):
         logits = [self.semantic_logits(embeds[b], t) for b, t in enumerate(text_keys)]
         return {"pred_masks": masks, "pred_embeds": embeds, "pred_logits": logits}
 
-    def _voxel_keys(self, encodings, masks, level_index: int):
+    def _voxel_keys(self, encodings, mask_embed, level_index: int):
         """Batched keys, positions and the allowed-attention mask of one level."""
         sizes = [enc.levels[level_index].keys.shape[0] for enc in encodings]
         size = max(sizes)
         if self.training:
             size = min(size, self.config.sample_sizes[self.config.hlevels[level_index]])
-        device = masks[0].device
+        device = mask_embed.device
         keys, pos, allowed = [], [], []
-        for enc, m, n in zip(encodings, masks, sizes):
+        for b, (enc, n) in enumerate(zip(encodings, sizes)):
             level = enc.levels[level_index]
             # attention mask: a voxel is hidden from a query where its pooled mask prob is < 0.5
-            pooled = torch.sparse.mm(level.pool, m.detach().float())
+            pooled = level.mask_features.float() @ mask_embed[b].detach().float().t()
             visible = pooled.sigmoid() >= 0.5  # [M, Q]
             if n > size:  # training: a random subset of the voxels
                 idx = torch.randperm(n, device=device)[:size]
@@ -262,7 +266,8 @@ class SoleModel(nn.Module):
             allowed.append(vis)
         return torch.stack(keys), torch.stack(pos), torch.stack(allowed)
 
-    def decode(self, encodings: list[SceneEncoding], text_keys: list[torch.Tensor]) -> dict:
+    def decode(self, encodings: list[SceneEncoding], text_keys: list[torch.Tensor],
+               return_aux: bool = True) -> dict:
         """Run the Cross-Modality Decoder and the heads.
 
         text_keys: per scene a [T_b, clip_dim] tensor of L2-normalised CLIP text embeddings (T_b >= 1):
@@ -273,7 +278,8 @@ class SoleModel(nn.Module):
           pred_embeds: [B, Q, clip_dim] L2-normalised semantic embeddings (CLIP text space)
           pred_logits: list per scene of [Q, T_b + 1] semantic logits (last column: background)
           aux_outputs: list (one per decoder layer application, 12 for the paper's setting) of dicts
-                       with the same three keys, predicted before that layer
+                       with the same three keys, predicted before that layer; empty when
+                       return_aux is False (inference: only the last prediction is used)
           query_voxels: list per scene of [Q] indices of the query seed voxels
         """
         if len(text_keys) != len(encodings):
@@ -293,9 +299,10 @@ class SoleModel(nn.Module):
         aux = []
         for _ in range(self.config.num_decoders):
             for i in range(self.config.num_levels):
-                out = self._heads(queries, encodings, text_keys)
-                aux.append(out)
-                keys, pos, allowed = self._voxel_keys(encodings, out["pred_masks"], i)
+                if return_aux:
+                    aux.append(self._heads(queries, encodings, text_keys))
+                mask_embed = self.mask_embed_head(self.decoder_norm(queries))
+                keys, pos, allowed = self._voxel_keys(encodings, mask_embed, i)
                 x = self.cross_attention[0][i](queries, keys, allowed, pos=pos, query_pos=query_pos)
                 x = self.cross_semantic_attention[0][i](x, text, text_allowed, query_pos=query_pos)
                 x = self.self_attention[0][i](x, query_pos=query_pos)

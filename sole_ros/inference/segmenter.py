@@ -1,0 +1,236 @@
+"""Open-vocabulary instance segmentation of one scene at a time, with a per-scene cache.
+
+``set_scene`` voxelises the points and runs the text-independent part of SOLE (backbone, CLIP
+fusion, decoder keys, queries) once per scene version. ``query`` then only encodes the phrases
+(cached per phrase), runs the decoder with them as text keys, scores the masks and splits them into
+connected parts, in the reference's order: p from the soft geometric mean of both branches, each
+query's mask (logit > 0) split into parts connected within ``dbscan_eps``, top-k over
+(part x phrase) by p, score = p x mean mask probability, no NMS, last decoder output only.
+Only the queries whose parts can enter the top-k are split (the splitting is the slow part).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from sole_ros.device import autocast, resolve_device
+from sole_ros.inference.connected_parts import connected_parts
+from sole_ros.inference.scoring import class_probabilities, mean_mask_probability
+from sole_ros.model.voxel import VoxelScene, voxelize
+
+
+@dataclass
+class Instance:
+    """One segmented object: indices into the points given to ``set_scene`` and its box."""
+
+    point_indices: np.ndarray
+    label: str
+    score: float
+    centroid: np.ndarray
+    bbox_center: np.ndarray
+    bbox_size: np.ndarray
+    num_points: int
+    query_index: int = -1  # which decoder query produced it (diagnostics)
+    voxel_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+
+
+@dataclass
+class Candidate:
+    """A part of a query's mask with one phrase, before it is turned into an Instance."""
+
+    query: int
+    phrase: int
+    class_prob: float
+    voxels: np.ndarray  # voxel indices of the part
+    score: float
+
+
+class _CachedScene:
+    def __init__(self, version, scene: VoxelScene, encoding, points: np.ndarray):
+        self.version = version
+        self.scene = scene
+        self.encoding = encoding
+        self.points = points
+        order = np.argsort(scene.point_to_voxel, kind="stable")
+        counts = np.bincount(scene.point_to_voxel, minlength=scene.num_voxels)
+        self.voxel_points = order  # points grouped by voxel
+        self.voxel_start = np.r_[0, np.cumsum(counts)]
+
+    def points_of(self, voxels: np.ndarray) -> np.ndarray:
+        parts = [self.voxel_points[self.voxel_start[v]:self.voxel_start[v + 1]] for v in voxels]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+def split_mask(mask_logits: torch.Tensor, raw_coords: np.ndarray, eps: float) -> list[np.ndarray]:
+    """The voxels of one query's mask (logit > 0) in parts connected within eps (DBSCAN order)."""
+    voxels = torch.nonzero(mask_logits > 0).squeeze(1).cpu().numpy()
+    if voxels.shape[0] == 0:
+        return []
+    labels = connected_parts(raw_coords[voxels], eps)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(labels))]
+    return [voxels[order[bounds[i]:bounds[i + 1]]] for i in range(bounds.shape[0] - 1)]
+
+
+def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.ndarray, eps: float,
+                      top_k: int, min_score: float = 0.0) -> list[Candidate]:
+    """Top-k (part x phrase) candidates by class probability, then sorted by final score.
+
+    masks [N, Q] logits, probs [Q, T]. Parts inherit their query's probabilities, so walking the
+    (query, phrase) pairs by decreasing probability and splitting lazily yields the same top-k as
+    splitting every query first; the walk stops once k parts are collected or once the
+    probability (an upper bound of every later score) falls below min_score.
+    """
+    probs_cpu = probs.detach().float().cpu()
+    flat = probs_cpu.flatten()
+    order = torch.argsort(flat, descending=True, stable=True).numpy()
+    n_phrases = probs_cpu.shape[1]
+    masks_t = masks.detach().float().cpu().t().contiguous()  # [Q, N]
+    parts_of: dict[int, list[np.ndarray]] = {}
+    chosen: list[Candidate] = []
+    for flat_index in order:
+        if len(chosen) >= top_k:
+            break
+        p = float(flat[flat_index])
+        if p < min_score or p <= 0.0:
+            break
+        q, t = divmod(int(flat_index), n_phrases)
+        if q not in parts_of:
+            parts_of[q] = split_mask(masks_t[q], raw_coords, eps)
+        for voxels in parts_of[q]:
+            if len(chosen) >= top_k:
+                break
+            score = p * mean_mask_probability(masks_t[q][torch.from_numpy(voxels)])
+            chosen.append(Candidate(q, t, p, voxels, score))
+    chosen.sort(key=lambda c: -c.score)
+    return [c for c in chosen if c.score >= min_score]
+
+
+class OpenVocabSegmenter:
+    """Query a scene with free-form phrases; see the module docstring.
+
+    model: a SoleModel (weights loaded); text_encoder: a TextEncoder whose width equals
+    ``model.config.clip_dim``; device: "auto", "cpu" or "cuda[:N]"; use_autocast: float16 on the GPU.
+    """
+
+    def __init__(self, model, text_encoder, device="auto", use_autocast: bool = False,
+                 dbscan_eps: float | None = None, top_k: int | None = None):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.text_encoder = text_encoder
+        if text_encoder.dim != model.config.clip_dim:
+            raise ValueError(f"text encoder width {text_encoder.dim} != model clip_dim {model.config.clip_dim}")
+        self.use_autocast = use_autocast
+        self.dbscan_eps = float(dbscan_eps if dbscan_eps is not None else model.config.dbscan_eps)
+        self.top_k = int(top_k if top_k is not None else model.config.top_k)
+        self._scene: _CachedScene | None = None
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------------------------- scene
+    @property
+    def scene_version(self):
+        return None if self._scene is None else self._scene.version
+
+    @torch.no_grad()
+    def set_scene(self, points, colors, clip_features=None, version: int = 0) -> bool:
+        """Voxelise and encode the scene unless ``version`` is the one already cached.
+
+        Returns True when the scene was (re-)encoded. Raises ValueError for empty/invalid input.
+        """
+        with self._lock:
+            if self._scene is not None and self._scene.version == version:
+                return False
+            scene = voxelize(points, colors, clip_features, self.model.config)
+            with autocast(self.device, self.use_autocast):
+                encoding = self.model.encode([scene])[0]
+            self._scene = _CachedScene(version, scene, encoding, np.asarray(points, dtype=np.float64))
+            return True
+
+    def clear_scene(self) -> None:
+        with self._lock:
+            self._scene = None
+
+    # ---------------------------------------------------------------------------------- query
+    def _require_scene(self) -> _CachedScene:
+        if self._scene is None:
+            raise ValueError("no scene: call set_scene first")
+        return self._scene
+
+    @staticmethod
+    def _check_phrases(phrases) -> list[str]:
+        if isinstance(phrases, str):
+            phrases = [phrases]
+        phrases = list(phrases)
+        if not phrases:
+            raise ValueError("at least one phrase is needed")
+        for p in phrases:
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError(f"phrases must be non-empty strings, got {p!r}")
+        return phrases
+
+    @torch.no_grad()
+    def predict(self, phrases: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits [N_voxels, Q] and class probabilities p [Q, P] for the phrases."""
+        phrases = self._check_phrases(phrases)
+        with self._lock:
+            cached = self._require_scene()
+            text = self.text_encoder.encode(phrases).to(self.device)
+            with autocast(self.device, self.use_autocast):
+                out = self.model.decode([cached.encoding], [text], return_aux=False)
+            masks = out["pred_masks"][0].float()
+            probs = class_probabilities(masks, out["pred_logits"][0], cached.encoding.clip, text,
+                                        self.model.bg_feature, use_clip=cached.encoding.has_clip,
+                                        scale=self.model.config.logit_scale)
+            return masks, probs
+
+    def query(self, phrases: list[str], top_k: int | None = None, min_score: float = 0.0) -> list[Instance]:
+        """Instances for the phrases, best first. Each phrase acts as its own class; a single
+        phrase is a binary classifier against the background embedding."""
+        phrases = self._check_phrases(phrases)
+        top_k = self.top_k if top_k is None else int(top_k)
+        if top_k <= 0:
+            raise ValueError("top_k must be positive")
+        with self._lock:
+            cached = self._require_scene()
+            masks, probs = self.predict(phrases)
+            raw = cached.scene.raw_coords.numpy().astype(np.float64)
+            chosen = ranked_candidates(masks, probs, raw, self.dbscan_eps, top_k, min_score)
+            return [self._instance(cached, c, phrases[c.phrase]) for c in chosen]
+
+    def segment_all(self, phrases: list[str] | None = None, min_score: float = 0.0) -> list[Instance]:
+        """Every connected part of every query's mask, without top-k.
+
+        With phrases, each part is labelled with its most probable phrase and scored as in
+        ``query``; without, the segmentation is class-agnostic: label "" and score = mean mask
+        probability (the decoder's text keys are then the generic phrase "object").
+        """
+        agnostic = phrases is None
+        phrases = ["object"] if agnostic else self._check_phrases(phrases)
+        with self._lock:
+            cached = self._require_scene()
+            masks, probs = self.predict(phrases)
+            raw = cached.scene.raw_coords.numpy().astype(np.float64)
+            masks_t = masks.cpu().t().contiguous()
+            best_p, best_t = probs.cpu().max(dim=1)
+            out = []
+            for q in range(masks_t.shape[0]):
+                for voxels in split_mask(masks_t[q], raw, self.dbscan_eps):
+                    mask_prob = mean_mask_probability(masks_t[q][torch.from_numpy(voxels)])
+                    p = 1.0 if agnostic else float(best_p[q])
+                    c = Candidate(q, int(best_t[q]), p, voxels, p * mask_prob)
+                    if c.score >= min_score:
+                        out.append(self._instance(cached, c, "" if agnostic else phrases[c.phrase]))
+            out.sort(key=lambda i: -i.score)
+            return out
+
+    @staticmethod
+    def _instance(cached: _CachedScene, c: Candidate, label: str) -> Instance:
+        idx = cached.points_of(c.voxels)
+        pts = cached.points[idx]
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        return Instance(point_indices=idx, label=label, score=float(c.score), centroid=pts.mean(axis=0),
+                        bbox_center=(lo + hi) / 2, bbox_size=hi - lo, num_points=int(idx.shape[0]),
+                        query_index=c.query, voxel_indices=c.voxels)
