@@ -1,24 +1,6 @@
-"""The input boundary of the message conversion layer: the one exception it raises for bad
-messages, and the checked read of a message's raw payload that every converter starts from."""
-from __future__ import annotations
+"""The input boundary of the message conversion layer. The exception and the payload reader live
+in the ROS-free sole_ros.messages (the bag replay uses them without rclpy); re-exported here so
+that ``except MalformedMessage`` catches the same class everywhere."""
+from sole_ros.messages.errors import MalformedMessage, message_bytes
 
-import numpy as np
-
-
-class MalformedMessage(ValueError):
-    """A message that is inconsistent or unsupported; ``str(exc)`` is a one-line human reason.
-
-    Subclasses ValueError so that callers that only know "bad input" still catch it.
-    """
-
-
-def message_bytes(data) -> np.ndarray:
-    """A uint8[] field (Image.data, PointCloud2.data) as a flat uint8 array, not copied when it
-    is a buffer (array.array, bytes); MalformedMessage when it is not bytes at all."""
-    try:
-        return np.frombuffer(data, dtype=np.uint8)
-    except TypeError:  # a plain sequence of ints (messages built with field checks off)
-        try:
-            return np.asarray(data, dtype=np.uint8).reshape(-1)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise MalformedMessage(f"data is not a byte buffer: {exc}") from None
+__all__ = ["MalformedMessage", "message_bytes"]
