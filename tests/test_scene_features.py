@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from scene_support import box_scene_depth, translation
 from sole_ros.clip import ClipSpec, load_clip
 from sole_ros.scene import DenseClipFeatures, InvalidInput, KeyframeSelector, VoxelMap
+from sole_ros.scene.voxel_map import sample_feature_grid
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +92,30 @@ def test_occluded_voxels_get_no_feature_and_views_are_averaged(dense):
     camera = again.coords[probe].astype(np.float64)
     u = K[0, 0] * camera[:, 0] / camera[:, 2] + K[0, 2]
     v = K[1, 1] * camera[:, 1] / camera[:, 2] + K[1, 2]
-    from sole_ros.scene.voxel_map import sample_feature_grid
-    first = sample_feature_grid(features_1, u, v, depth_a.shape[1], depth_a.shape[0])
-    second = sample_feature_grid(features_2, u, v, depth_a.shape[1], depth_a.shape[0])
+    first = grid_sample_reference(features_1, u, v, depth_a.shape[1], depth_a.shape[0])
+    second = grid_sample_reference(features_2, u, v, depth_a.shape[1], depth_a.shape[0])
     expected = (first + second) / 2
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     assert np.allclose(again.features[probe], expected, atol=3e-3)  # float16 storage
+
+
+def grid_sample_reference(features, u, v, width, height):
+    """torch's grid_sample: the grid's cells tile the image (align_corners=False), border clamp."""
+    grid = torch.from_numpy(np.stack([(u + 0.5) * 2 / width - 1, (v + 0.5) * 2 / height - 1], -1)).float()
+    sampled = F.grid_sample(features.permute(2, 0, 1)[None].float(), grid.view(1, 1, -1, 2),
+                            mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled[0, :, 0].T.numpy()
+
+
+def test_feature_sampling_matches_grid_sample_including_borders():
+    rng = np.random.default_rng(3)
+    features = torch.from_numpy(rng.normal(size=(5, 7, 6)).astype(np.float32))
+    u = np.concatenate([rng.uniform(-3, 643, 500), [0, 639, -0.5, 639.5]]).astype(np.float32)
+    v = np.concatenate([rng.uniform(-3, 483, 500), [0, 479, 479.5, -0.5]]).astype(np.float32)
+    ours = sample_feature_grid(features, u, v, 640, 480).numpy()
+    assert np.allclose(ours, grid_sample_reference(features, u, v, 640, 480), atol=1e-5)
+    one_cell = torch.ones(1, 1, 3)
+    assert np.allclose(sample_feature_grid(one_cell, u[:5], v[:5], 640, 480).numpy(), 1.0)
 
 
 def test_keyframe_selector_thresholds():

@@ -52,12 +52,11 @@ def _pixel_rays(K: np.ndarray, width: int, height: int) -> PixelRays:
 
 
 def world_to_camera(points_world: np.ndarray, camera_to_world: np.ndarray) -> np.ndarray:
-    """(N,3) world points -> camera frame (float32)."""
-    rotation = camera_to_world[:3, :3]
-    translation = camera_to_world[:3, 3]
-    # x_cam = R^T (x_world - t), written as a row-vector product.
-    shifted = points_world - translation.astype(points_world.dtype)
-    return (shifted @ rotation.astype(np.float32)).astype(np.float32, copy=False)
+    """(N,3) world points -> camera frame, float32: x_cam = R^T (x_world - t)."""
+    rotation = camera_to_world[:3, :3].astype(np.float32)
+    translation = camera_to_world[:3, 3].astype(np.float32)
+    shifted = points_world.astype(np.float32) - translation
+    return shifted @ rotation
 
 
 def project(points_camera: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -134,7 +134,7 @@ class VoxelMap:
                                         else 2.0 * self.voxel_size)
         self._lock = threading.RLock()
         self._rays = RayCache()
-        self._store = VoxelStore(self.feature_dim, self.max_voxels)
+        self._store = VoxelStore(self.voxel_size, self.feature_dim, self.max_voxels)
         self._version = 0
         self._stamp = 0.0
         self._counters = _Counters()
@@ -382,8 +382,8 @@ class VoxelMap:
             return 0
         self._sweep_origin = origin.copy()
         slots = self._store.live_slots()
-        centres = (voxel_keys.unpack(self._store.key[slots]) + 0.5) * self.voxel_size - origin
-        far = np.einsum("ij,ij->i", centres, centres) > self.keep_radius ** 2
+        offset = self._store.centre[slots] - origin.astype(np.float32)
+        far = np.einsum("ij,ij->i", offset, offset) > self.keep_radius ** 2
         victims = slots[far]
         self._store.remove(victims)
         return int(victims.shape[0])
@@ -401,8 +401,7 @@ class VoxelMap:
         if slots.shape[0] == 0:
             return 0
         height, width = depth_m.shape
-        centres = (voxel_keys.unpack(store.key[slots]) + 0.5) * self.voxel_size
-        camera = world_to_camera(centres, pose)
+        camera = world_to_camera(store.centre[slots], pose)
         u, v, z = project(camera, K)
         column = np.floor(u + 0.5).astype(np.int64)
         row = np.floor(v + 0.5).astype(np.int64)
@@ -417,10 +416,14 @@ class VoxelMap:
         samples = sample_feature_grid(features, u[seen], v[seen], width, height)
         rows = slots[seen]
         count = store.feature_count[rows] + 1
-        current = store.feature[rows].astype(np.float32)
-        current += (samples - current) / count[:, None]
-        store.feature[rows] = current.astype(np.float16)
         store.feature_count[rows] = count
+        # Running mean in float32, stored as float16 (torch converts half precision far faster
+        # than numpy on CPUs).
+        table = torch.from_numpy(store.feature)
+        index = torch.from_numpy(rows)
+        current = table.index_select(0, index).float()
+        current += (samples - current) / torch.from_numpy(count.astype(np.float32)).unsqueeze(1)
+        table.index_copy_(0, index, current.half())
         return int(seen.shape[0])
 
     # --- export ----------------------------------------------------------------------------
@@ -432,21 +435,18 @@ class VoxelMap:
                 return self._snapshot
             store = self._store
             slots = store.live_slots()
-            keys = store.key[slots]
+            coords = store.centre[slots]
             color = store.color[slots]
             color_count = store.color_count[slots]
             observations = store.observations[slots]
             feature = store.feature[slots] if self.feature_dim else None
             feature_count = store.feature_count[slots] if self.feature_dim else None
             version, stamp = self._version, self._stamp
-        coords = ((voxel_keys.unpack(keys) + 0.5) * self.voxel_size).astype(np.float32)
         colors = np.where(color_count[:, None] > 0, color / np.float32(255.0), np.float32(UNKNOWN_COLOR))
         colors = colors.astype(np.float32)
         features = has_feature = None
         if feature is not None:
-            features = feature.astype(np.float32)
-            norm = np.linalg.norm(features, axis=1, keepdims=True)
-            np.divide(features, norm, out=features, where=norm > 0)
+            features = torch.nn.functional.normalize(torch.from_numpy(feature).float(), dim=1).numpy()
             has_feature = feature_count > 0
         for array in (coords, colors, features, has_feature, observations):
             if array is not None:
@@ -486,7 +486,7 @@ class VoxelMap:
             raise InvalidInput(f"crop box must be finite with min <= max, got {low.tolist()}, {high.tolist()}")
         with self._lock:
             slots = self._store.live_slots()
-            centres = (voxel_keys.unpack(self._store.key[slots]) + 0.5) * self.voxel_size
+            centres = self._store.centre[slots]
             outside = ~np.all((centres >= low) & (centres <= high), axis=1)
             victims = slots[outside]
             self._store.remove(victims)
@@ -563,18 +563,31 @@ class VoxelMap:
 
 
 def sample_feature_grid(features: torch.Tensor, u: np.ndarray, v: np.ndarray,
-                        width: int, height: int) -> np.ndarray:
-    """Bilinearly sample an (h,w,D) feature grid spanning a width x height image at pixel
-    coordinates (u, v): the grid is upsampled to the image only where it is looked up.
-    Returns (N,D) float32 on the CPU."""
-    grid_features = features.permute(2, 0, 1).unsqueeze(0).float()            # 1,D,h,w
-    # Normalised coordinates with the grid's cells spanning the whole image (align_corners=False).
-    gx = (torch.from_numpy(u.astype(np.float32)) + 0.5) * (2.0 / width) - 1.0
-    gy = (torch.from_numpy(v.astype(np.float32)) + 0.5) * (2.0 / height) - 1.0
-    where = torch.stack([gx, gy], dim=-1).view(1, 1, -1, 2).to(grid_features.device)
-    sampled = torch.nn.functional.grid_sample(grid_features, where, mode="bilinear",
-                                              padding_mode="border", align_corners=False)
-    return sampled[0, :, 0, :].T.contiguous().cpu().numpy()
+                        width: int, height: int) -> torch.Tensor:
+    """Bilinearly sample an (h,w,D) feature grid whose cells tile a width x height image at pixel
+    coordinates (u, v), clamping at the border: the grid is upsampled to the image only where it
+    is looked up. Returns (N,D) float32 on the CPU.
+
+    The four-tap weighted gather runs as one embedding_bag (much faster than grid_sample with a
+    channels-first layout for many points and few channels)."""
+    grid_h, grid_w, dim = features.shape
+    table = features.reshape(grid_h * grid_w, dim).float()
+    device = table.device
+    # Continuous grid coordinates with cell centres at integers.
+    gx = (torch.from_numpy(np.asarray(u, dtype=np.float32)) + 0.5) * (grid_w / width) - 0.5
+    gy = (torch.from_numpy(np.asarray(v, dtype=np.float32)) + 0.5) * (grid_h / height) - 0.5
+    gx = gx.to(device).clamp_(0, grid_w - 1)
+    gy = gy.to(device).clamp_(0, grid_h - 1)
+    x0 = gx.floor().clamp_(max=max(grid_w - 2, 0))
+    y0 = gy.floor().clamp_(max=max(grid_h - 2, 0))
+    fx, fy = gx - x0, gy - y0
+    x1 = (x0 + 1).clamp_(max=grid_w - 1).long()
+    y1 = (y0 + 1).clamp_(max=grid_h - 1).long()
+    x0, y0 = x0.long(), y0.long()
+    index = torch.stack([y0 * grid_w + x0, y0 * grid_w + x1, y1 * grid_w + x0, y1 * grid_w + x1], dim=1)
+    weight = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)
+    sampled = torch.nn.functional.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+    return sampled.cpu()
 
 
 _ARRAY_SPECS = {  # name -> (dtype, trailing shape given feature_dim)

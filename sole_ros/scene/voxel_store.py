@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-# Per-voxel arrays other than the feature rows: key, colour mean, colour count, observations,
-# last seen, feature count, alive flag, and the index (key + slot).
-ATTRIBUTE_BYTES_PER_VOXEL = 8 + 12 + 4 + 4 + 8 + 4 + 1 + 8 + 8
+from . import voxel_keys
+
+# Per-voxel arrays other than the feature rows: key, centre, colour mean, colour count,
+# observations, last seen, feature count, alive flag, and the index (key + slot).
+ATTRIBUTE_BYTES_PER_VOXEL = 8 + 12 + 12 + 4 + 4 + 8 + 4 + 1 + 8 + 8
+_ROW_ARRAYS = ("key", "centre", "color", "color_count", "observations", "last_seen", "feature",
+               "feature_count", "alive")
 
 
 class VoxelStore:
-    def __init__(self, feature_dim: int, capacity_limit: int, initial_capacity: int = 1 << 16):
+    def __init__(self, voxel_size: float, feature_dim: int, capacity_limit: int,
+                 initial_capacity: int = 1 << 16):
+        self.voxel_size = float(voxel_size)
         self.feature_dim = int(feature_dim)
         self.capacity_limit = int(capacity_limit)
         self._initial_capacity = max(1, min(int(initial_capacity), self.capacity_limit))
@@ -30,6 +36,7 @@ class VoxelStore:
     def _allocate(self, capacity: int) -> None:
         self.capacity = capacity
         self.key = np.zeros(capacity, dtype=np.int64)
+        self.centre = np.zeros((capacity, 3), dtype=np.float32)      # world metres, for projection
         self.color = np.zeros((capacity, 3), dtype=np.float32)        # running mean, 0..255
         self.color_count = np.zeros(capacity, dtype=np.uint32)        # coloured observations
         self.observations = np.zeros(capacity, dtype=np.uint32)       # frames/clouds that hit it
@@ -45,8 +52,7 @@ class VoxelStore:
         capacity = min(capacity, self.capacity_limit)
         if capacity < needed:
             raise RuntimeError(f"store needs {needed} slots beyond its limit {self.capacity_limit}")
-        old = {name: getattr(self, name) for name in
-               ("key", "color", "color_count", "observations", "last_seen", "feature", "feature_count", "alive")}
+        old = {name: getattr(self, name) for name in _ROW_ARRAYS}
         used = self.capacity
         self._allocate(capacity)
         for name, array in old.items():
@@ -57,8 +63,7 @@ class VoxelStore:
         return int(self.index_keys.shape[0])
 
     def nbytes(self) -> int:
-        arrays = (self.key, self.color, self.color_count, self.observations, self.last_seen,
-                  self.feature, self.feature_count, self.alive, self.index_keys, self.index_slots)
+        arrays = [getattr(self, name) for name in _ROW_ARRAYS] + [self.index_keys, self.index_slots]
         return int(sum(a.nbytes for a in arrays))
 
     # --- index -----------------------------------------------------------------------------
@@ -85,6 +90,7 @@ class VoxelStore:
         slots = free[:count]
         self.alive[slots] = True
         self.key[slots] = keys
+        self.centre[slots] = (voxel_keys.unpack(keys) + 0.5) * self.voxel_size
         self.color[slots] = 0
         self.color_count[slots] = 0
         self.observations[slots] = 0
