@@ -31,6 +31,7 @@ from scipy.spatial import cKDTree
 _OFFSETS = np.array([o for o in itertools.product(range(-2, 3), repeat=3) if o > (0, 0, 0)], dtype=np.int64)
 _DIRECTIONS = np.array([o for o in itertools.product((-1, 0, 1), repeat=3) if any(o)], dtype=np.float64)
 _DIRECTION_INDEX = {tuple(int(v) for v in d): i for i, d in enumerate(_DIRECTIONS)}
+_OFFSET_DIRECTION = np.array([_DIRECTION_INDEX[tuple(int(v) for v in np.sign(o))] for o in _OFFSETS])
 _SAFETY = 1e-6  # relative margin that keeps float rounding away from every certificate
 _BRUTE_FORCE_PAIR = 4096  # cell pairs with at most this many point pairs are tested all at once
 _BRUTE_FORCE_CHUNK = 2_000_000  # point pairs per vectorised batch (bounded memory)
@@ -41,12 +42,15 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]) + d[..., 2] * d[..., 2]
 
 
-def _first_occurrence_labels(component: np.ndarray) -> np.ndarray:
-    """Renumber components 0, 1, ... in the order of their first point (DBSCAN's numbering)."""
-    values, first = np.unique(component, return_index=True)
-    remap = np.empty(values.max() + 1, dtype=np.int64)
-    remap[values] = np.argsort(np.argsort(first))
-    return remap[component]
+def _first_occurrence_labels(cell_component: np.ndarray, point_cell: np.ndarray,
+                             cell_first_point: np.ndarray) -> np.ndarray:
+    """Point labels numbered 0, 1, ... in the order of each component's first point (DBSCAN's)."""
+    n_comp = int(cell_component.max()) + 1
+    first = np.full(n_comp, np.iinfo(np.int64).max)
+    np.minimum.at(first, cell_component, cell_first_point)
+    rank = np.empty(n_comp, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(n_comp)
+    return rank[cell_component][point_cell]
 
 
 def _kdtree_parts(points: np.ndarray, eps: float) -> np.ndarray:
@@ -117,35 +121,33 @@ def connected_parts(points: np.ndarray, eps: float) -> np.ndarray:
     cell = np.floor((points - lo) / side).astype(np.int64)
     extent = cell.max(axis=0) + 5  # room for offsets of -2..+2 without wrapping
     if float(np.prod(extent.astype(np.float64))) > 2.0 ** 62:
-        return _first_occurrence_labels(_kdtree_parts(points, eps))
+        component = _kdtree_parts(points, eps)
+        return _first_occurrence_labels(component, np.arange(m), np.arange(m))
     keys = ((cell[:, 0] + 2) * extent[1] + (cell[:, 1] + 2)) * extent[2] + (cell[:, 2] + 2)
 
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     n_cells = starts.shape[0]
-    cell_keys = sorted_keys[starts]
-    point_cell = np.empty(m, dtype=np.int64)
-    point_cell[order] = np.repeat(np.arange(n_cells), np.diff(np.r_[starts, m]))
     if n_cells == 1:
         return np.zeros(m, dtype=np.int64)
+    cell_keys = sorted_keys[starts]
+    sizes = np.diff(np.r_[starts, m])
+    cell_sorted = np.repeat(np.arange(n_cells), sizes)  # cell of each sorted point
+    point_cell = np.empty(m, dtype=np.int64)
+    point_cell[order] = cell_sorted
+    # the stable sort keeps input order inside a cell: its first sorted point is its lowest index
+    cell_first_point = order[starts]
 
     # candidate pairs of occupied cells (A, B) with B = A + offset
     strides = np.array([extent[1] * extent[2], extent[2], 1], dtype=np.int64)
-    pair_a, pair_b, pair_dir = [], [], []
-    for offset in _OFFSETS:
-        target = cell_keys + offset @ strides
-        pos = np.minimum(np.searchsorted(cell_keys, target), n_cells - 1)
-        hit = cell_keys[pos] == target
-        if hit.any():
-            pair_a.append(np.flatnonzero(hit))
-            pair_b.append(pos[hit])
-            pair_dir.append(np.full(int(hit.sum()), _DIRECTION_INDEX[tuple(np.sign(offset))]))
-    if not pair_a:
-        return _first_occurrence_labels(point_cell)
-    pair_a = np.concatenate(pair_a)
-    pair_b = np.concatenate(pair_b)
-    pair_dir = np.concatenate(pair_dir)
+    target = cell_keys[:, None] + (_OFFSETS @ strides)[None, :]  # [cells, 62]
+    pos = np.minimum(np.searchsorted(cell_keys, target), n_cells - 1)
+    pair_a, which = np.nonzero(cell_keys[pos] == target)
+    if pair_a.shape[0] == 0:
+        return _first_occurrence_labels(np.arange(n_cells), point_cell, cell_first_point)
+    pair_b = pos[pair_a, which]
+    pair_dir = _OFFSET_DIRECTION[which]
 
     sorted_points = points[order]
     box_lo = np.minimum.reduceat(sorted_points, starts, axis=0)
@@ -154,25 +156,43 @@ def connected_parts(points: np.ndarray, eps: float) -> np.ndarray:
     keep = (gap * gap).sum(axis=1) <= eps * eps * (1 + _SAFETY)
     pair_a, pair_b, pair_dir = pair_a[keep], pair_b[keep], pair_dir[keep]
 
-    # the point of each cell farthest along each of the 26 directions
-    proj = sorted_points @ _DIRECTIONS.T  # [M, 26]
-    best = np.maximum.reduceat(proj, starts, axis=0)
-    cell_sorted = np.repeat(np.arange(n_cells), np.diff(np.r_[starts, m]))
-    rows, cols = np.nonzero(proj == best[cell_sorted])
-    extreme = np.empty((n_cells, _DIRECTIONS.shape[0]), dtype=np.int64)
-    extreme[cell_sorted[rows[::-1]], cols[::-1]] = rows[::-1]  # first hit per (cell, direction) wins
-    opposite = _DIRECTIONS.shape[0] - 1 - pair_dir  # the list is symmetric: -d sits mirrored
-    a_pt = sorted_points[extreme[pair_a, pair_dir]]
-    b_pt = sorted_points[extreme[pair_b, opposite]]
-    linked = _sq_dist(a_pt, b_pt) <= eps * eps
+    # Certificate 1 (cheap, decides dense clouds): the points nearest the cell centres. Centres of
+    # cells touching by a face, edge or corner are <= eps apart, and links between farther cells
+    # are usually implied through the cells in between.
+    centre = (cell[order[starts]] + 0.5) * side + lo
+    d2 = _sq_dist(sorted_points, centre[cell_sorted])
+    nearest = np.flatnonzero(d2 == np.minimum.reduceat(d2, starts)[cell_sorted])
+    nearest = nearest[np.r_[True, cell_sorted[nearest[1:]] != cell_sorted[nearest[:-1]]]]
+    rep = sorted_points[nearest]
+    linked = _sq_dist(rep[pair_a], rep[pair_b]) <= eps * eps
+    cell_component = _components(n_cells, pair_a[linked], pair_b[linked])
+    pending = np.flatnonzero(cell_component[pair_a] != cell_component[pair_b])
+
+    if pending.shape[0]:
+        # Certificate 2: the points of two cells lying farthest toward each other, for the cells
+        # of the pairs still undecided only.
+        cells = np.unique(np.r_[pair_a[pending], pair_b[pending]])
+        rows = np.concatenate([np.arange(starts[c], starts[c] + sizes[c]) for c in cells])
+        sub_starts = np.r_[0, np.cumsum(sizes[cells])[:-1]]
+        local = np.full(n_cells, -1)
+        local[cells] = np.arange(cells.shape[0])
+        proj = sorted_points[rows] @ _DIRECTIONS.T  # [rows, 26]
+        best = np.maximum.reduceat(proj, sub_starts, axis=0)
+        sub_cell = np.repeat(np.arange(cells.shape[0]), sizes[cells])
+        hit_row, hit_dir = np.nonzero(proj == best[sub_cell])
+        extreme = np.empty((cells.shape[0], _DIRECTIONS.shape[0]), dtype=np.int64)
+        extreme[sub_cell[hit_row[::-1]], hit_dir[::-1]] = rows[hit_row[::-1]]  # first hit wins
+        opposite = _DIRECTIONS.shape[0] - 1 - pair_dir[pending]  # the list is symmetric: -d mirrored
+        a_pt = sorted_points[extreme[local[pair_a[pending]], pair_dir[pending]]]
+        b_pt = sorted_points[extreme[local[pair_b[pending]], opposite]]
+        linked[pending[_sq_dist(a_pt, b_pt) <= eps * eps]] = True
+        cell_component = _components(n_cells, pair_a[linked], pair_b[linked])
 
     bounds = np.r_[starts, m]
-    cell_component = _components(n_cells, pair_a[linked], pair_b[linked])
     undecided = np.flatnonzero(~linked)
     undecided = undecided[cell_component[pair_a[undecided]] != cell_component[pair_b[undecided]]]
     if undecided.shape[0]:
-        # small cell pairs: every point pair at once, vectorised
-        sizes = np.diff(bounds)
+        # Exact test. Small cell pairs: every point pair at once, vectorised.
         cost = sizes[pair_a[undecided]] * sizes[pair_b[undecided]]
         small = undecided[cost <= _BRUTE_FORCE_PAIR]
         if small.shape[0]:
@@ -192,7 +212,7 @@ def connected_parts(points: np.ndarray, eps: float) -> np.ndarray:
                     forest.union(ca, cb)
             roots = np.array([forest.find(c) for c in range(cell_component.max() + 1)])
             cell_component = roots[cell_component]
-    return _first_occurrence_labels(cell_component[point_cell])
+    return _first_occurrence_labels(cell_component, point_cell, cell_first_point)
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

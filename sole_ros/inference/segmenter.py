@@ -54,19 +54,18 @@ class _CachedScene:
         self.scene = scene
         self.encoding = encoding
         self.points = points
-        order = np.argsort(scene.point_to_voxel, kind="stable")
-        counts = np.bincount(scene.point_to_voxel, minlength=scene.num_voxels)
-        self.voxel_points = order  # points grouped by voxel
-        self.voxel_start = np.r_[0, np.cumsum(counts)]
+        self.raw = scene.raw_coords.numpy().astype(np.float64)  # what masks are split on
 
     def points_of(self, voxels: np.ndarray) -> np.ndarray:
-        parts = [self.voxel_points[self.voxel_start[v]:self.voxel_start[v + 1]] for v in voxels]
-        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        """Indices (ascending) of the input points that fall into the given voxels."""
+        selected = np.zeros(self.scene.num_voxels, dtype=bool)
+        selected[voxels] = True
+        return np.flatnonzero(selected[self.scene.point_to_voxel])
 
 
-def split_mask(mask_logits: torch.Tensor, raw_coords: np.ndarray, eps: float) -> list[np.ndarray]:
+def split_mask(mask_logits: np.ndarray, raw_coords: np.ndarray, eps: float) -> list[np.ndarray]:
     """The voxels of one query's mask (logit > 0) in parts connected within eps (DBSCAN order)."""
-    voxels = torch.nonzero(mask_logits > 0).squeeze(1).cpu().numpy()
+    voxels = np.flatnonzero(mask_logits > 0)
     if voxels.shape[0] == 0:
         return []
     labels = connected_parts(raw_coords[voxels], eps)
@@ -88,7 +87,7 @@ def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.n
     flat = probs_cpu.flatten()
     order = torch.argsort(flat, descending=True, stable=True).numpy()
     n_phrases = probs_cpu.shape[1]
-    masks_t = masks.detach().float().cpu().t().contiguous()  # [Q, N]
+    masks_t = np.ascontiguousarray(masks.detach().float().cpu().numpy().T)  # [Q, N]
     parts_of: dict[int, list[np.ndarray]] = {}
     chosen: list[Candidate] = []
     for flat_index in order:
@@ -103,7 +102,7 @@ def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.n
         for voxels in parts_of[q]:
             if len(chosen) >= top_k:
                 break
-            score = p * mean_mask_probability(masks_t[q][torch.from_numpy(voxels)])
+            score = p * mean_mask_probability(torch.from_numpy(masks_t[q][voxels]))
             chosen.append(Candidate(q, t, p, voxels, score))
     chosen.sort(key=lambda c: -c.score)
     return [c for c in chosen if c.score >= min_score]
@@ -196,8 +195,7 @@ class OpenVocabSegmenter:
         with self._lock:
             cached = self._require_scene()
             masks, probs = self.predict(phrases)
-            raw = cached.scene.raw_coords.numpy().astype(np.float64)
-            chosen = ranked_candidates(masks, probs, raw, self.dbscan_eps, top_k, min_score)
+            chosen = ranked_candidates(masks, probs, cached.raw, self.dbscan_eps, top_k, min_score)
             return [self._instance(cached, c, phrases[c.phrase]) for c in chosen]
 
     def segment_all(self, phrases: list[str] | None = None, min_score: float = 0.0) -> list[Instance]:
@@ -212,13 +210,12 @@ class OpenVocabSegmenter:
         with self._lock:
             cached = self._require_scene()
             masks, probs = self.predict(phrases)
-            raw = cached.scene.raw_coords.numpy().astype(np.float64)
-            masks_t = masks.cpu().t().contiguous()
+            masks_t = np.ascontiguousarray(masks.cpu().numpy().T)
             best_p, best_t = probs.cpu().max(dim=1)
             out = []
             for q in range(masks_t.shape[0]):
-                for voxels in split_mask(masks_t[q], raw, self.dbscan_eps):
-                    mask_prob = mean_mask_probability(masks_t[q][torch.from_numpy(voxels)])
+                for voxels in split_mask(masks_t[q], cached.raw, self.dbscan_eps):
+                    mask_prob = mean_mask_probability(torch.from_numpy(masks_t[q][voxels]))
                     p = 1.0 if agnostic else float(best_p[q])
                     c = Candidate(q, int(best_t[q]), p, voxels, p * mask_prob)
                     if c.score >= min_score:
