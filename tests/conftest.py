@@ -19,6 +19,20 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1,
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
+# sole_node with the tiny architecture and random weights (no pretrained weights exist here),
+# poses from the `pose` topic (no tf2_ros here), reliable inputs and on-demand segmentation.
+TINY_NODE_ARGS = [
+    "--ros-args",
+    "-p", "model.config:=tiny", "-p", "model.allow_random_weights:=true",
+    "-p", "model.clip_model:=sole-tiny", "-p", "model.clip_pretrained:=''",
+    "-p", "device:=cpu", "-p", "pose.source:=topic", "-p", "inputs.reliable:=true",
+    "-p", "segmentation.period:=0.0", "-p", "scene.voxel_size:=0.03",
+    "-p", "scene.keyframe_translation:=0.0", "-p", "scene.keyframe_rotation_deg:=0.0",
+    "-p", "output.scene_period:=1.0", "-p", "output.diagnostics_period:=0.5",
+]
+SOLE_NODE = ROOT / "install/sole_ros/lib/sole_ros/sole_node"
+
+
 def shared_data(*parts: str) -> pathlib.Path:
     """A path under ../shared/data, or skip the test with the reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
@@ -118,3 +132,25 @@ def spin_until(node, future, timeout: float) -> None:
 
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until_active(node, process: NodeProcess, timeout: float = 180.0) -> None:
+    """Poll /sole/get_state until the lifecycle node is active (autostart loads the model first)."""
+    from lifecycle_msgs.msg import State
+    from lifecycle_msgs.srv import GetState
+
+    deadline = time.monotonic() + timeout
+    client = node.create_client(GetState, "/sole/get_state")
+    try:
+        while time.monotonic() < deadline:
+            assert process.alive(), f"sole_node exited:\n{process.output()[-3000:]}"
+            if not client.wait_for_service(timeout_sec=1.0):
+                continue
+            future = client.call_async(GetState.Request())
+            spin_until(node, future, 10.0)
+            if future.done() and future.result().current_state.id == State.PRIMARY_STATE_ACTIVE:
+                return
+            time.sleep(0.5)
+    finally:
+        node.destroy_client(client)
+    pytest.fail(f"sole_node did not become active within {timeout} s:\n{process.output()[-3000:]}")

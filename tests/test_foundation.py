@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, call_service, run_python
+from conftest import ROOT, SOLE_NODE, TINY_NODE_ARGS, call_service, run_python, wait_until_active
 
 
 def test_library_imports_without_ros():
@@ -38,18 +38,12 @@ def test_executables_are_installed():
     assert shutil.which("sole-ros"), "sole-ros is not on PATH after sourcing scripts/env.sh"
 
 
-@pytest.fixture
-def sole_node_exe():
-    exe = ROOT / "install/sole_ros/lib/sole_ros/sole_node"
-    if not exe.exists():
-        pytest.fail("sole_node is not installed: run scripts/setup.sh")
-    return str(exe)
-
-
-def test_query_service_answers_other_process(spawn, ros_client, sole_node_exe):
+def test_query_service_answers_other_process(spawn, ros_client):
     from sole_ros.srv import QueryObjects
 
-    node = spawn(sole_node_exe)
+    assert SOLE_NODE.exists(), "sole_node is not installed: run scripts/setup.sh"
+    node = spawn(str(SOLE_NODE), *TINY_NODE_ARGS)
+    wait_until_active(ros_client, node)
     request = QueryObjects.Request(phrases=["the mug"], max_results=5, min_score=0.1)
     answer = call_service(ros_client, QueryObjects, "/sole/query", request)
     assert node.alive(), node.output()

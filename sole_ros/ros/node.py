@@ -1,48 +1,511 @@
-"""sole_node: the ROS 2 front end of sole_ros.
+"""sole_node: the ROS 2 front end of sole_ros, a lifecycle (managed) node.
 
-Advertises ``~/query`` (sole_ros/srv/QueryObjects). With the node named ``sole`` (the default)
-the service is ``/sole/query``. Until a scene has been accumulated and segmented every query is
-answered with success=false and the reason.
+configure loads the model and builds the scene map; activate starts subscriptions, publishers'
+timers and the segmentation worker; deactivate and cleanup release them. With ``autostart`` (the
+default) it configures and activates itself on start-up.
+
+Everything here converts messages, parameters and services into calls on
+sole_ros.pipeline.PerceptionPipeline; the perception itself is ROS-free.
 """
 from __future__ import annotations
 
+import math
 import sys
+import threading
+import time
+from collections import deque
 
+import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PoseStamped, TransformStamped, Vector3
+from nav_msgs.msg import Odometry
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
-from sole_ros.srv import QueryObjects
+from sole_ros.msg import ObjectInstance
+from sole_ros.ros import parameters
+from sole_ros.ros.errors import MalformedMessage
+from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres
+from sole_ros.ros.markers import instance_markers
+from sole_ros.ros.pointcloud import make_cloud, read_points
+from sole_ros.ros.sync import subscribe_synchronized
+from sole_ros.ros.transforms import (PoseBuffer, PoseLookupError, extrinsic_matrix, seconds_to_stamp,
+                                     stamp_to_seconds)
+from sole_ros.srv import LoadScene, QueryObjects, SaveScene
 
-NO_SCENE = "no scene yet: nothing has been accumulated and segmented"
+NOT_ACTIVE = "node is not active (lifecycle state: {})"
+POSE_MESSAGES = {"odometry": Odometry, "pose_stamped": PoseStamped, "transform_stamped": TransformStamped}
 
 
-class SoleNode(Node):
+class RateMeter:
+    """Messages per second over the last few seconds, for diagnostics."""
+
+    def __init__(self, window: float = 5.0):
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        return len(self._times) / self.window
+
+
+class SoleNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("sole", **kwargs)
-        self.fixed_frame = self.declare_parameter("fixed_frame", "map").value
-        self._query_srv = self.create_service(QueryObjects, "~/query", self._on_query)
-        self.get_logger().info(f"ready: {self._query_srv.srv_name}")
+        parameters.declare_all(self)
+        self._state_label = "unconfigured"
+        self.pipeline = None
+        self._model_error = ""
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._segmented = threading.Condition()
+        self._last_segment_error = ""
+        self._entities: list = []       # subscriptions and timers of the active state
+        self._sync = None
+        self._tf_buffer = None
+        self._pose_buffer: PoseBuffer | None = None
+        self._camera_info: CameraInfo | None = None
+        self._rates = {name: RateMeter() for name in ("points", "depth", "color", "pose")}
+        self._drops: dict[str, int] = {}
+        self._last_warn: dict[str, float] = {}
+        self._ingest_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+
+        # Services exist in every state: outside "active" they answer with the reason.
+        srv = dict(callback_group=self._service_group)
+        self.create_service(QueryObjects, "~/query", self._on_query, **srv)
+        self.create_service(Trigger, "~/segment", self._on_segment, **srv)
+        self.create_service(Trigger, "~/reset", self._on_reset, **srv)
+        self.create_service(SaveScene, "~/save_scene", self._on_save, **srv)
+        self.create_service(LoadScene, "~/load_scene", self._on_load, **srv)
+
+        latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.instances_pub = self.create_lifecycle_publisher(PointCloud2, "~/instances", latched)
+        self.markers_pub = self.create_lifecycle_publisher(MarkerArray, "~/markers", latched)
+        self.scene_pub = self.create_lifecycle_publisher(PointCloud2, "~/scene", latched)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = None
+
+        if self.param("autostart"):
+            # Deferred to the first spin so the node is fully constructed first.
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._timer_group)
+
+    # --- helpers --------------------------------------------------------------------------------
+    def param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _warn_throttled(self, key: str, text: str, period: float = 5.0) -> None:
+        self._drops[key] = self._drops.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._last_warn.get(key, -1e9) >= period:
+            self._last_warn[key] = now
+            self.get_logger().warning(f"{text} (dropped so far: {self._drops[key]})")
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from sole_ros.pipeline import PipelineSettings, build_pipeline
+
+        values = {p.name: self.param(p.name) for p in parameters.PARAMETERS}
+        problems = parameters.validate(values)
+        if values["pose.source"] == "tf" and not _tf2_available():
+            problems.append("pose.source=tf but tf2_ros is not importable here: use pose.source=topic")
+        if problems:
+            self._model_error = "; ".join(problems)
+            self.get_logger().error(f"configure failed: {self._model_error}")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            settings = PipelineSettings.from_parameters(values)
+            self.pipeline = build_pipeline(settings, log=self.get_logger().info)
+        except Exception as error:  # a missing file or weights: a reason, not a crash
+            self._model_error = f"model not loaded: {error}"
+            self.get_logger().error(self._model_error)
+            self.pipeline = None
+            return TransitionCallbackReturn.FAILURE
+        self._model_error = ""
+        self._diag_timer = self.create_timer(values["output.diagnostics_period"], self._publish_diagnostics,
+                                             callback_group=self._timer_group)
+        self._state_label = "inactive"
+        self.get_logger().info(f"configured: model on {self.pipeline.device}, fixed frame "
+                               f"'{values['fixed_frame']}'")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        qos = QoSProfile(depth=self.param("inputs.queue_size"), history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE if self.param("inputs.reliable")
+                         else qos_profile_sensor_data.reliability)
+        group = dict(callback_group=self._ingest_group)
+        if self.param("inputs.cloud"):
+            self._entities.append(self.create_subscription(PointCloud2, "points", self._on_cloud, qos, **group))
+        if self.param("inputs.rgbd"):
+            self._entities.append(self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos,
+                                                           **group))
+            if self.param("inputs.use_color"):
+                self._sync = subscribe_synchronized(
+                    self, [(Image, "depth/image"), (Image, "color/image")], self._on_rgbd,
+                    slop=self.param("inputs.sync_slop"), queue_size=self.param("inputs.queue_size"), qos=qos,
+                    backend=self.param("inputs.sync_backend"))
+            else:
+                self._entities.append(self.create_subscription(
+                    Image, "depth/image", lambda msg: self._on_rgbd(msg, None), qos, **group))
+        if self.param("pose.source") == "topic":
+            self._pose_buffer = PoseBuffer()
+            self._extrinsic = extrinsic_matrix(list(self.param("pose.sensor_extrinsic")))
+            self._entities.append(self.create_subscription(
+                POSE_MESSAGES[self.param("pose.topic_type")], "pose", self._on_pose, qos, **group))
+        else:
+            import tf2_ros
+
+            self._tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+        period = self.param("segmentation.period")
+        if period > 0:
+            self._entities.append(self.create_timer(period, self._wake.set, callback_group=self._timer_group))
+        if self.param("output.scene_period") > 0:
+            self._entities.append(self.create_timer(self.param("output.scene_period"), self._publish_scene,
+                                                    callback_group=self._timer_group))
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._segmentation_worker, name="sole-segmentation", daemon=True)
+        self._worker.start()
+        self._state_label = "active"
+        self.get_logger().info("active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_active()
+        self._state_label = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_active()
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        self.pipeline = None
+        self._state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_active()
+        self.pipeline = None
+        self._state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release_active(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+            self._worker = None
+        for entity in self._entities:
+            if hasattr(entity, "cancel"):
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._entities = []
+        if self._sync is not None:
+            self._sync.destroy(self)
+            self._sync = None
+        self._tf_buffer = None
+
+    # --- poses ----------------------------------------------------------------------------------
+    def _on_pose(self, msg) -> None:
+        try:
+            self._pose_buffer.add_message(msg)
+            self._rates["pose"].tick()
+        except (ValueError, MalformedMessage) as error:
+            self._warn_throttled("pose", f"pose message rejected: {error}")
+
+    def _sensor_pose(self, header) -> np.ndarray:
+        """World-from-sensor at the header's stamp; PoseLookupError with the reason when unknown."""
+        stamp = stamp_to_seconds(header.stamp)
+        if self._pose_buffer is not None:
+            world_from_base = self._pose_buffer.lookup(stamp, tolerance=self.param("pose.timeout"))
+            return world_from_base @ self._extrinsic
+        from sole_ros.ros.transforms import matrix_from_transform
+
+        if not header.frame_id:
+            raise PoseLookupError("message has an empty frame_id")
+        try:
+            transform = self._tf_buffer.lookup_transform(
+                self.param("fixed_frame"), header.frame_id, header.stamp,
+                timeout=rclpy.duration.Duration(seconds=self.param("pose.timeout")))
+        except Exception as error:  # tf2 raises several lookup exception types
+            raise PoseLookupError(f"no transform {header.frame_id} -> {self.param('fixed_frame')}: {error}")
+        return matrix_from_transform(transform.transform)
+
+    # --- sensor input ---------------------------------------------------------------------------
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self._rates["points"].tick()
+        try:
+            xyz, rgb = read_points(msg)
+            pose = self._sensor_pose(msg.header)
+            self.pipeline.ingest_points(xyz, pose, colors=rgb, stamp=stamp_to_seconds(msg.header.stamp))
+        except (MalformedMessage, PoseLookupError, ValueError) as error:
+            self._warn_throttled("points", f"point cloud dropped: {error}")
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_rgbd(self, depth_msg: Image, color_msg: Image | None) -> None:
+        self._rates["depth"].tick()
+        if color_msg is not None:
+            self._rates["color"].tick()
+        try:
+            if self._camera_info is None:
+                raise MalformedMessage("no depth/camera_info received yet")
+            depth = depth_to_metres(depth_msg)
+            K = camera_matrix(self._camera_info, depth_msg)
+            color = None
+            if color_msg is not None:
+                color = color_to_rgb(color_msg)
+                if color.shape[:2] != depth.shape:
+                    raise MalformedMessage(f"colour {color.shape[1]}x{color.shape[0]} and depth "
+                                           f"{depth.shape[1]}x{depth.shape[0]} differ (register them)")
+            pose = self._sensor_pose(depth_msg.header)
+            self.pipeline.ingest_rgbd(depth, K, pose, color=color, stamp=stamp_to_seconds(depth_msg.header.stamp))
+        except (MalformedMessage, PoseLookupError, ValueError) as error:
+            self._warn_throttled("rgbd", f"RGB-D frame dropped: {error}")
+
+    # --- segmentation worker --------------------------------------------------------------------
+    def _segmentation_worker(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            pipeline = self.pipeline
+            if pipeline is None or not pipeline.needs_segmentation():
+                with self._segmented:
+                    self._segmented.notify_all()
+                continue
+            try:
+                result = pipeline.segment()
+                self._last_segment_error = ""
+                self.get_logger().info(f"segmented scene v{result.version}: {len(result.snapshot)} voxels "
+                                       f"in {result.seconds:.2f} s")
+                if self.param("output.full_segmentation"):
+                    self._publish_instances(pipeline.full_segmentation(), result)
+            except Exception as error:  # keep the worker alive; report through diagnostics
+                self._last_segment_error = str(error)
+                self.get_logger().error(f"segmentation failed: {error}")
+            with self._segmented:
+                self._segmented.notify_all()
+
+    def _request_segmentation(self, timeout: float) -> bool:
+        """Wake the worker and wait until the map's current version is segmented."""
+        deadline = time.monotonic() + timeout
+        with self._segmented:
+            while self.pipeline is not None and self.pipeline.needs_segmentation():
+                self._wake.set()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._last_segment_error:
+                    break
+                self._segmented.wait(timeout=min(remaining, 1.0))
+        return self.pipeline is not None and not self.pipeline.needs_segmentation()
+
+    # --- services -------------------------------------------------------------------------------
+    def _inactive_reason(self) -> str | None:
+        if self._state_label != "active":
+            return self._model_error or NOT_ACTIVE.format(self._state_label)
+        return None
 
     def _on_query(self, request: QueryObjects.Request, response: QueryObjects.Response):
-        response.header.frame_id = self.fixed_frame
-        if not [p for p in request.phrases if p.strip()]:
-            response.success = False
-            response.message = "empty query: give at least one non-empty phrase"
+        from sole_ros.pipeline import QueryLimits, QueryRejected
+
+        response.header.frame_id = self.param("fixed_frame")
+        reason = self._inactive_reason()
+        limits = QueryLimits(self.param("query.max_phrases"), self.param("query.max_phrase_length"))
+        try:
+            phrases = limits.check(list(request.phrases))
+            if reason:
+                raise QueryRejected(reason)
+            max_results = int(request.max_results) or self.param("query.default_max_results")
+            answer = self.pipeline.query(phrases, max_results=max_results, min_score=float(request.min_score))
+        except QueryRejected as error:
+            response.success, response.message = False, str(error)
             return response
-        response.success = False
-        response.message = NO_SCENE
+        except Exception as error:  # the model failed on this input: answer, do not crash
+            self.get_logger().error(f"query failed: {error}")
+            response.success, response.message = False, f"query failed: {error}"
+            return response
+        header = Header(frame_id=self.param("fixed_frame"), stamp=seconds_to_stamp(answer.stamp))
+        coords = answer.segmentation.snapshot.coords
+        colors = answer.segmentation.snapshot.colors
+        response.header = header
+        response.instances = [self._instance_msg(i, inst, header, coords, colors, request.include_points)
+                              for i, inst in enumerate(answer.instances)]
+        response.success = True
+        response.message = (f"{len(answer.instances)} instance(s) for {len(phrases)} phrase(s) "
+                            f"in scene v{answer.segmentation.version}")
+        if not self.param("output.full_segmentation"):
+            self._publish_instances(answer.instances, answer.segmentation)
         return response
+
+    @staticmethod
+    def _instance_msg(index: int, inst, header, coords, colors, include_points: bool) -> ObjectInstance:
+        msg = ObjectInstance(id=index, label=inst.label, score=float(inst.score), num_points=int(inst.num_points))
+        msg.centroid = Point(**dict(zip("xyz", map(float, inst.centroid))))
+        msg.bbox_center = Point(**dict(zip("xyz", map(float, inst.bbox_center))))
+        msg.bbox_size = Vector3(**dict(zip("xyz", map(float, inst.bbox_size))))
+        if include_points:
+            idx = inst.point_indices
+            msg.points = make_cloud(header, coords[idx], (colors[idx] * 255).astype(np.uint8))
+        return msg
+
+    def _publish_instances(self, instances, segmentation) -> None:
+        header = Header(frame_id=self.param("fixed_frame"), stamp=seconds_to_stamp(segmentation.snapshot.stamp))
+        coords, colors = segmentation.snapshot.coords, segmentation.snapshot.colors
+        parts = [inst.point_indices for inst in instances]
+        idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        ids = np.concatenate([np.full(len(p), i, np.uint32) for i, p in enumerate(parts)]) if parts \
+            else np.zeros(0, np.uint32)
+        scores = np.concatenate([np.full(len(p), inst.score, np.float32) for p, inst in zip(parts, instances)]) \
+            if parts else np.zeros(0, np.float32)
+        cloud = make_cloud(header, coords[idx], (colors[idx] * 255).astype(np.uint8),
+                           {"instance_id": ids, "score": scores})
+        labelled = [_Labelled(i, inst) for i, inst in enumerate(instances)]
+        self.instances_pub.publish(cloud)
+        self.markers_pub.publish(instance_markers(header, labelled))
+
+    def _on_segment(self, request, response):
+        reason = self._inactive_reason()
+        if reason:
+            response.success, response.message = False, reason
+            return response
+        if self.pipeline.map.num_voxels == 0:
+            response.success, response.message = False, "no scene yet: nothing has been accumulated"
+            return response
+        self._last_segment_error = ""
+        done = self._request_segmentation(timeout=600.0)
+        seg = self.pipeline.segmentation
+        if done and seg is not None:
+            response.success = True
+            response.message = f"scene v{seg.version}: {len(seg.snapshot)} voxels in {seg.seconds:.2f} s"
+        else:
+            response.success = False
+            response.message = f"segmentation failed: {self._last_segment_error or 'timed out'}"
+        return response
+
+    def _on_reset(self, request, response):
+        reason = self._inactive_reason() if self.pipeline is None else None
+        if reason:
+            response.success, response.message = False, reason
+            return response
+        self.pipeline.reset()
+        response.success, response.message = True, "scene cleared"
+        return response
+
+    def _on_save(self, request, response):
+        if self.pipeline is None:
+            response.success, response.message = False, self._inactive_reason() or "not configured"
+            return response
+        try:
+            self.pipeline.save(request.path)
+            response.success, response.message = True, f"saved {self.pipeline.map.num_voxels} voxels to {request.path}"
+        except (OSError, ValueError) as error:
+            response.success, response.message = False, f"could not save: {error}"
+        return response
+
+    def _on_load(self, request, response):
+        if self.pipeline is None:
+            response.success, response.message = False, self._inactive_reason() or "not configured"
+            return response
+        try:
+            self.pipeline.load(request.path)
+            response.success, response.message = True, f"loaded {self.pipeline.map.num_voxels} voxels from {request.path}"
+        except (OSError, ValueError) as error:
+            response.success, response.message = False, f"could not load {request.path}: {error}"
+        return response
+
+    # --- periodic outputs -----------------------------------------------------------------------
+    def _publish_scene(self) -> None:
+        if self.pipeline is None or self.pipeline.map.num_voxels == 0:
+            return
+        snapshot = self.pipeline.map.export()
+        header = Header(frame_id=self.param("fixed_frame"), stamp=seconds_to_stamp(snapshot.stamp))
+        self.scene_pub.publish(make_cloud(header, snapshot.coords, (snapshot.colors * 255).astype(np.uint8)))
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name="sole_node: perception", hardware_id="sole_ros")
+        values = {f"input rate {k} (Hz)": f"{m.rate():.1f}" for k, m in self._rates.items()}
+        values["lifecycle state"] = self._state_label
+        values.update({f"dropped {k}": str(v) for k, v in self._drops.items()})
+        pipeline = self.pipeline
+        if pipeline is not None:
+            stats = pipeline.map.stats()
+            values.update({"map voxels": str(stats["voxels"]), "map memory (bytes)": str(stats["memory_bytes"]),
+                           "map version": str(stats["version"]), "map stamp": f"{stats['stamp']:.6f}",
+                           "model device": str(pipeline.device)})
+            seg = pipeline.segmentation
+            values["last segmentation age (s)"] = f"{time.time() - seg.finished_at:.1f}" if seg else "never"
+        status.level = DiagnosticStatus.OK
+        status.message = "ok"
+        if self._model_error or self._last_segment_error:
+            status.level = DiagnosticStatus.ERROR
+            status.message = self._model_error or f"segmentation failed: {self._last_segment_error}"
+        elif self._state_label != "active":
+            status.level = DiagnosticStatus.WARN
+            status.message = NOT_ACTIVE.format(self._state_label)
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(msg)
+
+
+class _Labelled:
+    """An inference Instance with the id it has in this answer (what markers need)."""
+
+    def __init__(self, index: int, inst):
+        self.id = index
+        self.label, self.score, self.num_points = inst.label, inst.score, inst.num_points
+        self.centroid, self.bbox_center, self.bbox_size = inst.centroid, inst.bbox_center, inst.bbox_size
+
+
+def _tf2_available() -> bool:
+    try:
+        import tf2_ros  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main(args=None) -> int:
     rclpy.init(args=args)
     node = SoleNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node._release_active()
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -1,0 +1,257 @@
+"""The perception pipeline without ROS: sensor data in, segmented scene, language queries out.
+
+It joins the scene map (sole_ros.scene), the dense CLIP features of colour keyframes and the
+open-vocabulary segmenter (sole_ros.inference). The ROS node, the bag replay and the demo all
+drive this one object, so what they do is the same.
+
+Threading: ingest may run on several threads while one thread segments and others query. The map
+has its own lock; segmentation and queries share ``_model_lock`` because the segmenter's cached
+scene encoding must not change under a running query.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sole_ros.scene import DenseClipFeatures, KeyframeSelector, SceneSnapshot, VoxelMap
+
+
+class QueryRejected(ValueError):
+    """A query that cannot be answered; the message is the reason given to the caller."""
+
+
+@dataclass
+class QueryLimits:
+    max_phrases: int = 16
+    max_phrase_length: int = 256
+
+    def check(self, phrases) -> list[str]:
+        phrases = [p.strip() for p in phrases]
+        if not phrases or not any(phrases):
+            raise QueryRejected("empty query: give at least one non-empty phrase")
+        if any(not p for p in phrases):
+            raise QueryRejected("empty phrase in the query: every phrase must have text")
+        if len(phrases) > self.max_phrases:
+            raise QueryRejected(f"too many phrases: {len(phrases)} > {self.max_phrases}")
+        longest = max(len(p) for p in phrases)
+        if longest > self.max_phrase_length:
+            raise QueryRejected(f"phrase too long: {longest} > {self.max_phrase_length} characters")
+        return phrases
+
+
+@dataclass
+class Segmentation:
+    """The scene the segmenter currently holds: what queries are answered against."""
+    snapshot: SceneSnapshot
+    seconds: float
+    finished_at: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+
+@dataclass
+class QueryAnswer:
+    instances: list
+    segmentation: Segmentation
+
+    @property
+    def stamp(self) -> float:
+        return self.segmentation.snapshot.stamp
+
+
+@dataclass
+class PipelineSettings:
+    """Everything build_pipeline needs; the node fills it from its parameters."""
+    device: str = "auto"
+    checkpoint: str = ""
+    model_config: str = "paper"          # architecture when no checkpoint carries one
+    allow_random_weights: bool = False
+    clip_model: str = "ViT-L-14"
+    clip_pretrained: str | None = "openai"
+    prompt: str = "a {} in a scene."
+    autocast: bool = False
+    top_k: int = 100
+    voxel_size: float = 0.02
+    max_voxels: int = 500_000
+    keep_radius: float | None = None
+    max_range: float | None = None
+    dense_features: bool = True
+    keyframe_translation: float = 0.05
+    keyframe_rotation_deg: float = 5.0
+    keyframe_period: float | None = 1.0
+    max_phrases: int = 16
+    max_phrase_length: int = 256
+
+    @classmethod
+    def from_parameters(cls, values: dict) -> "PipelineSettings":
+        """From sole_node's parameter values (names as in sole_ros/ros/parameters.py)."""
+        def positive_or_none(x):
+            return float(x) if x and x > 0 else None
+
+        return cls(
+            device=values["device"], checkpoint=values["model.checkpoint"], model_config=values["model.config"],
+            allow_random_weights=values["model.allow_random_weights"], clip_model=values["model.clip_model"],
+            clip_pretrained=values["model.clip_pretrained"] or None, prompt=values["model.prompt"],
+            autocast=values["model.autocast"], top_k=values["query.top_k"],
+            voxel_size=values["scene.voxel_size"], max_voxels=values["scene.max_voxels"],
+            keep_radius=positive_or_none(values["scene.keep_radius"]),
+            max_range=positive_or_none(values["scene.max_range"]),
+            dense_features=values["scene.dense_features"],
+            keyframe_translation=values["scene.keyframe_translation"],
+            keyframe_rotation_deg=values["scene.keyframe_rotation_deg"],
+            keyframe_period=positive_or_none(values["scene.keyframe_period"]),
+            max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"])
+
+
+def find_default_checkpoint() -> str | None:
+    """The demo weights shipped with the package, when present."""
+    from pathlib import Path
+
+    candidate = Path(__file__).resolve().parent / "weights" / "demo.ckpt"
+    return str(candidate) if candidate.exists() else None
+
+
+def load_segmenter(settings: PipelineSettings, device, log=print):
+    """(OpenVocabSegmenter, LoadedClip) as the settings ask; ValueError/OSError with the reason."""
+    from sole_ros.clip import ClipSpec, load_clip
+    from sole_ros.inference import OpenVocabSegmenter
+    from sole_ros.model import SoleConfig, SoleModel
+    from sole_ros.model.checkpoint import load_sole_model
+    from sole_ros.model.text import TextEncoder
+
+    checkpoint = settings.checkpoint or find_default_checkpoint()
+    clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
+    if checkpoint:
+        model, report = load_sole_model(checkpoint, device=device)
+        log(f"loaded {checkpoint}: {report.describe()}")
+    elif settings.allow_random_weights:
+        config = SoleConfig() if settings.model_config == "paper" else SoleConfig.tiny()
+        model = SoleModel(config).to(device).eval()
+        log("WARNING: no checkpoint: running with random weights (answers are meaningless)")
+    else:
+        raise ValueError("no checkpoint: set model.checkpoint to a SOLE .ckpt (see `sole-ros weights`), "
+                         "or model.allow_random_weights for tests")
+    if model.config.clip_dim != clip.embed_dim:
+        raise ValueError(f"the model expects {model.config.clip_dim}-d CLIP features but "
+                         f"{settings.clip_model} gives {clip.embed_dim}-d: pick the matching CLIP model")
+    text = TextEncoder(device=device, prompt=settings.prompt, loaded=clip)
+    segmenter = OpenVocabSegmenter(model, text, device=device, use_autocast=settings.autocast,
+                                   top_k=settings.top_k)
+    return segmenter, clip
+
+
+def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline":
+    """Load the model and CLIP, build the map. Raises with a reason when weights are missing."""
+    from sole_ros.device import resolve_device
+
+    device = resolve_device(settings.device)
+    segmenter, clip = load_segmenter(settings, device, log)
+    dense = keyframes = None
+    feature_dim = 0
+    if settings.dense_features:
+        dense = DenseClipFeatures(clip, device=device)
+        feature_dim = dense.feature_dim
+        keyframes = KeyframeSelector(min_translation=settings.keyframe_translation,
+                                     min_rotation_deg=settings.keyframe_rotation_deg,
+                                     max_interval=settings.keyframe_period)
+    voxel_map = VoxelMap(voxel_size=settings.voxel_size, max_voxels=settings.max_voxels,
+                         keep_radius=settings.keep_radius, max_range=settings.max_range, feature_dim=feature_dim)
+    pipeline = PerceptionPipeline(voxel_map, segmenter, dense, keyframes,
+                                  QueryLimits(settings.max_phrases, settings.max_phrase_length))
+    pipeline.device = device
+    return pipeline
+
+
+class PerceptionPipeline:
+    def __init__(self, voxel_map: VoxelMap, segmenter=None, dense_features: DenseClipFeatures | None = None,
+                 keyframes: KeyframeSelector | None = None, limits: QueryLimits | None = None):
+        self.map = voxel_map
+        self.segmenter = segmenter
+        self.dense_features = dense_features
+        self.keyframes = keyframes
+        self.limits = limits or QueryLimits()
+        self.segmentation: Segmentation | None = None
+        self.device = getattr(segmenter, "device", "cpu")
+        self._model_lock = threading.Lock()
+        self._feature_lock = threading.Lock()
+
+    # --- ingest --------------------------------------------------------------------------------
+    def ingest_points(self, points, pose, colors=None, stamp: float = 0.0):
+        return self.map.integrate_points(points, pose, colors=colors, stamp=stamp)
+
+    def ingest_rgbd(self, depth, K, pose, color=None, stamp: float = 0.0):
+        """Fuse one RGB-D frame; CLIP features are computed for colour keyframes only."""
+        features = None
+        if self.dense_features is not None and color is not None:
+            is_key = self.keyframes is None or self.keyframes.is_keyframe(pose, stamp)
+            if is_key:
+                with self._feature_lock:
+                    features = self.dense_features.frame_features(color)
+        summary = self.map.integrate_rgbd(depth, K, pose, color=color, stamp=stamp, features=features)
+        if features is not None and self.keyframes is not None:
+            self.keyframes.accept(pose, stamp)  # only once the frame really went in
+        return summary
+
+    # --- segmentation and queries -------------------------------------------------------------
+    @property
+    def has_model(self) -> bool:
+        return self.segmenter is not None
+
+    def needs_segmentation(self) -> bool:
+        current = self.segmentation
+        return self.map.num_voxels > 0 and (current is None or current.version != self.map.version)
+
+    def segment(self, force: bool = False) -> Segmentation:
+        """Encode the current map for queries (once per map version unless forced)."""
+        if self.segmenter is None:
+            raise QueryRejected("model not loaded")
+        snapshot = self.map.export()
+        if snapshot.coords.shape[0] == 0:
+            raise QueryRejected("no scene yet: nothing has been accumulated")
+        with self._model_lock:
+            current = self.segmentation
+            if current is not None and current.version == snapshot.version and not force:
+                return current
+            start = time.perf_counter()
+            self.segmenter.set_scene(snapshot.coords, snapshot.colors, snapshot.features,
+                                     version=snapshot.version)
+            self.segmentation = Segmentation(snapshot, time.perf_counter() - start)
+            return self.segmentation
+
+    def query(self, phrases, max_results: int, min_score: float = 0.0) -> QueryAnswer:
+        phrases = self.limits.check(phrases)
+        if not 0.0 <= min_score <= 1.0 or not np.isfinite(min_score):
+            raise QueryRejected(f"min_score must be within 0..1, got {min_score}")
+        if self.segmenter is None:
+            raise QueryRejected("model not loaded")
+        with self._model_lock:
+            if self.segmentation is None:
+                raise QueryRejected("no scene yet: nothing has been accumulated and segmented")
+            instances = self.segmenter.query(phrases, min_score=min_score)
+            return QueryAnswer(list(instances)[:max_results], self.segmentation)
+
+    def full_segmentation(self) -> list:
+        """The class-agnostic segmentation of the segmented scene (every part of every mask)."""
+        with self._model_lock:
+            return self.segmenter.segment_all()
+
+    def reset(self) -> None:
+        with self._model_lock:
+            self.map.reset()
+            self.segmentation = None
+            if self.keyframes is not None:
+                self.keyframes.reset()
+
+    def save(self, path) -> None:
+        self.map.save(path)
+
+    def load(self, path) -> None:
+        """Replace the map with a saved one; the old map stays when the file is unusable."""
+        with self._model_lock:
+            self.map.restore(path)
+            self.segmentation = None
