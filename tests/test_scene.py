@@ -385,3 +385,15 @@ def test_concurrent_ingest_and_export_stay_consistent():
     assert np.array_equal(reference.export().coords, voxel_map.export().coords)
     assert np.array_equal(reference.export().observations, voxel_map.export().observations)
     assert voxel_map.stats()["frames_integrated"] == 28
+
+
+def test_many_points_in_one_voxel_average_exactly():
+    """Long runs of one voxel (an unorganised cloud, 20k points) must not overflow colour sums."""
+    rng = np.random.default_rng(10)
+    points = rng.uniform(0.0, 0.09, (20_000, 3))
+    colors = rng.integers(0, 256, (20_000, 3), dtype=np.uint8)
+    voxel_map = VoxelMap(voxel_size=0.1)
+    voxel_map.integrate_points(points, np.eye(4), colors)
+    snap = voxel_map.export()
+    assert len(snap) == 1
+    assert np.allclose(snap.colors[0], colors.mean(axis=0) / 255.0, atol=1e-5)

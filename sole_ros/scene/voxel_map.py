@@ -292,17 +292,7 @@ class VoxelMap:
         distinct, run_group = voxel_keys.group(keys[starts])
         mean_color = None
         if rgb is not None:
-            ends = np.append(starts[1:], n) - 1
-            run_length = (ends - starts + 1).astype(np.float64)
-            points = np.bincount(run_group, weights=run_length, minlength=distinct.shape[0])
-            mean_color = np.empty((distinct.shape[0], 3), dtype=np.float32)
-            for channel in range(3):
-                # Sum of each run from a running total (exact in int64), then per voxel.
-                running = np.cumsum(rgb[:, channel], dtype=np.int64)
-                run_sum = running[ends]
-                run_sum[1:] -= running[ends[:-1]]
-                mean_color[:, channel] = np.bincount(run_group, weights=run_sum,
-                                                     minlength=distinct.shape[0]) / points
+            mean_color = _mean_colors(rgb, starts, run_group, distinct.shape[0])
         return _FrameVoxels(distinct, mean_color, n)
 
     def _commit(self, frame: _FrameVoxels, stamp: float, pose: np.ndarray, total_points: int,
@@ -560,6 +550,43 @@ class VoxelMap:
             self._stamp = float(header.get("stamp", 0.0))
             self._sweep_origin = None
             self._snapshot = None
+
+
+# Colour channels packed into one int64, 21 bits apart: a run of equal keys lies within one image
+# row (or one cloud), so its channel sums stay below 2**21 (8,224 points of 255) and one cumulative
+# sum serves all three channels.
+_CHANNEL_BITS = 21
+_MAX_RUN_POINTS = (1 << _CHANNEL_BITS) // 255
+
+
+def _mean_colors(rgb: np.ndarray, starts: np.ndarray, run_group: np.ndarray, voxels: int) -> np.ndarray:
+    """Per-voxel mean colour (float32, 0..255) from (N,3) uint8 colours, the start of every run of
+    equal keys and the voxel of every run."""
+    n = rgb.shape[0]
+    ends = np.append(starts[1:], n)
+    run_length = ends - starts
+    if run_length.max() >= _MAX_RUN_POINTS:  # a huge run (unorganised cloud of one voxel): split it
+        extra = [np.arange(s + _MAX_RUN_POINTS, e, _MAX_RUN_POINTS) for s, e in zip(starts, ends)
+                 if e - s >= _MAX_RUN_POINTS]
+        split = np.concatenate([starts, *extra])
+        order = np.argsort(split, kind="stable")
+        run_group = np.concatenate([run_group, np.repeat(run_group[run_length >= _MAX_RUN_POINTS],
+                                                         [len(e) for e in extra])])[order]
+        starts = split[order]
+        ends = np.append(starts[1:], n)
+        run_length = ends - starts
+    packed = rgb[:, 0].astype(np.int64) << (2 * _CHANNEL_BITS)
+    packed |= rgb[:, 1].astype(np.int64) << _CHANNEL_BITS
+    packed |= rgb[:, 2]
+    running = np.cumsum(packed)
+    run_sum = running[ends - 1]
+    run_sum[1:] -= running[ends[:-1] - 1]
+    points = np.bincount(run_group, weights=run_length, minlength=voxels)
+    mask = (1 << _CHANNEL_BITS) - 1
+    mean = np.empty((voxels, 3), dtype=np.float32)
+    for channel, shift in enumerate((2 * _CHANNEL_BITS, _CHANNEL_BITS, 0)):
+        mean[:, channel] = np.bincount(run_group, weights=(run_sum >> shift) & mask, minlength=voxels) / points
+    return mean
 
 
 def sample_feature_grid(features: torch.Tensor, u: np.ndarray, v: np.ndarray,
