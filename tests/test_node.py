@@ -270,3 +270,28 @@ def test_reset_then_save_and_load(node, client, fed_scene, tmp_path):
     assert client.wait_for("/diagnostics", lambda m: {kv.key: kv.value for kv in m.status[0].values}
                            .get("map voxels") == voxels)
     assert node.alive()
+
+
+def test_lifecycle_deactivate_and_activate_again(node, client, fed_scene):
+    """Last in this module: deactivating stops answering with the reason; activating resumes."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    from sole_ros.srv import QueryObjects
+
+    def change(transition_id):
+        answer = call_service(client.node, ChangeState, "/sole/change_state",
+                              ChangeState.Request(transition=Transition(id=transition_id)))
+        assert answer.success
+
+    change(Transition.TRANSITION_DEACTIVATE)
+    answer = call_service(client.node, QueryObjects, "/sole/query", QueryObjects.Request(phrases=["mug"]))
+    assert not answer.success and "not active" in answer.message, answer.message
+    change(Transition.TRANSITION_ACTIVATE)
+    from std_srvs.srv import Trigger
+
+    segmented = call_service(client.node, Trigger, "/sole/segment", Trigger.Request(), timeout=300)
+    assert segmented.success, segmented.message
+    answer = call_service(client.node, QueryObjects, "/sole/query", QueryObjects.Request(phrases=["mug"]))
+    assert answer.success, answer.message
+    assert node.alive()
