@@ -11,7 +11,8 @@ import re
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
-LIBRARY_DEPS = ["torch", "torchvision", "open_clip_torch", "numpy", "scipy", "pillow", "omegaconf"]
+LIBRARY_DEPS = ["torch", "torchvision", "open_clip_torch", "numpy", "scipy", "pillow", "omegaconf", "matplotlib",
+                "tqdm", "PyYAML", "pypcd4", "rosbags"]
 
 
 def pinned(names):

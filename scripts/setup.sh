@@ -49,7 +49,9 @@ if ! done_already python-packages "$key"; then
   log "installing Python packages (first run: several GB, a few minutes)"
   # Everything pinned except MinkowskiEngine, which is built below.
   mkdir -p "$CACHE"
-  grep -vE '^\s*(#|$)' "$CONSTRAINTS" | grep -viE '^minkowskiengine==' > "$CACHE/requirements.txt"
+  # Everything pinned up to the benchmarks-only section, except MinkowskiEngine (built below).
+  sed '/^# --- benchmarks only/,$d' "$CONSTRAINTS" | grep -vE '^\s*(#|$)' | grep -viE '^minkowskiengine==' \
+    > "$CACHE/requirements.txt"
   "${PIP[@]}" install -q -r "$CACHE/requirements.txt"
   mark_done python-packages "$key"
 fi
