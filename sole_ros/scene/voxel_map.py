@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -94,7 +94,6 @@ class _Counters:
     dropped_capacity: int = 0
     featured_views: int = 0
     cropped: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class VoxelMap:
