@@ -1,59 +1,200 @@
-"""The demo: start sole_node, ask it a query over ROS 2, print the answer, stop the node.
+"""The demo: the whole product over ROS 2 in one command (run through scripts/demo.sh).
 
-Run through scripts/demo.sh (which sets everything up first).
+1. starts ``sole_node`` (its own process) with the demo weights shipped in sole_ros/weights;
+2. a sensor player publishes a synthetic RGB-D sequence with poses, as a robot's camera would;
+3. a client waits for the scene, asks ``/sole/query`` "find the mug" and two other queries, and
+   prints each answer (label, score, centroid, number of points);
+4. writes a PNG of the scene with every found instance highlighted and labelled.
 """
 from __future__ import annotations
 
+import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from scipy.spatial import cKDTree
+from sensor_msgs.msg import PointCloud2
+from std_srvs.srv import Trigger
 
+from sole_ros.messages import read_points
+from sole_ros.ros.sensor_player import SensorPlayer, render_demo_frames
 from sole_ros.srv import QueryObjects
 
-
-def _node_executable() -> str:
-    exe = shutil.which("sole_node")
-    if exe:
-        return exe
-    prefix = os.environ.get("COLCON_PREFIX_PATH", "").split(os.pathsep)[0] or "install"
-    return os.path.join(prefix, "sole_ros", "lib", "sole_ros", "sole_node")
+DEFAULT_QUERIES = ["find the mug", "a bowl", "the bottle"]
+DEMO_CLASSES = ["mug", "bowl", "bottle", "box", "can"]
 
 
-def main() -> int:
-    print("[demo] starting sole_node", flush=True)
-    node_proc = subprocess.Popen([_node_executable()], start_new_session=True)
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def node_command(weights: str | None, device: str) -> list[str]:
+    exe = Path(os.environ.get("COLCON_PREFIX_PATH", "install").split(os.pathsep)[0]) / "sole_ros/lib/sole_ros/sole_node"
+    args = [str(exe), "--ros-args", "-p", f"device:={device}", "-p", "pose.source:=topic",
+            "-p", "inputs.reliable:=true", "-p", "segmentation.period:=0.0",
+            "-p", "scene.keyframe_translation:=0.0", "-p", "scene.keyframe_rotation_deg:=0.0"]
+    if weights:
+        args += ["-p", f"model.checkpoint:={weights}"]
+    else:
+        # No trained weights available: the pipeline still runs, the answers mean nothing.
+        args += ["-p", "model.config:=tiny", "-p", "model.allow_random_weights:=true",
+                 "-p", "model.clip_model:=sole-tiny", "-p", "model.clip_pretrained:=''"]
+    return args
+
+
+class DemoClient:
+    def __init__(self):
+        self.node = rclpy.create_node("sole_demo_client")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.scene: PointCloud2 | None = None
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(PointCloud2, "/sole/scene", self._keep_scene, latched)
+
+    def _keep_scene(self, msg):
+        self.scene = msg
+
+    def call(self, srv_type, name: str, request, timeout: float):
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"{name} did not appear within {timeout:.0f} s")
+            future = client.call_async(request)
+            self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+            if not future.done():
+                raise TimeoutError(f"{name} did not answer within {timeout:.0f} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+
+
+def _as_scene_instances(answer, scene_xyz: np.ndarray):
+    """Instances from the answer with point indices into the published scene cloud."""
+    tree = cKDTree(scene_xyz)
+    out = []
+    for inst in answer.instances:
+        xyz, _ = read_points(inst.points)
+        _, idx = tree.query(xyz, k=1)
+        out.append(argparse.Namespace(
+            point_indices=np.unique(idx), label=inst.label, score=inst.score, num_points=inst.num_points,
+            centroid=np.array([inst.centroid.x, inst.centroid.y, inst.centroid.z]),
+            bbox_center=np.array([inst.bbox_center.x, inst.bbox_center.y, inst.bbox_center.z]),
+            bbox_size=np.array([inst.bbox_size.x, inst.bbox_size.y, inst.bbox_size.z])))
+    return out
+
+
+def run(args) -> int:
+    from sole_ros.pipeline import find_default_checkpoint
+    from sole_ros.visualize import render_instances_png
+
+    start = time.monotonic()
+    weights = args.checkpoint or find_default_checkpoint()
+    if weights:
+        say(f"weights: {weights}")
+    else:
+        say("WARNING: no demo weights in sole_ros/weights: running with RANDOM weights, answers are meaningless")
+    say(f"rendering a synthetic RGB-D sequence (scene seed {args.seed}, {args.frames} frames)")
+    scene, frames = render_demo_frames(args.seed, args.frames, kind="tabletop", classes=DEMO_CLASSES)
+    say("objects in the scene: " + ", ".join(o.class_name for o in scene.objects if o.class_name != "table"))
+
+    say("starting sole_node")
+    log_path = Path(args.out_dir) / "sole_node.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "wb")
+    node_proc = subprocess.Popen(node_command(weights, args.device), stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
     rclpy.init()
-    client_node = rclpy.create_node("sole_demo_client")
+    client = DemoClient()
+    player = SensorPlayer(frames, name="sole_demo_camera")
+    client.executor.add_node(player)
     try:
-        client = client_node.create_client(QueryObjects, "/sole/query")
-        if not client.wait_for_service(timeout_sec=60.0):
-            print("[demo] /sole/query did not appear within 60 s", file=sys.stderr)
+        if not player.wait_for_subscribers(timeout=180):
+            say(f"sole_node did not subscribe within 180 s; its log: {log_path}")
             return 1
-        for phrase in ["find the mug"]:
-            future = client.call_async(QueryObjects.Request(phrases=[phrase], max_results=5))
-            rclpy.spin_until_future_complete(client_node, future, timeout_sec=60.0)
-            answer = future.result()
-            if answer is None:
-                print(f"[demo] no answer to {phrase!r}", file=sys.stderr)
+        say(f"sole_node is up ({time.monotonic() - start:.0f} s); publishing {len(frames)} frames")
+        for i in range(len(frames)):
+            player.publish_frame(i)
+            client.spin(1.0 / args.rate)
+            print(f"\r[demo] published frame {i + 1}/{len(frames)}", end="", flush=True)
+        print(flush=True)
+        client.spin(1.0)
+        say("segmenting the scene")
+        segmented = client.call(Trigger, "/sole/segment", Trigger.Request(), timeout=600)
+        if not segmented.success:
+            say(f"segmentation failed: {segmented.message} (log: {log_path})")
+            return 1
+        say(segmented.message)
+
+        found = []
+        for phrase in args.queries:
+            answer = client.call(QueryObjects, "/sole/query",
+                                 QueryObjects.Request(phrases=[phrase], max_results=args.max_results,
+                                                      include_points=True), timeout=300)
+            if not answer.success:
+                say(f"{phrase!r}: failed: {answer.message}")
                 return 1
-            print(f"[demo] {phrase!r}: success={answer.success} message={answer.message!r} "
-                  f"instances={len(answer.instances)}", flush=True)
+            say(f"{phrase!r}: {len(answer.instances)} instance(s) in frame '{answer.header.frame_id}'")
+            for inst in answer.instances:
+                c = inst.centroid
+                print(f"    {inst.label:<16} score {inst.score:.3f}  centroid ({c.x:+.2f}, {c.y:+.2f}, {c.z:+.2f}) m"
+                      f"  {inst.num_points} points", flush=True)
+            found.append(answer)
+
+        deadline = time.monotonic() + 30
+        while client.scene is None and time.monotonic() < deadline:
+            client.spin(0.2)
+        if client.scene is None:
+            say("no /sole/scene message arrived for the picture")
+            return 1
+        scene_xyz, scene_rgb = read_points(client.scene)
+        instances = [inst for answer in found for inst in _as_scene_instances(answer, scene_xyz)[:1]]
+        png = render_instances_png(scene_xyz, scene_rgb, instances, Path(args.out_dir) / "demo.png",
+                                   title="sole_ros demo: " + ", ".join(args.queries))
+        say(f"picture of the answers (best instance per query): {png}")
+        say(f"done in {time.monotonic() - start:.0f} s")
         return 0
     finally:
-        client_node.destroy_node()
+        client.executor.shutdown()
+        player.destroy_node()
+        client.node.destroy_node()
         rclpy.try_shutdown()
         os.killpg(node_proc.pid, signal.SIGINT)
         try:
-            node_proc.wait(timeout=10)
+            node_proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(node_proc.pid, signal.SIGKILL)
             node_proc.wait()
-        time.sleep(0.1)
+        log.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="sole_ros demo: node, camera, queries and a picture.")
+    parser.add_argument("--queries", nargs="+", default=DEFAULT_QUERIES, help="phrases to ask, one query each")
+    parser.add_argument("--seed", type=int, default=11, help="synthetic scene seed")
+    parser.add_argument("--frames", type=int, default=16, help="frames to publish")
+    parser.add_argument("--rate", type=float, default=4.0, help="frames per second")
+    parser.add_argument("--max-results", type=int, default=3, help="instances per query")
+    parser.add_argument("--checkpoint", default=None, help="SOLE checkpoint (default: the demo weights)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--out-dir", default="out/demo", help="where the picture and the node's log go")
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.rate <= 0:
+        parser.error("--frames must be >= 1 and --rate > 0")
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -100,10 +100,11 @@ class SensorPlayer(Node):
         return False
 
 
-def render_demo_frames(seed: int, num_frames: int, width: int = 320, height: int = 240, kind: str = "tabletop"):
+def render_demo_frames(seed: int, num_frames: int, width: int = 320, height: int = 240, kind: str = "tabletop",
+                       classes: list[str] | None = None):
     from sole_ros.synthetic import generate_scene, render_sequence
 
-    scene = generate_scene(seed=seed, kind=kind)
+    scene = generate_scene(seed=seed, kind=kind, classes=classes)
     return scene, list(render_sequence(scene, num_frames, width=width, height=height, seed=seed))
 
 
