@@ -117,19 +117,41 @@ def find_default_checkpoint() -> str | None:
 
 
 def load_segmenter(settings: PipelineSettings, device, log=print):
-    """(OpenVocabSegmenter, LoadedClip) as the settings ask; ValueError/OSError with the reason."""
+    """(OpenVocabSegmenter, LoadedClip) as the settings ask; ValueError/OSError with the reason.
+
+    Two kinds of checkpoint load: a published SOLE .ckpt (sizes read from its tensors; CLIP from
+    settings.clip_model / clip_pretrained) and one written by ``sole-ros train`` (its own config,
+    and the weights of the CLIP it was trained with when that CLIP was randomly initialised).
+    """
     from sole_ros.clip import ClipSpec, load_clip
     from sole_ros.inference import OpenVocabSegmenter
     from sole_ros.model import SoleConfig, SoleModel
-    from sole_ros.model.checkpoint import load_sole_model
+    from sole_ros.model.checkpoint import config_from_checkpoint, load_sole_weights, read_checkpoint
     from sole_ros.model.text import TextEncoder
 
     checkpoint = settings.checkpoint or find_default_checkpoint()
-    clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
     if checkpoint:
-        model, report = load_sole_model(checkpoint, device=device)
+        data = read_checkpoint(checkpoint)
+        hp = data.get("hyper_parameters")
+        own_run = isinstance(hp, dict) and "sole_config" in hp
+        if own_run:
+            config = SoleConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in hp["sole_config"].items()})
+        else:
+            config = config_from_checkpoint(data)
+        model = SoleModel(config)
+        report = load_sole_weights(model, checkpoint, data=data)
+        model = model.to(device).eval()
         log(f"loaded {checkpoint}: {report.describe()}")
+        if "clip_state_dict" in data:
+            # The run's CLIP had random weights: they define its text space and travel with it.
+            clip = load_clip(ClipSpec(hp["clip"]["model_name"], None), device)
+            clip.model.load_state_dict(data["clip_state_dict"])
+        elif own_run and hp.get("clip", {}).get("pretrained"):
+            clip = load_clip(ClipSpec(hp["clip"]["model_name"], hp["clip"]["pretrained"]), device)
+        else:
+            clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
     elif settings.allow_random_weights:
+        clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
         config = SoleConfig() if settings.model_config == "paper" else SoleConfig.tiny()
         model = SoleModel(config).to(device).eval()
         log("WARNING: no checkpoint: running with random weights (answers are meaningless)")
@@ -137,8 +159,8 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
         raise ValueError("no checkpoint: set model.checkpoint to a SOLE .ckpt (see `sole-ros weights`), "
                          "or model.allow_random_weights for tests")
     if model.config.clip_dim != clip.embed_dim:
-        raise ValueError(f"the model expects {model.config.clip_dim}-d CLIP features but "
-                         f"{settings.clip_model} gives {clip.embed_dim}-d: pick the matching CLIP model")
+        raise ValueError(f"the model expects {model.config.clip_dim}-d CLIP features but the CLIP "
+                         f"{clip.spec.model_name} gives {clip.embed_dim}-d: pick the matching CLIP model")
     text = TextEncoder(device=device, prompt=settings.prompt, loaded=clip)
     segmenter = OpenVocabSegmenter(model, text, device=device, use_autocast=settings.autocast,
                                    top_k=settings.top_k)

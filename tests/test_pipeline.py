@@ -1,0 +1,116 @@
+"""The ROS-free perception pipeline: synthetic RGB-D in, segmentation, queries, checkpoints."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from sole_ros.pipeline import PipelineSettings, QueryRejected, build_pipeline, load_segmenter
+from sole_ros.synthetic import generate_scene, render_sequence
+
+TINY = dict(model_config="tiny", allow_random_weights=True, clip_model="sole-tiny", clip_pretrained=None,
+            device="cpu", voxel_size=0.03, keyframe_translation=0.0, keyframe_rotation_deg=0.0)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    scene = generate_scene(seed=2, kind="tabletop", classes=["mug", "bowl", "bottle"])
+    return list(render_sequence(scene, 4, width=128, height=96, seed=2))
+
+
+@pytest.fixture(scope="module")
+def pipeline(frames):
+    p = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    for f in frames:
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=100.0 + f.stamp)
+    return p
+
+
+def test_ingest_fuses_geometry_colour_and_features(pipeline, frames):
+    snapshot = pipeline.map.export()
+    assert len(snapshot) > 1000
+    assert snapshot.features is not None and snapshot.has_feature.mean() > 0.5
+    assert snapshot.stamp == pytest.approx(100.0 + frames[-1].stamp)
+
+
+def test_queries_need_a_segmented_scene_then_answer(pipeline):
+    with pytest.raises(QueryRejected, match="no scene yet"):
+        pipeline.query(["mug"], max_results=3)
+    assert pipeline.needs_segmentation()
+    seg = pipeline.segment()
+    assert not pipeline.needs_segmentation()
+    assert pipeline.segment() is seg  # cached per map version
+    answer = pipeline.query(["mug", "bowl"], max_results=4)
+    assert 0 < len(answer.instances) <= 4
+    assert answer.stamp == seg.snapshot.stamp
+    n = len(seg.snapshot)
+    for inst in answer.instances:
+        assert inst.label in ("mug", "bowl")
+        assert inst.point_indices.max() < n
+        pts = seg.snapshot.coords[inst.point_indices]
+        np.testing.assert_allclose(inst.centroid, pts.mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("phrases, reason", [
+    ([], "empty query"), ([""], "empty query"), (["mug", " "], "empty phrase"), (["m" * 300], "too long"),
+    (["a"] * 17, "too many"),
+])
+def test_bad_queries_are_rejected_with_a_reason(pipeline, phrases, reason):
+    with pytest.raises(QueryRejected, match=reason):
+        pipeline.query(phrases, max_results=1)
+
+
+def test_concurrent_queries_all_answer(pipeline):
+    pipeline.segment()
+    results, errors = [], []
+
+    def ask(i):
+        try:
+            results.append(pipeline.query([f"object {i}"], max_results=2))
+        except Exception as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and len(results) == 4
+
+
+def test_reset_forgets_scene_and_segmentation(frames):
+    p = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    p.ingest_rgbd(frames[0].depth, frames[0].K, frames[0].pose, color=frames[0].color, stamp=1.0)
+    p.segment()
+    p.reset()
+    assert p.map.num_voxels == 0 and p.segmentation is None
+    with pytest.raises(QueryRejected, match="no scene yet"):
+        p.segment()
+
+
+def test_missing_checkpoint_is_a_clear_error():
+    with pytest.raises(ValueError, match="no checkpoint"):
+        load_segmenter(PipelineSettings(**{**TINY, "allow_random_weights": False}), torch.device("cpu"))
+    with pytest.raises((OSError, ValueError, RuntimeError)):
+        load_segmenter(PipelineSettings(**{**TINY, "checkpoint": "/nonexistent/sole.ckpt"}), torch.device("cpu"))
+
+
+def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
+    """A checkpoint from the training code carries its config and its random CLIP's weights."""
+    from sole_ros.clip import ClipSpec, load_clip
+    from sole_ros.model import SoleConfig, SoleModel
+    from sole_ros.training.checkpointing import save_checkpoint
+    from sole_ros.training.config import TrainConfig
+
+    torch.manual_seed(3)
+    config = SoleConfig.tiny(num_queries=7)
+    model = SoleModel(config)
+    clip = load_clip(ClipSpec.tiny(), "cpu")
+    path = save_checkpoint(tmp_path / "run.pt", model, config,
+                           TrainConfig(model_size="tiny", clip_model="sole-tiny", clip_pretrained=None), clip=clip)
+    segmenter, loaded_clip = load_segmenter(PipelineSettings(**{**TINY, "checkpoint": str(path)}), torch.device("cpu"))
+    assert segmenter.model.config.num_queries == 7
+    for name, value in model.state_dict().items():
+        assert torch.equal(segmenter.model.state_dict()[name].cpu(), value), name
+    for name, value in clip.model.state_dict().items():
+        assert torch.equal(loaded_clip.model.state_dict()[name].cpu(), value), name
