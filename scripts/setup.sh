@@ -64,7 +64,10 @@ if ! "$VPY" -c "$me_import" >/dev/null 2>&1; then
     use_cuda=1
   fi
   flavour=cpu; [ $use_cuda = 1 ] && flavour=cuda
-  wheels=$CACHE/wheels/$flavour   # built once, reused by later runs and fresh venvs
+  # Built once per user, torch version and flavour (the wheel links against torch), and reused
+  # by later runs, fresh venvs and fresh clones. SOLE_WHEEL_CACHE overrides where.
+  torch_version=$("$VPY" -c 'import torch; print(torch.__version__)')
+  wheels=${SOLE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sole_ros/wheels}/me-0.5.4-torch-$torch_version-$flavour
   mkdir -p "$wheels"
   if ! ls "$wheels"/MinkowskiEngine-0.5.4-*.whl >/dev/null 2>&1; then
     log "building MinkowskiEngine 0.5.4 ($flavour; about 5 minutes on 2 cores)"
