@@ -20,7 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sole-ros",
         description="Open-vocabulary 3D instance segmentation (SOLE) from the command line.")
     parser.add_argument("--version", action="version", version=f"sole-ros {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from sole_ros.training.cli import register_eval, register_train
+
+    register_train(subparsers)
+    register_eval(subparsers)
     return parser
 
 

@@ -1,0 +1,75 @@
+"""From a SceneSample to what one training step needs: the voxelised scene, voxel-level instance
+masks and the association targets.
+
+Voxel labels: every voxel takes the instance most of its points belong to (points without an
+instance vote too, so a voxel mostly on the floor stays background).
+Augmentation (training only; a subset of the reference's): random rotation about z, mirroring of
+x and y, scaling 0.9-1.1, and brightness/contrast jitter of the colours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sole_ros.datasets.scene_sample import SceneSample
+from sole_ros.model.config import SoleConfig
+from sole_ros.model.voxel import VoxelScene, voxelize
+from sole_ros.training.association_targets import AssociationTargets, Captioner, PhraseEncoder, build_targets
+
+
+@dataclass
+class TrainingItem:
+    name: str
+    scene: VoxelScene
+    masks: torch.Tensor  # [K, V] bool
+    targets: AssociationTargets
+    instance_ids: np.ndarray
+
+
+def augment(sample: SceneSample, rng: np.random.Generator) -> SceneSample:
+    points = sample.points - sample.points.mean(axis=0)
+    angle = rng.uniform(0, 2 * np.pi)
+    c, s = np.cos(angle), np.sin(angle)
+    points = points @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32).T
+    flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
+    points[:, :2] *= flips
+    points *= rng.uniform(0.9, 1.1)
+    colors = np.clip((sample.colors - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1), 0, 1)
+    out = SceneSample(**{**sample.__dict__, "points": points.astype(np.float32), "colors": colors})
+    return out
+
+
+def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels: int) -> np.ndarray:
+    """Majority instance id per voxel (-1 where most points have none)."""
+    pairs = np.stack([point_to_voxel, instance], axis=1)
+    uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+    # sort by voxel, then by count descending: the first row per voxel is its majority
+    order = np.lexsort((-counts, uniq[:, 0]))
+    uniq = uniq[order]
+    first = np.ones(len(uniq), dtype=bool)
+    first[1:] = uniq[1:, 0] != uniq[:-1, 0]
+    out = np.full(num_voxels, -1, dtype=np.int64)
+    out[uniq[first, 0]] = uniq[first, 1]
+    return out
+
+
+def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder, rng: np.random.Generator | None,
+                 captioner: Captioner | None = None, min_voxels: int = 1) -> TrainingItem | None:
+    """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives."""
+    if rng is not None:
+        sample = augment(sample, rng)
+    clip = sample.clip_features
+    if clip is not None and clip.shape[1] != config.clip_dim:
+        raise ValueError(f"{sample.name}: point features are {clip.shape[1]}-d, the model expects {config.clip_dim}")
+    scene = voxelize(sample.points, sample.colors, clip, config)
+    voxel_ids = voxel_instances(scene.point_to_voxel, sample.instance, scene.num_voxels)
+    ids = sample.instance_ids
+    masks = torch.from_numpy(voxel_ids[None, :] == ids[:, None])
+    keep = masks.sum(dim=1) >= min_voxels
+    ids, masks = ids[keep.numpy()], masks[keep]
+    if len(ids) == 0:
+        return None
+    targets = build_targets(sample, ids, scene.clip, masks, encode, captioner)
+    return TrainingItem(sample.name, scene, masks, targets, ids)

@@ -1,0 +1,168 @@
+"""The ``train`` and ``eval`` sub-commands of ``sole-ros`` (registered by sole_ros/cli.py).
+
+Settings: a JSON file (``--config``, the fields of TrainConfig) and/or flags; flags win, and
+``--set dotted.name=value`` (value parsed as JSON when it parses) reaches any field. Heavy modules
+load only when a command runs. Multi-GPU / multi-node: start it under torchrun, e.g.
+``torchrun --nproc_per_node 4 -m sole_ros.cli train --config run.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+_FLAGS = {  # flag -> dotted TrainConfig field
+    "output_dir": "output_dir", "data": "data.kind", "data_root": "data.root", "features_dir": "data.features_dir",
+    "mca_dir": "data.mca_dir", "mea_dir": "data.mea_dir", "synthetic_count": "data.synthetic_count",
+    "synthetic_eval_count": "data.synthetic_eval_count", "synthetic_kind": "data.synthetic_kind",
+    "synthetic_source": "data.synthetic_source", "synthetic_first_seed": "data.synthetic_first_seed",
+    "model_size": "model_size", "clip_model": "clip_model", "backbone_checkpoint": "backbone_checkpoint",
+    "init_checkpoint": "init_checkpoint", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+    "weight_decay": "weight_decay", "grad_clip": "grad_clip", "max_steps": "max_steps", "device": "device",
+    "seed": "seed", "checkpoint_every": "checkpoint_every_steps",
+}
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=("synthetic", "scannet", "scannet200"), help="kind of scenes")
+    g.add_argument("--data-root", help="processed ScanNet(200) folder (Mask3D/SOLE layout)")
+    g.add_argument("--features-dir", help="per-point CLIP features (<scan>_0.pt, OpenScene layout)")
+    g.add_argument("--mca-dir", help="released MCA targets (<scan>.pickle)")
+    g.add_argument("--mea-dir", help="released MEA targets (<scan>.pickle)")
+    g.add_argument("--synthetic-count", type=int, help="synthetic training scenes")
+    g.add_argument("--synthetic-eval-count", type=int, help="synthetic evaluation scenes")
+    g.add_argument("--synthetic-first-seed", type=int)
+    g.add_argument("--synthetic-kind", choices=("tabletop", "room", "mixed"))
+    g.add_argument("--synthetic-source", choices=("surface", "scan"))
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="JSON file with TrainConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any setting by dotted name, e.g. --set model_overrides.num_queries=50")
+    p.add_argument("--device", help="auto, cpu or cuda[:N]")
+
+
+def register_train(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train SOLE (synthetic scenes or processed ScanNet)",
+                              description="Train SOLE; resumes from <output-dir>/last.pt when it exists.")
+    _add_common(p)
+    p.add_argument("--output-dir", help="checkpoints, metrics.jsonl and curves.png go here")
+    p.add_argument("--model-size", choices=("paper", "tiny"))
+    p.add_argument("--clip-model", help="open_clip architecture (ViT-L-14, or sole-tiny)")
+    p.add_argument("--clip-pretrained", help="open_clip tag or weights file; 'none' = random, saved with the run")
+    p.add_argument("--backbone-checkpoint", help="Mask3D/SOLE backbone weights")
+    p.add_argument("--init-checkpoint", help="start from these SOLE weights")
+    p.add_argument("--train-backbone", action="store_true", help="do not freeze the backbone")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="scenes per step per process")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
+    p.add_argument("--no-resume", action="store_true", help="start over even if last.pt exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_data_flags(p)
+    p.set_defaults(handler=_run_train)
+
+
+def register_eval(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="ScanNet-style AP of a trained checkpoint",
+                              description="Evaluate a checkpoint on its run's evaluation scenes (or the data given).")
+    p.add_argument("checkpoint", help="a checkpoint written by 'sole-ros train'")
+    _add_common(p)
+    p.add_argument("--output-dir", help="ap_table.txt, ap_per_class.csv, ap.json, ap_per_class.png")
+    p.add_argument("--max-scenes", type=int)
+    p.add_argument("--top-k", type=int, help="instances kept per scene (default: the model's)")
+    p.add_argument("--min-region-size", type=int, help="points; default 100 (ScanNet), 30 (synthetic)")
+    _add_data_flags(p)
+    p.set_defaults(handler=_run_eval)
+
+
+def _set_dotted(values: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = values
+    for name in parents:
+        node = node.setdefault(name, {})
+    node[leaf] = value
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def settings_from_args(args, base: dict | None = None):
+    """A TrainConfig from --config, then the flags, then --set."""
+    from sole_ros.cli import CliError
+    from sole_ros.training.config import TrainConfig
+
+    values: dict = dict(base or {})
+    if args.config:
+        try:
+            with open(args.config) as f:
+                values = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise CliError(f"cannot read --config {args.config}: {err}") from None
+    for flag, dotted in _FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            _set_dotted(values, dotted, value)
+    if getattr(args, "clip_pretrained", None) is not None:
+        values["clip_pretrained"] = None if args.clip_pretrained.lower() == "none" else args.clip_pretrained
+    if getattr(args, "train_backbone", False):
+        values["freeze_backbone"] = False
+    if getattr(args, "no_amp", False):
+        values["mixed_precision"] = False
+    if getattr(args, "no_resume", False):
+        values["resume"] = False
+    if getattr(args, "no_progress", False):
+        values["progress"] = False
+    for item in args.set:
+        if "=" not in item:
+            raise CliError(f"--set needs NAME=VALUE, got {item!r}")
+        name, text = item.split("=", 1)
+        _set_dotted(values, name.strip(), _parse_value(text))
+    try:
+        return TrainConfig.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise CliError(str(err)) from None
+
+
+def _run_train(args) -> int:
+    from sole_ros.cli import CliError
+    from sole_ros.training.trainer import train
+
+    config = settings_from_args(args)
+    try:
+        summary = train(config)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _run_eval(args) -> int:
+    from sole_ros.cli import CliError
+    from sole_ros.training.checkpointing import load_checkpoint
+    from sole_ros.training.evaluate import evaluate_checkpoint
+    from sole_ros.evaluation import format_table
+
+    try:
+        stored = load_checkpoint(args.checkpoint).get("hyper_parameters", {}).get("train_config", {})
+    except (FileNotFoundError, RuntimeError) as err:
+        raise CliError(str(err)) from None
+    config = settings_from_args(args, base=stored)
+    try:
+        result = evaluate_checkpoint(args.checkpoint, config, output_dir=args.output_dir,
+                                     device=args.device or "auto", max_scenes=args.max_scenes, top_k=args.top_k,
+                                     min_region_size=args.min_region_size)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+    print(format_table(result))
+    return 0

@@ -1,0 +1,74 @@
+"""Settings of a training or evaluation run; defaults follow SOLE (SOLE_REFERENCE.md)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    """Where scenes come from. ``kind``: "synthetic", "scannet" or "scannet200" (processed layout)."""
+
+    kind: str = "synthetic"
+    root: str | None = None  # processed ScanNet folder (<root>/<mode>/*.npy, *_database.yaml)
+    train_mode: str = "train"
+    eval_mode: str = "validation"
+    features_dir: str | None = None  # per-point CLIP features (<scan>_0.pt)
+    mca_dir: str | None = None  # released MCA targets (<scan>.pickle)
+    mea_dir: str | None = None  # released MEA targets (<scan>.pickle)
+    # synthetic scenes: seeds [first, first + count) for training, the next eval_count for evaluation
+    synthetic_first_seed: int = 0
+    synthetic_count: int = 64
+    synthetic_eval_count: int = 8
+    synthetic_kind: str = "mixed"  # "tabletop", "room" or "mixed"
+    synthetic_source: str = "surface"  # "surface" or "scan"
+    synthetic_max_points: int = 30000
+    oracle_feature_noise: float = 0.3  # stand-in for fused OpenSeg features, see TextOracleFeatures
+    oracle_unseen: float = 0.05
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/sole"
+    data: DataConfig = field(default_factory=DataConfig)
+    # model: "paper" (the published sizes) or "tiny" (SoleConfig.tiny, for CPUs and tests)
+    model_size: str = "paper"
+    model_overrides: dict = field(default_factory=dict)  # any SoleConfig field
+    clip_model: str = "ViT-L-14"
+    clip_pretrained: str | None = "openai"  # open_clip tag, local file, or None (random, saved with the run)
+    backbone_checkpoint: str | None = None  # Mask3D/SOLE backbone weights (SOLE trains with it frozen)
+    init_checkpoint: str | None = None  # start from these SOLE weights (not a resume)
+    freeze_backbone: bool = True
+    # optimisation: AdamW + OneCycle, as the reference
+    epochs: int = 600
+    batch_size: int = 4  # scenes per step per process
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    grad_clip: float | None = None
+    mixed_precision: bool = True  # fp16 autocast + gradient scaling, only on a GPU
+    device: str = "auto"
+    seed: int = 0
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, tests)
+    # bookkeeping
+    checkpoint_every_steps: int | None = None  # also save mid-epoch (always at the end of an epoch)
+    resume: bool = True  # continue from <output_dir>/last.pt when it exists
+    progress: bool = True
+    cache_scenes: bool = False  # keep loaded scenes in memory (small datasets: synthetic demos, tests)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        values = dict(values)
+        data = DataConfig(**values.pop("data", {}))
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        return cls(data=data, **values)
+
+    @classmethod
+    def from_json(cls, path) -> "TrainConfig":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
