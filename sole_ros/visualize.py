@@ -122,17 +122,19 @@ def _sensor_guess(points: np.ndarray) -> np.ndarray | None:
 # --- drawing --------------------------------------------------------------------------------------
 
 class _Projector:
-    """World points -> pixels, scaled so the scene fills the canvas with a margin."""
+    """World points -> pixels, scaled so the scene fills ``region`` (x0, y0, x1, y1) with a margin."""
 
-    def __init__(self, R: np.ndarray, eye: np.ndarray, points: np.ndarray, width: int, height: int, margin: int):
+    def __init__(self, R: np.ndarray, eye: np.ndarray, points: np.ndarray, region, margin: int):
         self.R, self.eye = R, eye
+        x0, y0, x1, y1 = region
         cam = (points - eye) @ R.T
         z = np.maximum(cam[:, 2], 1e-6)
         u, v = cam[:, 0] / z, cam[:, 1] / z
         ulo, uhi = np.percentile(u, [0.5, 99.5])
         vlo, vhi = np.percentile(v, [0.5, 99.5])
-        self.scale = min((width - 2 * margin) / max(uhi - ulo, 1e-9), (height - 2 * margin) / max(vhi - vlo, 1e-9))
-        self.offset = np.array([width / 2 - self.scale * (ulo + uhi) / 2, height / 2 - self.scale * (vlo + vhi) / 2])
+        self.scale = min((x1 - x0 - 2 * margin) / max(uhi - ulo, 1e-9), (y1 - y0 - 2 * margin) / max(vhi - vlo, 1e-9))
+        self.offset = np.array([(x0 + x1) / 2 - self.scale * (ulo + uhi) / 2,
+                                (y0 + y1) / 2 - self.scale * (vlo + vhi) / 2])
 
     def __call__(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cam = (np.asarray(points, float).reshape(-1, 3) - self.eye) @ self.R.T
@@ -179,21 +181,21 @@ def _text_colour(rgb) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 150 else (255, 255, 255)
 
 
-def _place(rect: list[float], taken: list[list[float]], width: int, height: int) -> list[float]:
-    """Move a label rectangle down (then up) until it overlaps none already placed."""
+def _place(rect: list[float], taken: list[list[float]], region) -> list[float]:
+    """Move a label rectangle inside ``region``, then down (or up) until it overlaps no other."""
     def overlaps(r):
         return any(r[0] < t[2] and t[0] < r[2] and r[1] < t[3] and t[1] < r[3] for t in taken)
 
+    x0, y0, x1, y1 = region
     h = rect[3] - rect[1]
     w = rect[2] - rect[0]
-    x0 = min(max(rect[0], 2), width - w - 2)
-    candidates = [rect[1] + k * (h + 2) for k in range(0, 12)] + [rect[1] - k * (h + 2) for k in range(1, 12)]
-    for y in candidates:
-        y = min(max(y, 2), height - h - 2)
-        r = [x0, y, x0 + w, y + h]
-        if not overlaps(r):
-            return r
-    return [x0, rect[1], x0 + w, rect[1] + h]
+    left = min(max(rect[0], x0 + 2), x1 - w - 2)
+    top = min(max(rect[1], y0 + 2), y1 - h - 2)
+    for k in [0] + [j for i in range(1, 16) for j in (i, -i)]:
+        y = top + k * (h + 2)
+        if y0 + 2 <= y <= y1 - h - 2 and not overlaps([left, y, left + w, y + h]):
+            return [left, y, left + w, y + h]
+    return [left, top, left + w, top + h]
 
 
 def label_text(instance) -> str:
@@ -222,19 +224,25 @@ def render_instances_png(points, colors, instances: Sequence, path, title: str |
     if sensor == "auto":
         sensor = _sensor_guess(pts)
     R, eye = view_matrix(pts, up=up, sensor=sensor)
-    margin = max(width, height) // 16
-    project = _Projector(R, eye, pts, width, height, margin)
+    font = _font(max(14, height // 50))
+    title_font = _font(max(16, height // 40))
+    # Layout: a title strip on top, the legend in a panel on the right, the scene in the rest.
+    top = int(title_font.size * 1.8) if title and hasattr(title_font, "size") else (30 if title else 0)
+    legend_width = int(width * 0.26) if instances else 0
+    region = (0, top, width - legend_width, height)
+    margin = max(width, height) // 24
+    project = _Projector(R, eye, pts, region, margin)
     uv, depth = project(pts)
     front = depth > 1e-6
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = BACKGROUND
     # Splat size from the point density on screen: sparse clouds get bigger dots.
-    size = int(np.clip(round(math.sqrt(1.0 * width * height / max(front.sum(), 1))), 2, 6))
+    area = (region[2] - region[0]) * (region[3] - region[1])
+    size = int(np.clip(round(math.sqrt(area / max(front.sum(), 1))), 2, 6))
     _splat(canvas, uv[front], depth[front], rgb[shown][front], size)
 
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
-    font = _font(max(14, height // 50))
     taken: list[list[float]] = []
     line = max(2, width // 500)
     # Boxes and labels, worst first, so the best instance's label is on top.
@@ -249,19 +257,25 @@ def render_instances_png(points, colors, instances: Sequence, path, title: str |
         for a, b in _BOX_EDGES:
             draw.line([tuple(corners[a]), tuple(corners[b])], fill=colour, width=line)
         text = label_text(inst)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        w, h = right - left + 8, bottom - top + 6
+        left, top_, right, bottom = draw.textbbox((0, 0), text, font=font)
+        w, h = right - left + 8, bottom - top_ + 6
         anchor = corners[np.argmin(corners[:, 1])]  # above the box's highest corner on screen
-        rect = _place([anchor[0] - w / 2, anchor[1] - h - 4, anchor[0] + w / 2, anchor[1] - 4], taken, width, height)
+        rect = _place([anchor[0] - w / 2, anchor[1] - h - 4, anchor[0] + w / 2, anchor[1] - 4], taken, region)
         taken.append(rect)
-        labels.append((rect, text, colour, left, top))
-    for rect, text, colour, left, top in labels:
+        labels.append((rect, text, colour, left, top_))
+    # The scene region is clipped so that boxes reaching out of view do not run over the panels.
+    draw.rectangle([region[2], 0, width, height], fill=BACKGROUND)
+    if top:
+        draw.rectangle([0, 0, width, top - 1], fill=BACKGROUND)
+    for rect, text, colour, left, top_ in labels:
         draw.rectangle(rect, fill=colour)
-        draw.text((rect[0] + 4 - left, rect[1] + 3 - top), text, fill=_text_colour(colour), font=font)
+        draw.text((rect[0] + 4 - left, rect[1] + 3 - top_), text, fill=_text_colour(colour), font=font)
 
-    _legend(draw, instances, font, width, height)
+    if legend_width:
+        draw.line([(region[2], top + 8), (region[2], height - 8)], fill=(200, 200, 200), width=1)
+    _legend(draw, instances, font, (region[2] + 12, top + 8, width - 8, height - 8))
     if title:
-        draw.text((12, 10), title, fill=(20, 20, 20), font=_font(max(16, height // 40)))
+        draw.text((12, 8), title, fill=(20, 20, 20), font=title_font)
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}.png"
     try:
@@ -273,23 +287,33 @@ def render_instances_png(points, colors, instances: Sequence, path, title: str |
     return path
 
 
-def _legend(draw: ImageDraw.ImageDraw, instances: list, font, width: int, height: int) -> None:
-    """Instances listed best first in the lower left: colour, label, score, points."""
+def _legend(draw: ImageDraw.ImageDraw, instances: list, font, box) -> None:
+    """Instances listed best first in the panel ``box`` (x0, y0, x1, y1): colour, label, score, points."""
+    x0, y0, x1, y1 = box
     rows = sorted(range(len(instances)), key=lambda i: -float(getattr(instances[i], "score", 0.0)))
     if not rows:
-        draw.text((12, height - 30), "no instances found", fill=(90, 90, 90), font=font)
+        draw.text((12, y1 - 24), "no instances found", fill=(90, 90, 90), font=font)
         return
-    extra = len(rows) - MAX_LEGEND_ROWS
-    rows = rows[:MAX_LEGEND_ROWS]
     _, top, _, bottom = draw.textbbox((0, 0), "Ag", font=font)
-    step = bottom - top + 6
-    y = height - 12 - step * (len(rows) + (extra > 0))
-    for i in rows:
+    step = bottom - top + 8
+    fits = max(1, int((y1 - y0) // step) - 1)
+    shown = rows[:min(fits, MAX_LEGEND_ROWS)]
+    y = y0
+    for i in shown:
         inst = instances[i]
         n = getattr(inst, "num_points", None)
-        text = label_text(inst) + (f"  ({n} points)" if n is not None else "")
-        draw.rectangle([12, y + 2, 12 + step - 6, y + step - 4], fill=palette_color(i))
-        draw.text((12 + step, y - top + 1), text, fill=(20, 20, 20), font=font)
+        text = label_text(inst) + (f"  ({n} pts)" if n is not None else "")
+        draw.rectangle([x0, y + 2, x0 + step - 8, y + step - 6], fill=palette_color(i))
+        draw.text((x0 + step, y - top + 1), _fit(draw, text, font, x1 - x0 - step), fill=(20, 20, 20), font=font)
         y += step
-    if extra > 0:
-        draw.text((12 + step, y - top + 1), f"... and {extra} more", fill=(90, 90, 90), font=font)
+    if len(rows) > len(shown):
+        draw.text((x0 + step, y - top + 1), f"... and {len(rows) - len(shown)} more", fill=(90, 90, 90), font=font)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """``text`` cut with an ellipsis to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."

@@ -99,7 +99,7 @@ def camera_matrix(info, image = None, *,
     scaled version (a resized stream) and ``allow_scaled``, K is scaled to it, else
     MalformedMessage.
     """
-    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    k = np.array(info.k, dtype=np.float64).reshape(3, 3)  # a copy: rosbags gives read-only arrays
     if not np.isfinite(k).all():
         raise MalformedMessage("camera_info K has non-finite entries")
     if not (k[0, 0] > 0 and k[1, 1] > 0):

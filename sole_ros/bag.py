@@ -1,0 +1,431 @@
+"""Replay of a recorded ROS 2 bag (mcap or sqlite3) through the perception pipeline, without ROS.
+
+The bag is read with the rosbags library, whose message dataclasses carry the ROS field names, so
+the same decoders as the node's (sole_ros.messages) apply. Reading takes two passes: first the
+small streams (poses, /tf, camera info), then the sensor stream, so that each frame's pose can be
+interpolated between the odometry messages around it whatever order they were recorded in.
+
+Topics not named are found by type: depth and colour images are told apart by their encoding,
+camera info is the CameraInfo topic nearest the depth topic by name, poses come from the one
+Odometry / PoseStamped / TransformStamped topic, else from /tf (+ /tf_static).
+
+    with BagReplay("run.mcap") as replay:
+        summary = replay.replay(pipeline)
+"""
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from sole_ros.messages import (DEPTH_ENCODINGS, MalformedMessage, PoseBuffer, PoseLookupError, camera_matrix,
+                               color_to_rgb, depth_to_metres, extrinsic_matrix, matrix_from_pose_stamped,
+                               matrix_from_transform_stamped, read_points, stamp_to_seconds)
+from sole_ros.messages.transform_tree import TransformTree
+
+POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
+IMAGE = "sensor_msgs/msg/Image"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped",
+              "geometry_msgs/msg/PoseWithCovarianceStamped", "geometry_msgs/msg/TransformStamped")
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+TF_TOPICS = ("/tf", "/tf_static")
+POSE_FROM_TF = "tf"
+MAX_PENDING = 100  # unmatched depth or colour images kept while waiting for their partner
+
+
+class BagError(ValueError):
+    """A bag that cannot be replayed as asked; ``str(exc)`` is one line saying why."""
+
+
+@dataclass
+class BagTopics:
+    """Which topics feed the replay; None: found by type (see the module docstring)."""
+    points: str | None = None
+    depth: str | None = None
+    color: str | None = None
+    info: str | None = None
+    pose: str | None = None  # a pose topic, or "tf" for /tf
+
+
+@dataclass
+class ReplayOptions:
+    fixed_frame: str | None = None        # with /tf: the frame the scene is built in (default: the root)
+    sensor_extrinsic: object = None       # with a pose topic: base_from_sensor, [x y z roll pitch yaw] or 4x4
+    static_sensor: bool = False           # no poses: the sensor did not move (its frame is the fixed frame)
+    sync_tolerance: float = 0.03          # seconds between a depth image and its colour image
+    pose_tolerance: float = 0.1           # seconds a frame may lie beyond the first/last pose
+    max_frames: int | None = None
+
+
+@dataclass
+class SensorFrame:
+    """One decoded input with its pose (fixed-frame-from-sensor): RGB-D or a point cloud."""
+    stamp: float
+    frame_id: str
+    pose: np.ndarray
+    depth: np.ndarray | None = None          # (H,W) float32 metres, NaN = no reading
+    K: np.ndarray | None = None
+    color: np.ndarray | None = None          # (H,W,3) uint8 RGB, registered to depth
+    points: np.ndarray | None = None         # (N,3) float32 in the sensor frame
+    point_colors: np.ndarray | None = None   # (N,3) uint8
+
+
+@dataclass
+class ReplaySummary:
+    topics: BagTopics
+    pose_source: str
+    frames: int = 0
+    dropped: collections.Counter = field(default_factory=collections.Counter)
+
+    def describe(self) -> str:
+        used = ", ".join(f"{k}={v}" for k, v in vars(self.topics).items() if v)
+        text = f"{self.frames} frames fused from {used} (poses: {self.pose_source})"
+        if self.dropped:
+            text += "; dropped: " + "; ".join(f"{n} x {reason}" for reason, n in self.dropped.most_common())
+        return text
+
+
+def _open_reader(path):
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise BagError(f"{path}: no such bag (give the bag folder, or its .mcap / .db3 file)")
+    # A bag folder's storage file may be named directly; rosbags wants the folder then.
+    if os.path.isfile(path) and os.path.exists(os.path.join(os.path.dirname(path) or ".", "metadata.yaml")) \
+            and path.endswith((".db3", ".mcap")):
+        path = os.path.dirname(path) or "."
+    from pathlib import Path
+
+    # The default type store decodes bags recorded without message definitions (older sqlite3).
+    reader = AnyReader([Path(path)], default_typestore=get_typestore(Stores.LATEST))
+    try:
+        reader.open()
+    except Exception as error:  # noqa: BLE001 - rosbags raises many kinds for a damaged bag
+        raise BagError(f"{path}: cannot read the bag: {_one_line(error)}") from None
+    return reader
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+def _common_prefix(a: str, b: str) -> int:
+    return len(os.path.commonprefix([a, b]))
+
+
+class BagReplay:
+    def __init__(self, path, topics: BagTopics | None = None, options: ReplayOptions | None = None, log=print):
+        self.path = os.fspath(path)
+        self.options = options or ReplayOptions()
+        self.log = log
+        self._reader = _open_reader(self.path)
+        try:
+            self._types = {name: info.msgtype for name, info in self._reader.topics.items()}
+            self.topics = self._choose_topics(topics or BagTopics())
+        except BaseException:
+            self._reader.close()
+            raise
+        self._pose_buffer: PoseBuffer | None = None
+        self._tf: TransformTree | None = None
+        self._infos: list[tuple[float, object]] = []
+        self._fixed_frame = self.options.fixed_frame
+        self._extrinsic = (None if self.options.sensor_extrinsic is None
+                           else extrinsic_matrix(self.options.sensor_extrinsic))
+        self._warned: set[str] = set()
+
+    # --- context -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> "BagReplay":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def pose_source(self) -> str:
+        if self.options.static_sensor:
+            return "static sensor"
+        return "/tf" if self.topics.pose == POSE_FROM_TF else self.topics.pose
+
+    # --- topics ------------------------------------------------------------------------------------
+    def _listing(self) -> str:
+        return ", ".join(f"{t} ({m.split('/')[-1]})" for t, m in sorted(self._types.items())) or "none"
+
+    def _of_type(self, *types: str) -> list[str]:
+        return sorted(t for t, m in self._types.items() if m in types)
+
+    def _check(self, topic: str | None, what: str, types: tuple[str, ...]) -> None:
+        if topic is None:
+            return
+        if topic not in self._types:
+            raise BagError(f"{self.path}: no topic {topic!r} for {what} in the bag (topics: {self._listing()})")
+        if self._types[topic] not in types:
+            raise BagError(f"{self.path}: topic {topic!r} is {self._types[topic]}, but {what} must be "
+                           f"{' or '.join(types)}")
+
+    def _messages(self, topics):
+        """(connection, bag time ns, raw) of the topics in bag order; a damaged bag -> BagError."""
+        connections = [c for c in self._reader.connections if c.topic in topics]
+        if not connections:
+            return
+        iterator = self._reader.messages(connections=connections)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except Exception as error:  # noqa: BLE001 - rosbags/mcap/sqlite raise many kinds
+                raise BagError(f"{self.path}: the bag is damaged: {_one_line(error)}") from None
+            yield item
+
+    def _first_message(self, topic: str):
+        for connection, _, raw in self._messages({topic}):
+            try:
+                return self._reader.deserialize(raw, connection.msgtype)
+            except Exception as error:  # noqa: BLE001
+                raise BagError(f"{self.path}: cannot decode {topic}: {_one_line(error)}") from None
+        return None
+
+    def _is_depth_topic(self, topic: str) -> bool:
+        msg = self._first_message(topic)
+        return msg is not None and msg.encoding in DEPTH_ENCODINGS
+
+    def _choose_topics(self, asked: BagTopics) -> BagTopics:
+        chosen = BagTopics(**vars(asked))
+        self._check(chosen.points, "point clouds", (POINT_CLOUD,))
+        self._check(chosen.depth, "depth images", (IMAGE,))
+        self._check(chosen.color, "colour images", (IMAGE,))
+        self._check(chosen.info, "camera info", (CAMERA_INFO,))
+        if chosen.pose != POSE_FROM_TF:
+            self._check(chosen.pose, "poses", POSE_TYPES)
+
+        if chosen.points is None and chosen.depth is None:
+            images = self._of_type(IMAGE)
+            depth = [t for t in images if self._is_depth_topic(t)]
+            if len(depth) > 1:
+                raise BagError(f"{self.path}: several depth image topics ({', '.join(depth)}): "
+                               "choose one with --depth-topic")
+            if depth:
+                chosen.depth = depth[0]
+            else:
+                clouds = self._of_type(POINT_CLOUD)
+                if len(clouds) > 1:
+                    raise BagError(f"{self.path}: several point cloud topics ({', '.join(clouds)}): "
+                                   "choose one with --points-topic")
+                if not clouds:
+                    raise BagError(f"{self.path}: no depth images (16UC1/32FC1) or point clouds in the bag "
+                                   f"(topics: {self._listing()})")
+                chosen.points = clouds[0]
+        if chosen.depth is not None:
+            if chosen.color is None:
+                colours = [t for t in self._of_type(IMAGE) if t != chosen.depth and not self._is_depth_topic(t)]
+                if colours:  # the colour stream nearest the depth topic by name (same camera)
+                    chosen.color = max(colours, key=lambda t: (_common_prefix(t, chosen.depth), t))
+            if chosen.info is None:
+                infos = self._of_type(CAMERA_INFO)
+                if not infos:
+                    raise BagError(f"{self.path}: depth images need a CameraInfo topic, and the bag has none "
+                                   f"(topics: {self._listing()})")
+                chosen.info = max(infos, key=lambda t: (_common_prefix(t, chosen.depth), t))
+        if chosen.pose is None and not self.options.static_sensor:
+            poses = self._of_type(*POSE_TYPES)
+            if len(poses) > 1:
+                raise BagError(f"{self.path}: several pose topics ({', '.join(poses)}): choose one with --pose-topic")
+            if poses:
+                chosen.pose = poses[0]
+            elif self._of_type(TF_MESSAGE):
+                chosen.pose = POSE_FROM_TF
+            else:
+                raise BagError(f"{self.path}: no poses in the bag (no Odometry/PoseStamped/TransformStamped topic, "
+                               "no /tf): record one, or pass --static-sensor if the sensor did not move")
+        return chosen
+
+    # --- pass 1: poses and camera info ---------------------------------------------------------------
+    def _load_context(self) -> None:
+        wanted = {self.topics.info}
+        if self.topics.pose == POSE_FROM_TF:
+            wanted |= {t for t in self._of_type(TF_MESSAGE)}
+            self._tf = TransformTree()
+        elif self.topics.pose and not self.options.static_sensor:
+            wanted.add(self.topics.pose)
+            self._pose_buffer = PoseBuffer(max_age=1e12, max_size=10_000_000)  # the whole bag
+        for connection, bag_time, raw in self._messages(wanted):
+            try:
+                msg = self._reader.deserialize(raw, connection.msgtype)
+                if connection.msgtype == TF_MESSAGE:
+                    self._tf.add_message(msg, static=connection.topic.endswith("_static"))
+                elif connection.msgtype == CAMERA_INFO:
+                    self._infos.append((self._stamp(msg, bag_time), msg))
+                else:
+                    if connection.msgtype.endswith("TransformStamped"):
+                        matrix = matrix_from_transform_stamped(msg)
+                    else:  # Odometry / PoseWithCovarianceStamped carry pose.pose, PoseStamped pose
+                        matrix = matrix_from_pose_stamped(msg)
+                    self._pose_buffer.add(self._stamp(msg, bag_time), matrix)
+            except (MalformedMessage, ValueError) as error:
+                self._warn(f"{connection.topic}: message skipped: {_one_line(error)}")
+        self._infos.sort(key=lambda item: item[0])
+        if self.topics.depth and not self._infos:
+            raise BagError(f"{self.path}: the camera info topic {self.topics.info} has no messages")
+
+    @staticmethod
+    def _stamp(msg, bag_time_ns: int) -> float:
+        """The header stamp; the recording time when a driver left the stamp at zero."""
+        header = getattr(msg, "header", None)
+        if header is not None:
+            seconds = stamp_to_seconds(header.stamp)
+            if seconds > 0:
+                return seconds
+        return bag_time_ns * 1e-9
+
+    def _warn(self, text: str) -> None:
+        if text not in self._warned:
+            self._warned.add(text)
+            self.log(f"warning: {text}")
+
+    # --- pass 2: the sensor stream ----------------------------------------------------------------
+    def _pose(self, stamp: float, frame_id: str) -> np.ndarray:
+        if self.options.static_sensor:
+            return np.eye(4)
+        if self._tf is not None:
+            if not frame_id:
+                raise PoseLookupError("the message has no header.frame_id to look up in /tf")
+            if self._fixed_frame is None:
+                self._fixed_frame = self._tf.root_of(frame_id)
+                self.log(f"fixed frame: {self._fixed_frame} (the root of {frame_id} in /tf)")
+            return self._tf.lookup(self._fixed_frame, frame_id, stamp, self.options.pose_tolerance)
+        return self._pose_buffer.lookup(stamp, self.options.pose_tolerance, base_from_sensor=self._extrinsic)
+
+    def _camera_info(self, stamp: float):
+        """The newest camera info at or before ``stamp`` (else the first one)."""
+        stamps = [s for s, _ in self._infos]
+        i = int(np.searchsorted(stamps, stamp, side="right")) - 1
+        return self._infos[max(i, 0)][1]
+
+    def _rgbd_frame(self, stamp: float, depth_msg, color_msg) -> SensorFrame:
+        depth = depth_to_metres(depth_msg)
+        K = camera_matrix(self._camera_info(stamp), depth_msg)
+        color = None
+        if color_msg is not None:
+            color = color_to_rgb(color_msg)
+            if color.shape[:2] != depth.shape:
+                # Registered streams at another resolution share the optical centre: resize.
+                from PIL import Image
+
+                self._warn(f"colour {color.shape[1]}x{color.shape[0]} resized to the depth's "
+                           f"{depth.shape[1]}x{depth.shape[0]} (assumed registered)")
+                color = np.asarray(Image.fromarray(color).resize((depth.shape[1], depth.shape[0]), Image.BILINEAR))
+        frame_id = depth_msg.header.frame_id
+        return SensorFrame(stamp, frame_id, self._pose(stamp, frame_id), depth=depth, K=K, color=color)
+
+    def _cloud_frame(self, stamp: float, msg) -> SensorFrame:
+        points, rgb = read_points(msg)
+        frame_id = msg.header.frame_id
+        return SensorFrame(stamp, frame_id, self._pose(stamp, frame_id), points=points, point_colors=rgb)
+
+    def frames(self, dropped: collections.Counter | None = None) -> Iterator[SensorFrame]:
+        """Every usable frame in bag order; the reasons for the others are counted in ``dropped``."""
+        dropped = collections.Counter() if dropped is None else dropped
+        self._load_context()
+        sensor_topics = {t for t in (self.topics.points, self.topics.depth, self.topics.color) if t}
+        pending_depth: collections.deque = collections.deque()
+        pending_color: collections.deque = collections.deque()
+
+        def build(make, *args):
+            try:
+                return make(*args)
+            except (MalformedMessage, PoseLookupError, ValueError) as error:
+                # Counted by kind; the first instance of each kind is shown with its details.
+                kind = ("malformed message" if isinstance(error, MalformedMessage)
+                        else "no pose at the frame's stamp" if isinstance(error, PoseLookupError)
+                        else "unusable frame")
+                if kind not in dropped:
+                    self.log(f"warning: {kind}: {_one_line(error)}")
+                dropped[kind] += 1
+                return None
+
+        def matched(final: bool) -> Iterator[SensorFrame]:
+            tolerance = self.options.sync_tolerance
+            while pending_depth:
+                d_stamp, d_msg = pending_depth[0]
+                if self.topics.color is None:
+                    pending_depth.popleft()
+                    frame = build(self._rgbd_frame, d_stamp, d_msg, None)
+                    if frame is not None:
+                        yield frame
+                    continue
+                best = min(range(len(pending_color)), key=lambda i: abs(pending_color[i][0] - d_stamp), default=None)
+                if best is not None and abs(pending_color[best][0] - d_stamp) <= tolerance:
+                    pending_depth.popleft()
+                    c_msg = pending_color[best][1]
+                    for _ in range(best + 1):  # that colour and the older ones are used up
+                        pending_color.popleft()
+                    frame = build(self._rgbd_frame, d_stamp, d_msg, c_msg)
+                    if frame is not None:
+                        yield frame
+                    continue
+                # Colour arrives in stamp order: once one is newer than depth + tolerance, none will match.
+                newer = pending_color and pending_color[-1][0] > d_stamp + tolerance
+                if final or newer or len(pending_depth) > MAX_PENDING:
+                    pending_depth.popleft()
+                    dropped[f"depth image without a colour image within {tolerance:g} s"] += 1
+                    continue
+                break
+            # Colours older than every waiting depth image can never match.
+            horizon = pending_depth[0][0] - tolerance if pending_depth else None
+            while pending_color and ((horizon is not None and pending_color[0][0] < horizon)
+                                     or len(pending_color) > MAX_PENDING or final):
+                pending_color.popleft()
+
+        for connection, bag_time, raw in self._messages(sensor_topics):
+            try:
+                msg = self._reader.deserialize(raw, connection.msgtype)
+            except Exception as error:  # noqa: BLE001 - a corrupt record: skip it, say why
+                dropped[f"undecodable message on {connection.topic}"] += 1
+                self._warn(f"{connection.topic}: cannot decode a message: {_one_line(error)}")
+                continue
+            stamp = self._stamp(msg, bag_time)
+            if connection.topic == self.topics.points:
+                frame = build(self._cloud_frame, stamp, msg)
+                if frame is not None:
+                    yield frame
+            if connection.topic == self.topics.depth:
+                pending_depth.append((stamp, msg))
+            elif connection.topic == self.topics.color:
+                pending_color.append((stamp, msg))
+            yield from matched(final=False)
+        yield from matched(final=True)
+
+    def replay(self, pipeline, log=None) -> ReplaySummary:
+        """Feed every frame to ``pipeline`` (a PerceptionPipeline); returns what went in."""
+        from sole_ros.scene import InvalidInput
+
+        summary = ReplaySummary(self.topics, self.pose_source)
+        for frame in self.frames(summary.dropped):
+            try:
+                if frame.depth is not None:
+                    pipeline.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp)
+                else:
+                    pipeline.ingest_points(frame.points, frame.pose, colors=frame.point_colors, stamp=frame.stamp)
+            except InvalidInput as error:
+                summary.dropped[f"rejected by the map: {_one_line(error)}"] += 1
+                continue
+            summary.frames += 1
+            if self.options.max_frames is not None and summary.frames >= self.options.max_frames:
+                break
+        if log is not None:
+            log(summary.describe())
+        return summary
+
+
+__all__ = ["BagReplay", "BagTopics", "ReplayOptions", "ReplaySummary", "SensorFrame", "BagError",
+           "POSE_FROM_TF", "POSE_TYPES"]

@@ -1,0 +1,80 @@
+"""`sole-ros segment FILE --query TEXT...`: open-vocabulary instances in one point file.
+
+Reads .ply/.pcd/.npz, segments with SOLE, prints the instances (or one JSON document), and writes
+a coloured PLY and a PNG. Point indices in the JSON are rows of the input file (before NaN rows
+were dropped), so they can be used on the file directly.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from sole_ros.cli import CliError
+from sole_ros.cli_model import add_model_arguments, add_query_arguments, check_queries, log
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "segment", help="segment a point file (.ply/.pcd/.npz) with language queries",
+        description=__doc__.split("\n\n", 1)[1].strip() if __doc__ else None,
+        epilog="example: sole-ros segment scene.ply --query mug 'office chair' --checkpoint scannet200.ckpt")
+    parser.add_argument("file", metavar="FILE", help="a .ply, .pcd or .npz scene (metres)")
+    add_query_arguments(parser)
+    add_model_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from sole_ros.cli_model import describe_model, load_segmenter, settings_from_args
+    from sole_ros.cli_results import instance_record, print_json, print_table, title_for, write_outputs
+    from sole_ros.pointfiles import PointFileError, read_point_file
+
+    phrases = check_queries(args)
+    try:
+        scene = read_point_file(args.file)
+    except PointFileError as error:
+        raise CliError(str(error)) from None
+    dropped = scene.num_input - len(scene)
+    log(f"{args.file}: {len(scene)} points" + (f" ({dropped} non-finite rows dropped)" if dropped else ""))
+
+    settings = settings_from_args(args)
+    start = time.perf_counter()
+    segmenter, _, device = load_segmenter(settings, args.seed)
+    loaded = time.perf_counter()
+    colors = scene.colors if scene.colors is not None else np.full((len(scene), 3), 0.5, np.float32)
+    features = scene.features
+    clip_dim = segmenter.model.config.clip_dim
+    if features is not None and features.shape[1] != clip_dim:
+        raise CliError(f"{args.file}: its per-point features are {features.shape[1]}-d but the model fuses "
+                       f"{clip_dim}-d CLIP features; drop them or use a matching model")
+    try:
+        segmenter.set_scene(scene.points, colors, features)
+        encoded = time.perf_counter()
+        instances = segmenter.query(phrases, top_k=args.top_k, min_score=args.min_score)
+    except ValueError as error:  # the scene itself is unusable (a single voxel, too far out...)
+        raise CliError(f"{args.file}: cannot segment: {error}") from None
+    answered = time.perf_counter()
+
+    stem = os.path.splitext(os.path.basename(args.file))[0]
+    outputs = write_outputs(args.out_dir, stem, scene.points, colors, instances, title_for(phrases, instances),
+                            source_index=scene.source_index)
+    if args.json:
+        print_json({
+            "input": {"path": args.file, "rows": scene.num_input, "points": len(scene),
+                      "features": None if features is None else int(features.shape[1])},
+            "queries": phrases,
+            "model": {**describe_model(settings), "device": str(device)},
+            "instances": [instance_record(rank, inst, scene.to_input_indices(inst.point_indices))
+                          for rank, inst in enumerate(instances, 1)],
+            "outputs": outputs,
+            "seconds": {"load": round(loaded - start, 3), "encode": round(encoded - loaded, 3),
+                        "query": round(answered - encoded, 3)},
+        })
+    else:
+        print_table(instances, phrases)
+        print(f"wrote {outputs['ply']} and {outputs['png']}")
+        log(f"model loaded in {loaded - start:.1f} s, scene encoded in {encoded - loaded:.1f} s, "
+            f"query answered in {answered - encoded:.2f} s on {device}")
+    return 0

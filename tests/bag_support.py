@@ -1,0 +1,130 @@
+"""Writing ROS 2 bags for the replay tests with the rosbags library (no ROS needed).
+
+The messages are built field by field here, not with the code under test, so an encoding or
+layout mistake in sole_ros.messages cannot cancel itself out.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+CAMERA_FRAME = "camera_color_optical_frame"
+
+
+def typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+def _stamp(ts, seconds: float):
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _header(ts, seconds: float, frame_id: str):
+    return ts.types["std_msgs/msg/Header"](stamp=_stamp(ts, seconds), frame_id=frame_id)
+
+
+def depth_image(ts, seconds: float, depth_m: np.ndarray, millimetres: bool = True):
+    """16UC1 millimetres (0 = no reading), as RealSense/Kinect drivers publish, or 32FC1 metres."""
+    Image = ts.types["sensor_msgs/msg/Image"]
+    if millimetres:
+        values = np.where(np.isfinite(depth_m) & (depth_m > 0), np.round(depth_m * 1000), 0).astype("<u2")
+        encoding = "16UC1"
+    else:
+        values = depth_m.astype("<f4")
+        encoding = "32FC1"
+    h, w = depth_m.shape
+    return Image(header=_header(ts, seconds, CAMERA_FRAME), height=h, width=w, encoding=encoding, is_bigendian=0,
+                 step=w * values.itemsize, data=np.frombuffer(values.tobytes(), np.uint8))
+
+
+def color_image(ts, seconds: float, rgb: np.ndarray):
+    """bgr8, the encoding most camera drivers publish (the decoder must swap the channels)."""
+    Image = ts.types["sensor_msgs/msg/Image"]
+    h, w, _ = rgb.shape
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    return Image(header=_header(ts, seconds, CAMERA_FRAME), height=h, width=w, encoding="bgr8", is_bigendian=0,
+                 step=w * 3, data=np.frombuffer(bgr.tobytes(), np.uint8))
+
+
+def camera_info(ts, seconds: float, K: np.ndarray, width: int, height: int):
+    CameraInfo = ts.types["sensor_msgs/msg/CameraInfo"]
+    RegionOfInterest = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return CameraInfo(header=_header(ts, seconds, CAMERA_FRAME), height=height, width=width,
+                      distortion_model="plumb_bob", d=np.zeros(5), k=np.asarray(K, float).reshape(9),
+                      r=np.eye(3).reshape(9), p=P.reshape(12), binning_x=0, binning_y=0,
+                      roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def odometry(ts, seconds: float, pose: np.ndarray, frame_id: str = "map"):
+    """nav_msgs/Odometry whose pose is the camera's (child frame = the optical frame)."""
+    t = ts.types
+    x, y, z, w = Rotation.from_matrix(pose[:3, :3]).as_quat()
+    pose_msg = t["geometry_msgs/msg/Pose"](
+        position=t["geometry_msgs/msg/Point"](x=float(pose[0, 3]), y=float(pose[1, 3]), z=float(pose[2, 3])),
+        orientation=t["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w)))
+    zero = t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)
+    return t["nav_msgs/msg/Odometry"](
+        header=_header(ts, seconds, frame_id), child_frame_id=CAMERA_FRAME,
+        pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=pose_msg, covariance=np.zeros(36)),
+        twist=t["geometry_msgs/msg/TwistWithCovariance"](twist=t["geometry_msgs/msg/Twist"](linear=zero, angular=zero),
+                                                         covariance=np.zeros(36)))
+
+
+def write_rgbd_bag(path: pathlib.Path, frames, storage: str = "mcap", start: float = 100.0) -> pathlib.Path:
+    """A bag of synthetic frames: /camera/depth/image_raw (16UC1), /camera/color/image_raw (bgr8),
+    /camera/color/camera_info, /odom (nav_msgs/Odometry of the camera) and an unrelated /notes."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    ts = typestore()
+    plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+    frames = list(frames)
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        def connection(topic, msgtype):
+            return writer.add_connection(topic, msgtype, typestore=ts)
+
+        depth_c = connection("/camera/depth/image_raw", "sensor_msgs/msg/Image")
+        color_c = connection("/camera/color/image_raw", "sensor_msgs/msg/Image")
+        info_c = connection("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo")
+        odom_c = connection("/odom", "nav_msgs/msg/Odometry")
+        note_c = connection("/notes", "std_msgs/msg/String")
+        writer.write(note_c, int(start * 1e9), ts.serialize_cdr(ts.types["std_msgs/msg/String"](data="start"),
+                                                                 "std_msgs/msg/String"))
+        for i, frame in enumerate(frames):
+            t = start + frame.stamp
+            h, w = frame.depth.shape
+            for conn, msg in ((info_c, camera_info(ts, t, frame.K, w, h)),
+                              (depth_c, depth_image(ts, t, frame.depth)),
+                              (color_c, color_image(ts, t + 0.004, frame.color))):  # colour 4 ms later
+                writer.write(conn, int((t + 0.005) * 1e9), ts.serialize_cdr(msg, conn.msgtype))
+            # Odometry recorded after the images it belongs to (a slower transport), at the frame's
+            # stamp and halfway to the next frame: the replay must look poses up by stamp.
+            odom_stamps = [frame.stamp] + ([(frame.stamp + frames[i + 1].stamp) / 2] if i + 1 < len(frames) else [])
+            for s in odom_stamps:
+                msg = odometry(ts, start + s, _interpolated_pose(frames, s))
+                writer.write(odom_c, int((t + 0.02) * 1e9), ts.serialize_cdr(msg, "nav_msgs/msg/Odometry"))
+    return path
+
+
+def _interpolated_pose(frames, stamp: float) -> np.ndarray:
+    """The trajectory at any time: linear between the frames' poses (slerp for rotation)."""
+    from scipy.spatial.transform import Slerp
+
+    stamps = np.array([f.stamp for f in frames])
+    stamp = float(np.clip(stamp, stamps[0], stamps[-1]))
+    i = int(np.clip(np.searchsorted(stamps, stamp) - 1, 0, len(frames) - 2)) if len(frames) > 1 else 0
+    if len(frames) == 1:
+        return frames[0].pose
+    a, b = frames[i], frames[i + 1]
+    alpha = (stamp - a.stamp) / (b.stamp - a.stamp)
+    pose = np.eye(4)
+    pose[:3, :3] = Slerp([0, 1], Rotation.from_matrix([a.pose[:3, :3], b.pose[:3, :3]]))([alpha]).as_matrix()[0]
+    pose[:3, 3] = (1 - alpha) * a.pose[:3, 3] + alpha * b.pose[:3, 3]
+    return pose
