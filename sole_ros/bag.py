@@ -103,8 +103,8 @@ def _open_reader(path):
     from pathlib import Path
 
     # The default type store decodes bags recorded without message definitions (older sqlite3).
-    reader = AnyReader([Path(path)], default_typestore=get_typestore(Stores.LATEST))
     try:
+        reader = AnyReader([Path(path)], default_typestore=get_typestore(Stores.LATEST))
         reader.open()
     except Exception as error:  # noqa: BLE001 - rosbags raises many kinds for a damaged bag
         raise BagError(f"{path}: cannot read the bag: {_one_line(error)}") from None

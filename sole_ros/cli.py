@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_train(subparsers)
     register_eval(subparsers)
+    from sole_ros import cli_bag, cli_bench, cli_segment, cli_weights
+
+    for command in (cli_segment, cli_bag, cli_weights, cli_bench):
+        command.register(subparsers)
     return parser
 
 
@@ -42,4 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m sole_ros.cli` runs this file as __main__, a second copy of the module: use the
+    # imported one, whose CliError is the class the sub-command modules raise.
+    from sole_ros.cli import main as imported_main
+
+    sys.exit(imported_main())
