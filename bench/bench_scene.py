@@ -176,13 +176,15 @@ def main():
     parser.add_argument("--memory-frames", type=int, default=2000)
     parser.add_argument("--max-voxels", type=int, default=300_000)
     parser.add_argument("--short-side", type=int, default=224, help="CLIP input short side (pixels)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch CPU threads (on a shared 2-core machine, 2 threads ran ~6x slower)")
     args = parser.parse_args()
 
     import torch
 
     from sole_ros.clip import ClipSpec, load_clip
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.torch_threads)
     frames = load_frames()
     print(f"data: {frames[3]}; 640x480, voxel 0.02 m; CPU threads: torch {torch.get_num_threads()}, "
           f"cores {os.cpu_count()}")

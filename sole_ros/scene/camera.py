@@ -52,11 +52,17 @@ def _pixel_rays(K: np.ndarray, width: int, height: int) -> PixelRays:
 
 
 def world_to_camera(points_world: np.ndarray, camera_to_world: np.ndarray) -> np.ndarray:
-    """(N,3) world points -> camera frame, float32: x_cam = R^T (x_world - t)."""
+    """(N,3) world points -> (N,3) camera frame, float32: x_cam = R^T (x_world - t)."""
+    columns = world_to_camera_columns(*points_world.T, camera_to_world)
+    return np.stack(columns, axis=1)
+
+
+def world_to_camera_columns(x: np.ndarray, y: np.ndarray, z: np.ndarray, camera_to_world: np.ndarray):
+    """world_to_camera on three float32 columns (contiguous passes; numpy's (N,3)@(3,3) is slow)."""
     rotation = camera_to_world[:3, :3].astype(np.float32)
     translation = camera_to_world[:3, 3].astype(np.float32)
-    shifted = points_world.astype(np.float32) - translation
-    return shifted @ rotation
+    dx, dy, dz = x - translation[0], y - translation[1], z - translation[2]
+    return tuple(dx * rotation[0, axis] + dy * rotation[1, axis] + dz * rotation[2, axis] for axis in range(3))
 
 
 def project(points_camera: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

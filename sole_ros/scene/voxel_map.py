@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import map_file, voxel_keys
-from .camera import RayCache, project, world_to_camera
+from .camera import RayCache, world_to_camera_columns
 from .errors import InvalidInput, MapFileError
 from .rendering import render_voxel_depth
 from .validation import (check_features, check_intrinsics, check_points, check_pose, check_stamp,
@@ -371,8 +371,9 @@ class VoxelMap:
             return 0
         self._sweep_origin = origin.copy()
         slots = self._store.live_slots()
-        offset = self._store.centre[slots] - origin.astype(np.float32)
-        far = np.einsum("ij,ij->i", offset, offset) > self.keep_radius ** 2
+        x, y, z = self._store.centres(slots)
+        origin = origin.astype(np.float32)
+        far = (x - origin[0]) ** 2 + (y - origin[1]) ** 2 + (z - origin[2]) ** 2 > self.keep_radius ** 2
         victims = slots[far]
         self._store.remove(victims)
         return int(victims.shape[0])
@@ -390,11 +391,14 @@ class VoxelMap:
         if slots.shape[0] == 0:
             return 0
         height, width = depth_m.shape
-        camera = world_to_camera(store.centre[slots], pose)
-        u, v, z = project(camera, K)
+        x, y, z = world_to_camera_columns(*store.centres(slots), pose)
+        ahead = np.flatnonzero(z > 1e-3)
+        x, y, z = x[ahead], y[ahead], z[ahead]
+        u = np.float32(K[0, 0]) * (x / z) + np.float32(K[0, 1]) * (y / z) + np.float32(K[0, 2])
+        v = np.float32(K[1, 1]) * (y / z) + np.float32(K[1, 2])
         column = np.floor(u + 0.5).astype(np.int64)
         row = np.floor(v + 0.5).astype(np.int64)
-        candidates = np.flatnonzero((z > 0) & (column >= 0) & (column < width) & (row >= 0) & (row < height))
+        candidates = np.flatnonzero((column >= 0) & (column < width) & (row >= 0) & (row < height))
         measured = depth_m[row[candidates], column[candidates]]
         with np.errstate(invalid="ignore"):
             agrees = np.isfinite(measured) & (measured > 0) & \
@@ -403,7 +407,7 @@ class VoxelMap:
         if seen.shape[0] == 0:
             return 0
         samples = sample_feature_grid(features, u[seen], v[seen], width, height)
-        rows = slots[seen]
+        rows = slots[ahead[seen]]
         count = store.feature_count[rows] + 1
         store.feature_count[rows] = count
         # Running mean in float32, stored as float16 (torch converts half precision far faster
@@ -424,7 +428,7 @@ class VoxelMap:
                 return self._snapshot
             store = self._store
             slots = store.live_slots()
-            coords = store.centre[slots]
+            coords = np.stack(store.centres(slots), axis=1)
             color = store.color[slots]
             color_count = store.color_count[slots]
             observations = store.observations[slots]
@@ -475,7 +479,7 @@ class VoxelMap:
             raise InvalidInput(f"crop box must be finite with min <= max, got {low.tolist()}, {high.tolist()}")
         with self._lock:
             slots = self._store.live_slots()
-            centres = self._store.centre[slots]
+            centres = np.stack(self._store.centres(slots), axis=1)
             outside = ~np.all((centres >= low) & (centres <= high), axis=1)
             victims = slots[outside]
             self._store.remove(victims)

@@ -14,7 +14,7 @@ from . import voxel_keys
 # Per-voxel arrays other than the feature rows: key, centre, colour mean, colour count,
 # observations, last seen, feature count, alive flag, and the index (key + slot).
 ATTRIBUTE_BYTES_PER_VOXEL = 8 + 12 + 12 + 4 + 4 + 8 + 4 + 1 + 8 + 8
-_ROW_ARRAYS = ("key", "centre", "color", "color_count", "observations", "last_seen", "feature",
+_ROW_ARRAYS = ("key", "centre_x", "centre_y", "centre_z", "color", "color_count", "observations", "last_seen", "feature",
                "feature_count", "alive")
 
 
@@ -36,7 +36,10 @@ class VoxelStore:
     def _allocate(self, capacity: int) -> None:
         self.capacity = capacity
         self.key = np.zeros(capacity, dtype=np.int64)
-        self.centre = np.zeros((capacity, 3), dtype=np.float32)      # world metres, for projection
+        # Voxel centres in world metres, one array per axis so projections run on contiguous data.
+        self.centre_x = np.zeros(capacity, dtype=np.float32)
+        self.centre_y = np.zeros(capacity, dtype=np.float32)
+        self.centre_z = np.zeros(capacity, dtype=np.float32)
         self.color = np.zeros((capacity, 3), dtype=np.float32)        # running mean, 0..255
         self.color_count = np.zeros(capacity, dtype=np.uint32)        # coloured observations
         self.observations = np.zeros(capacity, dtype=np.uint32)       # frames/clouds that hit it
@@ -90,7 +93,8 @@ class VoxelStore:
         slots = free[:count]
         self.alive[slots] = True
         self.key[slots] = keys
-        self.centre[slots] = (voxel_keys.unpack(keys) + 0.5) * self.voxel_size
+        centres = (voxel_keys.unpack(keys) + 0.5) * self.voxel_size
+        self.centre_x[slots], self.centre_y[slots], self.centre_z[slots] = centres.T
         self.color[slots] = 0
         self.color_count[slots] = 0
         self.observations[slots] = 0
@@ -112,6 +116,10 @@ class VoxelStore:
         keep[np.searchsorted(self.index_keys, self.key[slots])] = False
         self.index_keys = self.index_keys[keep]
         self.index_slots = self.index_slots[keep]
+
+    def centres(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World centres of the given voxels as three float32 columns."""
+        return (np.take(self.centre_x, slots), np.take(self.centre_y, slots), np.take(self.centre_z, slots))
 
     def live_slots(self) -> np.ndarray:
         """Slots of all stored voxels, in key order (so exports and files are deterministic)."""
