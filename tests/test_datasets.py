@@ -202,3 +202,20 @@ def test_synthetic_scan_source_fuses_rendered_frames():
 def test_scene_sample_validates_shapes():
     with pytest.raises(ValueError):
         SceneSample("x", np.zeros((4, 3)), np.zeros((3, 3)), np.zeros(4), np.zeros(4))
+
+
+def test_mosd_real_scans_load_with_objects_as_instances_and_a_level_table():
+    from conftest import shared_data
+    from sole_ros.datasets.mosd import OBJECT, TABLE, MosdScans
+
+    scans = MosdScans(shared_data("mosd"), max_points=20000)
+    assert len(scans) == 8
+    sample = scans[scans.files.index(shared_data("mosd", "learn33.pcd"))]
+    assert len(sample) == 20000
+    # learn33: cylindrical objects, labels 20..6x -> objects 2..6; the table is no target.
+    assert list(sample.instance_ids) == [2, 3, 4, 5, 6]
+    assert set(np.unique(sample.semantic)) <= {-1, TABLE, OBJECT}
+    table = sample.points[sample.semantic == TABLE]
+    assert abs(table[:, 2].mean() - 0.75) < 0.01 and table[:, 2].std() < 0.01  # gravity-aligned
+    objects = sample.points[sample.semantic == OBJECT]
+    assert np.median(objects[:, 2]) > 0.76  # standing on the table, not below it

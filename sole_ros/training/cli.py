@@ -24,8 +24,9 @@ _FLAGS = {  # flag -> dotted TrainConfig field
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=("synthetic", "scannet", "scannet200"), help="kind of scenes")
-    g.add_argument("--data-root", help="processed ScanNet(200) folder (Mask3D/SOLE layout)")
+    g.add_argument("--data", choices=("synthetic", "scannet", "scannet200", "mosd"),
+                   help="kind of scenes (mosd: real Kinect tabletop scans, class-agnostic)")
+    g.add_argument("--data-root", help="processed ScanNet(200) folder (Mask3D/SOLE layout) or mOSD .pcd folder")
     g.add_argument("--features-dir", help="per-point CLIP features (<scan>_0.pt, OpenScene layout)")
     g.add_argument("--mca-dir", help="released MCA targets (<scan>.pickle)")
     g.add_argument("--mea-dir", help="released MEA targets (<scan>.pickle)")

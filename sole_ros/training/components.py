@@ -96,7 +96,13 @@ def build_dataset(config: TrainConfig, split: str, caption_encoder: TextEncoder 
         targets = ReleasedTargets(data.mca_dir, data.mea_dir) if (data.mca_dir or data.mea_dir) else None
         mode = data.train_mode if split == "train" else data.eval_mode
         return ProcessedScanNet(data.root, mode, features=features, targets=targets)
-    raise ValueError(f"data.kind must be 'synthetic', 'scannet' or 'scannet200', got {data.kind!r}")
+    if data.kind == "mosd":
+        from sole_ros.datasets.mosd import MosdScans
+
+        if not data.root:
+            raise ValueError("data.root is needed for mosd: the folder of .pcd scans")
+        return MosdScans(data.root)
+    raise ValueError(f"data.kind must be 'synthetic', 'scannet', 'scannet200' or 'mosd', got {data.kind!r}")
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

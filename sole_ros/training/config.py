@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DataConfig:
-    """Where scenes come from. ``kind``: "synthetic", "scannet" or "scannet200" (processed layout)."""
+    """Where scenes come from. ``kind``: "synthetic", "scannet" or "scannet200" (processed layout), or
+    "mosd" (real Kinect tabletop scans, class-agnostic: objects vs table; for evaluation)."""
 
     kind: str = "synthetic"
-    root: str | None = None  # processed ScanNet folder (<root>/<mode>/*.npy, *_database.yaml)
+    root: str | None = None  # processed ScanNet folder (<root>/<mode>/*.npy, *_database.yaml) or mOSD folder
     train_mode: str = "train"
     eval_mode: str = "validation"
     features_dir: str | None = None  # per-point CLIP features (<scan>_0.pt)

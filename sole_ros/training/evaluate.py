@@ -24,8 +24,12 @@ from sole_ros.training.config import TrainConfig
 
 def _vocabulary(config: TrainConfig, dataset) -> tuple[list[int], list[str], tuple]:
     """(label ids, class names, splits) scored for this data kind."""
-    if config.data.kind == "synthetic":
-        ids = sorted(dataset.class_names)
+    if config.data.kind in ("synthetic", "mosd"):
+        ids = [i for i in sorted(dataset.class_names) if i not in getattr(dataset, "ignored_labels", ())]
+        if config.data.kind == "mosd":
+            from sole_ros.datasets.mosd import OBJECT
+
+            ids = [OBJECT]  # objects only: the table is not an instance
         return ids, [dataset.class_names[i] for i in ids], ()
     label_set = SCANNET200_INSTANCE if config.data.kind == "scannet200" else SCANNET20_INSTANCE
     return list(label_set.ids), list(label_set.names), label_set.splits
@@ -48,7 +52,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config).
 
     ``min_region_size`` defaults to ScanNet's 100 points for ScanNet data and to 30 for the
-    (sparser) synthetic scenes.
+    (sparser) synthetic and mOSD scenes.
     """
     from sole_ros.device import resolve_device
     from sole_ros.inference import OpenVocabSegmenter
@@ -68,7 +72,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     dataset = build_dataset(config, "eval", caption_encoder)
     class_ids, class_names, splits = _vocabulary(config, dataset)
     if min_region_size is None:
-        min_region_size = 30 if config.data.kind == "synthetic" else 100
+        min_region_size = 100 if config.data.kind in ("scannet", "scannet200") else 30
     pairs = []
     count = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
     for index in range(count):
