@@ -78,6 +78,69 @@ def odometry(ts, seconds: float, pose: np.ndarray, frame_id: str = "map"):
                                                          covariance=np.zeros(36)))
 
 
+# base_link -> camera optical frame on a robot: 0.2 m forward, 0.5 m up, optical axes (z forward).
+BASE_FROM_CAMERA = np.array([[0.0, 0.0, 1.0, 0.2], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.5], [0, 0, 0, 1.0]])
+
+
+def transform_stamped(ts, seconds: float, parent: str, child: str, matrix: np.ndarray):
+    t = ts.types
+    x, y, z, w = Rotation.from_matrix(matrix[:3, :3]).as_quat()
+    return t["geometry_msgs/msg/TransformStamped"](
+        header=_header(ts, seconds, parent), child_frame_id=child,
+        transform=t["geometry_msgs/msg/Transform"](
+            translation=t["geometry_msgs/msg/Vector3"](x=float(matrix[0, 3]), y=float(matrix[1, 3]), z=float(matrix[2, 3])),
+            rotation=t["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w))))
+
+
+def tf_message(ts, transforms):
+    return ts.types["tf2_msgs/msg/TFMessage"](transforms=list(transforms))
+
+
+def organised_cloud(ts, seconds: float, depth_m: np.ndarray, K: np.ndarray, rgb: np.ndarray):
+    """An organised PointCloud2 (x, y, z float32, packed rgb float32, 4 bytes padding per point),
+    NaN where the depth has no reading, as depth_image_proc publishes it."""
+    h, w = depth_m.shape
+    v, u = np.mgrid[0:h, 0:w]
+    z = np.where(depth_m > 0, depth_m, np.nan)
+    x, y = (u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z
+    table = np.zeros(h * w, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("pad", "<u4"), ("rgb", "<u4")])
+    table["x"], table["y"], table["z"] = x.reshape(-1), y.reshape(-1), z.reshape(-1)
+    c = rgb.reshape(-1, 3).astype(np.uint32)
+    table["rgb"] = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+    PointField = ts.types["sensor_msgs/msg/PointField"]
+    fields = [PointField(name=n, offset=o, datatype=d, count=1)
+              for n, o, d in (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 16, 7))]
+    return ts.types["sensor_msgs/msg/PointCloud2"](
+        header=_header(ts, seconds, CAMERA_FRAME), height=h, width=w, fields=fields, is_bigendian=False,
+        point_step=20, row_step=20 * w, data=np.frombuffer(table.tobytes(), np.uint8), is_dense=False)
+
+
+def write_cloud_tf_bag(path: pathlib.Path, frames, start: float = 100.0) -> pathlib.Path:
+    """Point clouds in the camera's optical frame on /camera/depth/points, poses only on /tf
+    (map -> odom static, odom -> base_link per frame) and /tf_static (base_link -> camera)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    ts = typestore()
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        cloud_c = writer.add_connection("/camera/depth/points", "sensor_msgs/msg/PointCloud2", typestore=ts)
+        tf_c = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=ts)
+        static_c = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=ts)
+        odom_from_map = np.eye(4)
+        odom_from_map[:3, 3] = [0.5, -0.25, 0.0]
+        statics = [transform_stamped(ts, start, "map", "odom", np.linalg.inv(odom_from_map)),
+                   transform_stamped(ts, start, "base_link", CAMERA_FRAME, BASE_FROM_CAMERA)]
+        writer.write(static_c, int(start * 1e9), ts.serialize_cdr(tf_message(ts, statics), "tf2_msgs/msg/TFMessage"))
+        for frame in frames:
+            t = start + frame.stamp
+            # odom_from_base such that map_from_camera = frame.pose
+            odom_from_base = odom_from_map @ frame.pose @ np.linalg.inv(BASE_FROM_CAMERA)
+            writer.write(cloud_c, int(t * 1e9), ts.serialize_cdr(
+                organised_cloud(ts, t, frame.depth, frame.K, frame.color), "sensor_msgs/msg/PointCloud2"))
+            writer.write(tf_c, int((t + 0.01) * 1e9), ts.serialize_cdr(
+                tf_message(ts, [transform_stamped(ts, t, "odom", "base_link", odom_from_base)]), "tf2_msgs/msg/TFMessage"))
+    return path
+
+
 def write_rgbd_bag(path: pathlib.Path, frames, storage: str = "mcap", start: float = 100.0) -> pathlib.Path:
     """A bag of synthetic frames: /camera/depth/image_raw (16UC1), /camera/color/image_raw (bgr8),
     /camera/color/camera_info, /odom (nav_msgs/Odometry of the camera) and an unrelated /notes."""
