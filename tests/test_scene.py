@@ -397,3 +397,16 @@ def test_many_points_in_one_voxel_average_exactly():
     snap = voxel_map.export()
     assert len(snap) == 1
     assert np.allclose(snap.colors[0], colors.mean(axis=0) / 255.0, atol=1e-5)
+
+
+def test_pixel_stride_samples_the_same_surfaces():
+    depth, K = box_scene_depth(camera_x=0.2, width=320, height=240, fx=300.0)
+    rgb = np.random.default_rng(11).integers(0, 256, depth.shape + (3,), dtype=np.uint8)
+    full, strided = VoxelMap(voxel_size=0.05), VoxelMap(voxel_size=0.05)
+    full.integrate_rgbd(depth, K, np.eye(4), rgb)
+    summary = strided.integrate_rgbd(depth, K, np.eye(4), rgb, pixel_stride=2)
+    assert summary.points_in == depth[::2, ::2].size
+    # At 1-2 m a 5 cm voxel spans 7-15 pixels here: every voxel is still sampled.
+    assert np.array_equal(full.export().coords, strided.export().coords)
+    with pytest.raises(InvalidInput, match="pixel_stride"):
+        strided.integrate_rgbd(depth, K, np.eye(4), rgb, pixel_stride=0)

@@ -133,3 +133,19 @@ def test_keyframe_selector_thresholds():
     assert selector.accept(turned, 1.0)                         # time went backwards: new sequence
     with pytest.raises(InvalidInput):
         selector.accept(np.diag([2.0, 1, 1, 1]), 9.0)
+
+
+def test_strided_ingest_samples_features_at_the_same_image_positions(dense):
+    depth, K = box_scene_depth(camera_x=0.3)
+    image = np.random.default_rng(4).integers(0, 256, depth.shape + (3,), dtype=np.uint8)
+    features = dense.frame_features(image)
+    maps = []
+    for stride in (1, 2):
+        voxel_map = VoxelMap(voxel_size=0.05, feature_dim=dense.feature_dim)
+        voxel_map.integrate_rgbd(depth, K, np.eye(4), image, features=features, pixel_stride=stride)
+        maps.append(voxel_map.export())
+    full, strided = maps
+    assert np.array_equal(full.coords, strided.coords)
+    both = full.has_feature & strided.has_feature
+    assert both.mean() > 0.9
+    assert np.allclose(full.features[both], strided.features[both], atol=2e-3)
