@@ -145,7 +145,10 @@ def test_strided_ingest_samples_features_at_the_same_image_positions(dense):
         voxel_map.integrate_rgbd(depth, K, np.eye(4), image, features=features, pixel_stride=stride)
         maps.append(voxel_map.export())
     full, strided = maps
-    assert np.array_equal(full.coords, strided.coords)
-    both = full.has_feature & strided.has_feature
+    # Stride 2 skips the last pixel column, so a few border voxels are missing; compare the rest.
+    common = np.isin(full.coords.view("V12").ravel(), strided.coords.view("V12").ravel())
+    assert common.mean() > 0.95 and len(strided) == common.sum()
+    a_features, a_has = full.features[common], full.has_feature[common]
+    both = a_has & strided.has_feature
     assert both.mean() > 0.9
-    assert np.allclose(full.features[both], strided.features[both], atol=2e-3)
+    assert np.allclose(a_features[both], strided.features[both], atol=2e-3)
