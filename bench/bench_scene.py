@@ -77,7 +77,7 @@ def frame_sequence(count, frames, seed=0, drift_per_frame=0.0):
         yield depths[k], colors[k], perturbed(poses[k], rng, drift_per_frame * index), index / 30.0
 
 
-def ingest_rate(frames, count, feature_fn=None, feature_dim=0, keyframes=None):
+def ingest_rate(frames, count, feature_fn=None, feature_dim=0, keyframes=None, pixel_stride=1):
     voxel_map = VoxelMap(voxel_size=0.02, max_voxels=500_000, feature_dim=feature_dim)
     sequence = list(frame_sequence(count + 5, frames))
     for depth, color, pose, stamp in sequence[:5]:  # warm-up (ray tables, allocations)
@@ -89,7 +89,7 @@ def ingest_rate(frames, count, feature_fn=None, feature_dim=0, keyframes=None):
         if feature_fn is not None and (keyframes is None or keyframes.accept(pose, stamp)):
             features = feature_fn(color)
             featured += 1
-        voxel_map.integrate_rgbd(depth, K, pose, color, stamp=stamp, features=features)
+        voxel_map.integrate_rgbd(depth, K, pose, color, stamp=stamp, features=features, pixel_stride=pixel_stride)
     elapsed = time.perf_counter() - start
     return count / elapsed, voxel_map, featured
 
@@ -192,6 +192,10 @@ def main():
     rate, voxel_map, _ = ingest_rate(frames, args.frames)
     print(f"[1] depth+colour ingest, no features: {rate:6.1f} frames/s ({1000 / rate:5.1f} ms/frame), "
           f"{voxel_map.num_voxels} voxels")
+
+    rate_strided, voxel_map_strided, _ = ingest_rate(frames, args.frames, pixel_stride=2)
+    print(f"    with pixel_stride=2: {rate_strided:6.1f} frames/s, {voxel_map_strided.num_voxels} voxels "
+          f"({voxel_map_strided.num_voxels / voxel_map.num_voxels:.1%} of full resolution)")
 
     clip = load_clip(ClipSpec.tiny(), "cpu")
     dense = DenseClipFeatures(clip, short_side=args.short_side)

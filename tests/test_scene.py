@@ -155,6 +155,8 @@ def _bad_rgbd_cases():
         ("unsupported depth encoding", dict(depth=depth.astype(np.float16))),
         ("depth_scale must be positive", dict(depth=depth.astype(np.uint16), depth_scale=-0.001)),
         ("unknown colour encoding", dict(color_encoding="yuv422")),
+        ("unknown depth encoding", dict(depth_encoding="8UC3")),
+        ("needs dtype uint16", dict(depth_encoding="16UC1")),
         ("does not match depth size", dict(color=np.zeros((29, 40, 3), np.uint8))),
         ("color must be uint8", dict(color=color.astype(np.float32))),
         ("must be \\(H,W,4\\)", dict(color_encoding="rgba8")),

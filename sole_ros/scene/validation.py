@@ -14,6 +14,8 @@ from .errors import InvalidInput
 ROTATION_TOLERANCE = 1e-3
 
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+# ROS depth image encodings and the array dtype each one arrives as.
+DEPTH_ENCODINGS = {"32FC1": np.float32, "64FC1": np.float64, "16UC1": np.uint16, "mono16": np.uint16}
 
 
 def _as_array(value, name: str) -> np.ndarray:
@@ -78,10 +80,17 @@ def check_intrinsics(K, width: int, height: int) -> np.ndarray:
     return array
 
 
-def depth_in_metres(depth, depth_scale: float) -> np.ndarray:
+def depth_in_metres(depth, depth_scale: float, encoding: str | None = None) -> np.ndarray:
     """Depth image -> float32 metres. float32/float64 are metres; uint16 is scaled by depth_scale
-    (0.001 for millimetres, the ROS 16UC1 convention). NaN, inf and 0 stay and are dropped later."""
+    (0.001 for millimetres, the ROS 16UC1 convention). NaN, inf and 0 stay and are dropped later.
+    With `encoding` (a ROS name) the array's dtype must match it."""
     array = _as_array(depth, "depth")
+    if encoding is not None:
+        if encoding not in DEPTH_ENCODINGS:
+            raise InvalidInput(f"unknown depth encoding {encoding!r}; supported: {', '.join(DEPTH_ENCODINGS)}")
+        if array.dtype != DEPTH_ENCODINGS[encoding]:
+            raise InvalidInput(f"depth encoding {encoding} needs dtype {np.dtype(DEPTH_ENCODINGS[encoding])}, "
+                               f"got {array.dtype}")
     if array.ndim != 2:
         raise InvalidInput(f"depth must be a 2D image (H,W), got shape {array.shape}")
     if array.shape[0] < 1 or array.shape[1] < 1:

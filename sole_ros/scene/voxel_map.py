@@ -216,11 +216,13 @@ class VoxelMap:
 
     def integrate_rgbd(self, depth, K, pose, color=None, stamp: float = 0.0, features=None,
                        color_encoding: str = "rgb8", depth_scale: float = 0.001,
-                       pixel_stride: int = 1) -> IntegrationSummary:
+                       pixel_stride: int = 1, depth_encoding: str | None = None) -> IntegrationSummary:
         """Add a depth image (float32 metres, or uint16 scaled by depth_scale) seen with pinhole
         intrinsics K from `pose` (camera-to-world, optical frame: z forward, x right, y down),
         with an optional aligned colour image and an optional dense feature grid (h,w,D) covering
         the whole image (see DenseClipFeatures). NaN, inf and zero depths are dropped.
+        color_encoding: rgb8, bgr8, rgba8, bgra8 or mono8; depth_encoding (optional): the ROS
+        encoding the depth came with (32FC1, 64FC1, 16UC1, mono16), checked against its dtype.
 
         pixel_stride > 1 uses every n-th pixel of every n-th row (about n*n times less work). A
         voxel spans fx * voxel_size / depth pixels (5 at 2 m for fx = 525, 0.02 m), so stride 2
@@ -228,7 +230,7 @@ class VoxelMap:
         pixels and thin or grazing structures may lose voxels."""
         if isinstance(pixel_stride, bool) or not isinstance(pixel_stride, (int, np.integer)) or pixel_stride < 1:
             raise InvalidInput(f"pixel_stride must be a positive integer, got {pixel_stride!r}")
-        depth_m = depth_in_metres(depth, depth_scale)
+        depth_m = depth_in_metres(depth, depth_scale, depth_encoding)
         height, width = depth_m.shape
         K = check_intrinsics(K, width, height)
         pose = check_pose(pose)
