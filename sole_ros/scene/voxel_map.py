@@ -317,7 +317,6 @@ class VoxelMap:
         origin = pose[:3, 3]
         with self._lock:
             store = self._store
-            changed = False
             slots = store.lookup(frame.keys)
             hit = slots >= 0
             existing = slots[hit]
