@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -90,8 +91,11 @@ class ReplaySummary:
 
 
 def _open_reader(path):
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
+    try:
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+    except ImportError:
+        raise BagError("replaying bags needs the rosbags package (pip install rosbags; version: constraints.txt)") from None
 
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -100,8 +104,6 @@ def _open_reader(path):
     if os.path.isfile(path) and os.path.exists(os.path.join(os.path.dirname(path) or ".", "metadata.yaml")) \
             and path.endswith((".db3", ".mcap")):
         path = os.path.dirname(path) or "."
-    from pathlib import Path
-
     # The default type store decodes bags recorded without message definitions (older sqlite3).
     try:
         reader = AnyReader([Path(path)], default_typestore=get_typestore(Stores.LATEST))
@@ -126,6 +128,7 @@ class BagReplay:
         self.options = options or ReplayOptions()
         self.log = log
         self._reader = _open_reader(self.path)
+        self._depth_topic_cache: dict[str, bool] = {}
         try:
             self._types = {name: info.msgtype for name, info in self._reader.topics.items()}
             self.topics = self._choose_topics(topics or BagTopics())
@@ -139,6 +142,7 @@ class BagReplay:
         self._extrinsic = (None if self.options.sensor_extrinsic is None
                            else extrinsic_matrix(self.options.sensor_extrinsic))
         self._warned: set[str] = set()
+        self._context_loaded = False
 
     # --- context -----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -196,8 +200,11 @@ class BagReplay:
         return None
 
     def _is_depth_topic(self, topic: str) -> bool:
-        msg = self._first_message(topic)
-        return msg is not None and msg.encoding in DEPTH_ENCODINGS
+        """Told by the encoding of the topic's first image (16UC1/32FC1... are depth)."""
+        if topic not in self._depth_topic_cache:
+            msg = self._first_message(topic)
+            self._depth_topic_cache[topic] = msg is not None and msg.encoding in DEPTH_ENCODINGS
+        return self._depth_topic_cache[topic]
 
     def _choose_topics(self, asked: BagTopics) -> BagTopics:
         chosen = BagTopics(**vars(asked))
@@ -251,6 +258,9 @@ class BagReplay:
 
     # --- pass 1: poses and camera info ---------------------------------------------------------------
     def _load_context(self) -> None:
+        if self._context_loaded:
+            return
+        self._context_loaded = True
         wanted = {self.topics.info}
         if self.topics.pose == POSE_FROM_TF:
             wanted |= {t for t in self._of_type(TF_MESSAGE)}

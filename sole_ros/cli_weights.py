@@ -42,8 +42,8 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n", 1)[1].strip() if __doc__ else None)
     parser.add_argument("--dest", metavar="DIR", default=None,
                         help=f"folder for the files (default: $SOLE_ROS_WEIGHTS or {default_dest()})")
-    parser.add_argument("--checkpoint", choices=sorted(SOLE_CHECKPOINTS), default="scannet200",
-                        help="which published SOLE checkpoint (default: %(default)s)")
+    parser.add_argument("--dataset", choices=sorted(SOLE_CHECKPOINTS), default="scannet200",
+                        help="which published SOLE checkpoint: the data it was trained on (default: %(default)s)")
     parser.add_argument("--skip-clip", action="store_true", help="only the SOLE checkpoint")
     parser.add_argument("--clip-model", default=CLIP_MODEL_FOR_FILE, metavar="NAME",
                         help="open_clip architecture the CLIP file is checked against (default: %(default)s)")
@@ -95,7 +95,7 @@ def _download(files: Files, args) -> None:
 
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "60")
     if not files.checkpoint.is_file():
-        _say(f"downloading {SOLE_REPO}/{files.checkpoint.name} ({SOLE_CHECKPOINTS[args.checkpoint]}) ...")
+        _say(f"downloading {SOLE_REPO}/{files.checkpoint.name} ({SOLE_CHECKPOINTS[args.dataset]}) ...")
         try:
             hf_hub_download(repo_id=SOLE_REPO, repo_type="dataset", filename=files.checkpoint.name,
                             local_dir=str(files.checkpoint.parent))
@@ -181,7 +181,7 @@ def offline_help(files: Files, reason: str, args) -> None:
     print(f"        -> {files.checkpoint}", file=err)
     if not args.skip_clip:
         print(f"  CLIP: https://huggingface.co/{CLIP_REPO}/resolve/main/{CLIP_FILES[0]}", file=err)
-        print(f"        -> {files.clip_dir / CLIP_FILES[0]}", file=err)
+        print(f"        (or {CLIP_FILES[1]}, as open_clip falls back to) -> {files.clip_dir}/", file=err)
     print(f"  (or run `sole-ros weights --dest DIR` there and copy DIR to {files.checkpoint.parent})", file=err)
     print(f"Then `sole-ros weights --dest {files.checkpoint.parent}` here checks them and prints the settings; "
           "or point the node at the files directly:", file=err)
@@ -196,7 +196,7 @@ def run(args) -> int:
     dest = Path(args.dest).expanduser() if args.dest else default_dest()
     if dest.exists() and not dest.is_dir():
         raise CliError(f"--dest {dest} is a file, not a folder")
-    files = Files(checkpoint=dest / f"{args.checkpoint}.ckpt", clip_dir=dest / "clip")
+    files = Files(checkpoint=dest / f"{args.dataset}.ckpt", clip_dir=dest / "clip")
     missing = not files.checkpoint.is_file() or (not args.skip_clip and files.clip_file() is None)
     online = False
     if missing:
