@@ -214,6 +214,8 @@ class BagReplay:
         self._check(chosen.info, "camera info", (CAMERA_INFO,))
         if chosen.pose != POSE_FROM_TF:
             self._check(chosen.pose, "poses", POSE_TYPES)
+        elif not self._of_type(TF_MESSAGE):
+            raise BagError(f"{self.path}: poses from tf asked for, but the bag has no /tf (topics: {self._listing()})")
 
         if chosen.points is None and chosen.depth is None:
             images = self._of_type(IMAGE)

@@ -168,6 +168,8 @@ def test_replay_refuses_what_it_cannot_use(bags, tmp_path):
         BagReplay(bags["mcap"], BagTopics(depth="/camera/missing"))
     with pytest.raises(BagError, match="is nav_msgs/msg/Odometry, but depth images must be"):
         BagReplay(bags["mcap"], BagTopics(depth="/odom"))
+    with pytest.raises(BagError, match="no /tf"):
+        BagReplay(bags["mcap"], BagTopics(pose="tf"))
     # Without odometry and without /tf there is no pose, unless the sensor is declared static.
     from rosbags.rosbag2 import Writer
 
