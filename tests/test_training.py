@@ -51,6 +51,20 @@ def test_dice_and_focal_on_known_values():
     assert sigmoid_focal_loss(torch.tensor([[10.0]]), torch.tensor([[1.0]])).item() < 1e-9
 
 
+def test_pairwise_costs_equal_the_per_pair_losses():
+    from sole_ros.training.losses import pairwise_bce, pairwise_dice
+
+    logits = torch.randn(5, 120) * 4
+    targets = (torch.rand(3, 120) < 0.4).float()
+    bce = pairwise_bce(logits, targets)
+    dice = pairwise_dice(logits, targets)
+    for q in range(5):
+        for k in range(3):
+            expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[q], targets[k])
+            assert bce[q, k].item() == pytest.approx(expected.item(), rel=1e-5)
+            assert dice[q, k].item() == pytest.approx(dice_loss(logits[q:q + 1], targets[k:k + 1]).item(), rel=1e-5)
+
+
 def test_hungarian_match_recovers_a_permutation_of_the_targets():
     rng = np.random.default_rng(0)
     targets = torch.from_numpy(rng.random((4, 300)) < 0.3)

@@ -51,10 +51,11 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
 
 
 def pairwise_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """[Q, N] logits x [K, N] targets -> [Q, K] mean BCE of every query mask against every target."""
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return (pos @ targets.t() + neg @ (1 - targets).t()) / logits.shape[1]
+    """[Q, N] logits x [K, N] targets -> [Q, K] mean BCE of every query mask against every target.
+
+    With BCE(x, 0) = softplus(x) and BCE(x, 1) = softplus(x) - x, the sum over points is
+    sum softplus(x) - x . t: one softplus and one matrix product."""
+    return (F.softplus(logits).sum(-1)[:, None] - logits @ targets.t()) / logits.shape[1]
 
 
 def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
