@@ -65,6 +65,8 @@ def _indices(instance, num_points: int) -> np.ndarray:
 def scene_up(points: np.ndarray) -> np.ndarray:
     """The scene's up direction: normal of its dominant plane (least-variance axis), the side
     where most of the mass sticks out; snapped to a coordinate axis when within 25 degrees."""
+    if points.shape[0] < 3:
+        return np.array([0.0, 0.0, 1.0])  # no plane to find: ROS's convention (REP 103)
     centred = points - np.median(points, axis=0)
     _, vectors = np.linalg.eigh(np.cov(centred.T) + 1e-12 * np.eye(3))
     up = vectors[:, 0]

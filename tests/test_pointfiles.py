@@ -266,3 +266,10 @@ def test_picture_rejects_bad_indices(tmp_path):
     bad.point_indices = np.array([0, len(points) + 5])
     with pytest.raises(ValueError, match="outside"):
         render_instances_png(points, colors, [bad], tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("points", [np.zeros((1, 3)), np.array([[0.0, 0, 0], [1, 0, 0]]),
+                                    np.c_[np.linspace(0, 1, 50), np.zeros(50), np.zeros(50)]])
+def test_picture_of_degenerate_scenes(points, tmp_path):
+    with Image.open(render_instances_png(points, None, [], tmp_path / "tiny.png")) as png:
+        assert png.size == (1280, 960)
