@@ -14,6 +14,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from hypothesis import HealthCheck, given, settings
+from nav_msgs.msg import Odometry
 from hypothesis import strategies as st
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -215,12 +216,14 @@ def test_fuzzed_inputs_leave_node_alive_and_scene_unchanged(node, client, fed_sc
         "depth": client.node.create_publisher(Image, "/depth/image", **pub_ctx),
         "color": client.node.create_publisher(Image, "/color/image", **pub_ctx),
         "info": client.node.create_publisher(CameraInfo, "/depth/camera_info", **pub_ctx),
+        "pose": client.node.create_publisher(Odometry, "/pose", **pub_ctx),
     }
 
     @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(cloud=_cloud_strategy(), depth=_image_strategy(), color=_image_strategy(),
-           k=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=9, max_size=9))
-    def publish_garbage(cloud, depth, color, k):
+           k=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=9, max_size=9),
+           pose=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=7, max_size=7))
+    def publish_garbage(cloud, depth, color, k, pose):
         for msg in (cloud, depth, color):
             msg.header.frame_id = "camera"
         pubs["points"].publish(cloud)
@@ -229,6 +232,10 @@ def test_fuzzed_inputs_leave_node_alive_and_scene_unchanged(node, client, fed_sc
         info = CameraInfo(width=depth.width, height=depth.height)
         info.k = k
         pubs["info"].publish(info)
+        odom = Odometry()
+        p, q = odom.pose.pose.position, odom.pose.pose.orientation
+        p.x, p.y, p.z, q.x, q.y, q.z, q.w = pose
+        pubs["pose"].publish(odom)
 
     publish_garbage()
     client.spin_for(2.0)

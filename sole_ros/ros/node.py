@@ -175,8 +175,10 @@ class SoleNode(LifecycleNode):
         if self.param("pose.source") == "topic":
             self._pose_buffer = PoseBuffer()
             self._extrinsic = extrinsic_matrix(list(self.param("pose.sensor_extrinsic")))
+            # Own group: a frame waiting for its pose (see _sensor_pose) must not block the pose.
             self._entities.append(self.create_subscription(
-                POSE_MESSAGES[self.param("pose.topic_type")], "pose", self._on_pose, qos, **group))
+                POSE_MESSAGES[self.param("pose.topic_type")], "pose", self._on_pose, qos,
+                callback_group=MutuallyExclusiveCallbackGroup()))
         else:
             import tf2_ros
 
@@ -244,8 +246,17 @@ class SoleNode(LifecycleNode):
         """World-from-sensor at the header's stamp; PoseLookupError with the reason when unknown."""
         stamp = stamp_to_seconds(header.stamp)
         if self._pose_buffer is not None:
-            world_from_base = self._pose_buffer.lookup(stamp, tolerance=self.param("pose.timeout"))
-            return world_from_base @ self._extrinsic
+            # The pose of this stamp may still be on its way (another topic): wait up to the timeout.
+            timeout = self.param("pose.timeout")
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    world_from_base = self._pose_buffer.lookup(stamp, tolerance=timeout)
+                    return world_from_base @ self._extrinsic
+                except PoseLookupError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01)
         from sole_ros.ros.transforms import matrix_from_transform
 
         if not header.frame_id:
@@ -269,6 +280,11 @@ class SoleNode(LifecycleNode):
             self._warn_throttled("points", f"point cloud dropped: {error}")
 
     def _on_info(self, msg: CameraInfo) -> None:
+        try:
+            camera_matrix(msg)  # keep only usable intrinsics: a bad one must not spoil later frames
+        except (MalformedMessage, ValueError) as error:
+            self._warn_throttled("camera_info", f"camera_info dropped: {error}")
+            return
         self._camera_info = msg
 
     def _on_rgbd(self, depth_msg: Image, color_msg: Image | None) -> None:
