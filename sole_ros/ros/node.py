@@ -437,25 +437,24 @@ class SoleNode(LifecycleNode):
         return response
 
     def _on_save(self, request, response):
-        if self.pipeline is None:
-            response.success, response.message = False, self._inactive_reason() or "not configured"
-            return response
-        try:
-            self.pipeline.save(request.path)
-            response.success, response.message = True, f"saved {self.pipeline.map.num_voxels} voxels to {request.path}"
-        except (OSError, ValueError) as error:
-            response.success, response.message = False, f"could not save: {error}"
-        return response
+        return self._scene_file_call(response, self.pipeline.save if self.pipeline else None, request.path,
+                                     "saved {n} voxels to {path}", "could not save {path}")
 
     def _on_load(self, request, response):
-        if self.pipeline is None:
+        return self._scene_file_call(response, self.pipeline.load if self.pipeline else None, request.path,
+                                     "loaded {n} voxels from {path}", "could not load {path}")
+
+    def _scene_file_call(self, response, action, path: str, done: str, failed: str):
+        """Run a save or load of the scene; the answer carries the reason when it fails."""
+        if action is None:
             response.success, response.message = False, self._inactive_reason() or "not configured"
             return response
         try:
-            self.pipeline.load(request.path)
-            response.success, response.message = True, f"loaded {self.pipeline.map.num_voxels} voxels from {request.path}"
+            action(path)
+            response.success = True
+            response.message = done.format(n=self.pipeline.map.num_voxels, path=path)
         except (OSError, ValueError) as error:
-            response.success, response.message = False, f"could not load {request.path}: {error}"
+            response.success, response.message = False, f"{failed.format(path=path)}: {error}"
         return response
 
     # --- periodic outputs -----------------------------------------------------------------------
