@@ -9,7 +9,6 @@ sole_ros.pipeline.PerceptionPipeline; the perception itself is ROS-free.
 """
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
