@@ -202,8 +202,31 @@ def test_missing_file_is_a_map_file_error(tmp_path):
         VoxelMap.load(tmp_path / "absent.map")
 
 
-def test_save_writes_the_whole_map(tmp_path):
+def test_ingest_and_export_proceed_while_a_save_is_writing(tmp_path, monkeypatch):
+    """save() copies under the lock and writes outside it: with the write held mid-file, another
+    thread still integrates and exports; the file then holds the map as it was when save began."""
+    import threading
+
     voxel_map = filled_map(seed=9)
+    before = voxel_map.export()
+    writing, release = threading.Event(), threading.Event()
+
+    def hold():
+        writing.set()
+        assert release.wait(30)
+
+    real_open = open
+    monkeypatch.setattr(map_file, "open", lambda p, mode: _FailingFile(real_open(p, mode), 5000, hold), raising=False)
     path = tmp_path / "scene.map"
-    voxel_map.save(path)
-    assert path.stat().st_size > voxel_map.num_voxels * 8
+    saver = threading.Thread(target=voxel_map.save, args=(path,))
+    saver.start()
+    try:
+        assert writing.wait(30)
+        summary = voxel_map.integrate_points(np.array([[3.0, 3.0, 3.0]]), np.eye(4), stamp=9.0)
+        assert summary.voxels_added == 1 and len(voxel_map.export()) == len(before) + 1
+    finally:
+        release.set()
+        saver.join(30)
+    monkeypatch.undo()
+    saved = VoxelMap.load(path)
+    assert np.array_equal(saved.export().coords, before.coords) and saved.version == before.version
