@@ -93,11 +93,12 @@ class _FailingFile:
         data = memoryview(data)
         data = data.cast("B") if data.ndim and data.itemsize != 1 else data
         room = self.limit - self.written
-        if room < len(data):
-            self.real.write(data[:max(room, 0)])
+        self.written += len(data)
+        if 0 <= room < len(data):  # crosses the limit: write up to it, act, then the rest
+            self.real.write(data[:room])
             self.real.flush()
             self.action()
-        self.written += len(data)
+            return room + self.real.write(data[room:])
         return self.real.write(data)
 
     def __getattr__(self, name):
