@@ -20,7 +20,9 @@ from sole_ros.model.checkpoint import (  # noqa: E402
     read_checkpoint,
 )
 
-torch.set_num_threads(2)
+# One thread: these networks are small, and on a shared 2-core machine OpenMP threads that wait
+# for each other made them ~20x slower.
+torch.set_num_threads(1)
 
 
 def _hyper_parameters(cfg: SoleConfig):

@@ -20,7 +20,9 @@ from sole_ros.inference.segmenter import OpenVocabSegmenter
 from sole_ros.model import SoleConfig, SoleModel
 from sole_ros.model.text import TextEncoder
 
-torch.set_num_threads(2)
+# One thread: these networks are small, and on a shared 2-core machine OpenMP threads that wait
+# for each other made them ~20x slower.
+torch.set_num_threads(1)
 
 
 # ------------------------------------------------------------------ formulas, by hand

@@ -14,7 +14,9 @@ from sole_ros.model.fps import farthest_point_sample
 from sole_ros.model.pooling import pooling_matrix
 from sole_ros.model.positional import FourierPositionalEncoding
 
-torch.set_num_threads(2)
+# One thread: these networks are small, and on a shared 2-core machine OpenMP threads that wait
+# for each other made them ~20x slower.
+torch.set_num_threads(1)
 
 
 def _scene(cfg, n=2000, seed=0, extent=1.0):
@@ -164,17 +166,42 @@ def test_published_key_layout_of_the_paper_size_network():
     assert [len(model.backbone.get_submodule(f"block{i}")) for i in range(1, 9)] == [2, 3, 4, 6, 2, 2, 2, 2]
 
 
-@pytest.mark.slow
-def test_paper_size_network_runs_a_forward_pass_on_the_cpu():
+@pytest.fixture(scope="module")
+def paper_model():
     torch.manual_seed(0)
-    cfg = SoleConfig()
-    model = SoleModel(cfg).eval()
+    return SoleModel(SoleConfig()).eval()
+
+
+@pytest.mark.slow
+def test_paper_size_network_runs_a_forward_pass_on_the_cpu(paper_model):
+    cfg = paper_model.config
     rng = np.random.default_rng(0)
     n = 6000
     pts = np.c_[rng.uniform(0, 2, (n, 2)), rng.uniform(0, 0.3, n)]  # 2 m x 2 m slab, 2 cm voxels
     scene = voxelize(pts, rng.uniform(0, 1, (n, 3)), rng.normal(size=(n, 768)), cfg)
     with torch.no_grad():
-        out = model([scene], [F.normalize(torch.randn(2, 768), dim=-1)])
+        out = paper_model([scene], [F.normalize(torch.randn(2, 768), dim=-1)])
     assert out["pred_masks"][0].shape == (scene.num_voxels, 150)
     assert out["pred_embeds"].shape == (1, 150, 768)
     assert torch.isfinite(out["pred_masks"][0]).all() and torch.isfinite(out["pred_logits"][0]).all()
+
+
+@pytest.mark.slow
+def test_paper_size_published_layout_checkpoint_loads_every_key(tmp_path, paper_model):
+    from omegaconf import OmegaConf
+
+    from sole_ros.model.checkpoint import config_from_checkpoint, load_sole_model, read_checkpoint
+
+    sd = {"model." + k: v for k, v in paper_model.state_dict().items()}
+    sd["model.backbone.final.kernel"] = torch.zeros(96, 20)
+    sd["model.backbone.final.bias"] = torch.zeros(1, 20)
+    sd["criterion.empty_weight"] = torch.ones(201)
+    hp = OmegaConf.create({"data": {"voxel_size": 0.02}, "general": {"topk_per_image": 750, "dbscan_eps": 0.95},
+                           "model": {"num_queries": 150, "num_heads": 8, "num_decoders": 3, "hlevels": [0, 1, 2, 3],
+                                     "gauss_scale": 1.0, "sample_sizes": [200, 800, 3200, 12800, 51200]}})
+    path = tmp_path / "scannet200.ckpt"
+    torch.save({"state_dict": sd, "hyper_parameters": hp, "epoch": 600}, path)
+    assert config_from_checkpoint(read_checkpoint(path)) == SoleConfig()
+    model, report = load_sole_model(path)
+    assert report.ok and len(report.loaded) == len(sd) - 3 and len(report.ignored) == 3
+    torch.testing.assert_close(model.pos_enc.gauss_B, paper_model.pos_enc.gauss_B, rtol=0, atol=0)

@@ -94,7 +94,7 @@ def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.n
         if len(chosen) >= top_k:
             break
         p = float(flat[flat_index])
-        if p < min_score or p <= 0.0:
+        if p < min_score:
             break
         q, t = divmod(int(flat_index), n_phrases)
         if q not in parts_of:
