@@ -66,6 +66,11 @@ def test_encode_once_decode_many_equals_forward(tiny):
             torch.testing.assert_close(split["pred_masks"][0], whole["pred_masks"][0])
             torch.testing.assert_close(split["pred_logits"][0], whole["pred_logits"][0])
             assert split["aux_outputs"] == []
+    # the voxel keys projected once (kept with the scene) give what projecting them afresh gives
+    assert set(encoding[0].projected) == {0, 1, 2, 3}
+    with torch.enable_grad():  # no reuse while gradients are wanted
+        fresh = tiny.decode(encoding, [_text(cfg, 4, seed=4)], return_aux=False)
+    torch.testing.assert_close(fresh["pred_masks"][0].detach(), split["pred_masks"][0])
 
 
 def test_text_keys_change_the_masks(tiny):

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 def clip_branch_probs(mask_logits: torch.Tensor, voxel_clip: torch.Tensor, text: torch.Tensor,
                       background: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
     """mask_logits [N, Q], voxel_clip [N, C], text [T, C], background [1, C] -> p_clip [Q, T]."""
-    weights = torch.softmax(mask_logits.float(), dim=0)  # over the voxels, per query
-    pooled = F.normalize(weights.t() @ voxel_clip.float(), dim=-1)  # [Q, C]
+    weights = torch.softmax(mask_logits.float().t().contiguous(), dim=1)  # [Q, N], over the voxels
+    pooled = F.normalize(weights @ voxel_clip.float(), dim=-1)  # [Q, C]
     logits = torch.cat([scale * pooled @ text.float().t(), scale * pooled @ background.float().t()], dim=-1)
     return torch.softmax(logits, dim=-1)[:, :-1]
 

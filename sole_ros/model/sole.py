@@ -15,7 +15,7 @@ The forward pass is split in two so that a scene can be encoded once and queried
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,8 @@ class SceneEncoding:
     clip: torch.Tensor  # [N, clip_dim] voxel CLIP features (for the CLIP branch at inference)
     raw_coords: torch.Tensor  # [N, 3]
     has_clip: bool
+    # per level: keys/values of the voxel cross-attention, projected (inference only; filled by decode)
+    projected: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_voxels(self) -> int:
@@ -234,14 +236,17 @@ class SoleModel(nn.Module):
         logits = [self.semantic_logits(embeds[b], t) for b, t in enumerate(text_keys)]
         return {"pred_masks": masks, "pred_embeds": embeds, "pred_logits": logits}
 
-    def _voxel_keys(self, encodings, mask_embed, level_index: int):
-        """Batched keys, positions and the allowed-attention mask of one level."""
+    def _voxel_memory(self, encodings, mask_embed, level_index: int):
+        """Projected keys/values and the allowed-attention mask of one level, batched over scenes."""
         sizes = [enc.levels[level_index].keys.shape[0] for enc in encodings]
         size = max(sizes)
         if self.training:
             size = min(size, self.config.sample_sizes[self.config.hlevels[level_index]])
+        layer = self.cross_attention[0][level_index]
+        # Outside training the projected voxel keys depend on the scene only: keep them with it.
+        reuse = not self.training and not torch.is_grad_enabled()
         device = mask_embed.device
-        keys, pos, allowed = [], [], []
+        ks, vs, allowed = [], [], []
         for b, (enc, n) in enumerate(zip(encodings, sizes)):
             level = enc.levels[level_index]
             # attention mask: a voxel is hidden from a query where its pooled mask prob is < 0.5
@@ -249,22 +254,27 @@ class SoleModel(nn.Module):
             visible = pooled.sigmoid() >= 0.5  # [M, Q]
             if n > size:  # training: a random subset of the voxels
                 idx = torch.randperm(n, device=device)[:size]
-                real = size
+                k, v = layer.project_memory(level.keys[idx][None], level.pos[idx][None])
+                visible = visible[idx]
+            elif reuse:
+                if level_index not in enc.projected:
+                    enc.projected[level_index] = layer.project_memory(level.keys[None], level.pos[None])
+                k, v = enc.projected[level_index]
             else:
-                idx = torch.arange(n, device=device)
-                real = n
-            vis = visible[idx].t()  # [Q, real]
-            vis[~vis.any(dim=1)] = True  # a query that would see nothing sees everything
-            pad = size - real
-            k, p = level.keys[idx], level.pos[idx]
+                k, v = layer.project_memory(level.keys[None], level.pos[None])
+            vis = visible.t()  # [Q, M']
+            vis = torch.where(vis.any(dim=1, keepdim=True), vis, True)  # a query that would see nothing sees all
+            pad = size - vis.shape[1]
             if pad:
                 k = F.pad(k, (0, 0, 0, pad))
-                p = F.pad(p, (0, 0, 0, pad))
+                v = F.pad(v, (0, 0, 0, pad))
                 vis = F.pad(vis, (0, pad), value=False)
-            keys.append(k)
-            pos.append(p)
+            ks.append(k)
+            vs.append(v)
             allowed.append(vis)
-        return torch.stack(keys), torch.stack(pos), torch.stack(allowed)
+        if len(ks) == 1:
+            return (ks[0], vs[0]), allowed[0][None]
+        return (torch.cat(ks), torch.cat(vs)), torch.stack(allowed)
 
     def decode(self, encodings: list[SceneEncoding], text_keys: list[torch.Tensor],
                return_aux: bool = True) -> dict:
@@ -302,8 +312,8 @@ class SoleModel(nn.Module):
                 if return_aux:
                     aux.append(self._heads(queries, encodings, text_keys))
                 mask_embed = self.mask_embed_head(self.decoder_norm(queries))
-                keys, pos, allowed = self._voxel_keys(encodings, mask_embed, i)
-                x = self.cross_attention[0][i](queries, keys, allowed, pos=pos, query_pos=query_pos)
+                kv, allowed = self._voxel_memory(encodings, mask_embed, i)
+                x = self.cross_attention[0][i](queries, allowed=allowed, query_pos=query_pos, kv=kv)
                 x = self.cross_semantic_attention[0][i](x, text, text_allowed, query_pos=query_pos)
                 x = self.self_attention[0][i](x, query_pos=query_pos)
                 queries = self.ffn_attention[0][i](x)
