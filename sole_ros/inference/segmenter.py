@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sole_ros.device import autocast, resolve_device
-from sole_ros.inference.connected_parts import connected_parts
+from sole_ros.inference.connected_parts import column_max, column_min, connected_parts
 from sole_ros.inference.scoring import class_probabilities, mean_mask_probability
 from sole_ros.model.voxel import VoxelScene, voxelize
 
@@ -227,7 +227,8 @@ class OpenVocabSegmenter:
     def _instance(cached: _CachedScene, c: Candidate, label: str) -> Instance:
         idx = cached.points_of(c.voxels)
         pts = cached.points[idx]
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
-        return Instance(point_indices=idx, label=label, score=float(c.score), centroid=pts.mean(axis=0),
+        lo, hi = column_min(pts), column_max(pts)
+        centroid = np.array([pts[:, i].mean() for i in range(3)])
+        return Instance(point_indices=idx, label=label, score=float(c.score), centroid=centroid,
                         bbox_center=(lo + hi) / 2, bbox_size=hi - lo, num_points=int(idx.shape[0]),
                         query_index=c.query, voxel_indices=c.voxels)
