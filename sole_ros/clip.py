@@ -41,6 +41,10 @@ class ClipSpec:
     model_name: str = "ViT-L-14"
     pretrained: str | None = "openai"
     cache_dir: str | None = None
+    # OpenAI's CLIP weights were trained with QuickGELU; open_clip's plain "ViT-L-14" config uses
+    # GELU. None: follow the weights tag (QuickGELU for "openai", as the reference's CLIP had);
+    # True/False: force (for a local file of OpenAI weights, set True or use "ViT-L-14-quickgelu").
+    quick_gelu: bool | None = None
 
     @classmethod
     def tiny(cls) -> "ClipSpec":
@@ -78,6 +82,17 @@ def register_tiny_config() -> None:
         _registered = True
 
 
+def uses_quick_gelu(spec: ClipSpec) -> bool:
+    """Whether the model must be built with QuickGELU: forced by the spec, else what the tag says."""
+    import open_clip
+
+    if spec.quick_gelu is not None:
+        return spec.quick_gelu
+    if spec.pretrained is None or spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.model_name):
+        return False
+    return bool(open_clip.get_pretrained_cfg(spec.model_name, spec.pretrained).get("quick_gelu", False))
+
+
 def _missing_weights_message(spec: ClipSpec, reason: str) -> str:
     return (
         f"CLIP weights for model {spec.model_name!r} with pretrained={spec.pretrained!r} could not be "
@@ -105,6 +120,7 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> LoadedClip:
         raise ValueError(f"unknown open_clip architecture {name!r}; known ones include "
                          f"{', '.join(open_clip.list_models()[:8])}, ... and {TINY_MODEL_NAME!r}")
     pretrained = spec.pretrained
+    is_tag = False
     if pretrained is not None:
         is_tag = pretrained in open_clip.list_pretrained_tags_by_model(name)
         if not is_tag and not os.path.isfile(os.path.expanduser(pretrained)):
@@ -113,8 +129,10 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> LoadedClip:
                       f"({open_clip.list_pretrained_tags_by_model(name)}) nor an existing file"))
         if not is_tag:
             pretrained = os.path.expanduser(pretrained)
+    quick_gelu = uses_quick_gelu(spec)
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=device, cache_dir=spec.cache_dir)
+        model = open_clip.create_model(name, pretrained=pretrained, device=device, cache_dir=spec.cache_dir,
+                                       force_quick_gelu=bool(quick_gelu))
     except (RuntimeError, OSError) as err:
         raise ClipWeightsUnavailable(_missing_weights_message(spec, str(err).splitlines()[0][:300])) from None
     model.eval()
@@ -138,4 +156,4 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> LoadedClip:
 
 
 __all__ = ["ClipSpec", "LoadedClip", "ClipWeightsUnavailable", "load_clip", "register_tiny_config",
-           "TINY_MODEL_NAME"]
+           "uses_quick_gelu", "TINY_MODEL_NAME"]

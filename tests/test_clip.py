@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sole_ros.clip import ClipSpec, ClipWeightsUnavailable, load_clip
+from sole_ros.clip import ClipSpec, ClipWeightsUnavailable, load_clip, uses_quick_gelu
 
 
 def test_tiny_clip_loads_and_encodes():
@@ -34,3 +34,17 @@ def test_local_weights_file_is_loaded(tmp_path):
 def test_unknown_architecture_is_a_value_error():
     with pytest.raises(ValueError, match="unknown open_clip architecture"):
         load_clip(ClipSpec("no-such-net", None), "cpu")
+
+
+def test_openai_weights_get_quick_gelu():
+    """OpenAI's CLIP was trained with QuickGELU; open_clip's plain ViT-L-14 config uses GELU."""
+    from open_clip.transformer import QuickGELU
+
+    assert uses_quick_gelu(ClipSpec("ViT-L-14", "openai"))
+    assert not uses_quick_gelu(ClipSpec("ViT-L-14", "laion2b_s32b_b82k"))
+    assert not uses_quick_gelu(ClipSpec.tiny())
+    assert uses_quick_gelu(ClipSpec("ViT-L-14", "/some/local/file.bin", quick_gelu=True))
+    clip = load_clip(ClipSpec("sole-tiny", None, quick_gelu=True), "cpu")
+    assert isinstance(clip.model.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    plain = load_clip(ClipSpec.tiny(), "cpu")
+    assert not isinstance(plain.model.transformer.resblocks[0].mlp.gelu, QuickGELU)
