@@ -6,7 +6,7 @@ import pytest
 from sklearn.cluster import DBSCAN
 
 from sole_ros.inference.connected_parts import connected_parts
-from tests.conftest import shared_data
+from conftest import shared_data
 
 
 def _dbscan(points, eps):
