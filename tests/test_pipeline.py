@@ -88,7 +88,9 @@ def test_reset_forgets_scene_and_segmentation(frames):
         p.segment()
 
 
-def test_missing_checkpoint_is_a_clear_error():
+def test_missing_checkpoint_is_a_clear_error(monkeypatch):
+    # as in a checkout without the shipped demo weights (sole_ros/weights/demo.ckpt)
+    monkeypatch.setattr("sole_ros.pipeline.find_default_checkpoint", lambda: None)
     with pytest.raises(ValueError, match="no checkpoint"):
         load_segmenter(PipelineSettings(**{**TINY, "allow_random_weights": False}), torch.device("cpu"))
     with pytest.raises((OSError, ValueError, RuntimeError)):
