@@ -196,6 +196,17 @@ def test_training_overfits_one_scene_and_frozen_backbone_stays_fixed(tmp_path):
     assert backbone and all(torch.equal(trained[k], fresh[k]) for k in backbone)
     assert any(not torch.equal(trained[k], fresh[k]) for k in decoder)
     assert data["progress"]["step"] == 12 and "clip_state_dict" in data
+    # The inference export keeps the network and the CLIP, drops the optimiser state, and loads
+    # through the model's own (safe) checkpoint reader.
+    from sole_ros.model.checkpoint import load_sole_weights
+    from sole_ros.training.checkpointing import export_for_inference
+
+    slim = export_for_inference(summary["checkpoint"], tmp_path / "demo.ckpt")
+    exported = load_checkpoint(slim)
+    assert "optimizer" not in exported and "clip_state_dict" in exported
+    assert os.path.getsize(slim) < os.path.getsize(summary["checkpoint"])
+    report = load_sole_weights(SoleModel(sole_config_from_dict(exported["hyper_parameters"]["sole_config"])), slim)
+    assert report.ok
 
 
 def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path):

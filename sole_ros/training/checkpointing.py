@@ -63,6 +63,19 @@ def save_checkpoint(path, model, sole_config, train_config, clip=None, optimizer
     return path
 
 
+def export_for_inference(source, destination) -> pathlib.Path:
+    """A copy of a run checkpoint with only what inference needs (network, settings, the random
+    CLIP's weights, progress): no optimiser, scheduler or RNG state. Atomic like every save."""
+    data = load_checkpoint(source)
+    keep = {k: data[k] for k in ("state_dict", "hyper_parameters", "clip_state_dict", "progress") if k in data}
+    destination = pathlib.Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(destination.name + ".tmp")
+    torch.save(keep, tmp)
+    os.replace(tmp, destination)
+    return destination
+
+
 def load_checkpoint(path) -> dict:
     """A run checkpoint as plain data (read safely: tensors and containers only)."""
     return read_checkpoint(path)
