@@ -158,6 +158,9 @@ def test_build_targets_uses_captions_phrases_fallback_and_released_rows():
     assert targets.captions == ["a red mug with a handle on the table", "a chair in a scene."]
     assert {"a red mug", "a handle", "the table"} <= set(seen)  # MEA phrases extracted from the caption
     assert targets.mca.shape == targets.mea.shape == targets.mva.shape == (2, 8)
+    assert set(targets.as_dict()) == {"mva", "mca", "mea"}
+    blind = build_targets(sample, np.array([4, 9]), torch.zeros(60, 8), masks, encode)
+    assert set(blind.as_dict()) == {"mca", "mea"}  # no point features: no MVA term
     sample.mca_targets = np.arange(16, dtype=np.float32).reshape(2, 8)
     only_chair = build_targets(sample, np.array([9]), clip, masks[1:], encode)
     assert torch.equal(only_chair.mca[0], torch.arange(8, 16, dtype=torch.float32))
@@ -280,3 +283,30 @@ def test_cli_reports_bad_settings_in_one_line(tmp_path, capsys):
     assert main(["train", "--set", "no_such_setting=1", "--output-dir", str(tmp_path)]) == 2
     assert "no_such_setting" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_training_runs_on_the_processed_scannet_layout_without_point_features(tmp_path):
+    """The ScanNet path end to end: processed .npy scenes, class-name captions, no MVA term."""
+    import yaml
+
+    from sole_ros.datasets import write_processed_scene
+    from sole_ros.training import train
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "scannet200"
+    for scan in ("scene0000_00", "scene0001_00"):
+        floor = np.c_[rng.uniform(0, 2, (1500, 2)), np.zeros(1500)]
+        chair = rng.normal([0.6, 0.6, 0.4], 0.1, (600, 3))
+        table = rng.normal([1.4, 1.2, 0.7], [0.3, 0.2, 0.03], (600, 3))
+        points = np.vstack([floor, chair, table])
+        semantic = np.r_[np.full(1500, 3), np.full(600, 2), np.full(600, 4)]  # floor, chair, table
+        instance = np.r_[np.full(1500, 0), np.full(600, 1), np.full(600, 2)]
+        write_processed_scene(root, "train", scan, points, rng.integers(0, 256, (2700, 3)), np.zeros((2700, 3)),
+                              np.zeros(2700), semantic, instance)
+    labels = {2: {"name": "chair", "color": [0, 0, 0], "validation": True},
+              3: {"name": "floor", "color": [0, 0, 0], "validation": True},
+              4: {"name": "table", "color": [0, 0, 0], "validation": True}}
+    (root / "label_database.yaml").write_text(yaml.safe_dump(labels))
+    summary = train(tiny_config(tmp_path / "run", max_steps=2, **{"data.kind": "scannet200", "data.root": str(root)}))
+    assert summary["progress"]["step"] == 2 and np.isfinite(summary["last"]["loss"])
+    assert "mva_accuracy" not in summary["last"] and "mca_accuracy" in summary["last"]

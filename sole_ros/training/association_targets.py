@@ -46,8 +46,12 @@ class AssociationTargets:
     mea: torch.Tensor  # [K, D]
     captions: list[str]
 
+    has_visual: bool = True  # False when the scene has no point CLIP features: MVA is then dropped
+
     def as_dict(self) -> dict[str, torch.Tensor]:
-        return {"mva": self.mva, "mca": self.mca, "mea": self.mea}
+        """The targets the losses use: MVA only when there were visual features to average."""
+        out = {"mca": self.mca, "mea": self.mea}
+        return {"mva": self.mva, **out} if self.has_visual else out
 
 
 def visual_targets(voxel_clip: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -73,7 +77,8 @@ def entity_guides(phrases_per_instance: list[list[str]], mva: torch.Tensor, enco
 
 def build_targets(sample: SceneSample, instance_ids: np.ndarray, voxel_clip: torch.Tensor, masks: torch.Tensor,
                   encode: PhraseEncoder, captioner: Captioner | None = None) -> AssociationTargets:
-    """All three targets for the instances ``instance_ids`` (rows of ``masks`` [K, V])."""
+    """All three targets for the instances ``instance_ids`` (rows of ``masks`` [K, V]). Without
+    point CLIP features (all-zero ``voxel_clip``) MVA is left out of the losses."""
     mva = visual_targets(voxel_clip, masks)
     captioner = captioner or ClassNameCaptioner()
     all_ids = list(sample.instance_ids)
@@ -95,4 +100,5 @@ def build_targets(sample: SceneSample, instance_ids: np.ndarray, voxel_clip: tor
             found = list(given) if given else noun_phrases(caption)
             phrases.append(found or [caption])
         mea = entity_guides(phrases, mva, encode)
-    return AssociationTargets(mva=mva, mca=mca, mea=mea, captions=captions)
+    has_visual = bool(voxel_clip.abs().sum() > 0)
+    return AssociationTargets(mva=mva, mca=mca, mea=mea, captions=captions, has_visual=has_visual)
