@@ -310,3 +310,19 @@ def test_training_runs_on_the_processed_scannet_layout_without_point_features(tm
     summary = train(tiny_config(tmp_path / "run", max_steps=2, **{"data.kind": "scannet200", "data.root": str(root)}))
     assert summary["progress"]["step"] == 2 and np.isfinite(summary["last"]["loss"])
     assert "mva_accuracy" not in summary["last"] and "mca_accuracy" in summary["last"]
+
+
+def test_elastic_distortion_is_smooth_and_bounded():
+    from sole_ros.training.batching import elastic_distortion
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 2, (4000, 3))
+    moved = elastic_distortion(points, 0.2, 0.4, rng)
+    shift = moved - points
+    assert 0.001 < np.abs(shift).mean() < 0.2
+    # Nearby points move alike: the field is smooth at the scale of its grid.
+    near = np.linalg.norm(points[:, None] - points[None, :50], axis=2) < 0.05
+    pairs = np.argwhere(near)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    diffs = np.linalg.norm(shift[pairs[:, 0]] - shift[pairs[:, 1]], axis=1)
+    assert np.median(diffs) < 0.5 * np.median(np.linalg.norm(shift, axis=1))

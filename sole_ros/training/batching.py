@@ -3,8 +3,10 @@ masks and the association targets.
 
 Voxel labels: every voxel takes the instance most of its points belong to (points without an
 instance vote too, so a voxel mostly on the floor stays background).
-Augmentation (training only; a subset of the reference's): random rotation about z, mirroring of
-x and y, scaling 0.9-1.1, and brightness/contrast jitter of the colours.
+Augmentation (training only; a subset of the reference's): elastic distortion (as the reference:
+with probability 0.95, smooth random displacement fields at granularity/magnitude 0.2/0.4 and
+0.8/1.6 in units of the voxel grid's metres), random rotation about z, mirroring of x and y,
+scaling 0.9-1.1, and brightness/contrast jitter of the colours.
 """
 from __future__ import annotations
 
@@ -28,8 +30,31 @@ class TrainingItem:
     instance_ids: np.ndarray
 
 
-def augment(sample: SceneSample, rng: np.random.Generator) -> SceneSample:
-    points = sample.points - sample.points.mean(axis=0)
+def elastic_distortion(points: np.ndarray, granularity: float, magnitude: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Displace points by a smooth random field: Gaussian noise on a grid of cell ``granularity``
+    (metres), blurred three times per axis with a 3-tap box filter, trilinearly interpolated,
+    scaled by ``magnitude``."""
+    from scipy.interpolate import RegularGridInterpolator
+    from scipy.ndimage import uniform_filter1d
+
+    lo = points.min(axis=0)
+    dims = ((points - lo).max(axis=0) // granularity).astype(int) + 3
+    noise = rng.standard_normal((*dims, 3)).astype(np.float32)
+    for _ in range(2):
+        for axis in range(3):
+            noise = uniform_filter1d(noise, size=3, axis=axis, mode="constant")
+    axes = [np.linspace(lo[d] - granularity, lo[d] + granularity * (dims[d] - 2), dims[d]) for d in range(3)]
+    field = RegularGridInterpolator(axes, noise, bounds_error=False, fill_value=0.0)
+    return points + field(points) * magnitude
+
+
+def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True) -> SceneSample:
+    points = sample.points.astype(np.float64)
+    if elastic and rng.random() < 0.95:
+        for granularity, magnitude in ((0.2, 0.4), (0.8, 1.6)):
+            points = elastic_distortion(points, granularity, magnitude, rng)
+    points = (points - points.mean(axis=0)).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     c, s = np.cos(angle), np.sin(angle)
     points = points @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32).T
@@ -56,10 +81,10 @@ def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels
 
 
 def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder, rng: np.random.Generator | None,
-                 captioner: Captioner | None = None, min_voxels: int = 1) -> TrainingItem | None:
+                 captioner: Captioner | None = None, min_voxels: int = 1, elastic: bool = True) -> TrainingItem | None:
     """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives."""
     if rng is not None:
-        sample = augment(sample, rng)
+        sample = augment(sample, rng, elastic=elastic)
     clip = sample.clip_features
     if clip is not None and clip.shape[1] != config.clip_dim:
         raise ValueError(f"{sample.name}: point features are {clip.shape[1]}-d, the model expects {config.clip_dim}")

@@ -41,6 +41,7 @@ class TrainConfig:
     backbone_checkpoint: str | None = None  # Mask3D/SOLE backbone weights (SOLE trains with it frozen)
     init_checkpoint: str | None = None  # start from these SOLE weights (not a resume)
     freeze_backbone: bool = True
+    elastic_distortion: bool = True  # the reference's elastic augmentation (see training/batching.py)
     # optimisation: AdamW + OneCycle, as the reference
     epochs: int = 600
     batch_size: int = 4  # scenes per step per process

@@ -152,7 +152,8 @@ def _train(config, device, dist, out_dir, resume) -> dict:
             items = []
             for index in batches[batch_index]:
                 item = prepare_item(load(int(index)), sole_config, encode_caption,
-                                    item_rng(config.seed, progress.epoch, int(index)))
+                                    item_rng(config.seed, progress.epoch, int(index)),
+                                    elastic=config.elastic_distortion)
                 if item is not None:
                     items.append(item)
             if all_true(bool(items), dist, device):
