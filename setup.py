@@ -33,6 +33,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["sole_ros", "sole_ros.*"], exclude=["sole_ros.ros", "sole_ros.ros.*"]),
+    # The demo weights (a small model trained here) ship with the library.
+    package_data={"sole_ros": ["weights/*.ckpt", "weights/README.md"]},
     install_requires=pinned(LIBRARY_DEPS),
     extras_require={
         # Built from source; see scripts/setup.sh for the flags it needs.

@@ -25,11 +25,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "model", "which SOLE weights and CLIP to use (node parameters model.*); `sole-ros weights` fetches them")
     group.add_argument("--checkpoint", default="", metavar="CKPT",
-                       help="SOLE checkpoint: a published .ckpt (e.g. scannet200.ckpt) or one trained here")
+                       help="SOLE checkpoint: a published .ckpt (e.g. scannet200.ckpt) or one trained here "
+                            "(default: the demo weights shipped in sole_ros/weights)")
     group.add_argument("--config", choices=("paper", "tiny"), default="paper",
                        help="architecture when no checkpoint carries one (default: %(default)s)")
     group.add_argument("--random-weights", action="store_true",
-                       help="run with random weights when there is no checkpoint (tests only: answers are meaningless)")
+                       help="with no --checkpoint, random weights instead of the demo weights (tests only: answers are "
+                            "meaningless)")
     group.add_argument("--clip-model", default="ViT-L-14", metavar="NAME",
                        help="open_clip architecture (default: %(default)s; sole-tiny: a small test model)")
     group.add_argument("--clip-pretrained", default="openai", metavar="TAG_OR_FILE",

@@ -129,7 +129,8 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     from sole_ros.model.checkpoint import config_from_checkpoint, load_sole_weights, read_checkpoint
     from sole_ros.model.text import TextEncoder
 
-    checkpoint = settings.checkpoint or find_default_checkpoint()
+    # Random weights are an explicit choice (tests); otherwise an empty setting means the demo weights.
+    checkpoint = settings.checkpoint or (None if settings.allow_random_weights else find_default_checkpoint())
     if checkpoint:
         data = read_checkpoint(checkpoint)
         hp = data.get("hyper_parameters")

@@ -49,8 +49,8 @@ PARAMETERS: tuple[Param, ...] = (
           "Empty: the demo weights shipped with the package, when present."),
     Param("model.config", "paper", "Architecture when the checkpoint does not carry one.",
           choices=("paper", "tiny")),
-    Param("model.allow_random_weights", False, "Run with randomly initialised weights when no "
-          "checkpoint is found (tests only: answers are meaningless)."),
+    Param("model.allow_random_weights", False, "With model.checkpoint empty, use randomly initialised "
+          "weights instead of the shipped demo weights (tests only: answers are meaningless)."),
     Param("model.clip_model", "ViT-L-14", "open_clip architecture of the text/image encoder."),
     Param("model.clip_pretrained", "openai", "open_clip weights tag, or a path to a local weights file."),
     Param("model.prompt", "a {} in a scene.", "Prompt template for query phrases."),
