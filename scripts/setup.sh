@@ -42,6 +42,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 VPY=$VENV/bin/python
 PIP=("$VPY" -m pip --disable-pip-version-check)
+# Some machines' pip configuration names local indexes that may be absent: pip warns per package.
+pip_install() { "${PIP[@]}" install "$@" 2> >(grep -v "WARNING: Location '.*' is ignored" >&2); }
 
 # --- Python packages (torch stack, ROS 2 wheels, colcon, test tools) -------------------------------
 key=$(digest "$CONSTRAINTS")
@@ -52,7 +54,7 @@ if ! done_already python-packages "$key"; then
   # Everything pinned up to the benchmarks-only section, except MinkowskiEngine (built below).
   sed '/^# --- benchmarks only/,$d' "$CONSTRAINTS" | grep -vE '^\s*(#|$)' | grep -viE '^minkowskiengine==' \
     > "$CACHE/requirements.txt"
-  "${PIP[@]}" install -q -r "$CACHE/requirements.txt"
+  pip_install -q -r "$CACHE/requirements.txt"
   mark_done python-packages "$key"
 fi
 
@@ -74,7 +76,7 @@ if ! "$VPY" -c "$me_import" >/dev/null 2>&1; then
     build=$(mktemp -d)
     # Its setup.py needs numpy.distutils and torch: numpy<2 and setuptools<60 during the build
     # only, no build isolation (it must see the venv's torch).
-    "${PIP[@]}" install -q "numpy<2" "setuptools<60" wheel
+    pip_install -q "numpy<2" "setuptools<60" wheel
     "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation "$(pin MinkowskiEngine)" -d "$build"
     tar -xzf "$build"/MinkowskiEngine-0.5.4.tar.gz -C "$build"
     args=(--blas=openblas)
@@ -83,10 +85,10 @@ if ! "$VPY" -c "$me_import" >/dev/null 2>&1; then
       || { tail -n 40 "$build/build.log" >&2; log "MinkowskiEngine build failed (log: $build/build.log)"; exit 1; }
     cp "$build"/MinkowskiEngine-0.5.4/dist/*.whl "$wheels/"
     rm -rf "$build"
-    "${PIP[@]}" install -q "$(pin numpy)" "$(pin setuptools)"
+    pip_install -q "$(pin numpy)" "$(pin setuptools)"
   fi
   log "installing MinkowskiEngine from $wheels"
-  "${PIP[@]}" install -q --no-deps "$wheels"/MinkowskiEngine-0.5.4-*.whl
+  pip_install -q --no-deps "$wheels"/MinkowskiEngine-0.5.4-*.whl
   "$VPY" -c "$me_import"
 fi
 
