@@ -7,6 +7,9 @@ export AMENT_PREFIX_PATH=$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 # Keep discovery on this machine unless the user asks otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
+# colcon's setup files read unset variables: relax `set -u` while sourcing them.
+case $- in *u*) _sole_nounset=1; set +u ;; *) _sole_nounset= ;; esac
 # shellcheck disable=SC1091
 . "$_sole_root/install/setup.bash"
-unset _sole_root
+[ -n "$_sole_nounset" ] && set -u
+unset _sole_root _sole_nounset
