@@ -302,3 +302,22 @@ def test_lifecycle_deactivate_and_activate_again(node, client, fed_scene):
     answer = call_service(client.node, QueryObjects, "/sole/query", QueryObjects.Request(phrases=["mug"]))
     assert answer.success, answer.message
     assert node.alive()
+
+
+def test_missing_weights_are_reported_not_crashed(spawn, ros_client):
+    """A node that cannot load its model stays up and says why, in answers and in /diagnostics."""
+    from sole_ros.srv import QueryObjects
+
+    args = [a if not a.startswith("model.allow_random_weights") else "model.checkpoint:=/nonexistent/sole.ckpt"
+            for a in TINY_NODE_ARGS]
+    proc = spawn(str(SOLE_NODE), *args, "-r", "__ns:=/broken")  # beside this module's /sole
+    deadline = time.monotonic() + 120
+    answer = None
+    while time.monotonic() < deadline:
+        answer = call_service(ros_client, QueryObjects, "/broken/sole/query", QueryObjects.Request(phrases=["mug"]))
+        if "model not loaded" in answer.message:
+            break
+        time.sleep(0.5)
+    assert answer is not None and not answer.success and "model not loaded" in answer.message, answer.message
+    assert "/nonexistent/sole.ckpt" in answer.message
+    assert proc.alive(), proc.output()[-3000:]

@@ -102,8 +102,10 @@ class SoleNode(LifecycleNode):
         self.instances_pub = self.create_lifecycle_publisher(PointCloud2, "~/instances", latched)
         self.markers_pub = self.create_lifecycle_publisher(MarkerArray, "~/markers", latched)
         self.scene_pub = self.create_lifecycle_publisher(PointCloud2, "~/scene", latched)
+        # Diagnostics in every state, so a failed configure is visible there too.
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = None
+        self.create_timer(self.param("output.diagnostics_period"), self._publish_diagnostics,
+                          callback_group=self._timer_group)
 
         if self.param("autostart"):
             # Deferred to the first spin so the node is fully constructed first.
@@ -146,8 +148,6 @@ class SoleNode(LifecycleNode):
             self.pipeline = None
             return TransitionCallbackReturn.FAILURE
         self._model_error = ""
-        self._diag_timer = self.create_timer(values["output.diagnostics_period"], self._publish_diagnostics,
-                                             callback_group=self._timer_group)
         self._state_label = "inactive"
         self.get_logger().info(f"configured: model on {self.pipeline.device}, fixed frame "
                                f"'{values['fixed_frame']}'")
@@ -167,7 +167,7 @@ class SoleNode(LifecycleNode):
                 self._sync = subscribe_synchronized(
                     self, [(Image, "depth/image"), (Image, "color/image")], self._on_rgbd,
                     slop=self.param("inputs.sync_slop"), queue_size=self.param("inputs.queue_size"), qos=qos,
-                    backend=self.param("inputs.sync_backend"))
+                    backend=self.param("inputs.sync_backend"), callback_group=self._ingest_group)
             else:
                 self._entities.append(self.create_subscription(
                     Image, "depth/image", lambda msg: self._on_rgbd(msg, None), qos, **group))
@@ -203,9 +203,6 @@ class SoleNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_active()
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
         self.pipeline = None
         self._state_label = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
