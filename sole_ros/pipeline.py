@@ -136,7 +136,7 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
         hp = data.get("hyper_parameters")
         own_run = isinstance(hp, dict) and "sole_config" in hp
         if own_run:
-            config = SoleConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in hp["sole_config"].items()})
+            config = SoleConfig.from_dict(hp["sole_config"])
         else:
             config = config_from_checkpoint(data)
         model = SoleModel(config)

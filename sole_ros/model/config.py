@@ -79,6 +79,11 @@ class SoleConfig:
         base.update(overrides)
         return cls(**base)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "SoleConfig":
+        """From a plain dict (checkpoint hyper-parameters store tuples as lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
     def replace(self, **changes) -> "SoleConfig":
         return dataclasses.replace(self, **changes)
 

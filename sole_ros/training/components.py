@@ -32,7 +32,7 @@ def sole_config_for(config: TrainConfig, clip_dim: int) -> SoleConfig:
 
 
 def sole_config_from_dict(values: dict) -> SoleConfig:
-    return SoleConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return SoleConfig.from_dict(values)
 
 
 def load_run_clip(config: TrainConfig, device: torch.device, state_dict: dict | None = None) -> LoadedClip:
