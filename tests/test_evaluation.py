@@ -176,3 +176,45 @@ def test_table_csv_json_and_plot(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["ap50"] == pytest.approx(0.5)
     plot_per_class(result, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------ query top-1
+def test_query_top1_hits_need_the_named_class_at_iou_one_half():
+    from sole_ros.evaluation import QueryTop1, classes_present, top1_hit
+
+    gt = scene((WALL, 0, 100), (CHAIR, 1, 200), (CHAIR, 2, 200), (TABLE, 3, 300), (TABLE, 4, 20))
+    # Tables are present (instance 3); a 20-point table alone would be below the region size.
+    assert classes_present(gt, CLASSES, min_region_size=100) == [CHAIR, TABLE]
+    assert classes_present(scene((TABLE, 4, 20)), CLASSES, min_region_size=100) == []
+    # The second chair exactly, and half of it plus nothing else (IoU 0.5): hits.
+    assert top1_hit(gt, CHAIR, mask(820, (300, 500)))
+    assert top1_hit(gt, CHAIR, mask(820, (300, 400)))
+    # Both chairs in one answer (IoU 0.5 with each... 200/400): still the right object at 0.5.
+    assert top1_hit(gt, CHAIR, mask(820, (100, 500)))
+    # A chair plus the wall: IoU 200/300 -> hit; a third of a chair (IoU 0.33): miss.
+    assert top1_hit(gt, CHAIR, mask(820, (0, 300)))
+    assert not top1_hit(gt, CHAIR, mask(820, (100, 166)))
+    # The table's points when asking for a chair, an empty answer, no answer: misses.
+    assert not top1_hit(gt, CHAIR, mask(820, (500, 800)))
+    assert not top1_hit(gt, CHAIR, np.zeros(820, bool))
+    assert not top1_hit(gt, CHAIR, None)
+    tally = QueryTop1()
+    for name, hit in (("chair", True), ("chair", False), ("table", True), ("table", True)):
+        tally.add(name, hit)
+    assert (tally.hits, tally.queries, tally.accuracy) == (3, 4, 0.75)
+    assert tally.as_dict()["per_class"]["chair"] == {"hits": 1, "queries": 2}
+
+
+def test_query_top1_goes_into_the_summary_table_and_json(tmp_path):
+    from sole_ros.evaluation import QueryTop1
+
+    gt = scene((CHAIR, 1, 200), (TABLE, 2, 300))
+    result = evaluate([(gt, predict(500, ([(0, 200)], CHAIR, 0.9)))])
+    assert "query_top1" not in result.summary()
+    result.query_top1 = QueryTop1()
+    result.query_top1.add("chair", True)
+    result.query_top1.add("table", False)
+    assert result.summary()["query_top1"] == 0.5
+    assert "query top-1 accuracy (IoU >= 0.5): 50.0% (1/2)" in format_table(result)
+    write_json(result, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["query_top1"]["hits"] == 1

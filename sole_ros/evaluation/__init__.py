@@ -5,11 +5,13 @@ from sole_ros.evaluation.benchmark_classes import (LABEL_SETS, SCANNET20_INSTANC
 from sole_ros.evaluation.instance_ap import (AP_THRESHOLDS, ALL_THRESHOLDS, MIN_REGION_SIZE, InstanceAPResult,
                                              SceneGroundTruth, ScenePrediction, average_precision,
                                              evaluate_instances)
+from sole_ros.evaluation.query_accuracy import QueryTop1, classes_present, top1_hit
 from sole_ros.evaluation.report import format_table, plot_per_class, write_csv, write_json
 
 __all__ = [
     "ALL_THRESHOLDS", "AP_THRESHOLDS", "InstanceAPResult", "LABEL_SETS", "LabelSet", "MIN_REGION_SIZE",
     "SCANNET200_COMMON", "SCANNET200_HEAD", "SCANNET200_INSTANCE", "SCANNET200_TAIL", "SCANNET20_INSTANCE",
-    "SceneGroundTruth", "ScenePrediction", "average_precision", "evaluate_instances", "format_table",
+    "QueryTop1", "SceneGroundTruth", "ScenePrediction", "average_precision", "classes_present",
+    "evaluate_instances", "format_table", "top1_hit",
     "plot_per_class", "write_csv", "write_json",
 ]

@@ -21,9 +21,13 @@ Class-agnostic AP runs the same with every evaluated class merged into one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from sole_ros.evaluation.query_accuracy import QueryTop1
 
 AP_THRESHOLDS = np.round(np.arange(0.5, 0.95, 0.05), 2)  # 0.50 ... 0.90
 ALL_THRESHOLDS = np.append(AP_THRESHOLDS, 0.25)
@@ -175,6 +179,7 @@ class InstanceAPResult:
     agnostic_ap: np.ndarray  # [T]
     gt_counts: np.ndarray  # [C] ground-truth instances (of valid size) per class
     splits: tuple[tuple[str, frozenset], ...] = ()
+    query_top1: "QueryTop1 | None" = None  # top-1 accuracy of class-name queries, when measured
 
     def _column(self, threshold: float) -> int:
         return int(np.nonzero(np.isclose(self.thresholds, threshold))[0][0])
@@ -203,6 +208,8 @@ class InstanceAPResult:
         for split_name, members in self.splits:
             for key in ("ap", "ap50", "ap25"):
                 out[f"{split_name}_{key}"] = self._mean(r[key] for n, r in rows.items() if n in members)
+        if self.query_top1 is not None:
+            out["query_top1"] = self.query_top1.accuracy
         return out
 
 

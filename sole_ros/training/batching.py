@@ -6,7 +6,8 @@ instance vote too, so a voxel mostly on the floor stays background).
 Augmentation (training only; a subset of the reference's): elastic distortion (as the reference:
 with probability 0.95, smooth random displacement fields at granularity/magnitude 0.2/0.4 and
 0.8/1.6 in units of the voxel grid's metres), random rotation about z, mirroring of x and y,
-scaling 0.9-1.1, and brightness/contrast jitter of the colours.
+scaling 0.9-1.1, brightness/contrast jitter of the colours, and (optionally) dropping a scene's
+point CLIP features altogether.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def elastic_distortion(points: np.ndarray, granularity: float, magnitude: float,
     return points + field(points) * magnitude
 
 
-def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True) -> SceneSample:
+def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
+            feature_dropout: float = 0.0) -> SceneSample:
     points = sample.points.astype(np.float64)
     if elastic and rng.random() < 0.95:
         for granularity, magnitude in ((0.2, 0.4), (0.8, 1.6)):
@@ -62,8 +64,10 @@ def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True)
     points[:, :2] *= flips
     points *= rng.uniform(0.9, 1.1)
     colors = np.clip((sample.colors - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1), 0, 1)
-    out = SceneSample(**{**sample.__dict__, "points": points.astype(np.float32), "colors": colors})
-    return out
+    changes = {"points": points.astype(np.float32), "colors": colors}
+    if feature_dropout > 0 and rng.random() < feature_dropout:
+        changes.update(clip_features=None, clip_valid=None)
+    return SceneSample(**{**sample.__dict__, **changes})
 
 
 def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels: int) -> np.ndarray:
@@ -81,10 +85,11 @@ def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels
 
 
 def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder, rng: np.random.Generator | None,
-                 captioner: Captioner | None = None, min_voxels: int = 1, elastic: bool = True) -> TrainingItem | None:
+                 captioner: Captioner | None = None, min_voxels: int = 1, elastic: bool = True,
+                 feature_dropout: float = 0.0) -> TrainingItem | None:
     """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives."""
     if rng is not None:
-        sample = augment(sample, rng, elastic=elastic)
+        sample = augment(sample, rng, elastic=elastic, feature_dropout=feature_dropout)
     clip = sample.clip_features
     if clip is not None and clip.shape[1] != config.clip_dim:
         raise ValueError(f"{sample.name}: point features are {clip.shape[1]}-d, the model expects {config.clip_dim}")

@@ -54,7 +54,9 @@ def register_train(subparsers) -> None:
     p.add_argument("--clip-pretrained", help="open_clip tag or weights file; 'none' = random, saved with the run")
     p.add_argument("--backbone-checkpoint", help="Mask3D/SOLE backbone weights")
     p.add_argument("--init-checkpoint", help="start from these SOLE weights")
-    p.add_argument("--train-backbone", action="store_true", help="do not freeze the backbone")
+    p.add_argument("--train-backbone", action="store_true",
+                   help="train the backbone even with pretrained weights (default: frozen only when "
+                        "--backbone-checkpoint or --init-checkpoint is given)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="scenes per step per process")
     p.add_argument("--lr", type=float)

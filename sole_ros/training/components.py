@@ -26,7 +26,7 @@ def sole_config_for(config: TrainConfig, clip_dim: int) -> SoleConfig:
     unknown = set(overrides) - {f.name for f in dataclasses.fields(SoleConfig)}
     if unknown:
         raise ValueError(f"unknown model settings: {sorted(unknown)}")
-    sole = base.replace(**overrides, clip_dim=clip_dim, freeze_backbone=config.freeze_backbone)
+    sole = base.replace(**overrides, clip_dim=clip_dim, freeze_backbone=config.backbone_frozen)
     sole.validate()
     return sole
 
@@ -86,6 +86,7 @@ def build_dataset(config: TrainConfig, split: str, caption_encoder: TextEncoder 
         mixed = data.synthetic_kind == "mixed"
         return SyntheticScenes(range(first, first + count), kind="tabletop" if mixed else data.synthetic_kind,
                                source=data.synthetic_source, max_points=data.synthetic_max_points,
+                               num_frames=data.synthetic_frames,
                                features=features, mixed_kinds=mixed)
     if data.kind in ("scannet", "scannet200"):
         from sole_ros.datasets import PointFeatureFolder, ProcessedScanNet, ReleasedTargets

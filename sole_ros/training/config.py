@@ -25,6 +25,7 @@ class DataConfig:
     synthetic_kind: str = "mixed"  # "tabletop", "room" or "mixed"
     synthetic_source: str = "surface"  # "surface" or "scan"
     synthetic_max_points: int = 30000
+    synthetic_frames: int = 12  # RGB-D frames fused per "scan" scene (1: a single view, like a robot's first look)
     oracle_feature_noise: float = 0.3  # stand-in for fused OpenSeg features, see TextOracleFeatures
     oracle_unseen: float = 0.05
 
@@ -40,8 +41,16 @@ class TrainConfig:
     clip_pretrained: str | None = "openai"  # open_clip tag, local file, or None (random, saved with the run)
     backbone_checkpoint: str | None = None  # Mask3D/SOLE backbone weights (SOLE trains with it frozen)
     init_checkpoint: str | None = None  # start from these SOLE weights (not a resume)
-    freeze_backbone: bool = True
+    # None: frozen when pretrained weights are given (backbone_checkpoint or init_checkpoint, SOLE's
+    # setting), trained otherwise: a frozen random backbone gives the decoder nothing to learn from.
+    freeze_backbone: bool | None = None
     elastic_distortion: bool = True  # the reference's elastic augmentation (see training/batching.py)
+    # probability that a training scene loses all its point CLIP features (MVA is then skipped), so the
+    # model also works where no 2D features exist (real scans without images, nodes without a 2D CLIP)
+    feature_dropout: float = 0.0
+    # overrides of sole_ros.training.losses.LossWeights. All association weights at 0 give the mask-only,
+    # class-agnostic pre-training whose backbone SOLE freezes (see docs/TRAINING.md)
+    loss_weights: dict = field(default_factory=dict)
     # optimisation: AdamW + OneCycle, as the reference
     epochs: int = 600
     batch_size: int = 4  # scenes per step per process
@@ -57,6 +66,17 @@ class TrainConfig:
     resume: bool = True  # continue from <output_dir>/last.pt when it exists
     progress: bool = True
     cache_scenes: bool = False  # keep loaded scenes in memory (small datasets: synthetic demos, tests)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """Whether the backbone is frozen in this run (see ``freeze_backbone``)."""
+        pretrained = bool(self.backbone_checkpoint or self.init_checkpoint)
+        if self.freeze_backbone is None:
+            return pretrained
+        if self.freeze_backbone and not pretrained:
+            raise ValueError("freeze_backbone needs backbone_checkpoint or init_checkpoint: "
+                             "a frozen, randomly initialised backbone cannot learn")
+        return self.freeze_backbone
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

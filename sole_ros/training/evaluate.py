@@ -4,7 +4,9 @@ from the command line.
 Each evaluation scene goes through the same inference as the ROS node (OpenVocabSegmenter:
 both branches' soft geometric mean, connected parts, top-k, score = p x mean mask probability)
 with the benchmark's class names as the phrases; the predicted point masks are then scored with
-ScanNet-style AP (sole_ros.evaluation). Writes a per-class table, CSV, JSON and a PNG plot.
+ScanNet-style AP (sole_ros.evaluation). Each class present in a scene is also asked on its own,
+as a robot asks the query service, and the best answer is scored: the query top-1 accuracy.
+Writes a per-class table, CSV, JSON and a PNG plot.
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import pathlib
 
 import numpy as np
 
-from sole_ros.evaluation import (SCANNET20_INSTANCE, SCANNET200_INSTANCE, InstanceAPResult, SceneGroundTruth,
-                                 ScenePrediction, evaluate_instances, format_table, plot_per_class, write_csv,
-                                 write_json)
+from sole_ros.evaluation import (SCANNET20_INSTANCE, SCANNET200_INSTANCE, InstanceAPResult, QueryTop1,
+                                 SceneGroundTruth, ScenePrediction, classes_present, evaluate_instances, format_table,
+                                 plot_per_class, top1_hit, write_csv, write_json)
 from sole_ros.model.sole import SoleModel
 from sole_ros.training.checkpointing import load_checkpoint, model_state
 from sole_ros.training.components import (build_dataset, load_run_clip, sole_config_from_dict, text_encoders)
@@ -46,10 +48,26 @@ def predict_scene(segmenter, sample, class_ids: list[int], class_names: list[str
     return ScenePrediction(masks, [label_of[i.label] for i in instances], [i.score for i in instances])
 
 
+def score_top1_queries(segmenter, sample, class_ids: list[int], class_names: list[str], min_region_size: int,
+                       tally: QueryTop1) -> None:
+    """Ask each class present in the scene on its own (as the query service does) and score the
+    best answer (see sole_ros.evaluation.query_accuracy). The scene must be set already."""
+    gt = SceneGroundTruth(sample.semantic, sample.instance)
+    name_of = dict(zip(class_ids, class_names))
+    for class_id in classes_present(gt, class_ids, min_region_size):
+        answers = segmenter.query([name_of[class_id]])
+        answer = None
+        if answers:
+            answer = np.zeros(len(sample), dtype=bool)
+            answer[answers[0].point_indices] = True
+        tally.add(name_of[class_id], top1_hit(gt, class_id, answer, tally.iou_threshold))
+
+
 def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_dir=None, device: str = "auto",
                         max_scenes: int | None = None, top_k: int | None = None,
-                        min_region_size: int | None = None) -> InstanceAPResult:
-    """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config).
+                        min_region_size: int | None = None, query_top1: bool = True) -> InstanceAPResult:
+    """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config),
+    and with ``query_top1`` the top-1 accuracy of class-name queries (``result.query_top1``).
 
     ``min_region_size`` defaults to ScanNet's 100 points for ScanNet data and to 30 for the
     (sparser) synthetic and mOSD scenes.
@@ -74,12 +92,16 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     if min_region_size is None:
         min_region_size = 100 if config.data.kind in ("scannet", "scannet200") else 30
     pairs = []
+    tally = QueryTop1() if query_top1 else None
     count = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
     for index in range(count):
         sample = dataset[index]
         prediction = predict_scene(segmenter, sample, class_ids, class_names, top_k)
         pairs.append((SceneGroundTruth(sample.semantic, sample.instance), prediction))
+        if tally is not None:
+            score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, tally)
     result = evaluate_instances(pairs, class_ids, class_names, splits=splits, min_region_size=min_region_size)
+    result.query_top1 = tally
     if output_dir is not None:
         out = pathlib.Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)

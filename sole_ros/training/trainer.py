@@ -82,16 +82,16 @@ def _train(config, device, dist, out_dir, resume) -> dict:
     if config.backbone_checkpoint and resume is None:
         from sole_ros.model.checkpoint import load_backbone_weights
 
-        load_backbone_weights(model, config.backbone_checkpoint, freeze=config.freeze_backbone)
+        load_backbone_weights(model, config.backbone_checkpoint, freeze=config.backbone_frozen)
     if config.init_checkpoint and resume is None:
         from sole_ros.model.checkpoint import load_sole_weights
 
         load_sole_weights(model, config.init_checkpoint, strict=False)
     if resume is not None:
         model.load_state_dict(model_state(resume))
-    model.set_backbone_frozen(config.freeze_backbone)
+    model.set_backbone_frozen(config.backbone_frozen)
     model.to(device).train()
-    module = SoleTrainingModule(model)
+    module = SoleTrainingModule(model, LossWeights(**config.loss_weights))
     if dist.enabled:
         module = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -153,7 +153,7 @@ def _train(config, device, dist, out_dir, resume) -> dict:
             for index in batches[batch_index]:
                 item = prepare_item(load(int(index)), sole_config, encode_caption,
                                     item_rng(config.seed, progress.epoch, int(index)),
-                                    elastic=config.elastic_distortion)
+                                    elastic=config.elastic_distortion, feature_dropout=config.feature_dropout)
                 if item is not None:
                     items.append(item)
             if all_true(bool(items), dist, device):
@@ -204,11 +204,18 @@ def _train(config, device, dist, out_dir, resume) -> dict:
 
 
 def _check_replicas(model, dist) -> str:
-    """Every process must end with the same weights; a divergence means a DDP bug: fail loudly."""
-    digest = parameter_digest(model)
+    """Every process must end with the same weights; a divergence means a DDP bug: fail loudly.
+
+    BatchNorm running statistics (a trained backbone) are updated by each process's own forward
+    and re-broadcast from rank 0 by DDP at the next forward; after the last step rank 0's, the
+    ones saved, are broadcast once more so that the replicas end identical."""
     if dist.enabled:
         import torch.distributed as tdist
 
+        for buffer in model.buffers():
+            tdist.broadcast(buffer, src=0)
+    digest = parameter_digest(model)
+    if dist.enabled:
         digests = [None] * dist.world_size
         tdist.all_gather_object(digests, digest)
         if len(set(digests)) != 1:
