@@ -176,7 +176,13 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     segmenter, clip = load_segmenter(settings, device, log)
     dense = keyframes = None
     feature_dim = 0
-    if settings.dense_features:
+    use_dense = settings.dense_features
+    if use_dense and clip.spec.pretrained is None and not settings.allow_random_weights:
+        # e.g. the demo weights: their small CLIP was never trained, so its image features say nothing
+        # (the model was trained to work without them, see sole_ros/weights/README.md)
+        log("dense CLIP features off: the checkpoint's CLIP has random weights, its image features carry no meaning")
+        use_dense = False
+    if use_dense:
         dense = DenseClipFeatures(clip, device=device)
         feature_dim = dense.feature_dim
         keyframes = KeyframeSelector(min_translation=settings.keyframe_translation,

@@ -182,10 +182,10 @@ def test_synthetic_scenes_carry_captions_instances_and_oracle_features():
     assert len(ids) >= 5 and set(ids) == set(sample.captions)
     assert (sample.instance[sample.semantic == -1] == -1).all()
     assert set(np.unique(sample.semantic)) - {-1} <= set(range(len(CLASS_NAMES)))
-    # Oracle features: every seen point of an object carries its head phrase's embedding.
+    # Oracle features: every seen point of an object carries its category's embedding.
     for instance_id in ids:
         on = (sample.instance == instance_id) & sample.clip_valid
-        head = encode([sample.entity_phrases[int(instance_id)][0]])[0]
+        head = encode([sample.entity_phrases[int(instance_id)][-1]])[0]
         np.testing.assert_allclose(sample.clip_features[on], np.broadcast_to(head, (on.sum(), 32)), atol=1e-5)
     assert 0.05 < 1 - sample.clip_valid.mean() < 0.15
     assert (sample.clip_features[~sample.clip_valid] == 0).all()

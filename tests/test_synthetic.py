@@ -112,6 +112,7 @@ def test_captions_name_colour_and_class_and_contain_their_phrases():
             assert o.entity_phrases[0] == f"{'an' if o.colour[0] in 'aeiou' else 'a'} {o.colour} {o.class_name}"
             for phrase in o.entity_phrases[1:]:
                 assert phrase.split()[-1] in o.caption
+            assert o.entity_phrases[-1] == o.class_name
 
 
 def test_tabletop_objects_stand_on_the_table_without_overlap():

@@ -7,9 +7,10 @@ generated caption and entity phrases, so MCA and MEA targets can be built for it
 
 Point CLIP features: the paper fuses OpenSeg pixel features over views; OpenSeg (and any
 pretrained 2D model) cannot run here, so ``TextOracleFeatures`` stands in for it at that boundary:
-each point gets the CLIP text embedding of what it belongs to ("a red mug", "the floor"), with
-noise and random unseen points. It is what a perfect 2D open-vocabulary segmenter fused over views
-would give; swap in real fused features (PointFeatureFolder) where they exist.
+each point gets the CLIP text embedding of the category it belongs to ("mug", "floor"), encoded
+the way queries are (the trainer passes an encoder with SOLE's prompt), with noise and random
+unseen points. It is what a perfect 2D open-vocabulary segmenter fused over views would give;
+swap in real fused features (PointFeatureFolder) where they exist.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ TextEncoder = Callable[[Sequence[str]], np.ndarray]  # phrases -> [n, D] L2-norm
 
 class TextOracleFeatures:
     """Per-point features = text embedding of the point's object phrase (background: floor/wall),
+    as ``encode_text`` writes it,
     plus Gaussian noise of ``noise`` (relative), re-normalised; ``unseen`` of the points get none."""
 
     def __init__(self, encode_text: TextEncoder, noise: float = 0.3, unseen: float = 0.05, seed: int = 0):
@@ -47,7 +49,7 @@ class TextOracleFeatures:
         # One phrase per point group: object head phrases, floor (z ~ 0) or wall for the background.
         groups = np.where(sample.instance >= 0, sample.instance, np.where(np.abs(sample.points[:, 2]) < 0.02, -2, -3))
         keys, inverse = np.unique(groups, return_inverse=True)
-        phrases = [heads.get(int(k), "an object") if k >= 0 else ("the floor" if k == -2 else "a wall") for k in keys]
+        phrases = [heads.get(int(k), "object") if k >= 0 else ("floor" if k == -2 else "wall") for k in keys]
         table = self._embed(phrases)
         features = table[inverse.reshape(-1)]
         if self.noise > 0:
@@ -107,6 +109,6 @@ class SyntheticScenes:
             class_names=self.class_names,
         )
         if self.features is not None:
-            heads = {o.instance_id: o.entity_phrases[0] for o in scene.objects}
+            heads = {o.instance_id: o.class_name for o in scene.objects}
             sample.clip_features, sample.clip_valid = self.features(sample, heads)
         return sample

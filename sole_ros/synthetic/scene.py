@@ -61,8 +61,9 @@ class Scene:
         return out + [(p, BACKGROUND_INSTANCE, BACKGROUND_CLASS) for p in self.background]
 
 
-def _caption(built: BuiltObject, relation: str) -> tuple[str, tuple[str, ...]]:
-    """'a red mug with a handle on the table' and its noun phrases ('a red mug', 'a handle', 'the table')."""
+def _caption(built: BuiltObject, relation: str, category: str) -> tuple[str, tuple[str, ...]]:
+    """'a red mug with a handle on the table' and its noun phrases ('a red mug', 'a handle',
+    'the table', and the head noun alone, 'mug', as a noun-chunk parser also returns it)."""
     words = [built.head_phrase]
     phrases = [built.head_phrase, *built.extra_phrases]
     if built.caption_tail:
@@ -70,6 +71,7 @@ def _caption(built: BuiltObject, relation: str) -> tuple[str, tuple[str, ...]]:
     if relation:
         words.append(relation)
         phrases.append("the table")
+    phrases.append(category)
     return " ".join(words), tuple(phrases)
 
 
@@ -163,7 +165,7 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
 
     objects = []
     for instance_id, (name, built, relation) in enumerate(built_objects, start=1):
-        caption, phrases = _caption(built, relation)
+        caption, phrases = _caption(built, relation, name)
         objects.append(SceneObject(instance_id, name, built.colour, built.primitives, caption, phrases))
     background = [_floor(extent)] + (_walls(extent) if kind == "room" else [])
     focus = np.array([table_xy[0], table_xy[1], table.support_height])

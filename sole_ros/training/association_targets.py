@@ -76,9 +76,11 @@ def entity_guides(phrases_per_instance: list[list[str]], mva: torch.Tensor, enco
 
 
 def build_targets(sample: SceneSample, instance_ids: np.ndarray, voxel_clip: torch.Tensor, masks: torch.Tensor,
-                  encode: PhraseEncoder, captioner: Captioner | None = None) -> AssociationTargets:
+                  encode: PhraseEncoder, captioner: Captioner | None = None,
+                  encode_phrases: PhraseEncoder | None = None) -> AssociationTargets:
     """All three targets for the instances ``instance_ids`` (rows of ``masks`` [K, V]). Without
-    point CLIP features (all-zero ``voxel_clip``) MVA is left out of the losses."""
+    point CLIP features (all-zero ``voxel_clip``) MVA is left out of the losses. ``encode`` writes
+    the captions, ``encode_phrases`` (default: ``encode``) the entity phrases."""
     mva = visual_targets(voxel_clip, masks)
     captioner = captioner or ClassNameCaptioner()
     all_ids = list(sample.instance_ids)
@@ -99,6 +101,6 @@ def build_targets(sample: SceneSample, instance_ids: np.ndarray, voxel_clip: tor
             given = sample.entity_phrases.get(int(instance_id))
             found = list(given) if given else noun_phrases(caption)
             phrases.append(found or [caption])
-        mea = entity_guides(phrases, mva, encode)
+        mea = entity_guides(phrases, mva, encode_phrases or encode)
     has_visual = bool(voxel_clip.abs().sum() > 0)
     return AssociationTargets(mva=mva, mca=mca, mea=mea, captions=captions, has_visual=has_visual)

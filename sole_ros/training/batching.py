@@ -86,8 +86,9 @@ def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels
 
 def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder, rng: np.random.Generator | None,
                  captioner: Captioner | None = None, min_voxels: int = 1, elastic: bool = True,
-                 feature_dropout: float = 0.0) -> TrainingItem | None:
-    """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives."""
+                 feature_dropout: float = 0.0, encode_phrases: PhraseEncoder | None = None) -> TrainingItem | None:
+    """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives.
+    ``encode`` writes captions, ``encode_phrases`` (default: ``encode``) the entity phrases."""
     if rng is not None:
         sample = augment(sample, rng, elastic=elastic, feature_dropout=feature_dropout)
     clip = sample.clip_features
@@ -101,5 +102,5 @@ def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder,
     ids, masks = ids[keep.numpy()], masks[keep]
     if len(ids) == 0:
         return None
-    targets = build_targets(sample, ids, scene.clip, masks, encode, captioner)
+    targets = build_targets(sample, ids, scene.clip, masks, encode, captioner, encode_phrases)
     return TrainingItem(sample.name, scene, masks, targets, ids)

@@ -14,8 +14,8 @@ from sole_ros.model.config import SoleConfig
 from sole_ros.model.text import TextEncoder
 from sole_ros.training.config import TrainConfig
 
-CAPTION_PROMPT = "{}"  # captions and entity phrases are encoded as they are
-CLASS_PROMPT = "a {} in a scene."  # class names at evaluation, SOLE's prompt
+CAPTION_PROMPT = "{}"  # captions are encoded as they are
+CLASS_PROMPT = "a {} in a scene."  # SOLE's prompt: class names at evaluation, entity phrases, oracle features
 
 
 def sole_config_for(config: TrainConfig, clip_dim: int) -> SoleConfig:
@@ -53,7 +53,10 @@ def load_run_clip(config: TrainConfig, device: torch.device, state_dict: dict | 
 
 
 def text_encoders(loaded: LoadedClip, device: torch.device) -> tuple[TextEncoder, TextEncoder]:
-    """(captions/phrases as given, class names with SOLE's prompt), sharing one CLIP."""
+    """(captions as given, class names and entity phrases with SOLE's prompt), sharing one CLIP.
+
+    Entity phrases ("mug", "a handle") go through the prompt the queries use, so that MEA aligns
+    masks with the way people ask for objects; captions are whole sentences and stay as written."""
     return (TextEncoder(device=device, prompt=CAPTION_PROMPT, loaded=loaded),
             TextEncoder(device=device, prompt=CLASS_PROMPT, loaded=loaded))
 
@@ -67,8 +70,11 @@ def encode_each(encoder: TextEncoder):
     return encode
 
 
-def build_dataset(config: TrainConfig, split: str, caption_encoder: TextEncoder | None):
-    """The scenes of ``split`` ("train" or "eval") as a sequence of SceneSample."""
+def build_dataset(config: TrainConfig, split: str, feature_encoder: TextEncoder | None):
+    """The scenes of ``split`` ("train" or "eval") as a sequence of SceneSample.
+
+    ``feature_encoder`` writes the synthetic scenes' stand-in point features (TextOracleFeatures):
+    pass the class encoder (SOLE's query prompt), so they match the way objects are asked for."""
     data = config.data
     if data.kind == "synthetic":
         from sole_ros.datasets.synthetic_dataset import SyntheticScenes, TextOracleFeatures
@@ -76,8 +82,8 @@ def build_dataset(config: TrainConfig, split: str, caption_encoder: TextEncoder 
         first = data.synthetic_first_seed + (0 if split == "train" else data.synthetic_count)
         count = data.synthetic_count if split == "train" else data.synthetic_eval_count
         features = None
-        if caption_encoder is not None:
-            each = encode_each(caption_encoder)
+        if feature_encoder is not None:
+            each = encode_each(feature_encoder)
 
             def encode(phrases):
                 return each(list(phrases)).cpu().numpy()

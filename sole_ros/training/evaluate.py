@@ -83,11 +83,11 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
             raise ValueError(f"{checkpoint} has no training settings: pass a TrainConfig")
         config = TrainConfig.from_dict(hp["train_config"])
     clip = load_run_clip(config, device, data.get("clip_state_dict"))
-    caption_encoder, class_encoder = text_encoders(clip, device)
+    _, class_encoder = text_encoders(clip, device)
     model = SoleModel(sole_config_from_dict(hp["sole_config"]))
     model.load_state_dict(model_state(data))
     segmenter = OpenVocabSegmenter(model, class_encoder, device=device)
-    dataset = build_dataset(config, "eval", caption_encoder)
+    dataset = build_dataset(config, "eval", class_encoder)
     class_ids, class_names, splits = _vocabulary(config, dataset)
     if min_region_size is None:
         min_region_size = 100 if config.data.kind in ("scannet", "scannet200") else 30

@@ -75,8 +75,8 @@ def train(config: TrainConfig) -> dict:
 def _train(config, device, dist, out_dir, resume) -> dict:
     torch.manual_seed(config.seed)  # identical initial weights in every process
     clip = load_run_clip(config, device, resume.get("clip_state_dict") if resume else None)
-    caption_encoder, _ = text_encoders(clip, device)
-    encode_caption = encode_each(caption_encoder)
+    caption_encoder, phrase_encoder = text_encoders(clip, device)
+    encode_caption, encode_phrase = encode_each(caption_encoder), encode_each(phrase_encoder)
     sole_config = sole_config_for(config, clip.embed_dim)
     model = SoleModel(sole_config)
     if config.backbone_checkpoint and resume is None:
@@ -96,7 +96,7 @@ def _train(config, device, dist, out_dir, resume) -> dict:
         module = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
 
-    dataset = build_dataset(config, "train", caption_encoder)
+    dataset = build_dataset(config, "train", phrase_encoder)
     cache: dict = {}
 
     def load(index: int):
@@ -153,7 +153,8 @@ def _train(config, device, dist, out_dir, resume) -> dict:
             for index in batches[batch_index]:
                 item = prepare_item(load(int(index)), sole_config, encode_caption,
                                     item_rng(config.seed, progress.epoch, int(index)),
-                                    elastic=config.elastic_distortion, feature_dropout=config.feature_dropout)
+                                    elastic=config.elastic_distortion, feature_dropout=config.feature_dropout,
+                                    encode_phrases=encode_phrase)
                 if item is not None:
                     items.append(item)
             if all_true(bool(items), dist, device):
