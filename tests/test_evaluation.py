@@ -218,3 +218,17 @@ def test_query_top1_goes_into_the_summary_table_and_json(tmp_path):
     assert "query top-1 accuracy (IoU >= 0.5): 50.0% (1/2)" in format_table(result)
     write_json(result, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["query_top1"]["hits"] == 1
+
+
+def test_class_agnostic_ap_counts_a_mask_proposed_under_several_names_once():
+    gt = scene((CHAIR, 1, 200), (TABLE, 2, 300))
+    # The chair's mask is proposed as chair (0.9) and as table (0.7); the table's mask only at 0.8.
+    # Per class the 0.7 table-labelled chair mask is a false positive; class-agnostic it is the
+    # same proposal as the 0.9 one, so both objects are found with nothing ranked between them.
+    pred = predict(500, ([(0, 200)], CHAIR, 0.9), ([(0, 200)], TABLE, 0.85), ([(200, 500)], TABLE, 0.8))
+    s = evaluate([(gt, pred)]).summary()
+    assert s["agnostic_ap50"] == 1.0
+    assert s["ap50"] < 1.0  # the table class ranks the wrong mask first
+    distinct = pred.distinct_masks(CLASSES)
+    assert distinct.masks.shape[1] == 2 and sorted(distinct.scores) == [0.8, 0.9]
+    assert sorted(pred.distinct_masks([TABLE]).scores) == [0.8, 0.85]  # only the labels asked for

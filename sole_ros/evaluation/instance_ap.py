@@ -16,7 +16,9 @@ The rules, as the ScanNet benchmark defines them:
     the recall span between its two neighbours. A class with ground truth and no prediction scores 0;
     one without ground truth anywhere is NaN and left out of means.
 
-Class-agnostic AP runs the same with every evaluated class merged into one.
+Class-agnostic AP runs the same with every evaluated class merged into one and each distinct
+predicted mask counted once, at its best score (the same mask proposed under several class
+names is one proposal there).
 """
 from __future__ import annotations
 
@@ -50,6 +52,20 @@ class ScenePrediction:
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
         if not (self.masks.shape[1] == len(self.labels) == len(self.scores)):
             raise ValueError(f"{self.masks.shape[1]} masks, {len(self.labels)} labels, {len(self.scores)} scores")
+
+    def distinct_masks(self, class_ids) -> "ScenePrediction":
+        """Each distinct mask labelled with one of ``class_ids`` once, with its best-scoring label:
+        what class-agnostic AP ranks. An open-vocabulary model proposes the same mask under several
+        class names; without labels those are one proposal, not duplicates."""
+        keep = np.isin(self.labels, class_ids)
+        masks, labels, scores = self.masks[:, keep], self.labels[keep], self.scores[keep]
+        if masks.shape[1] == 0:
+            return ScenePrediction(masks, labels, scores)
+        _, group = np.unique(np.packbits(masks, axis=0).T, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        order = np.lexsort((-scores, group))  # by group, best score first
+        first = order[np.r_[True, group[order][1:] != group[order][:-1]]]
+        return ScenePrediction(masks[:, first], labels[first], scores[first])
 
 
 @dataclass
@@ -229,7 +245,7 @@ def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], c
     index_of = {int(c): i for i, c in enumerate(class_ids)}
     for gt, pred in scenes:
         _match_scene(gt, pred, class_ids, False, min_region_size, thresholds, per_class)
-        _match_scene(gt, pred, class_ids, True, min_region_size, thresholds, agnostic)
+        _match_scene(gt, pred.distinct_masks(class_ids), class_ids, True, min_region_size, thresholds, agnostic)
         has = np.isin(gt.labels, class_ids) & (gt.instances > 0)
         pairs, sizes = np.unique(np.stack([gt.instances[has], gt.labels[has]], 1), axis=0, return_counts=True)
         for label in pairs[sizes >= min_region_size, 1]:
