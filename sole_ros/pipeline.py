@@ -76,6 +76,7 @@ class PipelineSettings:
     prompt: str = "a {} in a scene."
     autocast: bool = False
     top_k: int = 100
+    split_distance: float | None = None  # DBSCAN eps of the mask splitting; None: the checkpoint's
     voxel_size: float = 0.02
     max_voxels: int = 500_000
     keep_radius: float | None = None
@@ -98,6 +99,7 @@ class PipelineSettings:
             allow_random_weights=values["model.allow_random_weights"], clip_model=values["model.clip_model"],
             clip_pretrained=values["model.clip_pretrained"] or None, prompt=values["model.prompt"],
             autocast=values["model.autocast"], top_k=values["query.top_k"],
+            split_distance=positive_or_none(values["query.split_distance"]),
             voxel_size=values["scene.voxel_size"], max_voxels=values["scene.max_voxels"],
             keep_radius=positive_or_none(values["scene.keep_radius"]),
             max_range=positive_or_none(values["scene.max_range"]),
@@ -164,7 +166,7 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
                          f"{clip.spec.model_name} gives {clip.embed_dim}-d: pick the matching CLIP model")
     text = TextEncoder(device=device, prompt=settings.prompt, loaded=clip)
     segmenter = OpenVocabSegmenter(model, text, device=device, use_autocast=settings.autocast,
-                                   top_k=settings.top_k)
+                                   top_k=settings.top_k, dbscan_eps=settings.split_distance)
     return segmenter, clip
 
 

@@ -116,3 +116,26 @@ def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
         assert torch.equal(segmenter.model.state_dict()[name].cpu(), value), name
     for name, value in clip.model.state_dict().items():
         assert torch.equal(loaded_clip.model.state_dict()[name].cpu(), value), name
+
+
+def test_split_distance_and_a_random_clips_image_features(tmp_path):
+    """query.split_distance reaches the segmenter; a checkpoint whose CLIP was never trained (the
+    demo weights) gets no dense image features, since they would carry no meaning."""
+    from sole_ros.clip import ClipSpec, load_clip
+    from sole_ros.model import SoleConfig, SoleModel
+    from sole_ros.training.checkpointing import save_checkpoint
+    from sole_ros.training.config import TrainConfig
+
+    config = SoleConfig.tiny(dbscan_eps=0.05)
+    path = save_checkpoint(tmp_path / "run.pt", SoleModel(config), config,
+                           TrainConfig(model_size="tiny", clip_model="sole-tiny", clip_pretrained=None),
+                           clip=load_clip(ClipSpec.tiny(), "cpu"))
+    own = {**TINY, "checkpoint": str(path), "allow_random_weights": False}
+    assert load_segmenter(PipelineSettings(**own), torch.device("cpu"))[0].dbscan_eps == 0.05
+    wider = PipelineSettings(**{**own, "split_distance": 0.3})
+    assert load_segmenter(wider, torch.device("cpu"))[0].dbscan_eps == 0.3
+    messages = []
+    built = build_pipeline(PipelineSettings(**own), log=messages.append)
+    assert built.dense_features is None and any("dense CLIP features off" in m for m in messages)
+    # Random weights on purpose (tests, benchmarks) keep the feature path running.
+    assert build_pipeline(PipelineSettings(**TINY), log=lambda *_: None).dense_features is not None

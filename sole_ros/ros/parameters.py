@@ -93,6 +93,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("query.max_phrase_length", 256, "Longest phrase (characters).", 1, 4096),
     Param("query.default_max_results", 10, "max_results used when a request gives 0.", 1, 1000),
     Param("query.top_k", 100, "Candidates (query x phrase) kept before the score threshold.", 1, 10_000),
+    Param("query.split_distance", 0.0, "Masks are split into parts connected within this distance (m); "
+          "0: the checkpoint's (SOLE: 0.95 for rooms; the demo weights: 0.05 for tabletops).", 0.0, 10.0),
     # outputs
     Param("output.full_segmentation", False, "Publish the full class-agnostic segmentation on "
           "~/instances after each segmentation instead of the latest answer.", read_only=False),

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reproduces sole_ros/weights/demo.ckpt with the project's own training code, on a CPU
+# (see sole_ros/weights/README.md for the figures). Usage: bash scripts/train_demo_weights.sh [work dir]
+# Stage 1 learns masks only (class-agnostic, backbone trained), as the Mask3D backbone SOLE starts
+# from; stage 2 trains SOLE's full losses on top of it with that backbone frozen. Both resume
+# where they stopped when run again with the same work dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${1:-/tmp/demo_train}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed 0 --device cpu --no-progress
+        --data synthetic --synthetic-kind mixed --synthetic-source scan --synthetic-count 96 --synthetic-eval-count 8
+        --batch-size 2 --lr 1e-3
+        --set model_overrides='{"num_queries": 32, "planes": [16, 32, 48, 64, 64, 48, 32, 32], "init_dim": 16,
+                                "hidden_dim": 64, "dim_feedforward": 128, "dbscan_eps": 0.05}'
+        --set data.synthetic_max_points=12000 --set data.synthetic_frames=3
+        --set cache_scenes=true --set elastic_distortion=false --set feature_dropout=0.5)
+
+python -m sole_ros.cli train --output-dir "$WORK/masks" --epochs "${STAGE1_EPOCHS:-45}" "${COMMON[@]}" \
+  --set loss_weights='{"assoc_focal": 0, "assoc_dice": 0, "match_class": 0}'
+python -m sole_ros.cli train --output-dir "$WORK/sole" --epochs "${STAGE2_EPOCHS:-40}" "${COMMON[@]}" \
+  --init-checkpoint "$WORK/masks/last.pt"
+python -c "from sole_ros.training.checkpointing import export_for_inference as e; \
+e('$WORK/sole/last.pt', 'sole_ros/weights/demo.ckpt')"
+echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
+echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
+echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --data mosd --data-root ../shared/data/mosd --output-dir $WORK/eval_mosd"
