@@ -170,6 +170,22 @@ def test_text_embeddings_are_cached(text_encoder):
     torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
 
 
+def test_requests_are_reduced_to_the_object_they_name(text_encoder):
+    from sole_ros.model.text import TextEncoder, object_phrase
+
+    assert object_phrase("find the mug") == "mug"
+    assert object_phrase("Where is the red box?") == "red box"
+    assert object_phrase("bring me an apple") == "apple"
+    assert object_phrase("a purple mug") == "purple mug" and object_phrase("mug") == "mug"
+    assert object_phrase("the") == "the"  # nothing left: kept as asked
+    assert text_encoder.prompt_for("find the mug") == "a mug in a scene."
+    torch.testing.assert_close(text_encoder.encode(["find the mug"]), text_encoder.encode(["mug"]))
+    # Without a template (captions) the text goes to CLIP exactly as written.
+    verbatim = TextEncoder(device="cpu", prompt="{}", loaded=text_encoder.clip)
+    assert verbatim.prompt_for("find the mug") == "find the mug"
+    assert not torch.allclose(verbatim.encode(["find the mug"]), verbatim.encode(["mug"]))
+
+
 def test_segment_all(segmenter):
     seg, _ = segmenter
     agnostic = seg.segment_all()
