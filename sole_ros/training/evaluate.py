@@ -18,9 +18,9 @@ import numpy as np
 from sole_ros.evaluation import (SCANNET20_INSTANCE, SCANNET200_INSTANCE, InstanceAPResult, QueryTop1,
                                  SceneGroundTruth, ScenePrediction, classes_present, evaluate_instances, format_table,
                                  plot_per_class, top1_hit, write_csv, write_json)
-from sole_ros.model.sole import SoleModel
-from sole_ros.training.checkpointing import load_checkpoint, model_state
-from sole_ros.training.components import (build_dataset, load_run_clip, sole_config_from_dict, text_encoders)
+from sole_ros.model.config import SoleConfig
+from sole_ros.training.checkpointing import load_checkpoint
+from sole_ros.training.components import CLASS_PROMPT, build_dataset, text_encoders
 from sole_ros.training.config import TrainConfig
 
 
@@ -73,7 +73,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     (sparser) synthetic and mOSD scenes.
     """
     from sole_ros.device import resolve_device
-    from sole_ros.inference import OpenVocabSegmenter
+    from sole_ros.pipeline import PipelineSettings, load_segmenter
 
     device = resolve_device(device)
     data = load_checkpoint(checkpoint)
@@ -82,11 +82,11 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
         if "train_config" not in hp:
             raise ValueError(f"{checkpoint} has no training settings: pass a TrainConfig")
         config = TrainConfig.from_dict(hp["train_config"])
-    clip = load_run_clip(config, device, data.get("clip_state_dict"))
+    # The model and its CLIP load exactly as the ROS node loads them.
+    settings = PipelineSettings(checkpoint=str(checkpoint), device=str(device), prompt=CLASS_PROMPT,
+                                top_k=SoleConfig.from_dict(hp["sole_config"]).top_k, dense_features=False)
+    segmenter, clip = load_segmenter(settings, device, log=lambda *_: None)
     _, class_encoder = text_encoders(clip, device)
-    model = SoleModel(sole_config_from_dict(hp["sole_config"]))
-    model.load_state_dict(model_state(data))
-    segmenter = OpenVocabSegmenter(model, class_encoder, device=device)
     dataset = build_dataset(config, "eval", class_encoder)
     class_ids, class_names, splits = _vocabulary(config, dataset)
     if min_region_size is None:
@@ -111,6 +111,6 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
         plot_per_class(result, out / "ap_per_class.png", title=f"{config.data.kind} ({count} scenes)")
         (out / "eval_settings.json").write_text(json.dumps(
             {"checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
-             "top_k": top_k if top_k is not None else model.config.top_k, "device": str(device)}, indent=2))
+             "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device)}, indent=2))
     return result
 
