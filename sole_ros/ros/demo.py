@@ -162,8 +162,9 @@ def run(args) -> int:
             return 1
         scene_xyz, scene_rgb = read_points(client.scene)
         instances = [inst for answer in found for inst in _as_scene_instances(answer, scene_xyz)[:1]]
+        # The scene is in the map frame, z up by ROS convention (REP 103): no need to guess "up".
         png = render_instances_png(scene_xyz, scene_rgb, instances, Path(args.out_dir) / "demo.png",
-                                   title="sole_ros demo: " + ", ".join(args.queries))
+                                   title="sole_ros demo: " + ", ".join(args.queries), up=(0.0, 0.0, 1.0))
         say(f"picture of the answers (best instance per query): {png}")
         say(f"done in {time.monotonic() - start:.0f} s")
         return 0
