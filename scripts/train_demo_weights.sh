@@ -15,11 +15,12 @@ COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed 0
         --set model_overrides='{"num_queries": 32, "planes": [16, 32, 48, 64, 64, 48, 32, 32], "init_dim": 16,
                                 "hidden_dim": 64, "dim_feedforward": 128, "dbscan_eps": 0.05}'
         --set data.synthetic_max_points=12000 --set data.synthetic_frames=3
-        --set cache_scenes=true --set elastic_distortion=false --set feature_dropout=0.5)
+        --set cache_scenes=true --set elastic_distortion=false --set feature_dropout=0.5
+        --set color_drop=0.2 --set color_texture=0.4)
 
-python -m sole_ros.cli train --output-dir "$WORK/masks" --epochs "${STAGE1_EPOCHS:-45}" "${COMMON[@]}" \
+python -m sole_ros.cli train --output-dir "$WORK/masks" --epochs "${STAGE1_EPOCHS:-35}" "${COMMON[@]}" \
   --set loss_weights='{"assoc_focal": 0, "assoc_dice": 0, "match_class": 0}'
-python -m sole_ros.cli train --output-dir "$WORK/sole" --epochs "${STAGE2_EPOCHS:-40}" "${COMMON[@]}" \
+python -m sole_ros.cli train --output-dir "$WORK/sole" --epochs "${STAGE2_EPOCHS:-30}" "${COMMON[@]}" \
   --init-checkpoint "$WORK/masks/last.pt"
 python -c "from sole_ros.training.checkpointing import export_for_inference as e; \
 e('$WORK/sole/last.pt', 'sole_ros/weights/demo.ckpt')"

@@ -365,3 +365,25 @@ def test_feature_dropout_removes_a_scenes_point_features_and_its_visual_target()
     assert float(dropped.scene.clip.abs().sum()) == 0.0
     assert torch.equal(kept.masks, dropped.masks)  # only the features go, never the geometry
     assert sample.clip_features is not None  # the cached sample itself is untouched
+
+
+def test_color_augmentations_grey_out_or_texture_a_scene():
+    from sole_ros.datasets.scene_sample import SceneSample
+    from sole_ros.training.batching import augment, color_texture
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 1, (2000, 3)).astype(np.float32)
+    sample = SceneSample(name="s", points=points, colors=np.full((2000, 3), 0.3, np.float32),
+                         semantic=np.zeros(2000, np.int64), instance=np.ones(2000, np.int64))
+    grey = augment(sample, np.random.default_rng(1), elastic=False, color_drop=1.0)
+    assert np.all(grey.colors == 0.5)
+    painted = augment(sample, np.random.default_rng(1), elastic=False, texture=1.0)
+    assert painted.colors.std(axis=0).min() > 0.05  # one flat colour became a varied one
+    plain = augment(sample, np.random.default_rng(1), elastic=False)
+    assert np.ptp(plain.colors) < 1e-6  # off by default: only the global jitter
+    # The texture is smooth: neighbours within a centimetre differ far less than random pairs.
+    offsets = color_texture(points.astype(np.float64), np.random.default_rng(2))
+    near = np.linalg.norm(points[:, None] - points[None, :200], axis=2) < 0.01
+    pairs = np.argwhere(near & ~np.eye(2000, 200, dtype=bool))
+    close = np.abs(offsets[pairs[:, 0]] - offsets[pairs[:, 1]]).mean()
+    assert close < 0.5 * np.abs(offsets[:1000] - offsets[1000:]).mean()

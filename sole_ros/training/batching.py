@@ -6,8 +6,10 @@ instance vote too, so a voxel mostly on the floor stays background).
 Augmentation (training only; a subset of the reference's): elastic distortion (as the reference:
 with probability 0.95, smooth random displacement fields at granularity/magnitude 0.2/0.4 and
 0.8/1.6 in units of the voxel grid's metres), random rotation about z, mirroring of x and y,
-scaling 0.9-1.1, brightness/contrast jitter of the colours, and (optionally) dropping a scene's
-point CLIP features altogether.
+scaling 0.9-1.1, brightness/contrast jitter of the colours, and, optionally, dropping a scene's
+point CLIP features altogether, greying out its colours, or painting a random texture over them.
+The last two matter for synthetic scenes, whose objects have one colour each: a model trained on
+them alone learns "one colour = one object" and cuts real, printed objects into pieces.
 """
 from __future__ import annotations
 
@@ -50,8 +52,18 @@ def elastic_distortion(points: np.ndarray, granularity: float, magnitude: float,
     return points + field(points) * magnitude
 
 
+def color_texture(points: np.ndarray, rng: np.random.Generator, waves: int = 8, strength: float = 0.3) -> np.ndarray:
+    """[N, 3] colour offsets varying over space like printed textures: a sum of ``waves`` random
+    plane waves with wavelengths of 3 to 20 cm and random RGB amplitudes (std ``strength``)."""
+    directions = rng.normal(size=(waves, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    frequencies = directions * (2 * np.pi / rng.uniform(0.03, 0.2, waves))[:, None]
+    amplitudes = rng.normal(0, strength / np.sqrt(waves / 2), (waves, 3))
+    return np.sin(points @ frequencies.T + rng.uniform(0, 2 * np.pi, waves)) @ amplitudes
+
+
 def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
-            feature_dropout: float = 0.0) -> SceneSample:
+            feature_dropout: float = 0.0, color_drop: float = 0.0, texture: float = 0.0) -> SceneSample:
     points = sample.points.astype(np.float64)
     if elastic and rng.random() < 0.95:
         for granularity, magnitude in ((0.2, 0.4), (0.8, 1.6)):
@@ -64,6 +76,10 @@ def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
     points[:, :2] *= flips
     points *= rng.uniform(0.9, 1.1)
     colors = np.clip((sample.colors - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1), 0, 1)
+    if color_drop > 0 and rng.random() < color_drop:
+        colors = np.full_like(colors, 0.5)
+    elif texture > 0 and rng.random() < texture:
+        colors = np.clip(colors + color_texture(points.astype(np.float64), rng), 0, 1)
     changes = {"points": points.astype(np.float32), "colors": colors}
     if feature_dropout > 0 and rng.random() < feature_dropout:
         changes.update(clip_features=None, clip_valid=None)
@@ -86,11 +102,13 @@ def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels
 
 def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder, rng: np.random.Generator | None,
                  captioner: Captioner | None = None, min_voxels: int = 1, elastic: bool = True,
-                 feature_dropout: float = 0.0, encode_phrases: PhraseEncoder | None = None) -> TrainingItem | None:
+                 feature_dropout: float = 0.0, encode_phrases: PhraseEncoder | None = None,
+                 color_drop: float = 0.0, texture: float = 0.0) -> TrainingItem | None:
     """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives.
     ``encode`` writes captions, ``encode_phrases`` (default: ``encode``) the entity phrases."""
     if rng is not None:
-        sample = augment(sample, rng, elastic=elastic, feature_dropout=feature_dropout)
+        sample = augment(sample, rng, elastic=elastic, feature_dropout=feature_dropout, color_drop=color_drop,
+                         texture=texture)
     clip = sample.clip_features
     if clip is not None and clip.shape[1] != config.clip_dim:
         raise ValueError(f"{sample.name}: point features are {clip.shape[1]}-d, the model expects {config.clip_dim}")

@@ -48,6 +48,10 @@ class TrainConfig:
     # probability that a training scene loses all its point CLIP features (MVA is then skipped), so the
     # model also works where no 2D features exist (real scans without images, nodes without a 2D CLIP)
     feature_dropout: float = 0.0
+    # probabilities that a training scene's colours are greyed out / overlaid with a random texture
+    # (see training/batching.py: synthetic objects have one colour each, real ones are printed)
+    color_drop: float = 0.0
+    color_texture: float = 0.0
     # overrides of sole_ros.training.losses.LossWeights. All association weights at 0 give the mask-only,
     # class-agnostic pre-training whose backbone SOLE freezes (see docs/TRAINING.md)
     loss_weights: dict = field(default_factory=dict)

@@ -154,7 +154,8 @@ def _train(config, device, dist, out_dir, resume) -> dict:
                 item = prepare_item(load(int(index)), sole_config, encode_caption,
                                     item_rng(config.seed, progress.epoch, int(index)),
                                     elastic=config.elastic_distortion, feature_dropout=config.feature_dropout,
-                                    encode_phrases=encode_phrase)
+                                    encode_phrases=encode_phrase, color_drop=config.color_drop,
+                                    texture=config.color_texture)
                 if item is not None:
                     items.append(item)
             if all_true(bool(items), dist, device):
