@@ -22,8 +22,11 @@ python -m sole_ros.cli train --output-dir "$WORK/masks" --epochs "${STAGE1_EPOCH
   --set loss_weights='{"assoc_focal": 0, "assoc_dice": 0, "match_class": 0}'
 python -m sole_ros.cli train --output-dir "$WORK/sole" --epochs "${STAGE2_EPOCHS:-30}" "${COMMON[@]}" \
   --init-checkpoint "$WORK/masks/last.pt"
+# Post-processing for tabletops (see sole_ros/weights/README.md): parts split at 5 cm, stray
+# parts under 20% of their query's largest dropped, duplicate answers (IoU >= 0.5) merged.
 python -c "from sole_ros.training.checkpointing import export_for_inference as e; \
-e('$WORK/sole/last.pt', 'sole_ros/weights/demo.ckpt')"
+e('$WORK/sole/last.pt', 'sole_ros/weights/demo.ckpt', \
+  dict(dbscan_eps=0.05, top_k=200, min_part_fraction=0.2, duplicate_iou=0.5))"
 echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --data mosd --data-root ../shared/data/mosd --output-dir $WORK/eval_mosd"

@@ -225,3 +225,47 @@ def test_invalid_input_is_rejected(text_encoder):
         seg.query(["  "])
     with pytest.raises(ValueError):
         OpenVocabSegmenter(SoleModel(SoleConfig.tiny(clip_dim=32)), text_encoder, device="cpu")
+
+
+def test_small_parts_and_duplicate_answers_are_dropped_when_configured():
+    from sole_ros.inference.segmenter import Candidate, drop_duplicates, ranked_candidates, split_mask
+
+    # One query's mask: a 40-voxel object, a 10-voxel object 1 m away and 3 stray voxels 0.5 m away.
+    raw = np.concatenate([np.c_[np.arange(40) * 0.01, np.zeros((40, 2))],
+                          np.c_[1 + np.arange(10) * 0.01, np.zeros((10, 2))],
+                          np.c_[0.5 + np.arange(3) * 0.01, np.ones((3, 2))]])
+    logits = np.ones(len(raw))
+    assert [len(p) for p in split_mask(logits, raw, 0.05)] == [40, 10, 3]  # SOLE: every part
+    assert [len(p) for p in split_mask(logits, raw, 0.05, min_part_fraction=0.2)] == [40, 10]
+    assert [len(p) for p in split_mask(logits, raw, 0.05, min_part_fraction=0.5)] == [40]
+    # Duplicates: the same object from two queries (IoU 0.9) under one phrase is one answer; under
+    # another phrase, or overlapping less, it stays.
+    a = Candidate(0, 0, 0.9, np.arange(0, 40), 0.9)
+    b = Candidate(1, 0, 0.8, np.arange(0, 36), 0.8)
+    c = Candidate(1, 1, 0.7, np.arange(0, 36), 0.7)
+    d = Candidate(2, 0, 0.6, np.arange(30, 50), 0.6)
+    assert drop_duplicates([a, b, c, d], 53, 0.5) == [a, c, d]
+    # Through the ranking: queries 0 and 1 predict the same voxels.
+    masks = torch.full((53, 2), -5.0)
+    masks[:40, 0] = masks[:36, 1] = 5.0
+    probs = torch.tensor([[0.9], [0.8]])
+    both = ranked_candidates(masks, probs, raw, 0.05, top_k=10)
+    one = ranked_candidates(masks, probs, raw, 0.05, top_k=10, duplicate_iou=0.5)
+    assert [c.query for c in both] == [0, 1] and [c.query for c in one] == [0]
+
+
+def test_inference_settings_travel_in_an_exported_checkpoint(tmp_path, text_encoder):
+    from sole_ros.training.checkpointing import export_for_inference, save_checkpoint
+    from sole_ros.training.config import TrainConfig
+
+    config = SoleConfig.tiny()
+    run = save_checkpoint(tmp_path / "run.pt", SoleModel(config), config, TrainConfig(model_size="tiny"))
+    out = export_for_inference(run, tmp_path / "demo.ckpt", dict(dbscan_eps=0.05, min_part_fraction=0.2,
+                                                                duplicate_iou=0.5, top_k=7))
+    from sole_ros.training.checkpointing import load_checkpoint
+
+    stored = SoleConfig.from_dict(load_checkpoint(out)["hyper_parameters"]["sole_config"])
+    seg = OpenVocabSegmenter(SoleModel(stored), text_encoder, device="cpu")
+    assert (seg.dbscan_eps, seg.min_part_fraction, seg.duplicate_iou, seg.top_k) == (0.05, 0.2, 0.5, 7)
+    with pytest.raises(ValueError, match="not inference settings"):
+        export_for_inference(run, tmp_path / "bad.ckpt", dict(hidden_dim=8))

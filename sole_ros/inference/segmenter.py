@@ -7,6 +7,12 @@ connected parts, in the reference's order: p from the soft geometric mean of bot
 query's mask (logit > 0) split into parts connected within ``dbscan_eps``, top-k over
 (part x phrase) by p, score = p x mean mask probability, no NMS, last decoder output only.
 Only the queries whose parts can enter the top-k are split (the splitting is the slow part).
+
+Two optional steps, off in SOLE's settings, for small splitting distances (tabletops): parts
+smaller than ``min_part_fraction`` of their query's largest part are dropped (stray voxels would
+otherwise become answers with their query's full score), and an answer whose voxels overlap a
+better-scored answer for the same phrase with IoU >= ``duplicate_iou`` is dropped (several
+queries on one object give one answer, not several).
 """
 from __future__ import annotations
 
@@ -63,19 +69,39 @@ class _CachedScene:
         return np.flatnonzero(selected[self.scene.point_to_voxel])
 
 
-def split_mask(mask_logits: np.ndarray, raw_coords: np.ndarray, eps: float) -> list[np.ndarray]:
-    """The voxels of one query's mask (logit > 0) in parts connected within eps (DBSCAN order)."""
+def split_mask(mask_logits: np.ndarray, raw_coords: np.ndarray, eps: float,
+               min_part_fraction: float = 0.0) -> list[np.ndarray]:
+    """The voxels of one query's mask (logit > 0) in parts connected within eps (DBSCAN order),
+    without the parts smaller than ``min_part_fraction`` of the largest."""
     voxels = np.flatnonzero(mask_logits > 0)
     if voxels.shape[0] == 0:
         return []
     labels = connected_parts(raw_coords[voxels], eps)
     order = np.argsort(labels, kind="stable")
-    bounds = np.r_[0, np.cumsum(np.bincount(labels))]
-    return [voxels[order[bounds[i]:bounds[i + 1]]] for i in range(bounds.shape[0] - 1)]
+    counts = np.bincount(labels)
+    bounds = np.r_[0, np.cumsum(counts)]
+    smallest = min_part_fraction * counts.max()
+    return [voxels[order[bounds[i]:bounds[i + 1]]] for i in range(bounds.shape[0] - 1) if counts[i] >= smallest]
+
+
+def drop_duplicates(candidates: list[Candidate], num_voxels: int, iou: float) -> list[Candidate]:
+    """Candidates (best first) without those overlapping a kept one of the same phrase with IoU >= iou."""
+    kept: list[Candidate] = []
+    masks: dict[int, list[np.ndarray]] = {}
+    for c in candidates:
+        mask = np.zeros(num_voxels, dtype=bool)
+        mask[c.voxels] = True
+        same = masks.setdefault(c.phrase, [])
+        if any(np.count_nonzero(mask & m) / np.count_nonzero(mask | m) >= iou for m in same):
+            continue
+        same.append(mask)
+        kept.append(c)
+    return kept
 
 
 def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.ndarray, eps: float,
-                      top_k: int, min_score: float = 0.0) -> list[Candidate]:
+                      top_k: int, min_score: float = 0.0, min_part_fraction: float = 0.0,
+                      duplicate_iou: float | None = None) -> list[Candidate]:
     """Top-k (part x phrase) candidates by class probability, then sorted by final score.
 
     masks [N, Q] logits, probs [Q, T]. Parts inherit their query's probabilities, so walking the
@@ -98,14 +124,17 @@ def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.n
             break
         q, t = divmod(int(flat_index), n_phrases)
         if q not in parts_of:
-            parts_of[q] = split_mask(masks_t[q], raw_coords, eps)
+            parts_of[q] = split_mask(masks_t[q], raw_coords, eps, min_part_fraction)
         for voxels in parts_of[q]:
             if len(chosen) >= top_k:
                 break
             score = p * mean_mask_probability(torch.from_numpy(masks_t[q][voxels]))
             chosen.append(Candidate(q, t, p, voxels, score))
     chosen.sort(key=lambda c: -c.score)
-    return [c for c in chosen if c.score >= min_score]
+    chosen = [c for c in chosen if c.score >= min_score]
+    if duplicate_iou is not None:
+        chosen = drop_duplicates(chosen, raw_coords.shape[0], duplicate_iou)
+    return chosen
 
 
 class OpenVocabSegmenter:
@@ -117,6 +146,7 @@ class OpenVocabSegmenter:
 
     def __init__(self, model, text_encoder, device="auto", use_autocast: bool = False,
                  dbscan_eps: float | None = None, top_k: int | None = None):
+        # dbscan_eps / top_k: None = the model config's; so are min_part_fraction and duplicate_iou
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.text_encoder = text_encoder
@@ -125,6 +155,8 @@ class OpenVocabSegmenter:
         self.use_autocast = use_autocast
         self.dbscan_eps = float(dbscan_eps if dbscan_eps is not None else model.config.dbscan_eps)
         self.top_k = int(top_k if top_k is not None else model.config.top_k)
+        self.min_part_fraction = float(model.config.min_part_fraction)
+        self.duplicate_iou = model.config.duplicate_iou
         self._scene: _CachedScene | None = None
         self._lock = threading.RLock()
 
@@ -195,7 +227,8 @@ class OpenVocabSegmenter:
         with self._lock:
             cached = self._require_scene()
             masks, probs = self.predict(phrases)
-            chosen = ranked_candidates(masks, probs, cached.raw, self.dbscan_eps, top_k, min_score)
+            chosen = ranked_candidates(masks, probs, cached.raw, self.dbscan_eps, top_k, min_score,
+                                       self.min_part_fraction, self.duplicate_iou)
             return [self._instance(cached, c, phrases[c.phrase]) for c in chosen]
 
     def segment_all(self, phrases: list[str] | None = None, min_score: float = 0.0) -> list[Instance]:
@@ -214,7 +247,7 @@ class OpenVocabSegmenter:
             best_p, best_t = probs.cpu().max(dim=1)
             out = []
             for q in range(masks_t.shape[0]):
-                for voxels in split_mask(masks_t[q], cached.raw, self.dbscan_eps):
+                for voxels in split_mask(masks_t[q], cached.raw, self.dbscan_eps, self.min_part_fraction):
                     mask_prob = mean_mask_probability(torch.from_numpy(masks_t[q][voxels]))
                     p = 1.0 if agnostic else float(best_p[q])
                     c = Candidate(q, int(best_t[q]), p, voxels, p * mask_prob)

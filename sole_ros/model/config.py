@@ -48,6 +48,10 @@ class SoleConfig:
     # inference
     dbscan_eps: float = 0.95  # metres; masks are split into parts connected within this distance
     top_k: int = 750
+    # not in SOLE (0 / None there): drop parts smaller than this fraction of their query's largest,
+    # and answers overlapping a better one for the same phrase at this IoU (see inference/segmenter.py)
+    min_part_fraction: float = 0.0
+    duplicate_iou: float | None = None
     freeze_backbone: bool = True
 
     @property

@@ -63,11 +63,23 @@ def save_checkpoint(path, model, sole_config, train_config, clip=None, optimizer
     return path
 
 
-def export_for_inference(source, destination) -> pathlib.Path:
+INFERENCE_SETTINGS = ("dbscan_eps", "top_k", "min_part_fraction", "duplicate_iou")
+
+
+def export_for_inference(source, destination, inference: dict | None = None) -> pathlib.Path:
     """A copy of a run checkpoint with only what inference needs (network, settings, the random
-    CLIP's weights, progress): no optimiser, scheduler or RNG state. Atomic like every save."""
+    CLIP's weights, progress): no optimiser, scheduler or RNG state. Atomic like every save.
+
+    ``inference`` changes the post-processing settings stored with the network (the keys of
+    INFERENCE_SETTINGS), e.g. for the scenes the weights are meant for; training never uses them."""
     data = load_checkpoint(source)
     keep = {k: data[k] for k in ("state_dict", "hyper_parameters", "clip_state_dict", "progress") if k in data}
+    if inference:
+        unknown = set(inference) - set(INFERENCE_SETTINGS)
+        if unknown:
+            raise ValueError(f"not inference settings: {sorted(unknown)} (allowed: {', '.join(INFERENCE_SETTINGS)})")
+        keep["hyper_parameters"] = {**keep["hyper_parameters"],
+                                    "sole_config": {**keep["hyper_parameters"]["sole_config"], **inference}}
     destination = pathlib.Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(destination.name + ".tmp")
