@@ -94,6 +94,16 @@ def ingest_rate(frames, count, feature_fn=None, feature_dim=0, keyframes=None, p
     return count / elapsed, voxel_map, featured
 
 
+def warmed_rate(step, sequence, count) -> float:
+    """Frames per second of ``step(depth, color, pose)`` over ``sequence[5:]`` after a 5-frame warm-up."""
+    for depth, color, pose, _ in sequence[:5]:
+        step(depth, color, pose)
+    start = time.perf_counter()
+    for depth, color, pose, _ in sequence[5:]:
+        step(depth, color, pose)
+    return count / (time.perf_counter() - start)
+
+
 def open3d_rates(frames, count):
     """Open3D, same frames: (a) coloured point cloud of each frame merged into the map cloud and
     voxel-downsampled at 0.02 m (voxel-averaged colours, like VoxelMap); (b) TSDF VoxelBlockGrid."""
@@ -115,12 +125,7 @@ def open3d_rates(frames, count):
         cloud += frame
         cloud = cloud.voxel_down_sample(0.02)
 
-    for depth, color, pose, _ in sequence[:5]:
-        add(depth, color, pose)
-    start = time.perf_counter()
-    for depth, color, pose, _ in sequence[5:]:
-        add(depth, color, pose)
-    points_rate = count / (time.perf_counter() - start)
+    points_rate = warmed_rate(add, sequence, count)
     points_size = len(cloud.points)
 
     core = o3d.core
@@ -137,12 +142,7 @@ def open3d_rates(frames, count):
         blocks = grid.compute_unique_block_coordinates(depth_t, intrinsic_t, extrinsic, 1000.0, 100.0)
         grid.integrate(blocks, depth_t, color_t, intrinsic_t, extrinsic, 1000.0, 100.0)
 
-    for depth, color, pose, _ in sequence[:5]:
-        integrate(depth, color, pose)
-    start = time.perf_counter()
-    for depth, color, pose, _ in sequence[5:]:
-        integrate(depth, color, pose)
-    tsdf_rate = count / (time.perf_counter() - start)
+    tsdf_rate = warmed_rate(integrate, sequence, count)
     return (points_rate, points_size, tsdf_rate, o3d.__version__), None
 
 
