@@ -77,6 +77,7 @@ class PipelineSettings:
     autocast: bool = False
     top_k: int = 100
     split_distance: float | None = None  # DBSCAN eps of the mask splitting; None: the checkpoint's
+    contrast_phrases: tuple[str, ...] = ()  # other things' names a query must beat (never answered)
     voxel_size: float = 0.02
     max_voxels: int = 500_000
     keep_radius: float | None = None
@@ -100,6 +101,7 @@ class PipelineSettings:
             clip_pretrained=values["model.clip_pretrained"] or None, prompt=values["model.prompt"],
             autocast=values["model.autocast"], top_k=values["query.top_k"],
             split_distance=positive_or_none(values["query.split_distance"]),
+            contrast_phrases=split_phrase_list(values["query.contrast_phrases"]),
             voxel_size=values["scene.voxel_size"], max_voxels=values["scene.max_voxels"],
             keep_radius=positive_or_none(values["scene.keep_radius"]),
             max_range=positive_or_none(values["scene.max_range"]),
@@ -108,6 +110,11 @@ class PipelineSettings:
             keyframe_rotation_deg=values["scene.keyframe_rotation_deg"],
             keyframe_period=positive_or_none(values["scene.keyframe_period"]),
             max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"])
+
+
+def split_phrase_list(text: str) -> tuple[str, ...]:
+    """"mug, bowl ,, a red box" -> ("mug", "bowl", "a red box"): a comma-separated parameter."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def find_default_checkpoint() -> str | None:
@@ -166,7 +173,8 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
                          f"{clip.spec.model_name} gives {clip.embed_dim}-d: pick the matching CLIP model")
     text = TextEncoder(device=device, prompt=settings.prompt, loaded=clip)
     segmenter = OpenVocabSegmenter(model, text, device=device, use_autocast=settings.autocast,
-                                   top_k=settings.top_k, dbscan_eps=settings.split_distance)
+                                   top_k=settings.top_k, dbscan_eps=settings.split_distance,
+                                   contrast_phrases=settings.contrast_phrases)
     return segmenter, clip
 
 

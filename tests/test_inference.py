@@ -269,3 +269,35 @@ def test_inference_settings_travel_in_an_exported_checkpoint(tmp_path, text_enco
     assert (seg.dbscan_eps, seg.min_part_fraction, seg.duplicate_iou, seg.top_k) == (0.05, 0.2, 0.5, 7)
     with pytest.raises(ValueError, match="not inference settings"):
         export_for_inference(run, tmp_path / "bad.ckpt", dict(hidden_dim=8))
+
+
+def test_contrast_phrases_compete_but_are_never_answered(segmenter, text_encoder):
+    seg, _ = segmenter
+    contrasted = OpenVocabSegmenter(seg.model, text_encoder, device="cpu", dbscan_eps=seg.dbscan_eps,
+                                    contrast_phrases=["chair", "lamp", "table"])
+    contrasted.set_scene(*_two_tables_scene(np.random.default_rng(2)), version=1)
+    answers = contrasted.query(["table"], top_k=1000)
+    assert answers and {a.label for a in answers} == {"table"}
+    # "table" is scored among the contrast phrases (the asked one is not counted twice): the same
+    # answers as asking all three and keeping table's.
+    among = [a for a in seg.query(["table", "chair", "lamp"], top_k=1000) if a.label == "table"]
+    assert [(a.query_index, round(a.score, 6)) for a in answers] == [(a.query_index, round(a.score, 6)) for a in among]
+    alone = seg.query(["table"], top_k=1000)
+    assert max(a.score for a in answers) < max(a.score for a in alone)  # the others took a share
+    with pytest.raises(ValueError, match="non-empty"):
+        OpenVocabSegmenter(seg.model, text_encoder, device="cpu", contrast_phrases=["mug", " "])
+
+
+def test_segment_all_drops_duplicate_parts_when_configured(segmenter):
+    seg, _ = segmenter
+    every = seg.segment_all()
+    seg.duplicate_iou = 0.5
+    try:
+        distinct = seg.segment_all()
+    finally:
+        seg.duplicate_iou = None
+    assert 0 < len(distinct) < len(every)  # random queries repeat each other's masks
+    voxel_sets = [set(i.voxel_indices.tolist()) for i in distinct]
+    for i, a in enumerate(voxel_sets):
+        for b in voxel_sets[:i]:
+            assert len(a & b) / len(a | b) < 0.5

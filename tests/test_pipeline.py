@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sole_ros.pipeline import PipelineSettings, QueryRejected, build_pipeline, load_segmenter
+from sole_ros.pipeline import PipelineSettings, QueryRejected, build_pipeline, load_segmenter, split_phrase_list
 from sole_ros.synthetic import generate_scene, render_sequence
 
 TINY = dict(model_config="tiny", allow_random_weights=True, clip_model="sole-tiny", clip_pretrained=None,
@@ -119,7 +119,7 @@ def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
 
 
 def test_split_distance_and_a_random_clips_image_features(tmp_path):
-    """query.split_distance reaches the segmenter; a checkpoint whose CLIP was never trained (the
+    """query.split_distance and query.contrast_phrases reach the segmenter; a checkpoint whose CLIP was never trained (the
     demo weights) gets no dense image features, since they would carry no meaning."""
     from sole_ros.clip import ClipSpec, load_clip
     from sole_ros.model import SoleConfig, SoleModel
@@ -134,6 +134,8 @@ def test_split_distance_and_a_random_clips_image_features(tmp_path):
     assert load_segmenter(PipelineSettings(**own), torch.device("cpu"))[0].dbscan_eps == 0.05
     wider = PipelineSettings(**{**own, "split_distance": 0.3})
     assert load_segmenter(wider, torch.device("cpu"))[0].dbscan_eps == 0.3
+    contrasting = PipelineSettings(**{**own, "contrast_phrases": split_phrase_list(" mug,a red bowl ,, ")})
+    assert load_segmenter(contrasting, torch.device("cpu"))[0].contrast_phrases == ["mug", "a red bowl"]
     messages = []
     built = build_pipeline(PipelineSettings(**own), log=messages.append)
     assert built.dense_features is None and any("dense CLIP features off" in m for m in messages)

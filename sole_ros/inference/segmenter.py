@@ -13,6 +13,11 @@ smaller than ``min_part_fraction`` of their query's largest part are dropped (st
 otherwise become answers with their query's full score), and an answer whose voxels overlap a
 better-scored answer for the same phrase with IoU >= ``duplicate_iou`` is dropped (several
 queries on one object give one answer, not several).
+
+Contrast phrases (none in SOLE's settings) are names of other things the robot may see. They join
+every query as extra classes of the softmax (and extra text keys of the decoder) but are never
+answered: asked alone, a phrase only competes with the background, so any object a little closer
+to it than to the background scores high; with contrast phrases, "mug" must also beat "bowl".
 """
 from __future__ import annotations
 
@@ -145,7 +150,7 @@ class OpenVocabSegmenter:
     """
 
     def __init__(self, model, text_encoder, device="auto", use_autocast: bool = False,
-                 dbscan_eps: float | None = None, top_k: int | None = None):
+                 dbscan_eps: float | None = None, top_k: int | None = None, contrast_phrases=()):
         # dbscan_eps / top_k: None = the model config's; so are min_part_fraction and duplicate_iou
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -157,6 +162,7 @@ class OpenVocabSegmenter:
         self.top_k = int(top_k if top_k is not None else model.config.top_k)
         self.min_part_fraction = float(model.config.min_part_fraction)
         self.duplicate_iou = model.config.duplicate_iou
+        self.contrast_phrases = self._check_phrases(contrast_phrases) if len(contrast_phrases) else []
         self._scene: _CachedScene | None = None
         self._lock = threading.RLock()
 
@@ -219,14 +225,16 @@ class OpenVocabSegmenter:
 
     def query(self, phrases: list[str], top_k: int | None = None, min_score: float = 0.0) -> list[Instance]:
         """Instances for the phrases, best first. Each phrase acts as its own class; a single
-        phrase is a binary classifier against the background embedding."""
+        phrase is a binary classifier against the background embedding and the contrast phrases."""
         phrases = self._check_phrases(phrases)
         top_k = self.top_k if top_k is None else int(top_k)
         if top_k <= 0:
             raise ValueError("top_k must be positive")
+        contrast = [c for c in self.contrast_phrases if c not in phrases]
         with self._lock:
             cached = self._require_scene()
-            masks, probs = self.predict(phrases)
+            masks, probs = self.predict(phrases + contrast)
+            probs = probs[:, :len(phrases)]  # the contrast phrases took their share; they are not answers
             chosen = ranked_candidates(masks, probs, cached.raw, self.dbscan_eps, top_k, min_score,
                                        self.min_part_fraction, self.duplicate_iou)
             return [self._instance(cached, c, phrases[c.phrase]) for c in chosen]
@@ -236,7 +244,8 @@ class OpenVocabSegmenter:
 
         With phrases, each part is labelled with its most probable phrase and scored as in
         ``query``; without, the segmentation is class-agnostic: label "" and score = mean mask
-        probability (the decoder's text keys are then the generic phrase "object").
+        probability (the decoder's text keys are then the generic phrase "object"). Parts under
+        ``min_part_fraction`` and duplicates (``duplicate_iou``) are dropped as in ``query``.
         """
         agnostic = phrases is None
         phrases = ["object"] if agnostic else self._check_phrases(phrases)
@@ -245,16 +254,18 @@ class OpenVocabSegmenter:
             masks, probs = self.predict(phrases)
             masks_t = np.ascontiguousarray(masks.cpu().numpy().T)
             best_p, best_t = probs.cpu().max(dim=1)
-            out = []
+            parts = []
             for q in range(masks_t.shape[0]):
                 for voxels in split_mask(masks_t[q], cached.raw, self.dbscan_eps, self.min_part_fraction):
                     mask_prob = mean_mask_probability(torch.from_numpy(masks_t[q][voxels]))
                     p = 1.0 if agnostic else float(best_p[q])
                     c = Candidate(q, int(best_t[q]), p, voxels, p * mask_prob)
                     if c.score >= min_score:
-                        out.append(self._instance(cached, c, "" if agnostic else phrases[c.phrase]))
-            out.sort(key=lambda i: -i.score)
-            return out
+                        parts.append(c)
+            parts.sort(key=lambda c: -c.score)
+            if self.duplicate_iou is not None:
+                parts = drop_duplicates(parts, cached.raw.shape[0], self.duplicate_iou)
+            return [self._instance(cached, c, "" if agnostic else phrases[c.phrase]) for c in parts]
 
     @staticmethod
     def _instance(cached: _CachedScene, c: Candidate, label: str) -> Instance:
