@@ -215,9 +215,29 @@ def test_query_top1_goes_into_the_summary_table_and_json(tmp_path):
     result.query_top1.add("chair", True)
     result.query_top1.add("table", False)
     assert result.summary()["query_top1"] == 0.5
-    assert "query top-1 accuracy (IoU >= 0.5): 50.0% (1/2)" in format_table(result)
+    assert "query top-1 accuracy, asked alone (IoU >= 0.5): 50.0% (1/2)" in format_table(result)
+    assert "contrast" not in format_table(result)
+    result.query_top1_contrast = QueryTop1()
+    result.query_top1_contrast.add("chair", True)
+    assert result.summary()["query_top1_contrast"] == 1.0
+    assert "other class names as contrast phrases (IoU >= 0.5): 100.0% (1/1)" in format_table(result)
     write_json(result, tmp_path / "r.json")
-    assert json.loads((tmp_path / "r.json").read_text())["query_top1"]["hits"] == 1
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["query_top1"]["hits"] == 1 and payload["query_top1_contrast"]["queries"] == 1
+
+
+def test_class_agnostic_ap_can_rank_the_models_own_class_agnostic_segmentation():
+    gt = scene((CHAIR, 1, 200), (TABLE, 2, 300))
+    # Labelled: the chair's mask is only proposed as "table", ranked below a wrong mask.
+    labelled = predict(500, ([(0, 100)], CHAIR, 0.9), ([(0, 200)], TABLE, 0.5), ([(200, 500)], TABLE, 0.8))
+    # Class-agnostic segmentation: both masks, ranked above the fragment; its labels do not count.
+    unlabelled = predict(500, ([(0, 200)], 0, 0.95), ([(200, 500)], 0, 0.9), ([(0, 100)], 0, 0.3))
+    assert evaluate([(gt, labelled)]).summary()["agnostic_ap50"] < 1.0
+    assert evaluate([(gt, labelled)], agnostic_predictions=[unlabelled]).summary()["agnostic_ap50"] == 1.0
+    # per-class AP still comes from the labelled predictions
+    assert evaluate([(gt, labelled)], agnostic_predictions=[unlabelled]).summary()["ap50"] < 1.0
+    with pytest.raises(ValueError, match="2 class-agnostic predictions for 1 scenes"):
+        evaluate([(gt, labelled)], agnostic_predictions=[unlabelled, unlabelled])
 
 
 def test_class_agnostic_ap_counts_a_mask_proposed_under_several_names_once():

@@ -297,6 +297,7 @@ def test_cli_train_then_eval_writes_table_and_plot(tmp_path, capsys):
     assert (tmp_path / "eval" / "ap_per_class.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "eval" / "ap.json").read_text())["summary"]
     assert 0.0 <= summary["agnostic_ap25"] <= 1.0
+    assert 0.0 <= summary["query_top1"] <= 1.0 and 0.0 <= summary["query_top1_contrast"] <= 1.0
 
 
 def test_cli_reports_bad_settings_in_one_line(tmp_path, capsys):

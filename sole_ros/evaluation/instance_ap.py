@@ -18,7 +18,8 @@ The rules, as the ScanNet benchmark defines them:
 
 Class-agnostic AP runs the same with every evaluated class merged into one and each distinct
 predicted mask counted once, at its best score (the same mask proposed under several class
-names is one proposal there).
+names is one proposal there). A model's own class-agnostic segmentation (masks scored without
+any class, as Mask3D's proposals are) can be given instead; its labels are then ignored.
 """
 from __future__ import annotations
 
@@ -196,6 +197,7 @@ class InstanceAPResult:
     gt_counts: np.ndarray  # [C] ground-truth instances (of valid size) per class
     splits: tuple[tuple[str, frozenset], ...] = ()
     query_top1: "QueryTop1 | None" = None  # top-1 accuracy of class-name queries, when measured
+    query_top1_contrast: "QueryTop1 | None" = None  # the same with the other class names as contrast
 
     def _column(self, threshold: float) -> int:
         return int(np.nonzero(np.isclose(self.thresholds, threshold))[0][0])
@@ -226,14 +228,18 @@ class InstanceAPResult:
                 out[f"{split_name}_{key}"] = self._mean(r[key] for n, r in rows.items() if n in members)
         if self.query_top1 is not None:
             out["query_top1"] = self.query_top1.accuracy
+        if self.query_top1_contrast is not None:
+            out["query_top1_contrast"] = self.query_top1_contrast.accuracy
         return out
 
 
 def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], class_ids, class_names=None,
                        splits=(), min_region_size: int = MIN_REGION_SIZE,
-                       thresholds: np.ndarray = ALL_THRESHOLDS) -> InstanceAPResult:
+                       thresholds: np.ndarray = ALL_THRESHOLDS,
+                       agnostic_predictions: list[ScenePrediction] | None = None) -> InstanceAPResult:
     """AP over a set of scenes for the classes ``class_ids`` (the label ids used in both the
-    ground truth and the predictions)."""
+    ground truth and the predictions). Class-agnostic AP ranks ``agnostic_predictions`` (one per
+    scene, labels ignored) when given, else the distinct masks of the per-class predictions."""
     class_ids = np.asarray(class_ids, dtype=np.int64)
     class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in class_ids)
     thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -243,9 +249,17 @@ def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], c
     agnostic = {0: [_Detections() for _ in thresholds]}
     gt_counts = np.zeros(len(class_ids), dtype=np.int64)
     index_of = {int(c): i for i, c in enumerate(class_ids)}
-    for gt, pred in scenes:
+    if agnostic_predictions is not None and len(agnostic_predictions) != len(scenes):
+        raise ValueError(f"{len(agnostic_predictions)} class-agnostic predictions for {len(scenes)} scenes")
+    for index, (gt, pred) in enumerate(scenes):
         _match_scene(gt, pred, class_ids, False, min_region_size, thresholds, per_class)
-        _match_scene(gt, pred.distinct_masks(class_ids), class_ids, True, min_region_size, thresholds, agnostic)
+        if agnostic_predictions is None:
+            proposals = pred.distinct_masks(class_ids)
+        else:
+            unlabelled = agnostic_predictions[index]
+            proposals = ScenePrediction(unlabelled.masks, np.full(len(unlabelled.scores), class_ids[0]),
+                                        unlabelled.scores)
+        _match_scene(gt, proposals, class_ids, True, min_region_size, thresholds, agnostic)
         has = np.isin(gt.labels, class_ids) & (gt.instances > 0)
         pairs, sizes = np.unique(np.stack([gt.instances[has], gt.labels[has]], 1), axis=0, return_counts=True)
         for label in pairs[sizes >= min_region_size, 1]:

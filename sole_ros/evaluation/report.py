@@ -27,10 +27,12 @@ def format_table(result: InstanceAPResult) -> str:
     for split_name, _ in result.splits:
         lines.append(f"{split_name:<{width}}  {_fmt(summary[split_name + '_ap'])}  {_fmt(summary[split_name + '_ap50'])}  "
                      f"{_fmt(summary[split_name + '_ap25'])}")
-    top1 = result.query_top1
-    if top1 is not None:
-        lines.append(f"query top-1 accuracy (IoU >= {top1.iou_threshold:g}): {_fmt(top1.accuracy).strip()}% "
-                     f"({top1.hits}/{top1.queries})")
+    for top1, how in ((result.query_top1, "asked alone"),
+                      (result.query_top1_contrast, "the other class names as contrast phrases")):
+        if top1 is None:
+            continue
+        lines.append(f"query top-1 accuracy, {how} (IoU >= {top1.iou_threshold:g}): "
+                     f"{_fmt(top1.accuracy).strip()}% ({top1.hits}/{top1.queries})")
         for name, (hits, queries) in sorted(top1.per_class.items()):
             lines.append(f"  {name:<{width - 2}}  {hits:3d}/{queries:<3d}")
     return "\n".join(lines)
@@ -49,8 +51,9 @@ def write_json(result: InstanceAPResult, path) -> None:
         return None if isinstance(v, float) and math.isnan(v) else v
     payload = {"summary": {k: clean(v) for k, v in result.summary().items()},
                "per_class": {n: {k: clean(v) for k, v in r.items()} for n, r in result.per_class().items()}}
-    if result.query_top1 is not None:
-        payload["query_top1"] = {k: clean(v) for k, v in result.query_top1.as_dict().items()}
+    for key in ("query_top1", "query_top1_contrast"):
+        if getattr(result, key) is not None:
+            payload[key] = {k: clean(v) for k, v in getattr(result, key).as_dict().items()}
     pathlib.Path(path).write_text(json.dumps(payload, indent=2))
 
 

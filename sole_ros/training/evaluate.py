@@ -4,8 +4,12 @@ from the command line.
 Each evaluation scene goes through the same inference as the ROS node (OpenVocabSegmenter:
 both branches' soft geometric mean, connected parts, top-k, score = p x mean mask probability)
 with the benchmark's class names as the phrases; the predicted point masks are then scored with
-ScanNet-style AP (sole_ros.evaluation). Each class present in a scene is also asked on its own,
-as a robot asks the query service, and the best answer is scored: the query top-1 accuracy.
+ScanNet-style AP (sole_ros.evaluation). Class-agnostic AP scores the model's class-agnostic
+segmentation (the node's full segmentation: every mask part, scored by its mean mask
+probability), as class-agnostic proposals are scored in Mask3D and OpenMask3D. Each class
+present in a scene is also asked on its own, as a robot asks the query service, and the best
+answer is scored: the query top-1 accuracy, once asked alone (SOLE's binary query) and once with
+the benchmark's other class names as contrast phrases (``query.contrast_phrases``).
 Writes a per-class table, CSV, JSON and a PNG plot.
 """
 from __future__ import annotations
@@ -48,10 +52,20 @@ def predict_scene(segmenter, sample, class_ids: list[int], class_names: list[str
     return ScenePrediction(masks, [label_of[i.label] for i in instances], [i.score for i in instances])
 
 
+def predict_agnostic(segmenter, sample) -> ScenePrediction:
+    """The class-agnostic segmentation of a scene already set (labels all 0)."""
+    instances = segmenter.segment_all()
+    masks = np.zeros((len(sample), len(instances)), dtype=bool)
+    for j, instance in enumerate(instances):
+        masks[instance.point_indices, j] = True
+    return ScenePrediction(masks, np.zeros(len(instances), dtype=np.int64), [i.score for i in instances])
+
+
 def score_top1_queries(segmenter, sample, class_ids: list[int], class_names: list[str], min_region_size: int,
                        tally: QueryTop1) -> None:
     """Ask each class present in the scene on its own (as the query service does) and score the
-    best answer (see sole_ros.evaluation.query_accuracy). The scene must be set already."""
+    best answer (see sole_ros.evaluation.query_accuracy). The scene must be set already; the
+    segmenter's contrast phrases apply."""
     gt = SceneGroundTruth(sample.semantic, sample.instance)
     name_of = dict(zip(class_ids, class_names))
     for class_id in classes_present(gt, class_ids, min_region_size):
@@ -67,7 +81,8 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
                         max_scenes: int | None = None, top_k: int | None = None,
                         min_region_size: int | None = None, query_top1: bool = True) -> InstanceAPResult:
     """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config),
-    and with ``query_top1`` the top-1 accuracy of class-name queries (``result.query_top1``).
+    and with ``query_top1`` the top-1 accuracy of class-name queries asked alone
+    (``result.query_top1``) and among the other class names (``result.query_top1_contrast``).
 
     ``min_region_size`` defaults to ScanNet's 100 points for ScanNet data and to 30 for the
     (sparser) synthetic and mOSD scenes.
@@ -91,17 +106,23 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     class_ids, class_names, splits = _vocabulary(config, dataset)
     if min_region_size is None:
         min_region_size = 100 if config.data.kind in ("scannet", "scannet200") else 30
-    pairs = []
-    tally = QueryTop1() if query_top1 else None
+    pairs, agnostic = [], []
+    alone, contrasted = (QueryTop1(), QueryTop1()) if query_top1 else (None, None)
     count = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
     for index in range(count):
         sample = dataset[index]
         prediction = predict_scene(segmenter, sample, class_ids, class_names, top_k)
         pairs.append((SceneGroundTruth(sample.semantic, sample.instance), prediction))
-        if tally is not None:
-            score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, tally)
-    result = evaluate_instances(pairs, class_ids, class_names, splits=splits, min_region_size=min_region_size)
-    result.query_top1 = tally
+        agnostic.append(predict_agnostic(segmenter, sample))
+        if query_top1:
+            segmenter.contrast_phrases = []
+            score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, alone)
+            segmenter.contrast_phrases = list(class_names)
+            score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, contrasted)
+            segmenter.contrast_phrases = []
+    result = evaluate_instances(pairs, class_ids, class_names, splits=splits, min_region_size=min_region_size,
+                                agnostic_predictions=agnostic)
+    result.query_top1, result.query_top1_contrast = alone, contrasted
     if output_dir is not None:
         out = pathlib.Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
