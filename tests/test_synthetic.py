@@ -135,6 +135,34 @@ def test_tabletop_objects_stand_on_the_table_without_overlap():
             assert not any(p.contains(pts.astype(np.float64)).any() for p in others)
 
 
+def test_clutter_stacks_objects_on_boxes_and_books_and_adds_touching_neighbours():
+    def bottom(o):
+        return min(p.sample_surface(200, np.random.default_rng(0))[0][:, 2].min() for p in o.primitives)
+
+    stacked = touching = 0
+    for seed in range(8):
+        plain = generate_scene(seed, "tabletop")
+        assert [o.caption for o in generate_scene(seed, "tabletop", clutter=0.0).objects] == \
+            [o.caption for o in plain.objects]
+        scene = generate_scene(seed, "tabletop", clutter=0.8)
+        # The scene without clutter is kept as it was (clutter has its own random stream).
+        assert [o.caption for o in scene.objects[:len(plain.objects)]] == [o.caption for o in plain.objects]
+        by_phrase = {o.entity_phrases[0]: o for o in plain.objects}
+        for o in scene.objects[len(plain.objects):]:
+            if o.caption.endswith("on the table"):
+                touching += 1
+                assert abs(bottom(o) - scene.focus[2]) < 1e-3
+                continue
+            support = by_phrase[o.caption.split(" on ", 1)[1]]
+            assert support.class_name in ("box", "book") and support.entity_phrases[0] in o.entity_phrases
+            top = max(float(p.sample_surface(400, np.random.default_rng(0))[0][:, 2].max()) for p in support.primitives)
+            assert abs(bottom(o) - top) < 2e-3, o.caption  # resting on the support's top
+            stacked += 1
+    assert stacked >= 3 and touching >= 3
+    with pytest.raises(ValueError, match="clutter"):
+        generate_scene(0, clutter=1.5)
+
+
 def test_sensor_noise_grows_with_distance_is_quantised_and_has_holes(room):
     frame = next(iter(render_sequence(room, 1, 320, 240, seed=4)))
     ideal, noisy = frame.depth_ideal, frame.depth

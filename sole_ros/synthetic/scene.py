@@ -12,7 +12,7 @@ import numpy as np
 
 from sole_ros.synthetic.catalogue import (BUILDERS, CLASS_IDS, CLASS_NAMES, SMALL_OBJECT_CLASSES, BuiltObject,
                                           build_table)
-from sole_ros.synthetic.primitives import Box, Primitive
+from sole_ros.synthetic.primitives import Box, Cylinder, Primitive, Sphere
 
 BACKGROUND_INSTANCE = 0
 BACKGROUND_CLASS = -1
@@ -61,7 +61,8 @@ class Scene:
         return out + [(p, BACKGROUND_INSTANCE, BACKGROUND_CLASS) for p in self.background]
 
 
-def _caption(built: BuiltObject, relation: str, category: str) -> tuple[str, tuple[str, ...]]:
+def _caption(built: BuiltObject, relation: str, category: str,
+             relation_phrase: str = "the table") -> tuple[str, tuple[str, ...]]:
     """'a red mug with a handle on the table' and its noun phrases ('a red mug', 'a handle',
     'the table', and the head noun alone, 'mug', as a noun-chunk parser also returns it)."""
     words = [built.head_phrase]
@@ -70,9 +71,61 @@ def _caption(built: BuiltObject, relation: str, category: str) -> tuple[str, tup
         words.append(built.caption_tail)
     if relation:
         words.append(relation)
-        phrases.append("the table")
+        phrases.append(relation_phrase)
     phrases.append(category)
     return " ".join(words), tuple(phrases)
+
+
+def _top(primitive: Primitive) -> float:
+    """Height of a primitive's highest point (every primitive is upright: yaw only)."""
+    if isinstance(primitive, Box):
+        return float(primitive.center[2] + primitive.size[2] / 2)
+    if isinstance(primitive, Cylinder):
+        return float(primitive.center[2] + primitive.height / 2)
+    if isinstance(primitive, Sphere):
+        return float(primitive.center[2] + primitive.radius)
+    return float(primitive.bounding_sphere()[0][2] + primitive.bounding_sphere()[1])
+
+
+# What clutter stacks: flat-topped supports, and what stands on them.
+STACK_SUPPORTS = ("box", "book")
+STACKED_CLASSES = ("box", "book", "can", "mug", "bowl")
+
+
+def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, clutter: float):
+    """Real tabletops are cluttered: objects stacked on boxes and books, and neighbours that
+    touch. Each box or book carries another object with probability ``clutter``; each object gets
+    a touching neighbour with probability ``clutter`` / 2. Returns (name, built, relation, relation
+    phrase) for the new objects; ``placed`` grows with the touching ones."""
+    w, d = table.support_size
+    c, s = np.cos(table_yaw), np.sin(table_yaw)
+    added = []
+    for (name, built), (x, y, margin) in zip(list(small), list(placed)):
+        if name in STACK_SUPPORTS and rng.random() < clutter:
+            top_name = str(rng.choice(STACKED_CLASSES))
+            reach = 0.3 * (margin - 0.02)  # off-centre, but resting on the support
+            ox, oy = rng.uniform(-reach, reach, 2)
+            stacked = BUILDERS[top_name](rng, x + ox, y + oy, max(_top(p) for p in built.primitives),
+                                         rng.uniform(0, 2 * np.pi))
+            added.append((top_name, stacked, f"on {built.head_phrase}", built.head_phrase))
+        if rng.random() < clutter / 2:
+            side_name = str(rng.choice(SMALL_OBJECT_CLASSES))
+            yaw, angle = rng.uniform(0, 2 * np.pi, 2)
+            state = rng.bit_generator.state
+            radius = BUILDERS[side_name](rng, 0.0, 0.0, 0.0, yaw).footprint_radius
+            rng.bit_generator.state = state
+            # Bounding circles overlapping by 10%: the objects touch or nearly do.
+            gap = 0.9 * (radius + margin - 0.02)
+            nx, ny = x + gap * np.cos(angle), y + gap * np.sin(angle)
+            lx, ly = c * (nx - table_xy[0]) + s * (ny - table_xy[1]), -s * (nx - table_xy[0]) + c * (ny - table_xy[1])
+            on_table = abs(lx) < w / 2 - radius and abs(ly) < d / 2 - radius
+            free = all(np.hypot(nx - px, ny - py) >= 0.9 * (radius + pr - 0.02)
+                       for px, py, pr in placed if (px, py) != (x, y))
+            if on_table and free:
+                neighbour = BUILDERS[side_name](rng, nx, ny, table.support_height, yaw)
+                placed.append((nx, ny, radius + 0.02))
+                added.append((side_name, neighbour, "on the table", "the table"))
+    return added
 
 
 def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, placed, max_tries=200):
@@ -116,14 +169,18 @@ def _walls(extent: float, height: float = 2.6) -> list[Box]:
 
 
 def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = None,
-                   classes: list[str] | None = None) -> Scene:
+                   classes: list[str] | None = None, clutter: float = 0.0) -> Scene:
     """A random scene.
 
     ``tabletop``: one table with ``num_objects`` small objects (default 4-7) on a floor patch.
     ``room``: a walled room with a table, 2-4 chairs around it and small objects on the table; by
     default every small-object class appears at least once, so a room shows all classes.
     ``classes`` fixes the small objects' classes (one object each) instead of drawing them.
+    ``clutter`` (0..1) adds stacked and touching objects (see ``_add_clutter``); they are drawn
+    from their own random stream, so the rest of the scene is the same as without clutter.
     """
+    if not 0.0 <= clutter <= 1.0:
+        raise ValueError(f"clutter must be within 0..1, got {clutter}")
     if kind not in ("tabletop", "room"):
         raise ValueError(f"unknown scene kind {kind!r}: use 'tabletop' or 'room'")
     unknown = set(classes or ()) - set(SMALL_OBJECT_CLASSES)
@@ -146,8 +203,11 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
     placed: list[tuple[float, float, float]] = []
     small = _place_on_table(rng, table, table_xy, table_yaw, classes, placed)
 
-    built_objects: list[tuple[str, BuiltObject, str]] = [("table", table, "")]
-    built_objects += [(name, b, "on the table") for name, b in small]
+    built_objects: list[tuple[str, BuiltObject, str, str]] = [("table", table, "", "")]
+    built_objects += [(name, b, "on the table", "the table") for name, b in small]
+    if clutter > 0:
+        built_objects += _add_clutter(np.random.default_rng([seed, 1]), table, table_xy, table_yaw, small,
+                                      placed, clutter)
     if kind == "room":
         n_chairs = int(rng.integers(2, 5))
         sides = rng.permutation(4)[:n_chairs]
@@ -161,11 +221,11 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
             x, y = table_xy[0] + c * lx - s * ly, table_xy[1] + s * lx + c * ly
             facing = float(np.arctan2(table_xy[1] - y, table_xy[0] - x) + rng.uniform(-0.2, 0.2))
             chair = BUILDERS["chair"](rng, x, y, 0.0, facing)
-            built_objects.append(("chair", chair, "next to the table"))
+            built_objects.append(("chair", chair, "next to the table", "the table"))
 
     objects = []
-    for instance_id, (name, built, relation) in enumerate(built_objects, start=1):
-        caption, phrases = _caption(built, relation, name)
+    for instance_id, (name, built, relation, relation_phrase) in enumerate(built_objects, start=1):
+        caption, phrases = _caption(built, relation, name, relation_phrase)
         objects.append(SceneObject(instance_id, name, built.colour, built.primitives, caption, phrases))
     background = [_floor(extent)] + (_walls(extent) if kind == "room" else [])
     focus = np.array([table_xy[0], table_xy[1], table.support_height])

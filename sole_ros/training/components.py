@@ -93,7 +93,7 @@ def build_dataset(config: TrainConfig, split: str, feature_encoder: TextEncoder 
         return SyntheticScenes(range(first, first + count), kind="tabletop" if mixed else data.synthetic_kind,
                                source=data.synthetic_source, max_points=data.synthetic_max_points,
                                num_frames=data.synthetic_frames,
-                               features=features, mixed_kinds=mixed)
+                               features=features, mixed_kinds=mixed, clutter=data.synthetic_clutter)
     if data.kind in ("scannet", "scannet200"):
         from sole_ros.datasets import PointFeatureFolder, ProcessedScanNet, ReleasedTargets
 

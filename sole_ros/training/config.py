@@ -25,6 +25,7 @@ class DataConfig:
     synthetic_kind: str = "mixed"  # "tabletop", "room" or "mixed"
     synthetic_source: str = "surface"  # "surface" or "scan"
     synthetic_max_points: int = 30000
+    synthetic_clutter: float = 0.0  # 0..1: stacked and touching objects (real tabletops are cluttered)
     synthetic_frames: int = 12  # RGB-D frames fused per "scan" scene (1: a single view, like a robot's first look)
     oracle_feature_noise: float = 0.3  # stand-in for fused OpenSeg features, see TextOracleFeatures
     oracle_unseen: float = 0.05
