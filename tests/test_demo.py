@@ -15,6 +15,9 @@ def test_demo_answers_three_queries_and_writes_the_picture(tmp_path):
     for phrase in ("'find the mug'", "'a bowl'", "'the bottle'"):
         assert f"[demo] {phrase}:" in out, out
     assert "score" in out and "centroid" in out
+    # the node got the demo's contrast phrases (one string parameter with commas)
+    assert "contrast phrases: mug, bowl, bottle, box, ball, can, book, chair, table" in \
+        (tmp_path / "sole_node.log").read_text()
     png = tmp_path / "demo.png"
     assert png.exists() and f"picture of the answers (best instance per query): {png}" in out
     with Image.open(png) as image:

@@ -149,8 +149,9 @@ class SoleNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._model_error = ""
         self._state_label = "inactive"
+        contrast = ", ".join(settings.contrast_phrases) or "none (SOLE's binary query)"
         self.get_logger().info(f"configured: model on {self.pipeline.device}, fixed frame "
-                               f"'{values['fixed_frame']}'")
+                               f"'{values['fixed_frame']}', contrast phrases: {contrast}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
