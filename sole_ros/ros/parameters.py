@@ -95,6 +95,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("query.top_k", 100, "Candidates (query x phrase) kept before the score threshold.", 1, 10_000),
     Param("query.split_distance", 0.0, "Masks are split into parts connected within this distance (m); "
           "0: the checkpoint's (SOLE: 0.95 for rooms; the demo weights: 0.05 for tabletops).", 0.0, 10.0),
+    # One comma-separated string, not a string array: rclpy types an empty-list default as a byte
+    # array and then refuses a string-array value.
     Param("query.contrast_phrases", "", "Comma-separated names of other things in the scene (e.g. "
           "'mug, bowl, bottle'). Each query must beat them, not only the background, but they are never "
           "answered; empty: SOLE's binary query."),
