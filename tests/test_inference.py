@@ -284,6 +284,11 @@ def test_contrast_phrases_compete_but_are_never_answered(segmenter, text_encoder
     assert [(a.query_index, round(a.score, 6)) for a in answers] == [(a.query_index, round(a.score, 6)) for a in among]
     alone = seg.query(["table"], top_k=1000)
     assert max(a.score for a in answers) < max(a.score for a in alone)  # the others took a share
+    # per call: the same contrast on the plain segmenter, and none on the contrasted one
+    assert [a.score for a in seg.query(["table"], top_k=1000, contrast_phrases=["chair", "lamp"])] == \
+        [a.score for a in answers]
+    assert [a.score for a in contrasted.query(["table"], top_k=1000, contrast_phrases=[])] == \
+        [a.score for a in alone]
     with pytest.raises(ValueError, match="non-empty"):
         OpenVocabSegmenter(seg.model, text_encoder, device="cpu", contrast_phrases=["mug", " "])
 

@@ -223,14 +223,20 @@ class OpenVocabSegmenter:
                                         scale=self.model.config.logit_scale)
             return masks, probs
 
-    def query(self, phrases: list[str], top_k: int | None = None, min_score: float = 0.0) -> list[Instance]:
+    def query(self, phrases: list[str], top_k: int | None = None, min_score: float = 0.0,
+              contrast_phrases: list[str] | None = None) -> list[Instance]:
         """Instances for the phrases, best first. Each phrase acts as its own class; a single
-        phrase is a binary classifier against the background embedding and the contrast phrases."""
+        phrase is a binary classifier against the background embedding and the contrast phrases
+        (``contrast_phrases``, None: the segmenter's)."""
         phrases = self._check_phrases(phrases)
         top_k = self.top_k if top_k is None else int(top_k)
         if top_k <= 0:
             raise ValueError("top_k must be positive")
-        contrast = [c for c in self.contrast_phrases if c not in phrases]
+        if contrast_phrases is None:
+            contrast_phrases = self.contrast_phrases
+        elif len(contrast_phrases):
+            contrast_phrases = self._check_phrases(contrast_phrases)
+        contrast = [c for c in contrast_phrases if c not in phrases]
         with self._lock:
             cached = self._require_scene()
             masks, probs = self.predict(phrases + contrast)

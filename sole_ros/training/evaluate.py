@@ -62,14 +62,13 @@ def predict_agnostic(segmenter, sample) -> ScenePrediction:
 
 
 def score_top1_queries(segmenter, sample, class_ids: list[int], class_names: list[str], min_region_size: int,
-                       tally: QueryTop1) -> None:
+                       tally: QueryTop1, contrast_phrases: list[str] = ()) -> None:
     """Ask each class present in the scene on its own (as the query service does) and score the
-    best answer (see sole_ros.evaluation.query_accuracy). The scene must be set already; the
-    segmenter's contrast phrases apply."""
+    best answer (see sole_ros.evaluation.query_accuracy). The scene must be set already."""
     gt = SceneGroundTruth(sample.semantic, sample.instance)
     name_of = dict(zip(class_ids, class_names))
     for class_id in classes_present(gt, class_ids, min_region_size):
-        answers = segmenter.query([name_of[class_id]])
+        answers = segmenter.query([name_of[class_id]], contrast_phrases=list(contrast_phrases))
         answer = None
         if answers:
             answer = np.zeros(len(sample), dtype=bool)
@@ -115,11 +114,9 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
         pairs.append((SceneGroundTruth(sample.semantic, sample.instance), prediction))
         agnostic.append(predict_agnostic(segmenter, sample))
         if query_top1:
-            segmenter.contrast_phrases = []
             score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, alone)
-            segmenter.contrast_phrases = list(class_names)
-            score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, contrasted)
-            segmenter.contrast_phrases = []
+            score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, contrasted,
+                               contrast_phrases=class_names)
     result = evaluate_instances(pairs, class_ids, class_names, splits=splits, min_region_size=min_region_size,
                                 agnostic_predictions=agnostic)
     result.query_top1, result.query_top1_contrast = alone, contrasted
