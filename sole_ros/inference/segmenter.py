@@ -162,7 +162,7 @@ class OpenVocabSegmenter:
         self.top_k = int(top_k if top_k is not None else model.config.top_k)
         self.min_part_fraction = float(model.config.min_part_fraction)
         self.duplicate_iou = model.config.duplicate_iou
-        self.contrast_phrases = self._check_phrases(contrast_phrases) if len(contrast_phrases) else []
+        self.contrast_phrases = self._check_contrast(contrast_phrases)
         self._scene: _CachedScene | None = None
         self._lock = threading.RLock()
 
@@ -208,6 +208,11 @@ class OpenVocabSegmenter:
                 raise ValueError(f"phrases must be non-empty strings, got {p!r}")
         return phrases
 
+    @classmethod
+    def _check_contrast(cls, phrases) -> list[str]:
+        """Contrast phrases may be none at all; any given must be non-empty strings."""
+        return cls._check_phrases(phrases) if len(phrases) else []
+
     @torch.no_grad()
     def predict(self, phrases: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits [N_voxels, Q] and class probabilities p [Q, P] for the phrases."""
@@ -232,10 +237,7 @@ class OpenVocabSegmenter:
         top_k = self.top_k if top_k is None else int(top_k)
         if top_k <= 0:
             raise ValueError("top_k must be positive")
-        if contrast_phrases is None:
-            contrast_phrases = self.contrast_phrases
-        elif len(contrast_phrases):
-            contrast_phrases = self._check_phrases(contrast_phrases)
+        contrast_phrases = self.contrast_phrases if contrast_phrases is None else self._check_contrast(contrast_phrases)
         contrast = [c for c in contrast_phrases if c not in phrases]
         with self._lock:
             cached = self._require_scene()

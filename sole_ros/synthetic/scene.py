@@ -84,7 +84,7 @@ def _top(primitive: Primitive) -> float:
         return float(primitive.center[2] + primitive.height / 2)
     if isinstance(primitive, Sphere):
         return float(primitive.center[2] + primitive.radius)
-    return float(primitive.bounding_sphere()[0][2] + primitive.bounding_sphere()[1])
+    raise TypeError(f"no top height for {type(primitive).__name__}")
 
 
 # What clutter stacks: flat-topped supports, and what stands on them.

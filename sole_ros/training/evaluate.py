@@ -46,19 +46,20 @@ def predict_scene(segmenter, sample, class_ids: list[int], class_names: list[str
     segmenter.set_scene(sample.points, sample.colors, sample.clip_features, version=sample.name)
     instances = segmenter.query(class_names, top_k=top_k)
     label_of = dict(zip(class_names, class_ids))
-    masks = np.zeros((len(sample), len(instances)), dtype=bool)
-    for j, instance in enumerate(instances):
-        masks[instance.point_indices, j] = True
-    return ScenePrediction(masks, [label_of[i.label] for i in instances], [i.score for i in instances])
+    return _as_prediction(instances, len(sample), [label_of[i.label] for i in instances])
 
 
 def predict_agnostic(segmenter, sample) -> ScenePrediction:
     """The class-agnostic segmentation of a scene already set (labels all 0)."""
     instances = segmenter.segment_all()
-    masks = np.zeros((len(sample), len(instances)), dtype=bool)
+    return _as_prediction(instances, len(sample), np.zeros(len(instances), dtype=np.int64))
+
+
+def _as_prediction(instances, num_points: int, labels) -> ScenePrediction:
+    masks = np.zeros((num_points, len(instances)), dtype=bool)
     for j, instance in enumerate(instances):
         masks[instance.point_indices, j] = True
-    return ScenePrediction(masks, np.zeros(len(instances), dtype=np.int64), [i.score for i in instances])
+    return ScenePrediction(masks, labels, [i.score for i in instances])
 
 
 def score_top1_queries(segmenter, sample, class_ids: list[int], class_names: list[str], min_region_size: int,
