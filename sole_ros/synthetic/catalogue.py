@@ -110,21 +110,9 @@ def build_bottle(rng, x, y, z, yaw):
                        (f"{_article(cap)} {cap} cap",), f"with {_article(cap)} {cap} cap")
 
 
-# Box proportions (w, d, h ranges in metres), as household boxes come: small parcels and tins,
-# large flat ones (shoe boxes, packages) and tall narrow ones standing up (cereal, tea). Real
-# tabletop scans (mOSD) are full of the last two, up to 32 cm wide or 25 cm tall.
-BOX_SHAPES = (
-    ((0.08, 0.18), (0.08, 0.16), (0.06, 0.14)),
-    ((0.18, 0.34), (0.14, 0.24), (0.04, 0.10)),
-    ((0.12, 0.26), (0.05, 0.10), (0.16, 0.30)),
-)
-BOX_SHAPE_WEIGHTS = (0.5, 0.25, 0.25)
-
-
 def build_box(rng, x, y, z, yaw):
     colour = _colour(rng)
-    shape = BOX_SHAPES[int(rng.choice(len(BOX_SHAPES), p=BOX_SHAPE_WEIGHTS))]
-    size = tuple(float(rng.uniform(lo, hi)) for lo, hi in shape)
+    size = (rng.uniform(0.08, 0.18), rng.uniform(0.08, 0.16), rng.uniform(0.06, 0.14))
     box = Box(center=(x, y, z + size[2] / 2), yaw=yaw, size=size, albedo=_jitter(COLOURS[colour], rng))
     return BuiltObject([box], float(np.hypot(size[0], size[1]) / 2), colour, f"{_article(colour)} {colour} box")
 
