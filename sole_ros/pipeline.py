@@ -78,6 +78,9 @@ class PipelineSettings:
     top_k: int = 100
     split_distance: float | None = None  # DBSCAN eps of the mask splitting; None: the checkpoint's
     contrast_phrases: tuple[str, ...] = ()  # other things' names a query must beat (never answered)
+    test_time_views: int = 1  # > 1: answers merged over turned and scaled views (inference/multi_view.py)
+    scene_scale: float = 1.0  # the scene's coordinates times this before the model (training size / here)
+    view_scale_jitter: float = 0.1  # the extra views' scales vary by up to this fraction
     voxel_size: float = 0.02
     max_voxels: int = 500_000
     keep_radius: float | None = None
@@ -102,6 +105,8 @@ class PipelineSettings:
             autocast=values["model.autocast"], top_k=values["query.top_k"],
             split_distance=positive_or_none(values["query.split_distance"]),
             contrast_phrases=split_phrase_list(values["query.contrast_phrases"]),
+            test_time_views=values["model.test_time_views"], scene_scale=values["model.scene_scale"],
+            view_scale_jitter=values["model.view_scale_jitter"],
             voxel_size=values["scene.voxel_size"], max_voxels=values["scene.max_voxels"],
             keep_radius=positive_or_none(values["scene.keep_radius"]),
             max_range=positive_or_none(values["scene.max_range"]),
@@ -126,7 +131,9 @@ def find_default_checkpoint() -> str | None:
 
 
 def load_segmenter(settings: PipelineSettings, device, log=print):
-    """(OpenVocabSegmenter, LoadedClip) as the settings ask; ValueError/OSError with the reason.
+    """(segmenter, LoadedClip) as the settings ask; ValueError/OSError with the reason. The
+    segmenter is an OpenVocabSegmenter, or a MultiViewSegmenter around one when the settings ask
+    for several views or another scene scale.
 
     Two kinds of checkpoint load: a published SOLE .ckpt (sizes read from its tensors; CLIP from
     settings.clip_model / clip_pretrained) and one written by ``sole-ros train`` (its own config,
@@ -175,6 +182,11 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     segmenter = OpenVocabSegmenter(model, text, device=device, use_autocast=settings.autocast,
                                    top_k=settings.top_k, dbscan_eps=settings.split_distance,
                                    contrast_phrases=settings.contrast_phrases)
+    if settings.test_time_views != 1 or settings.scene_scale != 1.0:
+        from sole_ros.inference import MultiViewSegmenter
+
+        segmenter = MultiViewSegmenter(segmenter, views=settings.test_time_views, scene_scale=settings.scene_scale,
+                                       scale_jitter=settings.view_scale_jitter)
     return segmenter, clip
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from sole_ros.inference.multi_view import MultiViewSegmenter
 from sole_ros.pipeline import PipelineSettings, QueryRejected, build_pipeline, load_segmenter, split_phrase_list
 from sole_ros.synthetic import generate_scene, render_sequence
 
@@ -119,7 +120,7 @@ def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
 
 
 def test_split_distance_and_a_random_clips_image_features(tmp_path):
-    """query.split_distance and query.contrast_phrases reach the segmenter; a checkpoint whose CLIP was never trained (the
+    """query.split_distance, query.contrast_phrases and the test-time views reach the segmenter; a checkpoint whose CLIP was never trained (the
     demo weights) gets no dense image features, since they would carry no meaning."""
     from sole_ros.clip import ClipSpec, load_clip
     from sole_ros.model import SoleConfig, SoleModel
@@ -136,6 +137,12 @@ def test_split_distance_and_a_random_clips_image_features(tmp_path):
     assert load_segmenter(wider, torch.device("cpu"))[0].dbscan_eps == 0.3
     contrasting = PipelineSettings(**{**own, "contrast_phrases": split_phrase_list(" mug,a red bowl ,, ")})
     assert load_segmenter(contrasting, torch.device("cpu"))[0].contrast_phrases == ["mug", "a red bowl"]
+    # model.test_time_views / model.scene_scale wrap the segmenter in the test-time augmentation
+    viewed = PipelineSettings(**{**own, "split_distance": 0.3, "test_time_views": 3, "scene_scale": 0.65})
+    wrapped = load_segmenter(viewed, torch.device("cpu"))[0]
+    assert isinstance(wrapped, MultiViewSegmenter) and len(wrapped.views) == 3
+    assert (wrapped.scene_scale, wrapped.dbscan_eps, wrapped.transforms[0][1]) == (0.65, 0.3, 0.65)
+    assert not isinstance(load_segmenter(PipelineSettings(**own), torch.device("cpu"))[0], MultiViewSegmenter)
     messages = []
     built = build_pipeline(PipelineSettings(**own), log=messages.append)
     assert built.dense_features is None and any("dense CLIP features off" in m for m in messages)

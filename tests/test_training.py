@@ -298,6 +298,13 @@ def test_cli_train_then_eval_writes_table_and_plot(tmp_path, capsys):
     summary = json.loads((tmp_path / "eval" / "ap.json").read_text())["summary"]
     assert 0.0 <= summary["agnostic_ap25"] <= 1.0
     assert 0.0 <= summary["query_top1"] <= 1.0 and 0.0 <= summary["query_top1_contrast"] <= 1.0
+    # with test-time augmentation (two views of the scene at 0.8 of its size)
+    code = main(["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval2"), "--device", "cpu",
+                 "--views", "2", "--scene-scale", "0.8"])
+    assert code == 0 and "class-agnostic" in capsys.readouterr().out
+    settings = json.loads((tmp_path / "eval2" / "eval_settings.json").read_text())
+    assert (settings["views"], settings["scene_scale"]) == (2, 0.8)
+    assert 0.0 <= json.loads((tmp_path / "eval2" / "ap.json").read_text())["summary"]["agnostic_ap50"] <= 1.0
 
 
 def test_cli_reports_bad_settings_in_one_line(tmp_path, capsys):

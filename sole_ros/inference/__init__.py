@@ -1,6 +1,7 @@
-"""Open-vocabulary inference with SOLE: scoring, mask splitting, the per-scene segmenter."""
+"""Open-vocabulary inference with SOLE: scoring, mask splitting, the per-scene segmenter,
+and its test-time augmentation over several views."""
 
-__all__ = ["Instance", "OpenVocabSegmenter", "connected_parts"]
+__all__ = ["Instance", "MultiViewSegmenter", "OpenVocabSegmenter", "connected_parts"]
 
 
 def __getattr__(name):
@@ -8,6 +9,10 @@ def __getattr__(name):
         from sole_ros.inference import segmenter
 
         return getattr(segmenter, name)
+    if name == "MultiViewSegmenter":
+        from sole_ros.inference.multi_view import MultiViewSegmenter
+
+        return MultiViewSegmenter
     if name == "connected_parts":
         from sole_ros.inference.connected_parts import connected_parts
 

@@ -45,6 +45,7 @@ class Instance:
     bbox_size: np.ndarray
     num_points: int
     query_index: int = -1  # which decoder query produced it (diagnostics)
+    # its voxels in the segmenter's voxelisation; empty when merged over views (multi_view.py)
     voxel_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
 
@@ -277,10 +278,16 @@ class OpenVocabSegmenter:
 
     @staticmethod
     def _instance(cached: _CachedScene, c: Candidate, label: str) -> Instance:
-        idx = cached.points_of(c.voxels)
-        pts = cached.points[idx]
-        lo, hi = column_min(pts), column_max(pts)
-        centroid = np.array([pts[:, i].mean() for i in range(3)])
-        return Instance(point_indices=idx, label=label, score=float(c.score), centroid=centroid,
-                        bbox_center=(lo + hi) / 2, bbox_size=hi - lo, num_points=int(idx.shape[0]),
-                        query_index=c.query, voxel_indices=c.voxels)
+        return make_instance(cached.points, cached.points_of(c.voxels), label, c.score, c.query, c.voxels)
+
+
+def make_instance(points: np.ndarray, indices: np.ndarray, label: str, score: float, query_index: int = -1,
+                  voxels: np.ndarray | None = None) -> Instance:
+    """The Instance of ``points[indices]``: centroid and axis-aligned box in the points' frame."""
+    pts = points[indices]
+    lo, hi = column_min(pts), column_max(pts)
+    centroid = np.array([pts[:, i].mean() for i in range(3)])
+    return Instance(point_indices=indices, label=label, score=float(score), centroid=centroid,
+                    bbox_center=(lo + hi) / 2, bbox_size=hi - lo, num_points=int(indices.shape[0]),
+                    query_index=query_index,
+                    voxel_indices=np.zeros(0, dtype=np.int64) if voxels is None else voxels)

@@ -55,6 +55,13 @@ PARAMETERS: tuple[Param, ...] = (
     Param("model.clip_pretrained", "openai", "open_clip weights tag, or a path to a local weights file."),
     Param("model.prompt", "a {} in a scene.", "Prompt template for query phrases."),
     Param("model.autocast", False, "Mixed precision on the GPU (ignored on the CPU)."),
+    Param("model.test_time_views", 1, "Segment this many turned, scaled views of the scene and keep "
+          "what they agree on (test-time augmentation; costs as many model runs); 1: SOLE's single pass.",
+          1, 64),
+    Param("model.scene_scale", 1.0, "Scale the scene by this before the model: the size of things in "
+          "the training data over their size here (the demo weights on real tabletops: 0.65).", 0.05, 20.0),
+    Param("model.view_scale_jitter", 0.1, "The extra views' scales vary by up to this fraction of "
+          "model.scene_scale.", 0.0, 0.9),
     # scene
     Param("scene.voxel_size", 0.02, "Voxel edge length (m).", 0.005, 0.5),
     Param("scene.max_voxels", 500_000, "Bound on the map size; the oldest-seen voxels are evicted "

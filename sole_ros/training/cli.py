@@ -81,6 +81,13 @@ def register_eval(subparsers) -> None:
     p.add_argument("--max-scenes", type=int)
     p.add_argument("--top-k", type=int, help="instances kept per scene (default: the model's)")
     p.add_argument("--min-region-size", type=int, help="points; default 100 (ScanNet), 30 (synthetic)")
+    p.add_argument("--views", type=int, default=1, metavar="N",
+                   help="test-time augmentation: merge the answers of N turned, scaled views (node parameter "
+                        "model.test_time_views; default: %(default)s, SOLE's single pass)")
+    p.add_argument("--scene-scale", type=float, default=1.0, metavar="S",
+                   help="scale the scenes by S before the model (model.scene_scale; default: %(default)s)")
+    p.add_argument("--view-scale-jitter", type=float, default=0.1, metavar="J",
+                   help="the extra views' scales vary by up to J (model.view_scale_jitter; default: %(default)s)")
     _add_data_flags(p)
     p.set_defaults(handler=_run_eval)
 
@@ -164,7 +171,8 @@ def _run_eval(args) -> int:
     try:
         result = evaluate_checkpoint(args.checkpoint, config, output_dir=args.output_dir,
                                      device=args.device or "auto", max_scenes=args.max_scenes, top_k=args.top_k,
-                                     min_region_size=args.min_region_size)
+                                     min_region_size=args.min_region_size, views=args.views,
+                                     scene_scale=args.scene_scale, view_scale_jitter=args.view_scale_jitter)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     print(format_table(result))

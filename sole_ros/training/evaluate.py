@@ -79,13 +79,15 @@ def score_top1_queries(segmenter, sample, class_ids: list[int], class_names: lis
 
 def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_dir=None, device: str = "auto",
                         max_scenes: int | None = None, top_k: int | None = None,
-                        min_region_size: int | None = None, query_top1: bool = True) -> InstanceAPResult:
+                        min_region_size: int | None = None, query_top1: bool = True, views: int = 1,
+                        scene_scale: float = 1.0, view_scale_jitter: float = 0.1) -> InstanceAPResult:
     """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config),
     and with ``query_top1`` the top-1 accuracy of class-name queries asked alone
     (``result.query_top1``) and among the other class names (``result.query_top1_contrast``).
 
     ``min_region_size`` defaults to ScanNet's 100 points for ScanNet data and to 30 for the
-    (sparser) synthetic and mOSD scenes.
+    (sparser) synthetic and mOSD scenes. ``views``, ``scene_scale`` and ``view_scale_jitter`` are
+    the node's test-time augmentation (sole_ros.inference.multi_view); 1, 1.0: none.
     """
     from sole_ros.device import resolve_device
     from sole_ros.pipeline import PipelineSettings, load_segmenter
@@ -99,7 +101,8 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
         config = TrainConfig.from_dict(hp["train_config"])
     # The model and its CLIP load exactly as the ROS node loads them.
     settings = PipelineSettings(checkpoint=str(checkpoint), device=str(device), prompt=CLASS_PROMPT,
-                                top_k=SoleConfig.from_dict(hp["sole_config"]).top_k, dense_features=False)
+                                top_k=SoleConfig.from_dict(hp["sole_config"]).top_k, dense_features=False,
+                                test_time_views=views, scene_scale=scene_scale, view_scale_jitter=view_scale_jitter)
     segmenter, clip = load_segmenter(settings, device, log=lambda *_: None)
     _, class_encoder = text_encoders(clip, device)
     dataset = build_dataset(config, "eval", class_encoder)
@@ -130,6 +133,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
         plot_per_class(result, out / "ap_per_class.png", title=f"{config.data.kind} ({count} scenes)")
         (out / "eval_settings.json").write_text(json.dumps(
             {"checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
-             "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device)}, indent=2))
+             "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device),
+             "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter}, indent=2))
     return result
 
