@@ -75,6 +75,18 @@ class NodeProcess:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="module")
+def text_encoder():
+    """The tiny CLIP's text tower with seed-0 random weights (no weights can be downloaded here)."""
+    import torch
+
+    from sole_ros.clip import ClipSpec
+    from sole_ros.model.text import TextEncoder
+
+    torch.manual_seed(0)
+    return TextEncoder(ClipSpec.tiny(), device="cpu")
+
+
 @pytest.fixture
 def spawn(tmp_path):
     """spawn(name, *ros_args) starts an installed executable of this package in its own process."""

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from sole_ros.clip import ClipSpec
 from sole_ros.inference.reference import reference_instances
 from sole_ros.inference.scoring import (
     class_probabilities,
@@ -18,7 +17,6 @@ from sole_ros.inference.scoring import (
 )
 from sole_ros.inference.segmenter import OpenVocabSegmenter
 from sole_ros.model import SoleConfig, SoleModel
-from sole_ros.model.text import TextEncoder
 
 # One thread: these networks are small, and on a shared 2-core machine OpenMP threads that wait
 # for each other made them ~20x slower.
@@ -72,12 +70,6 @@ def test_mean_mask_probability_hand_value():
 
 
 # ------------------------------------------------------------------ the segmenter
-@pytest.fixture(scope="module")
-def text_encoder():
-    torch.manual_seed(0)
-    return TextEncoder(ClipSpec.tiny(), device="cpu")
-
-
 def _two_tables_scene(rng, n=2500):
     """Two box-shaped objects on a floor, 1.5 m apart; colours in 0..1 and random CLIP features."""
     floor = np.c_[rng.uniform(0, 3, (n, 2)), np.zeros(n)]

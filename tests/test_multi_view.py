@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sole_ros.clip import ClipSpec
 from sole_ros.inference.multi_view import MultiViewSegmenter, merge_views, view_transforms
 from sole_ros.inference.segmenter import OpenVocabSegmenter, make_instance
 from sole_ros.model import SoleConfig, SoleModel
-from sole_ros.model.text import TextEncoder
 
 torch.set_num_threads(1)
 
@@ -58,12 +56,6 @@ def test_merge_keeps_what_the_views_agree_on():
     strict = merge_views(views, points, num_views=3, vote=1.0)
     np.testing.assert_array_equal(strict[0].point_indices, np.arange(1, 9))
     assert merge_views([[], []], points, num_views=2) == []
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    torch.manual_seed(0)
-    return TextEncoder(ClipSpec.tiny(), device="cpu")
 
 
 def _scene(rng, n=2000):
