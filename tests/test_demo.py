@@ -7,7 +7,8 @@ from PIL import Image
 
 def test_demo_answers_three_queries_and_writes_the_picture(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "sole_ros.ros.demo", "--frames", "6", "--rate", "10", "--out-dir", str(tmp_path)],
+        [sys.executable, "-m", "sole_ros.ros.demo", "--frames", "6", "--rate", "10", "--out-dir", str(tmp_path),
+         "--views", "2"],
         capture_output=True, text=True, timeout=600, start_new_session=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
@@ -15,9 +16,11 @@ def test_demo_answers_three_queries_and_writes_the_picture(tmp_path):
     for phrase in ("'find the mug'", "'a bowl'", "'the bottle'"):
         assert f"[demo] {phrase}:" in out, out
     assert "score" in out and "centroid" in out
-    # the node got the demo's contrast phrases (one string parameter with commas)
-    assert "contrast phrases: mug, bowl, bottle, box, ball, can, book, chair, table" in \
-        (tmp_path / "sole_node.log").read_text()
+    # the node got the demo's contrast phrases (one string parameter with commas) and its views
+    # (the answers above then come from the test-time augmentation, over DDS)
+    log = (tmp_path / "sole_node.log").read_text()
+    assert "contrast phrases: mug, bowl, bottle, box, ball, can, book, chair, table" in log
+    assert "test-time views: 2 at scene scale 1.0" in log
     png = tmp_path / "demo.png"
     assert png.exists() and f"picture of the answers (best instance per query): {png}" in out
     with Image.open(png) as image:

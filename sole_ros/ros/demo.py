@@ -37,13 +37,15 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def node_command(weights: str | None, device: str, contrast_phrases: str = "") -> list[str]:
+def node_command(weights: str | None, device: str, contrast_phrases: str = "", views: int = 1) -> list[str]:
     exe = Path(os.environ.get("COLCON_PREFIX_PATH", "install").split(os.pathsep)[0]) / "sole_ros/lib/sole_ros/sole_node"
     args = [str(exe), "--ros-args", "-p", f"device:={device}", "-p", "pose.source:=topic",
             "-p", "inputs.reliable:=true", "-p", "segmentation.period:=0.0",
             "-p", "scene.keyframe_translation:=0.0", "-p", "scene.keyframe_rotation_deg:=0.0"]
     if contrast_phrases:
         args += ["-p", f"query.contrast_phrases:={contrast_phrases}"]
+    if views != 1:
+        args += ["-p", f"model.test_time_views:={views}"]
     if weights:
         args += ["-p", f"model.checkpoint:={weights}"]
     else:
@@ -118,7 +120,7 @@ def run(args) -> int:
     log_path = Path(args.out_dir) / "sole_node.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "wb")
-    node_proc = subprocess.Popen(node_command(weights, args.device, args.contrast_phrases), stdout=log, stderr=subprocess.STDOUT,
+    node_proc = subprocess.Popen(node_command(weights, args.device, args.contrast_phrases, args.views), stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     rclpy.init()
     client = DemoClient()
@@ -195,6 +197,9 @@ def main(argv=None) -> int:
     parser.add_argument("--contrast-phrases", default=", ".join(CLASS_NAMES),
                         help="the node's query.contrast_phrases: the things the robot knows, which a query "
                              "must beat (default: the demo weights' nine classes; '' for SOLE's binary query)")
+    parser.add_argument("--views", type=int, default=1,
+                        help="the node's model.test_time_views: segment N turned, scaled views of the scene and keep "
+                             "what they agree on, for N times the model's time (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None, help="SOLE checkpoint (default: the demo weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--out-dir", default="out/demo", help="where the picture and the node's log go")

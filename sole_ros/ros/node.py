@@ -151,7 +151,8 @@ class SoleNode(LifecycleNode):
         self._state_label = "inactive"
         contrast = ", ".join(settings.contrast_phrases) or "none (SOLE's binary query)"
         self.get_logger().info(f"configured: model on {self.pipeline.device}, fixed frame "
-                               f"'{values['fixed_frame']}', contrast phrases: {contrast}")
+                               f"'{values['fixed_frame']}', contrast phrases: {contrast}, test-time views: "
+                               f"{settings.test_time_views} at scene scale {settings.scene_scale}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
