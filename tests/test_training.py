@@ -379,6 +379,25 @@ def test_feature_dropout_removes_a_scenes_point_features_and_its_visual_target()
     assert sample.clip_features is not None  # the cached sample itself is untouched
 
 
+def test_scale_augmentation_draws_from_its_range():
+    from sole_ros.datasets.scene_sample import SceneSample
+    from sole_ros.training.batching import augment
+    from sole_ros.training.config import TrainConfig
+
+    points = np.random.default_rng(0).uniform(0, 1, (500, 3)).astype(np.float32)
+    sample = SceneSample(name="s", points=points, colors=np.full((500, 3), 0.3, np.float32),
+                         semantic=np.zeros(500, np.int64), instance=np.ones(500, np.int64))
+    spread = np.linalg.norm(points - points.mean(0), axis=1)
+    for low, high in ((2.0, 2.0), (0.5, 0.7)):
+        for seed in range(5):
+            scaled = augment(sample, np.random.default_rng(seed), elastic=False, scale_range=(low, high))
+            factor = np.linalg.norm(scaled.points - scaled.points.mean(0), axis=1) / spread
+            assert np.allclose(factor, factor[0], rtol=1e-4) and low - 1e-5 <= factor[0] <= high + 1e-5
+    assert TrainConfig.from_dict({"scale_range": [0.6, 1.6]}).scale_range == [0.6, 1.6]
+    with pytest.raises(ValueError, match="scale_range"):
+        TrainConfig.from_dict({"scale_range": [1.2, 0.8]})
+
+
 def test_color_augmentations_grey_out_or_texture_a_scene():
     from sole_ros.datasets.scene_sample import SceneSample
     from sole_ros.training.batching import augment, color_texture

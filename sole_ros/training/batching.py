@@ -63,7 +63,8 @@ def color_texture(points: np.ndarray, rng: np.random.Generator, waves: int = 8, 
 
 
 def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
-            feature_dropout: float = 0.0, color_drop: float = 0.0, texture: float = 0.0) -> SceneSample:
+            feature_dropout: float = 0.0, color_drop: float = 0.0, texture: float = 0.0,
+            scale_range: tuple[float, float] = (0.9, 1.1)) -> SceneSample:
     points = sample.points.astype(np.float64)
     if elastic and rng.random() < 0.95:
         for granularity, magnitude in ((0.2, 0.4), (0.8, 1.6)):
@@ -74,7 +75,7 @@ def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
     points = points @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32).T
     flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
     points[:, :2] *= flips
-    points *= rng.uniform(0.9, 1.1)
+    points *= rng.uniform(*scale_range)
     colors = np.clip((sample.colors - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1), 0, 1)
     if color_drop > 0 and rng.random() < color_drop:
         colors = np.full_like(colors, 0.5)
@@ -103,12 +104,13 @@ def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels
 def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder, rng: np.random.Generator | None,
                  captioner: Captioner | None = None, min_voxels: int = 1, elastic: bool = True,
                  feature_dropout: float = 0.0, encode_phrases: PhraseEncoder | None = None,
-                 color_drop: float = 0.0, texture: float = 0.0) -> TrainingItem | None:
+                 color_drop: float = 0.0, texture: float = 0.0,
+                 scale_range: tuple[float, float] = (0.9, 1.1)) -> TrainingItem | None:
     """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives.
     ``encode`` writes captions, ``encode_phrases`` (default: ``encode``) the entity phrases."""
     if rng is not None:
         sample = augment(sample, rng, elastic=elastic, feature_dropout=feature_dropout, color_drop=color_drop,
-                         texture=texture)
+                         texture=texture, scale_range=scale_range)
     clip = sample.clip_features
     if clip is not None and clip.shape[1] != config.clip_dim:
         raise ValueError(f"{sample.name}: point features are {clip.shape[1]}-d, the model expects {config.clip_dim}")

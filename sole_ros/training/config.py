@@ -53,6 +53,8 @@ class TrainConfig:
     # (see training/batching.py: synthetic objects have one colour each, real ones are printed)
     color_drop: float = 0.0
     color_texture: float = 0.0
+    # each training scene is scaled by a factor drawn uniformly from this range (the reference's: 0.9-1.1)
+    scale_range: list = field(default_factory=lambda: [0.9, 1.1])
     # overrides of sole_ros.training.losses.LossWeights. All association weights at 0 give the mask-only,
     # class-agnostic pre-training whose backbone SOLE freezes (see docs/TRAINING.md)
     loss_weights: dict = field(default_factory=dict)
@@ -71,6 +73,11 @@ class TrainConfig:
     resume: bool = True  # continue from <output_dir>/last.pt when it exists
     progress: bool = True
     cache_scenes: bool = False  # keep loaded scenes in memory (small datasets: synthetic demos, tests)
+
+    def __post_init__(self):
+        lo_hi = list(self.scale_range)
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, not {self.scale_range}")
 
     @property
     def backbone_frozen(self) -> bool:

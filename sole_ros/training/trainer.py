@@ -155,7 +155,7 @@ def _train(config, device, dist, out_dir, resume) -> dict:
                                     item_rng(config.seed, progress.epoch, int(index)),
                                     elastic=config.elastic_distortion, feature_dropout=config.feature_dropout,
                                     encode_phrases=encode_phrase, color_drop=config.color_drop,
-                                    texture=config.color_texture)
+                                    texture=config.color_texture, scale_range=tuple(config.scale_range))
                 if item is not None:
                     items.append(item)
             if all_true(bool(items), dist, device):
