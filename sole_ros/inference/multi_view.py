@@ -10,10 +10,10 @@ that at least ``vote`` of them hold and whose score is their summed score over t
 views, one answer per view (an object found by every view keeps its score, one found by a single
 view loses most of it). View 0 is the scene itself, only scaled.
 
-``scene_scale`` scales every view (about the scene's centroid): the size of things as the model
-saw them in training over their size here. The demo weights were trained on synthetic objects
-smaller than real tabletop ones; at 0.65 real boxes look like the trained ones
-(sole_ros/weights/README.md). Splitting distances stay in the scene's own metres.
+``scene_scale`` scales every view (about the scene's centroid), for a model that works best with
+the scene at another size than the sensor's. The demo weights do best on the real mOSD tabletop
+scans at 0.65, a scale chosen on those scans (sole_ros/weights/README.md). Splitting distances
+stay in the scene's own metres.
 
 Same interface as OpenVocabSegmenter for what the pipeline, the evaluation and the command line
 use (set_scene, clear_scene, scene_version, query, segment_all); answers index the points given
