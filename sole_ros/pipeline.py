@@ -79,7 +79,7 @@ class PipelineSettings:
     split_distance: float | None = None  # DBSCAN eps of the mask splitting; None: the checkpoint's
     contrast_phrases: tuple[str, ...] = ()  # other things' names a query must beat (never answered)
     test_time_views: int = 1  # > 1: answers merged over turned and scaled views (inference/multi_view.py)
-    scene_scale: float = 1.0  # the scene's coordinates times this before the model (training size / here)
+    scene_scale: float = 1.0  # the scene scaled by this before the model (a size the model works best at)
     view_scale_jitter: float = 0.1  # the extra views' scales vary by up to this fraction
     voxel_size: float = 0.02
     max_voxels: int = 500_000
