@@ -16,7 +16,7 @@ COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed 0
                                 "hidden_dim": 64, "dim_feedforward": 128, "dbscan_eps": 0.05}'
         --set data.synthetic_max_points=12000 --set data.synthetic_frames=3
         --set cache_scenes=true --set elastic_distortion=false --set feature_dropout=0.5
-        --set color_drop=0.2 --set color_texture=0.4)
+        --set color_drop=0.2 --set color_texture=0.4 --set scale_range="[0.6, 1.6]")
 
 python -m sole_ros.cli train --output-dir "$WORK/masks" --epochs "${STAGE1_EPOCHS:-35}" "${COMMON[@]}" \
   --set loss_weights='{"assoc_focal": 0, "assoc_dice": 0, "match_class": 0}'
