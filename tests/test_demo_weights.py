@@ -6,27 +6,27 @@ on: a retrained or broken file, or a change to fusion or inference that loses th
 """
 import numpy as np
 
+from sole_ros.model.text import object_phrase
 from sole_ros.pipeline import PipelineSettings, build_pipeline, find_default_checkpoint
-from sole_ros.synthetic import CLASS_NAMES, generate_scene, render_sequence
-
-DEMO_SCENE_SEED = 11  # sole_ros/ros/demo.py's scene and classes
-DEMO_CLASSES = ["mug", "bowl", "bottle", "box", "can"]
-DEMO_QUERIES = {"find the mug": "mug", "a bowl": "bowl", "the bottle": "bottle"}
+from sole_ros.ros.demo import DEFAULT_QUERIES, DEMO_CLASSES, DEMO_SCENE_SEED
+from sole_ros.ros.sensor_player import render_demo_frames
+from sole_ros.synthetic import CLASS_NAMES
 
 
 def test_the_demo_weights_find_the_demo_scenes_mug_bowl_and_bottle():
     assert find_default_checkpoint() is not None, "sole_ros/weights/demo.ckpt is missing"
-    scene = generate_scene(seed=DEMO_SCENE_SEED, kind="tabletop", classes=DEMO_CLASSES)
+    scene, frames = render_demo_frames(DEMO_SCENE_SEED, 16, kind="tabletop", classes=DEMO_CLASSES)
     pipeline = build_pipeline(PipelineSettings(device="cpu", contrast_phrases=tuple(CLASS_NAMES),
                                                test_time_views=16), log=lambda *_: None)
-    for frame in render_sequence(scene, 16, seed=DEMO_SCENE_SEED):
+    for frame in frames:
         pipeline.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp)
     coords = pipeline.segment().snapshot.coords
 
-    for phrase, class_name in DEMO_QUERIES.items():
+    for phrase in DEFAULT_QUERIES:
         answers = pipeline.query([phrase], max_results=1).instances
         assert answers, f"no answer to {phrase!r}"
         points = coords[answers[0].point_indices]
+        class_name = object_phrase(phrase)
         low, high = next(o for o in scene.objects if o.class_name == class_name).bounds()
         inside = np.all((points >= low - 0.02) & (points <= high + 0.02), axis=1).mean()
         # a voxel (2 cm) of slack around the object's box; most of the answer must be the object

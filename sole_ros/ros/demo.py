@@ -31,6 +31,7 @@ from sole_ros.synthetic import CLASS_NAMES
 
 DEFAULT_QUERIES = ["find the mug", "a bowl", "the bottle"]
 DEMO_CLASSES = ["mug", "bowl", "bottle", "box", "can"]
+DEMO_SCENE_SEED = 11
 
 
 def say(text: str) -> None:
@@ -190,7 +191,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="sole_ros demo: node, camera, queries and a picture.")
     parser.add_argument("--queries", nargs="+", default=DEFAULT_QUERIES, help="phrases to ask, one query each")
-    parser.add_argument("--seed", type=int, default=11, help="synthetic scene seed")
+    parser.add_argument("--seed", type=int, default=DEMO_SCENE_SEED, help="synthetic scene seed")
     parser.add_argument("--frames", type=int, default=16, help="frames to publish")
     parser.add_argument("--rate", type=float, default=4.0, help="frames per second")
     parser.add_argument("--max-results", type=int, default=3, help="instances per query")
