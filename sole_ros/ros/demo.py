@@ -200,8 +200,8 @@ def main(argv=None) -> int:
                              "must beat (default: the demo weights' nine classes; '' for SOLE's binary query)")
     parser.add_argument("--views", type=int, default=16,
                         help="the node's model.test_time_views: segment N turned, scaled views of the scene and keep "
-                             "what they agree on, for N times the model's time (default: %(default)s, what the demo "
-                             "weights are trained for; 1: SOLE's single pass)")
+                             "what they agree on, for N times the model's time (default: %(default)s: the demo weights "
+                             "answer best with it; 1: SOLE's single pass)")
     parser.add_argument("--checkpoint", default=None, help="SOLE checkpoint (default: the demo weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--out-dir", default="out/demo", help="where the picture and the node's log go")
