@@ -70,6 +70,18 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown(info: DistInfo) -> None:
+def shutdown(info: DistInfo, finished: bool = True) -> None:
+    """Leave the process group while the interpreter is fully alive.
+
+    DDP's reducer sits in reference cycles and keeps the Gloo group alive after
+    destroy_process_group; freed at interpreter exit instead, Gloo's threads then take the GIL
+    of a finalising interpreter and the process aborts ("terminate called without an active
+    exception") although training finished. So: wait for every process, free the cycles, then
+    destroy the group. After an error the other processes may never arrive: no barrier then."""
     if info.enabled and dist.is_initialized():
+        import gc
+
+        if finished:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()

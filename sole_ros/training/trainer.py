@@ -67,9 +67,12 @@ def train(config: TrainConfig) -> dict:
     last_path = out_dir / "last.pt"
     resume = load_checkpoint(last_path) if (config.resume and last_path.exists()) else None
     try:
-        return _train(config, device, dist, out_dir, resume)
-    finally:
-        shutdown(dist)
+        summary = _train(config, device, dist, out_dir, resume)
+    except BaseException:
+        shutdown(dist, finished=False)
+        raise
+    shutdown(dist)
+    return summary
 
 
 def _train(config, device, dist, out_dir, resume) -> dict:
