@@ -75,10 +75,13 @@ def register_tiny_config() -> None:
         if _registered or TINY_MODEL_NAME in open_clip.list_models():
             _registered = True
             return
-        folder = tempfile.mkdtemp(prefix="sole_ros_clip_cfg_")
-        with open(os.path.join(folder, f"{TINY_MODEL_NAME}.json"), "w") as f:
-            json.dump(_TINY_CONFIG, f)
-        open_clip.add_model_config(folder)
+        # open_clip reads the file at once and keeps the config when the file is gone (a later
+        # rescan skips a missing path): no folder is left behind per process.
+        with tempfile.TemporaryDirectory(prefix="sole_ros_clip_cfg_") as folder:
+            path = os.path.join(folder, f"{TINY_MODEL_NAME}.json")
+            with open(path, "w") as f:
+                json.dump(_TINY_CONFIG, f)
+            open_clip.add_model_config(path)
         _registered = True
 
 
