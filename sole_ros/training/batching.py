@@ -22,6 +22,7 @@ from sole_ros.datasets.scene_sample import SceneSample
 from sole_ros.model.config import SoleConfig
 from sole_ros.model.voxel import VoxelScene, voxelize
 from sole_ros.training.association_targets import AssociationTargets, Captioner, PhraseEncoder, build_targets
+from sole_ros.training.config import REFERENCE_SCALE_RANGE
 
 
 @dataclass
@@ -64,7 +65,7 @@ def color_texture(points: np.ndarray, rng: np.random.Generator, waves: int = 8, 
 
 def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
             feature_dropout: float = 0.0, color_drop: float = 0.0, texture: float = 0.0,
-            scale_range: tuple[float, float] = (0.9, 1.1)) -> SceneSample:
+            scale_range: tuple[float, float] = REFERENCE_SCALE_RANGE) -> SceneSample:
     points = sample.points.astype(np.float64)
     if elastic and rng.random() < 0.95:
         for granularity, magnitude in ((0.2, 0.4), (0.8, 1.6)):
@@ -105,7 +106,7 @@ def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder,
                  captioner: Captioner | None = None, min_voxels: int = 1, elastic: bool = True,
                  feature_dropout: float = 0.0, encode_phrases: PhraseEncoder | None = None,
                  color_drop: float = 0.0, texture: float = 0.0,
-                 scale_range: tuple[float, float] = (0.9, 1.1)) -> TrainingItem | None:
+                 scale_range: tuple[float, float] = REFERENCE_SCALE_RANGE) -> TrainingItem | None:
     """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives.
     ``encode`` writes captions, ``encode_phrases`` (default: ``encode``) the entity phrases."""
     if rng is not None:

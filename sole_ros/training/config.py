@@ -5,6 +5,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+# the random scale of every training scene in SOLE's (Mask3D's) augmentation
+REFERENCE_SCALE_RANGE = (0.9, 1.1)
+
 
 @dataclass
 class DataConfig:
@@ -54,7 +57,7 @@ class TrainConfig:
     color_drop: float = 0.0
     color_texture: float = 0.0
     # each training scene is scaled by a factor drawn uniformly from this range (the reference's: 0.9-1.1)
-    scale_range: list = field(default_factory=lambda: [0.9, 1.1])
+    scale_range: list = field(default_factory=lambda: list(REFERENCE_SCALE_RANGE))
     # overrides of sole_ros.training.losses.LossWeights. All association weights at 0 give the mask-only,
     # class-agnostic pre-training whose backbone SOLE freezes (see docs/TRAINING.md)
     loss_weights: dict = field(default_factory=dict)
