@@ -121,5 +121,13 @@ def sparse_input(coords: list[torch.Tensor], feats: list[torch.Tensor], device: 
         for b, c in enumerate(coords)
     ])
     features = torch.cat([f.float() for f in feats]).to(device)
-    return ME.SparseTensor(features=features, coordinates=batched.to(device),
-                           minkowski_algorithm=ME.MinkowskiAlgorithm.SPEED_OPTIMIZED)
+    # A coordinate manager of MinkowskiEngine's own making sets torch's thread count to
+    # OMP_NUM_THREADS (else every core) each time: a process could not choose its threads. This one
+    # keeps the count the process has. On one thread CPU training is bit-repeatable (the kernel maps
+    # then come out in the same order every run; the kernel gradients sum over them in that order).
+    algorithm = ME.MinkowskiAlgorithm.SPEED_OPTIMIZED
+    map_type = ME.CoordinateMapType.CUDA if features.is_cuda else ME.CoordinateMapType.CPU
+    manager = ME.CoordinateManager(D=3, num_threads=torch.get_num_threads(), coordinate_map_type=map_type,
+                                   minkowski_algorithm=algorithm)
+    return ME.SparseTensor(features=features, coordinates=batched.to(device), minkowski_algorithm=algorithm,
+                           coordinate_manager=manager)
