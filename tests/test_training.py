@@ -252,6 +252,22 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4]
 
 
+def test_training_on_one_thread_is_bit_repeatable(tmp_path):
+    """A trained backbone (MinkowskiEngine's backward) on one thread: two runs end identical. The
+    process's thread count holds through training (MinkowskiEngine used to reset it to every core)."""
+    from sole_ros.training import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first = train(tiny_config(tmp_path / "a", max_steps=4))
+        assert torch.get_num_threads() == 1
+        second = train(tiny_config(tmp_path / "b", max_steps=4))
+    finally:
+        torch.set_num_threads(threads)
+    assert first["parameter_digest"] == second["parameter_digest"]
+
+
 def test_ddp_two_cpu_processes_keep_identical_replicas(tmp_path):
     script = tmp_path / "ddp_run.py"
     config = tiny_config(tmp_path / "ddp", max_steps=3, **{"data.synthetic_count": 4})
