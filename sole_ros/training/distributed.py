@@ -3,6 +3,7 @@ number of nodes): RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT come from th
 Without them everything runs in one process."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -79,8 +80,6 @@ def shutdown(info: DistInfo, finished: bool = True) -> None:
     exception") although training finished. So: wait for every process, free the cycles, then
     destroy the group. After an error the other processes may never arrive: no barrier then."""
     if info.enabled and dist.is_initialized():
-        import gc
-
         if finished:
             dist.barrier()
         gc.collect()
