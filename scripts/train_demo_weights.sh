@@ -11,8 +11,9 @@ WORK=${1:-/tmp/demo_train}
 # run bit-repeatable (MinkowskiEngine's CPU kernel maps then come out in one order) and, on a
 # 2-core machine, faster; it trains another draw of the recipe (sole_ros/weights/README.md).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+SEED=${SEED:-0}  # model initialisation, scene order and augmentation of both stages
 
-COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed 0 --device cpu --no-progress
+COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed "$SEED" --device cpu --no-progress
         --data synthetic --synthetic-kind mixed --synthetic-source scan --synthetic-count 96 --synthetic-eval-count 8
         --batch-size 2 --lr 1e-3
         --set model_overrides='{"num_queries": 32, "planes": [16, 32, 48, 64, 64, 48, 32, 32], "init_dim": 16,
