@@ -76,6 +76,7 @@ class PipelineSettings:
     prompt: str = "a {} in a scene."
     autocast: bool = False
     top_k: int = 100
+    min_points: int = 0  # answers (and full-segmentation parts) with fewer points are dropped
     split_distance: float | None = None  # DBSCAN eps of the mask splitting; None: the checkpoint's
     contrast_phrases: tuple[str, ...] = ()  # other things' names a query must beat (never answered)
     test_time_views: int = 1  # > 1: answers merged over turned and scaled views (inference/multi_view.py)
@@ -103,6 +104,7 @@ class PipelineSettings:
             allow_random_weights=values["model.allow_random_weights"], clip_model=values["model.clip_model"],
             clip_pretrained=values["model.clip_pretrained"] or None, prompt=values["model.prompt"],
             autocast=values["model.autocast"], top_k=values["query.top_k"],
+            min_points=values["query.min_points"],
             split_distance=positive_or_none(values["query.split_distance"]),
             contrast_phrases=split_phrase_list(values["query.contrast_phrases"]),
             test_time_views=values["model.test_time_views"], scene_scale=values["model.scene_scale"],
@@ -213,19 +215,22 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     voxel_map = VoxelMap(voxel_size=settings.voxel_size, max_voxels=settings.max_voxels,
                          keep_radius=settings.keep_radius, max_range=settings.max_range, feature_dim=feature_dim)
     pipeline = PerceptionPipeline(voxel_map, segmenter, dense, keyframes,
-                                  QueryLimits(settings.max_phrases, settings.max_phrase_length))
+                                  QueryLimits(settings.max_phrases, settings.max_phrase_length),
+                                  min_points=settings.min_points)
     pipeline.device = device
     return pipeline
 
 
 class PerceptionPipeline:
     def __init__(self, voxel_map: VoxelMap, segmenter=None, dense_features: DenseClipFeatures | None = None,
-                 keyframes: KeyframeSelector | None = None, limits: QueryLimits | None = None):
+                 keyframes: KeyframeSelector | None = None, limits: QueryLimits | None = None,
+                 min_points: int = 0):
         self.map = voxel_map
         self.segmenter = segmenter
         self.dense_features = dense_features
         self.keyframes = keyframes
         self.limits = limits or QueryLimits()
+        self.min_points = min_points
         self.segmentation: Segmentation | None = None
         self.device = getattr(segmenter, "device", "cpu")
         self._model_lock = threading.Lock()
@@ -283,13 +288,17 @@ class PerceptionPipeline:
         with self._model_lock:
             if self.segmentation is None:
                 raise QueryRejected("no scene yet: nothing has been accumulated and segmented")
-            instances = self.segmenter.query(phrases, min_score=min_score)
-            return QueryAnswer(list(instances)[:max_results], self.segmentation)
+            instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))
+            return QueryAnswer(instances[:max_results], self.segmentation)
 
     def full_segmentation(self) -> list:
         """The class-agnostic segmentation of the segmented scene (every part of every mask)."""
         with self._model_lock:
-            return self.segmenter.segment_all()
+            return self._large_enough(self.segmenter.segment_all())
+
+    def _large_enough(self, instances) -> list:
+        # after ranking, so a dropped fragment never takes the place of a larger answer
+        return [i for i in instances if i.num_points >= self.min_points]
 
     def reset(self) -> None:
         with self._model_lock:

@@ -54,6 +54,28 @@ def test_queries_need_a_segmented_scene_then_answer(pipeline):
         np.testing.assert_allclose(inst.centroid, pts.mean(0), atol=1e-5)
 
 
+def test_min_points_drops_small_answers_after_ranking(pipeline):
+    """query.min_points: answers (and full-segmentation parts) smaller than it are left out, and the
+    larger ones keep their order; the scene and the segmentation are untouched."""
+    pipeline.segment()
+    everything = pipeline.query(["mug", "bowl"], max_results=1000).instances
+    parts = pipeline.full_segmentation()
+    sizes = sorted({i.num_points for i in everything})
+    assert len(sizes) >= 2, "the random model should give answers of several sizes"
+    threshold = sizes[len(sizes) // 2]
+    try:
+        pipeline.min_points = threshold
+        kept = pipeline.query(["mug", "bowl"], max_results=1000).instances
+        kept_parts = pipeline.full_segmentation()
+    finally:
+        pipeline.min_points = 0
+    expected = [(i.label, i.score, i.num_points) for i in everything if i.num_points >= threshold]
+    assert [(i.label, i.score, i.num_points) for i in kept] == expected
+    assert 0 < len(kept) < len(everything)
+    assert [i.num_points for i in kept_parts] == [i.num_points for i in parts if i.num_points >= threshold]
+    assert len(pipeline.query(["mug", "bowl"], max_results=1000).instances) == len(everything)
+
+
 @pytest.mark.parametrize("phrases, reason", [
     ([], "empty query"), ([""], "empty query"), (["mug", " "], "empty phrase"), (["m" * 300], "too long"),
     (["a"] * 17, "too many"),

@@ -100,6 +100,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("query.max_phrase_length", 256, "Longest phrase (characters).", 1, 4096),
     Param("query.default_max_results", 10, "max_results used when a request gives 0.", 1, 1000),
     Param("query.top_k", 100, "Candidates (query x phrase) kept before the score threshold.", 1, 10_000),
+    Param("query.min_points", 0, "Answers with fewer points than this are dropped (stray fragments of a "
+          "large scene); 0: keep all.", 0, 1_000_000),
     Param("query.split_distance", 0.0, "Masks are split into parts connected within this distance (m); "
           "0: the checkpoint's (SOLE: 0.95 for rooms; the demo weights: 0.05 for tabletops).", 0.0, 10.0),
     # One comma-separated string, not a string array: rclpy types an empty-list default as a byte
