@@ -26,6 +26,7 @@ import threading
 import numpy as np
 import scipy.sparse as sp
 
+from sole_ros.geometry import yaw_matrix
 from sole_ros.inference.segmenter import Instance, OpenVocabSegmenter, make_instance
 
 
@@ -34,9 +35,7 @@ def view_transforms(views: int, scale: float, scale_jitter: float, shift: float,
     rng = np.random.default_rng(seed)
     out = [(np.eye(3), float(scale), np.zeros(3))]
     for _ in range(views - 1):
-        angle = rng.uniform(0.0, 2.0 * np.pi)
-        c, s = np.cos(angle), np.sin(angle)
-        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        rotation = yaw_matrix(rng.uniform(0.0, 2.0 * np.pi))
         factor = scale * rng.uniform(1.0 - scale_jitter, 1.0 + scale_jitter)
         out.append((rotation, float(factor), rng.uniform(0.0, shift, 3)))
     return out

@@ -17,12 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sole_ros.geometry import yaw_matrix
+
 _EPS = 1e-9
-
-
-def _yaw_matrix(yaw: float) -> np.ndarray:
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 @dataclass
@@ -36,7 +33,7 @@ class Primitive:
 
     def __post_init__(self):
         self.center = np.asarray(self.center, dtype=np.float64)
-        self._rot = _yaw_matrix(self.yaw)
+        self._rot = yaw_matrix(self.yaw)
 
     # World <-> local frame (local: centred, axis-aligned).
     def _to_local(self, points: np.ndarray) -> np.ndarray:

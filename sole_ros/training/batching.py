@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sole_ros.datasets.scene_sample import SceneSample
+from sole_ros.geometry import yaw_matrix
 from sole_ros.model.config import SoleConfig
 from sole_ros.model.voxel import VoxelScene, voxelize
 from sole_ros.training.association_targets import AssociationTargets, Captioner, PhraseEncoder, build_targets
@@ -71,9 +72,7 @@ def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
         for granularity, magnitude in ((0.2, 0.4), (0.8, 1.6)):
             points = elastic_distortion(points, granularity, magnitude, rng)
     points = (points - points.mean(axis=0)).astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    c, s = np.cos(angle), np.sin(angle)
-    points = points @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32).T
+    points = points @ yaw_matrix(rng.uniform(0, 2 * np.pi)).astype(np.float32).T
     flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
     points[:, :2] *= flips
     points *= rng.uniform(*scale_range)
