@@ -439,3 +439,21 @@ def test_color_augmentations_grey_out_or_texture_a_scene():
     pairs = np.argwhere(near & ~np.eye(2000, 200, dtype=bool))
     close = np.abs(offsets[pairs[:, 0]] - offsets[pairs[:, 1]]).mean()
     assert close < 0.5 * np.abs(offsets[:1000] - offsets[1000:]).mean()
+
+
+def test_evaluation_scenes_get_the_same_features_whatever_the_runs_seed():
+    """Models trained with different seeds are scored on the same evaluation scenes, stand-in point
+    features included; training scenes take the run's seed (it is part of the draw)."""
+    from sole_ros.clip import ClipSpec, load_clip
+    from sole_ros.training.components import build_dataset, text_encoders
+    from sole_ros.training.config import TrainConfig
+
+    _, classes = text_encoders(load_clip(ClipSpec.tiny(), "cpu"), torch.device("cpu"))
+
+    def features(seed, split):
+        config = TrainConfig.from_dict({"seed": seed, "data": {"synthetic_count": 1, "synthetic_eval_count": 1,
+                                                                "synthetic_max_points": 2000}})
+        return build_dataset(config, split, classes)[0].clip_features
+
+    assert np.array_equal(features(0, "eval"), features(3, "eval"))
+    assert not np.array_equal(features(0, "train"), features(3, "train"))

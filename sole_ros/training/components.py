@@ -16,6 +16,7 @@ from sole_ros.training.config import TrainConfig
 
 CAPTION_PROMPT = "{}"  # captions are encoded as they are
 CLASS_PROMPT = "a {} in a scene."  # SOLE's prompt: class names at evaluation, entity phrases, oracle features
+EVAL_FEATURE_SEED = 0  # the stand-in point features of evaluation scenes (build_dataset)
 
 
 def sole_config_for(config: TrainConfig, clip_dim: int) -> SoleConfig:
@@ -87,8 +88,10 @@ def build_dataset(config: TrainConfig, split: str, feature_encoder: TextEncoder 
 
             def encode(phrases):
                 return each(list(phrases)).cpu().numpy()
+            # The evaluation scenes' features must not depend on the model scored on them, so
+            # they take a fixed seed (0, the seed of every earlier figure), not the run's.
             features = TextOracleFeatures(encode, noise=data.oracle_feature_noise, unseen=data.oracle_unseen,
-                                          seed=config.seed)
+                                          seed=config.seed if split == "train" else EVAL_FEATURE_SEED)
         mixed = data.synthetic_kind == "mixed"
         return SyntheticScenes(range(first, first + count), kind="tabletop" if mixed else data.synthetic_kind,
                                source=data.synthetic_source, max_points=data.synthetic_max_points,
