@@ -5,7 +5,8 @@ open_clip's ViT-L-14 text tower with random weights, in one run:
   (a) latency of a cached query (decoder with the phrase, scoring, lazy splitting) against the
       reference's path for the same output (full forward + DBSCAN on every query's mask),
   (b) splitting every final mask into connected parts: connected_parts vs scikit-learn's DBSCAN,
-      with identical partitions required,
+      with identical partitions required; then the room's boxes as object-sized masks, at SOLE's
+      eps and at the demo weights' 5 cm,
   (c) peak memory (resident set) after each stage.
 
     .venv/bin/python bench/bench_model.py [--voxels 100000] [--threads 1] [--device cpu] [--quick]
@@ -37,7 +38,8 @@ def peak_rss_mib() -> float:
 
 
 def synthetic_room(target_voxels: int, voxel: float, rng: np.random.Generator):
-    """Floor, two walls and a few boxes, one point per 2 cm cell; colours and CLIP features random."""
+    """Floor, two walls and a few boxes, one point per 2 cm cell; colours and CLIP features random.
+    Returns points, colours, features and each box's point indices (object-sized masks)."""
     # floor of w x d and walls of height h sized so the surfaces hold about target_voxels cells
     h = 2.4
     w = d = 1.0
@@ -58,11 +60,13 @@ def synthetic_room(target_voxels: int, voxel: float, rng: np.random.Generator):
         edge = ((grid - lo) < voxel) | ((lo + size - grid) < voxel)
         boxes.append(grid[edge.any(axis=1)])
     points = np.concatenate([floor, wall1, wall2, *boxes])
+    ends = np.cumsum([len(floor) + len(wall1) + len(wall2)] + [len(b) for b in boxes])
+    box_indices = [np.arange(a, b) for a, b in zip(ends[:-1], ends[1:])]
     points += rng.uniform(-0.4, 0.4, points.shape) * voxel  # stay inside the cell
     colors = rng.uniform(0, 1, points.shape)
     clip = rng.normal(size=(points.shape[0], 768)).astype(np.float32)
     clip /= np.linalg.norm(clip, axis=1, keepdims=True)
-    return points, colors, clip
+    return points, colors, clip, box_indices
 
 
 def timed(fn, repeat=1):
@@ -96,7 +100,7 @@ def main() -> None:
           f"+ ViT-L-14 CLIP, random weights: {t_build[0]:.1f} s, peak RSS {peak_rss_mib():.0f} MiB")
     rss_built = peak_rss_mib()
 
-    points, colors, clip = synthetic_room(args.voxels, cfg.voxel_size, rng)
+    points, colors, clip, box_indices = synthetic_room(args.voxels, cfg.voxel_size, rng)
     seg = OpenVocabSegmenter(model, text_encoder, device=args.device)
     _, t_scene = timed(lambda: seg.set_scene(points, colors, clip, version=1))
     scene = seg._scene.scene
@@ -141,6 +145,18 @@ def main() -> None:
           f"max {int(sizes.max())}) into {parts} parts: connected_parts {t_ours[0]:.2f} s, "
           f"scikit-learn DBSCAN {t_theirs[0]:.2f} s -> {t_theirs[0] / t_ours[0]:.1f}x (target >= 20x); "
           f"identical partitions: {identical}")
+    # Object-sized masks: the room's boxes (the random-weight masks above are room-sized, DBSCAN's
+    # worst case, since its cost grows with the neighbours within eps of each point), at SOLE's eps
+    # and at the demo weights' 5 cm for tabletops.
+    objects = [points[i].astype(np.float64) for i in box_indices]
+    for eps in (seg.dbscan_eps, 0.05):
+        ours, t_ours = timed(lambda: [connected_parts(o, eps) for o in objects], repeat=3)
+        theirs, t_theirs = timed(lambda: [DBSCAN(eps=eps, min_samples=1, n_jobs=-1).fit(o).labels_
+                                          for o in objects], repeat=3)
+        identical = all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+        print(f"    object-sized, eps {eps} m: the room's {len(objects)} boxes (points: median "
+              f"{int(np.median([len(o) for o in objects]))}), connected_parts {min(t_ours):.3f} s, scikit-learn "
+              f"DBSCAN {min(t_theirs):.3f} s -> {min(t_theirs) / min(t_ours):.1f}x; identical partitions: {identical}")
 
     cache_bytes = sum(t.numel() * t.element_size() for t in _tensors(seg._scene.encoding))
     print(f"\n(c) peak resident memory: after building {rss_built:.0f} MiB, after the cached path "
