@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/demo_train}
 # demo.ckpt was trained on 2 threads, which no rerun repeats bit for bit. OMP_NUM_THREADS=1 makes a
 # run bit-repeatable (MinkowskiEngine's CPU kernel maps then come out in one order) and, on a
-# 2-core machine, faster; it trains another draw of the recipe (sole_ros/weights/README.md).
+# 2-core machine, faster; it trains another draw of the recipe (sole_ros/weights/README.md: five
+# such draws, seeds 0-4, and why none replaced demo.ckpt).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 SEED=${SEED:-0}  # model initialisation, scene order and augmentation of both stages
 
