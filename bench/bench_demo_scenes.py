@@ -25,7 +25,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from sole_ros.model.text import object_phrase  # noqa: E402
 from sole_ros.pipeline import PipelineSettings, build_pipeline, find_default_checkpoint  # noqa: E402
 from sole_ros.ros.demo import DEFAULT_QUERIES, DEMO_CLASSES  # noqa: E402
-from sole_ros.synthetic import CLASS_NAMES, generate_scene, render_sequence  # noqa: E402
+from sole_ros.ros.sensor_player import render_demo_frames  # noqa: E402
+from sole_ros.synthetic import CLASS_NAMES  # noqa: E402
 
 
 def seed_range(text: str) -> list[int]:
@@ -68,17 +69,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     checkpoints = args.checkpoints or [find_default_checkpoint()]
     demo_classes = [object_phrase(q) for q in DEFAULT_QUERIES]
-    scenes = []
-    for seed in args.seeds:
-        scene = generate_scene(seed=seed, kind="tabletop", classes=DEMO_CLASSES)
-        scenes.append((seed, scene, list(render_sequence(scene, 16, width=320, height=240, seed=seed))))
+    scenes = [render_demo_frames(seed, 16, kind="tabletop", classes=DEMO_CLASSES) for seed in args.seeds]
     print(f"# demo-like scenes: seeds {args.seeds[0]}-{args.seeds[-1]} ({len(scenes)}), 16 frames each, "
           f"{args.views} views, {args.threads} threads")
     for path in checkpoints:
         pipeline = build_pipeline(PipelineSettings(device="cpu", checkpoint=path, contrast_phrases=tuple(CLASS_NAMES),
                                                    test_time_views=args.views), log=lambda *_: None)
         hits, passed, seconds, missed = [], 0, [], {}
-        for seed, scene, frames in scenes:
+        for scene, frames in scenes:
             found, took = score_scene(pipeline, scene, frames)
             hits += found.values()
             seconds.append(took)
