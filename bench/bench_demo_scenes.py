@@ -8,7 +8,7 @@ on other scene seeds and reports, per checkpoint in one run:
     answer lies at least 80% inside that object's box (2 cm of slack), the test's criterion;
   - scenes passed: the share of scenes where the demo's three queries all pass, as the test asks.
 
-    python bench/bench_demo_scenes.py [--checkpoints A.ckpt B.ckpt] [--seeds 1000-1019] [--threads 1]
+    python bench/bench_demo_scenes.py [--checkpoints A.ckpt B.ckpt] [--seeds 1000-1019] [--scene-scale 1.0]
 """
 from __future__ import annotations
 
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=seed_range, default=seed_range("1000-1019"),
                         help="scene seeds FIRST-LAST (default 1000-1019; the demo's is 11)")
     parser.add_argument("--views", type=int, default=16, help="test-time views (the demo's 16)")
+    parser.add_argument("--scene-scale", type=float, default=1.0,
+                        help="model.scene_scale: the map scaled by this before the model (the demo's 1.0)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -71,10 +73,11 @@ def main(argv=None) -> int:
     demo_classes = [object_phrase(q) for q in DEFAULT_QUERIES]
     scenes = [render_demo_frames(seed, 16, kind="tabletop", classes=DEMO_CLASSES) for seed in args.seeds]
     print(f"# demo-like scenes: seeds {args.seeds[0]}-{args.seeds[-1]} ({len(scenes)}), 16 frames each, "
-          f"{args.views} views, {args.threads} threads")
+          f"{args.views} views, scene scale {args.scene_scale}, {args.threads} threads")
     for path in checkpoints:
         pipeline = build_pipeline(PipelineSettings(device="cpu", checkpoint=path, contrast_phrases=tuple(CLASS_NAMES),
-                                                   test_time_views=args.views), log=lambda *_: None)
+                                                   test_time_views=args.views, scene_scale=args.scene_scale),
+                                log=lambda *_: None)
         hits, passed, seconds, missed = [], 0, [], {}
         for scene, frames in scenes:
             found, took = score_scene(pipeline, scene, frames)

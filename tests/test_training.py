@@ -326,6 +326,12 @@ def test_cli_train_then_eval_writes_table_and_plot(tmp_path, capsys):
     settings = json.loads((tmp_path / "eval2" / "eval_settings.json").read_text())
     assert (settings["views"], settings["scene_scale"]) == (2, 0.8)
     assert 0.0 <= json.loads((tmp_path / "eval2" / "ap.json").read_text())["summary"]["agnostic_ap50"] <= 1.0
+    # as a node without a 2D CLIP sees its map: no stand-in point features
+    code = main(["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval3"), "--device", "cpu",
+                 "--no-point-features"])
+    assert code == 0 and "class-agnostic" in capsys.readouterr().out
+    assert json.loads((tmp_path / "eval3" / "eval_settings.json").read_text())["point_features"] is False
+    assert json.loads((tmp_path / "eval2" / "eval_settings.json").read_text())["point_features"] is True
 
 
 def test_cli_reports_bad_settings_in_one_line(tmp_path, capsys):

@@ -80,7 +80,8 @@ def score_top1_queries(segmenter, sample, class_ids: list[int], class_names: lis
 def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_dir=None, device: str = "auto",
                         max_scenes: int | None = None, top_k: int | None = None,
                         min_region_size: int | None = None, query_top1: bool = True, views: int = 1,
-                        scene_scale: float = 1.0, view_scale_jitter: float = 0.1) -> InstanceAPResult:
+                        scene_scale: float = 1.0, view_scale_jitter: float = 0.1,
+                        point_features: bool = True) -> InstanceAPResult:
     """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config),
     and with ``query_top1`` the top-1 accuracy of class-name queries asked alone
     (``result.query_top1``) and among the other class names (``result.query_top1_contrast``).
@@ -88,6 +89,8 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     ``min_region_size`` defaults to ScanNet's 100 points for ScanNet data and to 30 for the
     (sparser) synthetic and mOSD scenes. ``views``, ``scene_scale`` and ``view_scale_jitter`` are
     the node's test-time augmentation (sole_ros.inference.multi_view); 1, 1.0: none.
+    ``point_features=False`` scores the synthetic scenes without their stand-in point CLIP
+    features, as a node without a 2D CLIP (the demo weights' random one) sees its map.
     """
     from sole_ros.device import resolve_device
     from sole_ros.pipeline import PipelineSettings, load_segmenter
@@ -105,7 +108,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
                                 test_time_views=views, scene_scale=scene_scale, view_scale_jitter=view_scale_jitter)
     segmenter, clip = load_segmenter(settings, device, log=lambda *_: None)
     _, class_encoder = text_encoders(clip, device)
-    dataset = build_dataset(config, "eval", class_encoder)
+    dataset = build_dataset(config, "eval", class_encoder if point_features else None)
     class_ids, class_names, splits = _vocabulary(config, dataset)
     if min_region_size is None:
         min_region_size = 100 if config.data.kind in ("scannet", "scannet200") else 30
@@ -134,6 +137,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
         (out / "eval_settings.json").write_text(json.dumps(
             {"checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
              "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device),
-             "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter}, indent=2))
+             "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter,
+             "point_features": point_features}, indent=2))
     return result
 
