@@ -37,11 +37,6 @@ def seed_range(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected FIRST-LAST, e.g. 1000-1019") from None
 
 
-def share_inside(points: np.ndarray, obj) -> float:
-    low, high = obj.bounds()
-    return float(np.all((points >= low - 0.02) & (points <= high + 0.02), axis=1).mean())
-
-
 def score_scene(pipeline, scene, frames) -> tuple[dict[str, bool], float]:
     """{class name: best answer on it} for every demo class in the scene, and the seconds taken."""
     pipeline.reset()
@@ -54,7 +49,7 @@ def score_scene(pipeline, scene, frames) -> tuple[dict[str, bool], float]:
         if obj.class_name not in DEMO_CLASSES:
             continue  # the table
         answers = pipeline.query([f"find the {obj.class_name}"], max_results=1).instances
-        hits[obj.class_name] = bool(answers) and share_inside(coords[answers[0].point_indices], obj) >= 0.8
+        hits[obj.class_name] = bool(answers) and obj.share_inside(coords[answers[0].point_indices]) >= 0.8
     return hits, time.perf_counter() - start
 
 

@@ -36,6 +36,12 @@ class SceneObject:
         radii = np.array([p.bounding_sphere()[1] for p in self.primitives])[:, None]
         return (centres - radii).min(axis=0), (centres + radii).max(axis=0)
 
+    def share_inside(self, points: np.ndarray, slack: float = 0.02) -> float:
+        """The share of ``points`` inside the object's bounds grown by ``slack`` (m): how much of an
+        answer lies on this object (the demo's criterion, with a voxel of slack)."""
+        low, high = self.bounds()
+        return float(np.all((points >= low - slack) & (points <= high + slack), axis=1).mean())
+
 
 @dataclass
 class Scene:
