@@ -199,6 +199,18 @@ def test_synthetic_scan_source_fuses_rendered_frames():
         SyntheticScenes([1], source="mesh")
 
 
+def test_rooms_take_their_own_point_cap_in_mixed_scenes():
+    # seed 4 is a tabletop, seed 5 a room (mixed scenes alternate by parity)
+    scenes = SyntheticScenes([4, 5], source="scan", num_frames=2, image_size=(80, 60), mixed_kinds=True,
+                             max_points=None, room_max_points=1500)
+    tabletop, room = scenes[0], scenes[1]
+    assert "tabletop" in tabletop.name and "room" in room.name
+    assert len(room) == 1500 and len(tabletop) > 1500
+    # without a room cap, rooms follow max_points
+    assert len(SyntheticScenes([5], source="scan", num_frames=2, image_size=(80, 60), mixed_kinds=True,
+                               max_points=1000)[0]) == 1000
+
+
 def test_scene_sample_validates_shapes():
     with pytest.raises(ValueError):
         SceneSample("x", np.zeros((4, 3)), np.zeros((3, 3)), np.zeros(4), np.zeros(4))

@@ -65,7 +65,8 @@ class SyntheticScenes:
     def __init__(self, seeds: Sequence[int], kind: str = "tabletop", source: str = "surface",
                  object_density: float = 6000.0, background_density: float = 800.0, num_frames: int = 12,
                  image_size: tuple[int, int] = (160, 120), max_points: int | None = 40000,
-                 features: TextOracleFeatures | None = None, mixed_kinds: bool = False, clutter: float = 0.0):
+                 features: TextOracleFeatures | None = None, mixed_kinds: bool = False, clutter: float = 0.0,
+                 room_max_points: int | None = None):
         if source not in ("surface", "scan"):
             raise ValueError(f"source must be 'surface' or 'scan', got {source!r}")
         self.seeds = list(seeds)
@@ -76,6 +77,7 @@ class SyntheticScenes:
         self.num_frames = num_frames
         self.image_size = image_size
         self.max_points = max_points
+        self.room_max_points = room_max_points  # rooms' own cap; None: max_points
         self.features = features
         self.mixed_kinds = mixed_kinds  # alternate tabletop and room scenes by seed parity
         self.clutter = clutter  # stacked and touching objects (generate_scene)
@@ -97,8 +99,11 @@ class SyntheticScenes:
             w, h = self.image_size
             cloud = fuse_frames(render_sequence(scene, self.num_frames, w, h, seed=0))
         keep = np.arange(len(cloud))
-        if self.max_points is not None and len(cloud) > self.max_points:
-            keep = np.sort(np.random.default_rng(seed).choice(len(cloud), self.max_points, replace=False))
+        cap = self.max_points
+        if self.room_max_points is not None and self.scene_kind(seed) == "room":
+            cap = self.room_max_points
+        if cap is not None and len(cloud) > cap:
+            keep = np.sort(np.random.default_rng(seed).choice(len(cloud), cap, replace=False))
         sample = SceneSample(
             name=f"synthetic_{self.scene_kind(seed)}_{seed:06d}",
             points=cloud.points[keep], colors=cloud.colors[keep] / 255.0,

@@ -95,6 +95,7 @@ def build_dataset(config: TrainConfig, split: str, feature_encoder: TextEncoder 
         mixed = data.synthetic_kind == "mixed"
         return SyntheticScenes(range(first, first + count), kind="tabletop" if mixed else data.synthetic_kind,
                                source=data.synthetic_source, max_points=data.synthetic_max_points,
+                               room_max_points=data.synthetic_room_max_points,
                                num_frames=data.synthetic_frames,
                                features=features, mixed_kinds=mixed, clutter=data.synthetic_clutter)
     if data.kind in ("scannet", "scannet200"):

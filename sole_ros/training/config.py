@@ -28,6 +28,9 @@ class DataConfig:
     synthetic_kind: str = "mixed"  # "tabletop", "room" or "mixed"
     synthetic_source: str = "surface"  # "surface" or "scan"
     synthetic_max_points: int = 30000
+    # rooms' own cap (None: synthetic_max_points): a room scan holds 3-4x a tabletop's voxels, so a
+    # run can keep tabletops at full density and still afford rooms
+    synthetic_room_max_points: int | None = None
     synthetic_clutter: float = 0.0  # 0..1: stacked and touching objects (real tabletops are cluttered)
     synthetic_frames: int = 12  # RGB-D frames fused per "scan" scene (1: a single view, like a robot's first look)
     oracle_feature_noise: float = 0.3  # stand-in for fused OpenSeg features, see TextOracleFeatures
