@@ -17,13 +17,24 @@ from typing import Any
 import torch
 
 TINY_MODEL_NAME = "sole-tiny"
+TINY_DENSE_MODEL_NAME = "sole-tiny-dense"
 
 # A small CLIP: 64-d joint space, ViT with 16 px patches on 64 px images, 2-layer text transformer.
 # The tokenizer stays CLIP's BPE (vocab 49408) so real phrases tokenise exactly as with ViT-L-14.
-_TINY_CONFIG: dict[str, Any] = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+_TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
+_TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    TINY_MODEL_NAME: {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+        "text_cfg": _TINY_TEXT,
+    },
+    # The same text tower with an image tower big enough to learn dense features of the synthetic
+    # classes (sole_ros.training.image_tower): 4 layers of width 128, 16 px patches on 320 px.
+    TINY_DENSE_MODEL_NAME: {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 320, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
+        "text_cfg": _TINY_TEXT,
+    },
 }
 
 _register_lock = threading.Lock()
@@ -64,24 +75,35 @@ class LoadedClip:
     image_size: tuple[int, int]
     spec: ClipSpec
     device: torch.device
+    # A random CLIP whose image tower was trained here (sole_ros.training.image_tower): its dense
+    # image features mean something, at the input short side it was trained for.
+    image_tower_trained: bool = False
+    dense_short_side: int | None = None
+
+    @property
+    def image_features_meaningful(self) -> bool:
+        return self.spec.pretrained is not None or self.image_tower_trained
 
 
 def register_tiny_config() -> None:
-    """Make ``sole-tiny`` known to open_clip (idempotent). open_clip only reads configs from files."""
+    """Make ``sole-tiny`` and ``sole-tiny-dense`` known to open_clip (idempotent). open_clip only
+    reads configs from files."""
     global _registered
     import open_clip
 
     with _register_lock:
-        if _registered or TINY_MODEL_NAME in open_clip.list_models():
-            _registered = True
+        if _registered:
             return
-        # open_clip reads the file at once and keeps the config when the file is gone (a later
+        # open_clip reads a file at once and keeps the config when the file is gone (a later
         # rescan skips a missing path): no folder is left behind per process.
         with tempfile.TemporaryDirectory(prefix="sole_ros_clip_cfg_") as folder:
-            path = os.path.join(folder, f"{TINY_MODEL_NAME}.json")
-            with open(path, "w") as f:
-                json.dump(_TINY_CONFIG, f)
-            open_clip.add_model_config(path)
+            for name, config in _TINY_CONFIGS.items():
+                if name in open_clip.list_models():
+                    continue
+                path = os.path.join(folder, f"{name}.json")
+                with open(path, "w") as f:
+                    json.dump(config, f)
+                open_clip.add_model_config(path)
         _registered = True
 
 
@@ -159,4 +181,4 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> LoadedClip:
 
 
 __all__ = ["ClipSpec", "LoadedClip", "ClipWeightsUnavailable", "load_clip", "register_tiny_config",
-           "uses_quick_gelu", "TINY_MODEL_NAME"]
+           "uses_quick_gelu", "TINY_MODEL_NAME", "TINY_DENSE_MODEL_NAME"]

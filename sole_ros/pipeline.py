@@ -165,6 +165,10 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
             # The run's CLIP had random weights: they define its text space and travel with it.
             clip = load_clip(ClipSpec(hp["clip"]["model_name"], None), device)
             clip.model.load_state_dict(data["clip_state_dict"])
+            image_tower = hp["clip"].get("image_tower")
+            if image_tower:  # trained by `sole-ros train-image-tower`
+                clip.image_tower_trained = True
+                clip.dense_short_side = int(image_tower["short_side"])
         elif own_run and hp.get("clip", {}).get("pretrained"):
             clip = load_clip(ClipSpec(hp["clip"]["model_name"], hp["clip"]["pretrained"]), device)
         else:
@@ -201,13 +205,14 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     dense = keyframes = None
     feature_dim = 0
     use_dense = settings.dense_features
-    if use_dense and clip.spec.pretrained is None and not settings.allow_random_weights:
-        # e.g. the demo weights: their small CLIP was never trained, so its image features say nothing
-        # (the model was trained to work without them, see sole_ros/weights/README.md)
-        log("dense CLIP features off: the checkpoint's CLIP has random weights, its image features carry no meaning")
+    if use_dense and not clip.image_features_meaningful and not settings.allow_random_weights:
+        # a random small CLIP whose image tower was never trained: its image features say nothing
+        # (SOLE's training drops point features for some scenes, so the model works without them)
+        log("dense CLIP features off: the checkpoint's CLIP has a random image tower, its image features "
+            "carry no meaning")
         use_dense = False
     if use_dense:
-        dense = DenseClipFeatures(clip, device=device)
+        dense = DenseClipFeatures(clip, device=device, short_side=clip.dense_short_side)
         feature_dim = dense.feature_dim
         keyframes = KeyframeSelector(min_translation=settings.keyframe_translation,
                                      min_rotation_deg=settings.keyframe_rotation_deg,

@@ -65,25 +65,30 @@ class DenseClipFeatures:
     @torch.no_grad()
     def batch_features(self, images) -> torch.Tensor:
         """(B,H,W,3) uint8 RGB (or a list of same-size images) -> (B,h,w,D), one network pass."""
+        pixels = self.network_input(images)
+        with autocast(self.device, self.mixed_precision):
+            return self.grid_features(pixels)
+
+    def network_input(self, images) -> torch.Tensor:
+        """(B,H,W,3) uint8 RGB -> the normalised (B,3,h*patch,w*patch) input of grid_features."""
         batch = _check_images(images)
         pixels = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         size = self.input_size(batch.shape[1], batch.shape[2])
         pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
-        pixels = (pixels - self._mean) / self._std
-        with autocast(self.device, self.mixed_precision):
-            tokens = self._patch_tokens(pixels)
-        return F.normalize(tokens.float(), dim=-1)
+        return (pixels - self._mean) / self._std
+
+    def grid_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Network input -> (B,h,w,D) unit vectors; differentiable (training the image tower
+        through the path the map uses: sole_ros.training.image_tower)."""
+        return F.normalize(self._patch_tokens(pixels).float(), dim=-1)
 
     def _positional(self, grid: tuple[int, int]) -> torch.Tensor:
+        table = self.visual.positional_embedding
+        if torch.is_grad_enabled() and table.requires_grad:
+            return _resize_positional(table, grid)  # training it: no cache, gradients flow
         cached = self._positional_cache.get(grid)
         if cached is None:
-            table = self.visual.positional_embedding.detach()
-            base = int(round((table.shape[0] - 1) ** 0.5))
-            patches = table[1:].reshape(1, base, base, -1).permute(0, 3, 1, 2).float()
-            if (base, base) != grid:
-                patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
-            patches = patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(table.dtype)
-            cached = torch.cat([table[:1], patches], dim=0)
+            cached = _resize_positional(table.detach(), grid)
             self._positional_cache[grid] = cached
         return cached
 
@@ -107,6 +112,16 @@ class DenseClipFeatures:
         x = visual.ln_post(x[:, 1:])
         x = x @ visual.proj.to(x.dtype)
         return x.reshape(batch, h, w, -1)
+
+
+def _resize_positional(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The class token's row and the square patch table interpolated to ``grid``."""
+    base = int(round((table.shape[0] - 1) ** 0.5))
+    patches = table[1:].reshape(1, base, base, -1).permute(0, 3, 1, 2).float()
+    if (base, base) != grid:
+        patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(table.dtype)
+    return torch.cat([table[:1], patches], dim=0)
 
 
 def _last_block_without_attention(block, x: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,13 @@ def save_checkpoint(path, model, sole_config, train_config, clip=None, optimizer
     payload["torch_rng"] = torch.get_rng_state()
     if torch.cuda.is_available():
         payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return save_atomic(payload, path)
+
+
+def save_atomic(payload: dict, path) -> pathlib.Path:
+    """torch.save to a temporary file, then rename: an interrupted save never leaves a broken file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -80,12 +87,7 @@ def export_for_inference(source, destination, inference: dict | None = None) -> 
             raise ValueError(f"not inference settings: {sorted(unknown)} (allowed: {', '.join(INFERENCE_SETTINGS)})")
         keep["hyper_parameters"] = {**keep["hyper_parameters"],
                                     "sole_config": {**keep["hyper_parameters"]["sole_config"], **inference}}
-    destination = pathlib.Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(destination.name + ".tmp")
-    torch.save(keep, tmp)
-    os.replace(tmp, destination)
-    return destination
+    return save_atomic(keep, destination)
 
 
 def load_checkpoint(path) -> dict:
