@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -28,6 +29,22 @@ def _scene(cfg, n=2000, seed=0, extent=1.0):
 def _text(cfg, t, seed=0):
     g = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(t, cfg.clip_dim, generator=g), dim=-1)
+
+
+def test_voxelize_takes_read_only_arrays_without_warning_or_writing_them():
+    # the scene map hands out read-only views of its arrays
+    cfg = SoleConfig.tiny()
+    rng = np.random.default_rng(0)
+    arrays = [rng.uniform(0, 1, (500, 3)), rng.uniform(0, 1, (500, 3)).astype(np.float32),
+              rng.normal(size=(500, cfg.clip_dim)).astype(np.float32)]
+    expected = voxelize(*arrays, cfg)
+    for array in arrays:
+        array.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scene = voxelize(*arrays, cfg)
+    assert torch.equal(scene.features, expected.features) and torch.equal(scene.clip, expected.clip)
+    assert torch.equal(scene.raw_coords, expected.raw_coords)
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,8 @@ class VoxelScene:
 def _segment_mean(values: np.ndarray, inverse: torch.Tensor, counts: torch.Tensor,
                   dtype=torch.float64) -> torch.Tensor:
     """Mean of the rows of ``values`` per voxel (index_add: fast and memory-light for wide rows)."""
-    values = torch.as_tensor(values).to(dtype)
+    # the map hands out read-only views; torch warns on (and must not share) non-writable memory
+    values = torch.from_numpy(np.require(values, requirements="W")).to(dtype)
     sums = torch.zeros((counts.shape[0], values.shape[1]), dtype=dtype).index_add_(0, inverse, values)
     return sums / counts[:, None].to(dtype)
 
