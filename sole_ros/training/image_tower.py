@@ -120,6 +120,7 @@ def sample_at_pixels(grid: torch.Tensor, pixels: torch.Tensor, image_size: tuple
     """(h,w,D) feature grid tiling a width x height image -> features at flat pixel indices, bilinear
     with cell centres as sole_ros.scene.voxel_map.sample_feature_grid takes them; differentiable."""
     width, height = image_size
+    pixels = pixels.to(grid.device)
     u = (pixels % width).float()
     v = torch.div(pixels, width, rounding_mode="floor").float()
     # grid_sample's align_corners=False puts cell centres where the map's sampler does
@@ -134,6 +135,7 @@ def evaluate_image_tower(dense, phrase_embeddings: torch.Tensor, images: Labelle
                          batch_size: int = 8) -> dict:
     """Pixel accuracy (nearest phrase) over every labelled pixel and per class, and region accuracy:
     the mean feature over each class region of a frame (as the map pools an object's voxels)."""
+    vocabulary_embeddings = phrase_embeddings.float().cpu()  # scored on the CPU, whatever the device
     hits = np.zeros(len(phrase_embeddings))
     totals = np.zeros(len(phrase_embeddings))
     region_hits = region_total = 0
@@ -143,13 +145,13 @@ def evaluate_image_tower(dense, phrase_embeddings: torch.Tensor, images: Labelle
         for grid, target in zip(grids, torch.from_numpy(images.targets[start:start + batch_size].astype(np.int64))):
             pixels = torch.nonzero(target.reshape(-1) >= 0)[:, 0]
             labels = target.reshape(-1)[pixels]
-            features = sample_at_pixels(grid, pixels, (target.shape[1], target.shape[0]))
-            predicted = (features @ phrase_embeddings.t()).argmax(dim=1)
+            features = sample_at_pixels(grid, pixels, (target.shape[1], target.shape[0])).float().cpu()
+            predicted = (features @ vocabulary_embeddings.t()).argmax(dim=1)
             np.add.at(totals, labels.numpy(), 1)
             np.add.at(hits, labels.numpy(), (predicted == labels).numpy())
             for label in labels.unique():
                 mean = features[labels == label].mean(dim=0)
-                region_hits += int((mean @ phrase_embeddings.t()).argmax() == label)
+                region_hits += int((mean @ vocabulary_embeddings.t()).argmax() == label)
                 region_total += 1
     seen = totals > 0
     names = vocabulary()
