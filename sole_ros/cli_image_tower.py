@@ -29,6 +29,10 @@ def register(subparsers) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="(default: %(default)s)")
+    parser.add_argument("--channel-shuffle", type=float, default=defaults.channel_shuffle,
+                        help="share of frames with their RGB channels permuted (default: %(default)s)")
+    parser.add_argument("--grey", type=float, default=defaults.grey,
+                        help="share of frames turned grey (default: %(default)s)")
     parser.add_argument("--short-side", type=int, default=defaults.short_side,
                         help="network input short side in pixels; the node uses the same (default: %(default)s)")
     parser.add_argument("--clip-model", default=TINY_DENSE,
@@ -59,6 +63,9 @@ def run(args) -> int:
     for name in ("scenes", "frames_per_scene", "epochs", "batch_size", "short_side"):
         if getattr(args, name) < 1:
             raise CliError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("channel_shuffle", "grey"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise CliError(f"--{name.replace('_', '-')} must be between 0 and 1")
     if args.scenes * args.frames_per_scene < args.batch_size:
         raise CliError("fewer frames than one batch: raise --scenes or --frames-per-scene")
     try:
@@ -79,7 +86,8 @@ def run(args) -> int:
     embeddings = torch.cat([encoder.encode([phrase]) for phrase in vocabulary()])
     config = dataclasses.replace(_defaults(), scenes=args.scenes, frames_per_scene=args.frames_per_scene,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                 short_side=args.short_side, seed=args.seed)
+                                 short_side=args.short_side, channel_shuffle=args.channel_shuffle,
+                                 grey=args.grey, seed=args.seed)
     figures = train_image_tower(clip, embeddings, config)
     path = attach_image_tower(data, clip, config, figures, args.output)
     print(f"wrote {path}")

@@ -18,8 +18,8 @@ from sole_ros.training.image_tower import (FLOOR_HEIGHT, ImageTowerConfig, attac
                                            render_labelled_images, sample_at_pixels, train_image_tower, vocabulary)
 
 SMALL = ImageTowerConfig(scenes=2, frames_per_scene=2, eval_seeds=(300, 301), eval_frames_per_scene=1,
-                         image_size=(128, 96), short_side=96, epochs=6, batch_size=2, lr=3e-3,
-                         pixels_per_image=512, seed=3)
+                         image_size=(128, 96), short_side=96, epochs=30, batch_size=2, lr=3e-3,
+                         pixels_per_image=512, channel_shuffle=0.0, grey=0.0, seed=3)  # colours kept
 
 
 def _clip_and_vocabulary():
@@ -120,6 +120,9 @@ def test_cli_refuses_a_checkpoint_without_clip_weights(tmp_path, capsys):
     assert "carries no CLIP weights" in capsys.readouterr().err and not (tmp_path / "x.ckpt").exists()
     assert main(["train-image-tower", str(tmp_path / "missing.ckpt"), "--output", str(tmp_path / "x.ckpt")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    assert main(["train-image-tower", str(tmp_path / "published.ckpt"), "--output", str(tmp_path / "x.ckpt"),
+                 "--grey", "1.5"]) == 2
+    assert "--grey must be between 0 and 1" in capsys.readouterr().err
 
 
 def test_a_larger_image_tower_keeps_the_checkpoints_text_space():
@@ -141,3 +144,27 @@ def test_a_larger_image_tower_keeps_the_checkpoints_text_space():
         clip_with_text_tower_of(data, "ViT-B-32", "cpu")
     with pytest.raises(ValueError, match="unknown CLIP architecture"):
         clip_with_text_tower_of(data, "no-such-clip", "cpu")
+
+
+def test_augmentation_permutes_or_greys_colours_and_keeps_labels_aligned():
+    from sole_ros.training.image_tower import _augment
+
+    rng = np.random.default_rng(0)
+    colors = np.zeros((1, 8, 8, 3), np.uint8)
+    colors[0, :, :4] = (200, 100, 0)  # left half one colour, right half black
+    targets = np.zeros((1, 8, 8), np.int16)
+    targets[0, :, 4:] = 1
+    whole = dict(zoom=(1.0, 1.0))
+    shuffled, grey, plain = set(), 0, 0
+    for _ in range(40):
+        out, labels = _augment(colors, targets, dataclasses.replace(SMALL, channel_shuffle=1.0, grey=0.0, **whole), rng)
+        # mirrored or not, the coloured pixels are still the ones labelled 0
+        coloured = out[0].sum(axis=-1) > 0
+        assert np.array_equal(coloured, (labels[0] == 0).numpy())
+        pixel = out[0][coloured][0].astype(float)
+        shuffled.add(tuple(np.argsort(-pixel)))
+        greyed, _ = _augment(colors, targets, dataclasses.replace(SMALL, channel_shuffle=0.0, grey=1.0, **whole), rng)
+        grey += bool(np.ptp(greyed[0].astype(int), axis=-1).max() <= 1)
+        kept, _ = _augment(colors, targets, dataclasses.replace(SMALL, channel_shuffle=0.0, grey=0.0, **whole), rng)
+        plain += tuple(np.argsort(-kept[0][kept[0].sum(axis=-1) > 0][0].astype(float))) == (0, 1, 2)
+    assert len(shuffled) >= 4 and grey == 40 and plain == 40

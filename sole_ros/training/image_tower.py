@@ -47,6 +47,10 @@ class ImageTowerConfig:
     logit_scale: float = 50.0  # the prompts' embeddings lie at cosine 0.8-0.9 of each other
     cosine_weight: float = 1.0
     zoom: tuple[float, float] = (0.7, 1.0)  # random crop side, as a share of the frame
+    # A synthetic object's colour is drawn at random, whatever its class: frames with their colour
+    # channels permuted, or greyed, teach the tower shape rather than the training scenes' colours.
+    channel_shuffle: float = 0.5  # share of frames with their RGB channels permuted
+    grey: float = 0.2  # share of frames turned grey
     seed: int = 0
 
 
@@ -86,7 +90,8 @@ def _world_height(frame) -> np.ndarray:
 
 
 def _augment(colors: np.ndarray, targets: np.ndarray, config: ImageTowerConfig, rng: np.random.Generator):
-    """Random crop-and-zoom (objects nearer or farther), mirror and brightness, image by image."""
+    """Random crop-and-zoom (objects nearer or farther), mirror, brightness, channel order and
+    grey, image by image."""
     n, height, width = targets.shape
     out_c = torch.empty((n, 3, height, width))
     out_t = torch.empty((n, height, width), dtype=torch.long)
@@ -100,7 +105,12 @@ def _augment(colors: np.ndarray, targets: np.ndarray, config: ImageTowerConfig, 
         t = F.interpolate(t, size=(height, width), mode="nearest")[0, 0].long()
         if rng.random() < 0.5:
             c, t = c.flip(-1), t.flip(-1)
-        out_c[i] = (c * rng.uniform(0.7, 1.3)).clamp_(0, 255)
+        c = c * rng.uniform(0.7, 1.3)
+        if rng.random() < config.channel_shuffle:
+            c = c[torch.from_numpy(rng.permutation(3))]
+        if rng.random() < config.grey:
+            c = c.mean(dim=0, keepdim=True).expand(3, -1, -1)
+        out_c[i] = c.clamp(0, 255)
         out_t[i] = t
     return out_c.round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), out_t
 
