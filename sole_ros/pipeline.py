@@ -214,6 +214,9 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     if use_dense:
         dense = DenseClipFeatures(clip, device=device, short_side=clip.dense_short_side)
         feature_dim = dense.feature_dim
+        trained_here = " (image tower trained by sole-ros train-image-tower)" if clip.image_tower_trained else ""
+        log(f"dense CLIP features on: {clip.spec.model_name}{trained_here}, {feature_dim}-d, "
+            f"input short side {dense.short_side} px, colour keyframes only")
         keyframes = KeyframeSelector(min_translation=settings.keyframe_translation,
                                      min_rotation_deg=settings.keyframe_rotation_deg,
                                      max_interval=settings.keyframe_period)

@@ -105,8 +105,11 @@ def test_the_node_fuses_a_trained_towers_features_at_its_short_side(tmp_path, tr
     assert stored["short_side"] == SMALL.short_side and stored["held_out"] == figures
     assert stored["settings"] == dataclasses.asdict(SMALL) | {"image_size": [128, 96], "zoom": [0.7, 1.0],
                                                                "eval_seeds": [300, 301]}
-    pipeline = build_pipeline(PipelineSettings(checkpoint=str(path), **settings), log=lambda *_: None)
+    messages.clear()
+    pipeline = build_pipeline(PipelineSettings(checkpoint=str(path), **settings), log=messages.append)
     assert pipeline.dense_features is not None and pipeline.dense_features.short_side == SMALL.short_side
+    assert any("dense CLIP features on" in m and "train-image-tower" in m and f"{SMALL.short_side} px" in m
+               for m in messages)
     frames = render_labelled_images([0], 1, (128, 96))
     expected = DenseClipFeatures(clip, short_side=SMALL.short_side).frame_features(frames.colors[0])
     assert torch.allclose(pipeline.dense_features.frame_features(frames.colors[0]), expected, atol=1e-5)
