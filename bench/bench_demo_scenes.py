@@ -8,6 +8,10 @@ on other scene seeds and reports, per checkpoint in one run:
     answer lies at least 80% inside that object's box (2 cm of slack), the test's criterion;
   - scenes passed: the share of scenes where the demo's three queries all pass, as the test asks.
 
+With --perfect-features (a checkpoint whose CLIP has a trained image tower) each frame's dense
+features are replaced by what that tower is trained to give: every pixel the text embedding of its
+true class, floor or wall (sole_ros.training.image_tower). It is the bound a better tower can reach.
+
     python bench/bench_demo_scenes.py [--checkpoints A.ckpt B.ckpt] [--seeds 1000-1019] [--scene-scale 1.0]
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sole_ros.pipeline import PipelineSettings, build_pipeline, find_default_che
 from sole_ros.ros.demo import DEFAULT_QUERIES, DEMO_CLASSES  # noqa: E402
 from sole_ros.ros.sensor_player import render_demo_frames  # noqa: E402
 from sole_ros.synthetic import CLASS_NAMES  # noqa: E402
+from sole_ros.training.image_tower import pixel_targets  # noqa: E402
 
 
 def seed_range(text: str) -> list[int]:
@@ -37,11 +42,14 @@ def seed_range(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected FIRST-LAST, e.g. 1000-1019") from None
 
 
-def score_scene(pipeline, scene, frames) -> tuple[dict[str, bool], float]:
-    """{class name: best answer on it} for every demo class in the scene, and the seconds taken."""
+def score_scene(pipeline, scene, frames, perfect=None) -> tuple[dict[str, bool], float]:
+    """{class name: best answer on it} for every demo class in the scene, and the seconds taken.
+    ``perfect``: the vocabulary's text embeddings, to fuse each pixel's true one instead of the tower's."""
     pipeline.reset()
     start = time.perf_counter()
     for frame in frames:
+        if perfect is not None:
+            pipeline.dense_features.frame_features = lambda _, frame=frame: perfect_features(frame, perfect)
         pipeline.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp)
     coords = pipeline.segment().snapshot.coords
     hits = {}
@@ -53,6 +61,27 @@ def score_scene(pipeline, scene, frames) -> tuple[dict[str, bool], float]:
     return hits, time.perf_counter() - start
 
 
+def perfect_features(frame, embeddings: torch.Tensor) -> torch.Tensor:
+    """(H,W,D) at pixel resolution: each pixel the embedding of its true phrase; zero where unseen."""
+    targets = torch.from_numpy(pixel_targets(frame).astype(np.int64))
+    features = embeddings[targets.clamp(min=0)]
+    features[targets < 0] = 0
+    return features
+
+
+def vocabulary_embeddings(path) -> torch.Tensor:
+    """The text embeddings the image tower of checkpoint ``path`` was trained towards."""
+    from sole_ros.model.checkpoint import read_checkpoint
+    from sole_ros.model.text import TextEncoder
+    from sole_ros.training.components import CLASS_PROMPT
+    from sole_ros.training.image_tower import clip_with_text_tower_of, vocabulary
+
+    data = read_checkpoint(path)
+    clip = clip_with_text_tower_of(data, data["hyper_parameters"]["clip"]["model_name"], "cpu")
+    encoder = TextEncoder(device="cpu", prompt=CLASS_PROMPT, loaded=clip)
+    return torch.cat([encoder.encode([phrase]) for phrase in vocabulary()]).float()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", nargs="+", help="default: the shipped demo weights")
@@ -62,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scene-scale", type=float, default=1.0,
                         help="model.scene_scale: the map scaled by this before the model (the demo's 1.0)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--perfect-features", action="store_true",
+                        help="fuse each pixel's true class embedding instead of the image tower's features")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     checkpoints = args.checkpoints or [find_default_checkpoint()]
@@ -73,15 +104,21 @@ def main(argv=None) -> int:
         pipeline = build_pipeline(PipelineSettings(device="cpu", checkpoint=path, contrast_phrases=tuple(CLASS_NAMES),
                                                    test_time_views=args.views, scene_scale=args.scene_scale),
                                 log=lambda *_: None)
+        perfect = None
+        if args.perfect_features:
+            if pipeline.dense_features is None:
+                parser.error(f"--perfect-features: {path} has no trained image tower (no dense features)")
+            perfect = vocabulary_embeddings(path)
         hits, passed, seconds, missed = [], 0, [], {}
         for scene, frames in scenes:
-            found, took = score_scene(pipeline, scene, frames)
+            found, took = score_scene(pipeline, scene, frames, perfect)
             hits += found.values()
             seconds.append(took)
             passed += all(found.get(name, True) for name in demo_classes)
             for name, ok in found.items():
                 missed[name] = missed.get(name, 0) + (not ok)
-        print(f"{path}: query top-1 {np.mean(hits):.1%} ({sum(hits)}/{len(hits)}); demo's three queries all "
+        label = f"{path} (perfect features)" if perfect is not None else path
+        print(f"{label}: query top-1 {np.mean(hits):.1%} ({sum(hits)}/{len(hits)}); demo's three queries all "
               f"right in {passed}/{len(scenes)} scenes; misses by class {missed}; "
               f"median {np.median(seconds):.1f} s per scene")
     return 0

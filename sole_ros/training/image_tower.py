@@ -66,19 +66,25 @@ def vocabulary() -> tuple[str, ...]:
 
 def render_labelled_images(seeds, frames_per_scene: int, image_size: tuple[int, int]) -> LabelledImages:
     """Frames of synthetic scenes (even seed: tabletop, odd: room) with each pixel's phrase index."""
-    floor, wall = len(CLASS_NAMES), len(CLASS_NAMES) + 1
     colors, targets = [], []
     for seed in seeds:
         scene = generate_scene(int(seed), "room" if seed % 2 else "tabletop")
         for frame in render_sequence(scene, frames_per_scene, *image_size, seed=int(seed)):
-            target = frame.semantic.astype(np.int16)
-            background = (frame.semantic < 0) & (frame.depth_ideal > 0)
-            height = _world_height(frame)
-            target[background] = np.where(height[background] < FLOOR_HEIGHT, floor, wall)
-            target[frame.depth_ideal <= 0] = -1
             colors.append(frame.color)
-            targets.append(target)
+            targets.append(pixel_targets(frame))
     return LabelledImages(np.stack(colors), np.stack(targets))
+
+
+def pixel_targets(frame) -> np.ndarray:
+    """int16 [H,W]: each pixel's index into vocabulary() (background: floor below FLOOR_HEIGHT,
+    else wall), -1 where the frame sees nothing."""
+    floor, wall = len(CLASS_NAMES), len(CLASS_NAMES) + 1
+    target = frame.semantic.astype(np.int16)
+    background = (frame.semantic < 0) & (frame.depth_ideal > 0)
+    height = _world_height(frame)
+    target[background] = np.where(height[background] < FLOOR_HEIGHT, floor, wall)
+    target[frame.depth_ideal <= 0] = -1
+    return target
 
 
 def _world_height(frame) -> np.ndarray:
