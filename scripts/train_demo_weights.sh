@@ -3,7 +3,8 @@
 # (see sole_ros/weights/README.md for the figures). Usage: bash scripts/train_demo_weights.sh [work dir]
 # Stage 1 learns masks only (class-agnostic, backbone trained), as the Mask3D backbone SOLE starts
 # from; stage 2 trains SOLE's full losses on top of it with that backbone frozen. Both resume
-# where they stopped when run again with the same work dir.
+# where they stopped when run again with the same work dir. After the export, an image tower is
+# trained for the run's random CLIP (stage 4), so the node fuses image features with these weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/demo_train}
@@ -30,8 +31,13 @@ python -m sole_ros.cli train --output-dir "$WORK/sole" --epochs "${STAGE2_EPOCHS
 # Post-processing for tabletops (see sole_ros/weights/README.md): parts split at 5 cm, stray
 # parts under 20% of their query's largest dropped, duplicate answers (IoU >= 0.5) merged.
 python -c "from sole_ros.training.checkpointing import export_for_inference as e; \
-e('$WORK/sole/last.pt', 'sole_ros/weights/demo.ckpt', \
+e('$WORK/sole/last.pt', '$WORK/demo_without_tower.ckpt', \
   dict(dbscan_eps=0.05, top_k=200, min_part_fraction=0.2, duplicate_iou=0.5))"
+# An image tower for the random CLIP (sole-tiny-dense, same text tower), trained on frames of 288
+# synthetic scenes so the node fuses image features that name the classes, as SOLE fuses OpenSeg's.
+# On one thread, as demo.ckpt's tower was trained: bit-repeatable from the same exported file.
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train-image-tower "$WORK/demo_without_tower.ckpt" \
+  --scenes "${TOWER_SCENES:-288}" --seed "$SEED" --output sole_ros/weights/demo.ckpt
 echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --data mosd --data-root ../shared/data/mosd --output-dir $WORK/eval_mosd"
