@@ -88,7 +88,10 @@ def run(args) -> int:
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  short_side=args.short_side, channel_shuffle=args.channel_shuffle,
                                  grey=args.grey, seed=args.seed)
-    figures = train_image_tower(clip, embeddings, config)
+    try:
+        figures = train_image_tower(clip, embeddings, config)
+    except ValueError as error:
+        raise CliError(str(error)) from None
     path = attach_image_tower(data, clip, config, figures, args.output)
     print(f"wrote {path}")
     return 0

@@ -128,6 +128,14 @@ def test_cli_refuses_a_checkpoint_without_clip_weights(tmp_path, capsys):
     assert "--grey must be between 0 and 1" in capsys.readouterr().err
 
 
+def test_training_scenes_may_not_include_the_held_out_ones():
+    clip, embeddings = _clip_and_vocabulary()
+    before = {k: v.clone() for k, v in clip.model.state_dict().items()}
+    with pytest.raises(ValueError, match="include the held-out scenes 300-300"):
+        train_image_tower(clip, embeddings, dataclasses.replace(SMALL, first_seed=299), log=lambda *_: None)
+    assert all(torch.equal(v, clip.model.state_dict()[k]) for k, v in before.items())
+
+
 def test_a_larger_image_tower_keeps_the_checkpoints_text_space():
     from sole_ros.clip import TINY_DENSE_MODEL_NAME
     from sole_ros.training.image_tower import clip_with_text_tower_of
