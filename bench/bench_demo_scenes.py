@@ -69,17 +69,14 @@ def perfect_features(frame, embeddings: torch.Tensor) -> torch.Tensor:
     return features
 
 
-def vocabulary_embeddings(path) -> torch.Tensor:
+def tower_targets(path) -> torch.Tensor:
     """The text embeddings the image tower of checkpoint ``path`` was trained towards."""
     from sole_ros.model.checkpoint import read_checkpoint
-    from sole_ros.model.text import TextEncoder
-    from sole_ros.training.components import CLASS_PROMPT
-    from sole_ros.training.image_tower import clip_with_text_tower_of, vocabulary
+    from sole_ros.training.image_tower import clip_with_text_tower_of, vocabulary_embeddings
 
     data = read_checkpoint(path)
-    clip = clip_with_text_tower_of(data, data["hyper_parameters"]["clip"]["model_name"], "cpu")
-    encoder = TextEncoder(device="cpu", prompt=CLASS_PROMPT, loaded=clip)
-    return torch.cat([encoder.encode([phrase]) for phrase in vocabulary()]).float()
+    return vocabulary_embeddings(clip_with_text_tower_of(data, data["hyper_parameters"]["clip"]["model_name"],
+                                                         "cpu")).float()
 
 
 def main(argv=None) -> int:
@@ -108,7 +105,7 @@ def main(argv=None) -> int:
         if args.perfect_features:
             if pipeline.dense_features is None:
                 parser.error(f"--perfect-features: {path} has no trained image tower (no dense features)")
-            perfect = vocabulary_embeddings(path)
+            perfect = tower_targets(path)
         hits, passed, seconds, missed = [], 0, [], {}
         for scene, frames in scenes:
             found, took = score_scene(pipeline, scene, frames, perfect)

@@ -51,14 +51,10 @@ def _defaults():
 
 
 def run(args) -> int:
-    import torch
-
     from sole_ros.device import resolve_device
     from sole_ros.model.checkpoint import read_checkpoint
-    from sole_ros.model.text import TextEncoder
-    from sole_ros.training.components import CLASS_PROMPT
     from sole_ros.training.image_tower import (attach_image_tower, clip_with_text_tower_of, train_image_tower,
-                                               vocabulary)
+                                               vocabulary_embeddings)
 
     for name in ("scenes", "frames_per_scene", "epochs", "batch_size", "short_side"):
         if getattr(args, name) < 1:
@@ -81,9 +77,7 @@ def run(args) -> int:
         clip = clip_with_text_tower_of(data, args.clip_model, device, args.seed)
     except ValueError as error:
         raise CliError(str(error)) from None
-    encoder = TextEncoder(device=device, prompt=CLASS_PROMPT, loaded=clip)
-    # one phrase at a time, as the training scans' stand-in point features were encoded
-    embeddings = torch.cat([encoder.encode([phrase]) for phrase in vocabulary()])
+    embeddings = vocabulary_embeddings(clip)
     config = dataclasses.replace(_defaults(), scenes=args.scenes, frames_per_scene=args.frames_per_scene,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  short_side=args.short_side, channel_shuffle=args.channel_shuffle,

@@ -235,41 +235,40 @@ def test_second_stage_freezes_the_pretrained_backbone_and_mask_only_weights_skip
         train(tiny_config(tmp_path / "x", freeze_backbone=True))
 
 
-def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, the process's count restored after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path, one_thread):
     from sole_ros.training import train
 
     # SOLE's setting, a frozen pretrained backbone, on one thread: on several, MinkowskiEngine's CPU
     # kernel maps come out in a varying order, and on some machines (a 2-core AMD EPYC) even two
     # uninterrupted runs with a frozen backbone then differ in the last bits.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        init = train(tiny_config(tmp_path / "init", max_steps=1))["checkpoint"]
-        straight = train(tiny_config(tmp_path / "a", max_steps=4, init_checkpoint=init))
-        first = train(tiny_config(tmp_path / "b", max_steps=2, init_checkpoint=init))
-        assert first["progress"]["step"] == 2
-        resumed = train(tiny_config(tmp_path / "b", max_steps=4, init_checkpoint=init))
-    finally:
-        torch.set_num_threads(threads)
+    init = train(tiny_config(tmp_path / "init", max_steps=1))["checkpoint"]
+    straight = train(tiny_config(tmp_path / "a", max_steps=4, init_checkpoint=init))
+    first = train(tiny_config(tmp_path / "b", max_steps=2, init_checkpoint=init))
+    assert first["progress"]["step"] == 2
+    resumed = train(tiny_config(tmp_path / "b", max_steps=4, init_checkpoint=init))
     assert resumed["progress"]["step"] == 4
     assert resumed["parameter_digest"] == straight["parameter_digest"]
     lines = open(resumed["metrics"]).read().splitlines()
     assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4]
 
 
-def test_training_on_one_thread_is_bit_repeatable(tmp_path):
+def test_training_on_one_thread_is_bit_repeatable(tmp_path, one_thread):
     """A trained backbone (MinkowskiEngine's backward) on one thread: two runs end identical. The
     process's thread count holds through training (MinkowskiEngine used to reset it to every core)."""
     from sole_ros.training import train
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        first = train(tiny_config(tmp_path / "a", max_steps=4))
-        assert torch.get_num_threads() == 1
-        second = train(tiny_config(tmp_path / "b", max_steps=4))
-    finally:
-        torch.set_num_threads(threads)
+    first = train(tiny_config(tmp_path / "a", max_steps=4))
+    assert torch.get_num_threads() == 1
+    second = train(tiny_config(tmp_path / "b", max_steps=4))
     assert first["parameter_digest"] == second["parameter_digest"]
 
 

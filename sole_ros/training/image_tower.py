@@ -66,6 +66,15 @@ def vocabulary() -> tuple[str, ...]:
     return tuple(CLASS_NAMES) + BACKGROUND_PHRASES
 
 
+def vocabulary_embeddings(clip) -> torch.Tensor:
+    """[len(vocabulary()), D] text embeddings of the vocabulary with SOLE's prompt, one phrase at a
+    time as the synthetic scans' stand-in point features are encoded: what the tower learns to give."""
+    from sole_ros.model.text import TextEncoder
+    from sole_ros.training.components import CLASS_PROMPT, encode_each
+
+    return encode_each(TextEncoder(device=clip.device, prompt=CLASS_PROMPT, loaded=clip))(vocabulary())
+
+
 def render_labelled_images(seeds, frames_per_scene: int, image_size: tuple[int, int]) -> LabelledImages:
     """Frames of synthetic scenes (even seed: tabletop, odd: room) with each pixel's phrase index."""
     colors, targets = [], []
