@@ -33,11 +33,11 @@ python -m sole_ros.cli train --output-dir "$WORK/sole" --epochs "${STAGE2_EPOCHS
 python -c "from sole_ros.training.checkpointing import export_for_inference as e; \
 e('$WORK/sole/last.pt', '$WORK/demo_without_tower.ckpt', \
   dict(dbscan_eps=0.05, top_k=200, min_part_fraction=0.2, duplicate_iou=0.5))"
-# An image tower for the random CLIP (sole-tiny-dense, same text tower), trained on frames of 288
-# synthetic scenes so the node fuses image features that name the classes, as SOLE fuses OpenSeg's.
+# An image tower for the random CLIP (sole-tiny-dense, same text tower), trained for 24 epochs on
+# frames of 288 synthetic scenes so the node fuses image features that name the classes, as SOLE fuses OpenSeg's.
 # On one thread, as demo.ckpt's tower was trained: bit-repeatable from the same exported file.
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train-image-tower "$WORK/demo_without_tower.ckpt" \
-  --scenes "${TOWER_SCENES:-288}" --seed "$SEED" --output sole_ros/weights/demo.ckpt
+  --scenes "${TOWER_SCENES:-288}" --epochs "${TOWER_EPOCHS:-24}" --seed "$SEED" --output sole_ros/weights/demo.ckpt
 echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --data mosd --data-root ../shared/data/mosd --output-dir $WORK/eval_mosd"
