@@ -105,6 +105,12 @@ def test_the_node_fuses_a_trained_towers_features_at_its_short_side(tmp_path, tr
     assert stored["short_side"] == SMALL.short_side and stored["held_out"] == figures
     assert stored["settings"] == dataclasses.asdict(SMALL) | {"image_size": [128, 96], "zoom": [0.7, 1.0],
                                                                "eval_seeds": [300, 301]}
+    assert "continued_from" not in stored  # a new tower: the run's CLIP had none trained
+    # the same tower trained further keeps the record of its earlier training
+    further = attach_image_tower(read_checkpoint(path), clip, dataclasses.replace(SMALL, epochs=1), figures,
+                                 tmp_path / "further.pt")
+    record = read_checkpoint(further)["hyper_parameters"]["clip"]["image_tower"]
+    assert record["settings"]["epochs"] == 1 and record["continued_from"] == stored
     messages.clear()
     pipeline = build_pipeline(PipelineSettings(checkpoint=str(path), **settings), log=messages.append)
     assert pipeline.dense_features is not None and pipeline.dense_features.short_side == SMALL.short_side

@@ -287,13 +287,18 @@ def clip_with_text_tower_of(data: dict, model_name: str, device, seed: int = 0):
 
 def attach_image_tower(data: dict, clip, config: ImageTowerConfig, figures: dict, destination):
     """Write checkpoint ``data`` (as read) with ``clip``'s weights and what the node needs to use
-    its image tower (the input short side), plus the settings and held-out figures, for the record."""
+    its image tower (the input short side), plus the settings and held-out figures, for the record.
+    A tower trained further (the same architecture as ``data``'s) keeps its earlier record under
+    ``continued_from``."""
     from sole_ros.training.checkpointing import _plain, save_atomic
 
     data = dict(data)
     data["clip_state_dict"] = {k: v.detach().cpu() for k, v in clip.model.state_dict().items()}
     hp = dict(data["hyper_parameters"])
-    hp["clip"] = {**hp["clip"], "model_name": clip.spec.model_name, "image_tower": {"short_side": config.short_side, "settings": _plain(config),
-                                                "held_out": figures}}
+    tower = {"short_side": config.short_side, "settings": _plain(config), "held_out": figures}
+    earlier = hp["clip"].get("image_tower")
+    if earlier and hp["clip"].get("model_name") == clip.spec.model_name:
+        tower["continued_from"] = earlier
+    hp["clip"] = {**hp["clip"], "model_name": clip.spec.model_name, "image_tower": tower}
     data["hyper_parameters"] = hp
     return save_atomic(data, destination)
