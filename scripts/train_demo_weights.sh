@@ -38,10 +38,12 @@ e('$WORK/sole/last.pt', '$WORK/demo_without_tower.ckpt', \
 # fuses OpenSeg's; then 12 epochs more (a second OneCycle, other augmentation draws): the tower was
 # still under-fitted. On one thread, as demo.ckpt's tower was trained: bit-repeatable from the same
 # exported file.
-OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train-image-tower "$WORK/demo_without_tower.ckpt" \
-  --scenes "${TOWER_SCENES:-288}" --epochs 24 --seed "$SEED" --output "$WORK/demo_tower_24.ckpt"
-OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train-image-tower "$WORK/demo_tower_24.ckpt" \
-  --scenes "${TOWER_SCENES:-288}" --epochs 12 --seed "$((SEED + 1))" --output sole_ros/weights/demo.ckpt
+train_tower() {  # FROM EPOCHS SEED TO
+  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train-image-tower "$1" \
+    --scenes "${TOWER_SCENES:-288}" --epochs "$2" --seed "$3" --output "$4"
+}
+train_tower "$WORK/demo_without_tower.ckpt" 24 "$SEED" "$WORK/demo_tower_24.ckpt"
+train_tower "$WORK/demo_tower_24.ckpt" 12 "$((SEED + 1))" sole_ros/weights/demo.ckpt
 echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --data mosd --data-root ../shared/data/mosd --output-dir $WORK/eval_mosd"
