@@ -33,6 +33,9 @@ def register(subparsers) -> None:
                         help="share of frames with their RGB channels permuted (default: %(default)s)")
     parser.add_argument("--grey", type=float, default=defaults.grey,
                         help="share of frames turned grey (default: %(default)s)")
+    parser.add_argument("--region-weight", type=float, default=defaults.region_weight,
+                        help="weight of the loss on each class region's mean feature in a frame, as the map "
+                             "pools an object's voxels; 0: the per-pixel loss only (default: %(default)s)")
     parser.add_argument("--short-side", type=int, default=defaults.short_side,
                         help="network input short side in pixels; the node uses the same (default: %(default)s)")
     parser.add_argument("--clip-model", default=TINY_DENSE,
@@ -62,6 +65,8 @@ def run(args) -> int:
     for name in ("channel_shuffle", "grey"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise CliError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    if args.region_weight < 0:
+        raise CliError("--region-weight must not be negative")
     if args.scenes * args.frames_per_scene < args.batch_size:
         raise CliError("fewer frames than one batch: raise --scenes or --frames-per-scene")
     try:
@@ -81,7 +86,7 @@ def run(args) -> int:
     config = dataclasses.replace(_defaults(), scenes=args.scenes, frames_per_scene=args.frames_per_scene,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  short_side=args.short_side, channel_shuffle=args.channel_shuffle,
-                                 grey=args.grey, seed=args.seed)
+                                 grey=args.grey, region_weight=args.region_weight, seed=args.seed)
     try:
         figures = train_image_tower(clip, embeddings, config)
     except ValueError as error:

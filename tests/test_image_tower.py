@@ -15,8 +15,8 @@ from sole_ros.scene.voxel_map import sample_feature_grid
 from sole_ros.synthetic import CLASS_NAMES
 from sole_ros.training.components import CLASS_PROMPT
 from sole_ros.training.image_tower import (FLOOR_HEIGHT, ImageTowerConfig, attach_image_tower, evaluate_image_tower,
-                                           render_labelled_images, sample_at_pixels, train_image_tower, vocabulary,
-                                           vocabulary_embeddings)
+                                           region_means, render_labelled_images, sample_at_pixels, train_image_tower,
+                                           vocabulary, vocabulary_embeddings)
 
 SMALL = ImageTowerConfig(scenes=2, frames_per_scene=2, eval_seeds=(300, 301), eval_frames_per_scene=1,
                          image_size=(128, 96), short_side=96, epochs=30, batch_size=2, lr=3e-3,
@@ -132,6 +132,31 @@ def test_cli_refuses_a_checkpoint_without_clip_weights(tmp_path, capsys):
     assert main(["train-image-tower", str(tmp_path / "published.ckpt"), "--output", str(tmp_path / "x.ckpt"),
                  "--grey", "1.5"]) == 2
     assert "--grey must be between 0 and 1" in capsys.readouterr().err
+    assert main(["train-image-tower", str(tmp_path / "published.ckpt"), "--output", str(tmp_path / "x.ckpt"),
+                 "--region-weight", "-1"]) == 2
+    assert "--region-weight must not be negative" in capsys.readouterr().err
+
+
+def test_region_means_pool_each_frames_class_apart():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    labels = torch.tensor([4, 4, 1, 4, 1])
+    frame_of = torch.tensor([0, 0, 0, 1, 1])
+    means, classes = region_means(features, labels, frame_of, classes=11)
+    # regions in (frame, class) order: (0, 1), (0, 4), (1, 1), (1, 4)
+    assert classes.tolist() == [1, 4, 1, 4]
+    s = 2 ** -0.5
+    assert torch.allclose(means, torch.tensor([[1.0, 0.0], [s, s], [s, s], [0.0, 1.0]]))
+
+
+def test_the_region_loss_trains_the_tower_differently():
+    config = dataclasses.replace(SMALL, epochs=2)
+    towers = []
+    for weight in (0.0, 0.0, 1.0):
+        clip, embeddings = _clip_and_vocabulary()
+        train_image_tower(clip, embeddings, dataclasses.replace(config, region_weight=weight), log=lambda *_: None)
+        towers.append(clip.model.state_dict()["visual.proj"])
+    # the same run twice gives the same tower, so the third differs by its region loss alone
+    assert torch.equal(towers[0], towers[1]) and not torch.equal(towers[0], towers[2])
 
 
 def test_training_scenes_may_not_include_the_held_out_ones():

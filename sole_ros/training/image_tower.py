@@ -13,7 +13,9 @@ keep their meaning.
 Data: RGB frames rendered along the synthetic scenes' camera sweeps with their ground-truth class
 per pixel (background: floor below 2 cm, wall above). Loss per sampled pixel: cross-entropy over
 the vocabulary's embeddings plus (1 - cosine) to its own, pixels sampled evenly over the classes a
-batch shows (a mug covers a hundred times fewer pixels than the floor). Bit-repeatable on one thread.
+batch shows (a mug covers a hundred times fewer pixels than the floor). Optionally (region_weight) a
+cross-entropy on each class region's mean feature in a frame too, since the map names an object by
+pooling its voxels' features, not pixel by pixel. Bit-repeatable on one thread.
 """
 from __future__ import annotations
 
@@ -48,6 +50,9 @@ class ImageTowerConfig:
     pixels_per_image: int = 2048
     logit_scale: float = 50.0  # the prompts' embeddings lie at cosine 0.8-0.9 of each other
     cosine_weight: float = 1.0
+    # weight of the region loss: cross-entropy of each class region's mean feature in a frame, the
+    # way the map names an object by pooling its voxels' features; 0: pixels only
+    region_weight: float = 0.0
     zoom: tuple[float, float] = (0.7, 1.0)  # random crop side, as a share of the frame
     # A synthetic object's colour is drawn at random, whatever its class: frames with their colour
     # channels permuted, or greyed, teach the tower shape rather than the training scenes' colours.
@@ -143,6 +148,14 @@ def _balanced_pixels(targets: torch.Tensor, count: int, rng: np.random.Generator
     return torch.from_numpy(rng.choice(valid, size=count, p=weights / weights.sum()))
 
 
+def region_means(features: torch.Tensor, labels: torch.Tensor, frame_of: torch.Tensor,
+                 classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit mean feature of each (frame, class) region among sampled pixels, and the region's class."""
+    regions, region_of = torch.unique(frame_of * classes + labels, return_inverse=True)
+    sums = features.new_zeros(len(regions), features.shape[1]).index_add(0, region_of, features)
+    return F.normalize(sums, dim=-1), regions % classes
+
+
 def sample_at_pixels(grid: torch.Tensor, pixels: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """(h,w,D) feature grid tiling a width x height image -> features at flat pixel indices, bilinear
     with cell centres as sole_ros.scene.voxel_map.sample_feature_grid takes them; differentiable."""
@@ -229,15 +242,22 @@ def train_image_tower(clip, phrase_embeddings: torch.Tensor, config: ImageTowerC
                 chosen = np.sort(order[step * config.batch_size:(step + 1) * config.batch_size])
                 colors, targets = _augment(train.colors[chosen], train.targets[chosen], config, rng)
                 grids = dense.grid_features(dense.network_input(colors))
-                features, labels = [], []
-                for grid, target in zip(grids, targets):
+                features, labels, frame_of = [], [], []
+                for frame, (grid, target) in enumerate(zip(grids, targets)):
                     pixels = _balanced_pixels(target, config.pixels_per_image, rng)
                     features.append(sample_at_pixels(grid, pixels, config.image_size))
                     labels.append(target.reshape(-1)[pixels])
-                features, labels = torch.cat(features), torch.cat(labels).to(features[0].device)
+                    frame_of.append(torch.full((len(pixels),), frame, dtype=torch.long))
+                device = features[0].device
+                features, labels = torch.cat(features), torch.cat(labels).to(device)
                 similarity = features @ targets_embedded.t()
                 loss = F.cross_entropy(config.logit_scale * similarity, labels) + \
                     config.cosine_weight * (1 - similarity.gather(1, labels[:, None])).mean()
+                if config.region_weight:
+                    means, classes = region_means(features, labels, torch.cat(frame_of).to(device),
+                                                  len(targets_embedded))
+                    loss = loss + config.region_weight * F.cross_entropy(
+                        config.logit_scale * means @ targets_embedded.t(), classes)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
