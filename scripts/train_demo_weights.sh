@@ -34,16 +34,19 @@ python -c "from sole_ros.training.checkpointing import export_for_inference as e
 e('$WORK/sole/last.pt', '$WORK/demo_without_tower.ckpt', \
   dict(dbscan_eps=0.05, top_k=200, min_part_fraction=0.2, duplicate_iou=0.5))"
 # An image tower for the random CLIP (sole-tiny-dense, same text tower), trained for 24 epochs on
-# frames of 288 synthetic scenes so the node fuses image features that name the classes, as SOLE
-# fuses OpenSeg's; then 12 epochs more (a second OneCycle, other augmentation draws): the tower was
-# still under-fitted. On one thread, as demo.ckpt's tower was trained: bit-repeatable from the same
-# exported file.
-train_tower() {  # FROM EPOCHS SEED TO
+# rendered synthetic frames so its dense features name the nine classes and the node fuses them as SOLE
+# fuses OpenSeg's; then trained further, each call a new OneCycle with other augmentation draws (the
+# tower was still under-fitted): 12 epochs, 24 more, and 12 with the region loss (each class
+# region's mean feature named, as the map pools an object's voxels). On one thread, as demo.ckpt's
+# tower was trained: bit-repeatable from the same exported file.
+train_tower() {  # FROM EPOCHS SEED TO [REGION_WEIGHT]
   OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train-image-tower "$1" \
-    --scenes "${TOWER_SCENES:-288}" --epochs "$2" --seed "$3" --output "$4"
+    --scenes "${TOWER_SCENES:-288}" --epochs "$2" --seed "$3" --output "$4" --region-weight "${5:-0}"
 }
 train_tower "$WORK/demo_without_tower.ckpt" 24 "$SEED" "$WORK/demo_tower_24.ckpt"
-train_tower "$WORK/demo_tower_24.ckpt" 12 "$((SEED + 1))" sole_ros/weights/demo.ckpt
+train_tower "$WORK/demo_tower_24.ckpt" 12 "$((SEED + 1))" "$WORK/demo_tower_36.ckpt"
+train_tower "$WORK/demo_tower_36.ckpt" 24 "$((SEED + 2))" "$WORK/demo_tower_60.ckpt"
+train_tower "$WORK/demo_tower_60.ckpt" 12 "$((SEED + 3))" sole_ros/weights/demo.ckpt 1.0
 echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --data mosd --data-root ../shared/data/mosd --output-dir $WORK/eval_mosd"
