@@ -6,7 +6,9 @@ five classes, fused by the pipeline, 16 test-time views, the nine class names as
 on other scene seeds and reports, per checkpoint in one run:
   - query top-1: the share of queries (every demo class present, "find the <class>") whose best
     answer lies at least 80% inside that object's box (2 cm of slack), the test's criterion;
-  - scenes passed: the share of scenes where the demo's three queries all pass, as the test asks.
+  - scenes passed: the share of scenes where the demo's three queries all pass, as the test asks;
+  - for each miss, where its best answer lay: on which other object (most of it inside that
+    object's box) or on none (a fragment across objects or the table), to tell names from masks.
 
 With --perfect-features (a checkpoint whose CLIP has a trained image tower) each frame's dense
 features are replaced by what that tower is trained to give: every pixel the text embedding of its
@@ -42,8 +44,9 @@ def seed_range(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected FIRST-LAST, e.g. 1000-1019") from None
 
 
-def score_scene(pipeline, scene, frames, perfect=None) -> tuple[dict[str, bool], float]:
-    """{class name: best answer on it} for every demo class in the scene, and the seconds taken.
+def score_scene(pipeline, scene, frames, perfect=None) -> tuple[dict[str, str | None], float]:
+    """{class name: None when its best answer is on it, else where that answer lay (another object's
+    class, "none", or "no answer")} for every demo class in the scene, and the seconds taken.
     ``perfect``: the vocabulary's text embeddings, to fuse each pixel's true one instead of the tower's."""
     pipeline.reset()
     start = time.perf_counter()
@@ -52,13 +55,25 @@ def score_scene(pipeline, scene, frames, perfect=None) -> tuple[dict[str, bool],
             pipeline.dense_features.frame_features = lambda _, frame=frame: perfect_features(frame, perfect)
         pipeline.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp)
     coords = pipeline.segment().snapshot.coords
-    hits = {}
+    results = {}
     for obj in scene.objects:
         if obj.class_name not in DEMO_CLASSES:
             continue  # the table
         answers = pipeline.query([f"find the {obj.class_name}"], max_results=1).instances
-        hits[obj.class_name] = bool(answers) and obj.share_inside(coords[answers[0].point_indices]) >= 0.8
-    return hits, time.perf_counter() - start
+        results[obj.class_name] = (landed_on(scene, obj, coords[answers[0].point_indices]) if answers
+                                   else "no answer")
+    return results, time.perf_counter() - start
+
+
+def landed_on(scene, asked, points) -> str | None:
+    """None when ``points`` (an answer) pass the test's criterion for object ``asked``; else the class
+    of the other demo object holding most of them (over half), or "none"."""
+    if asked.share_inside(points) >= 0.8:
+        return None
+    shares = {obj.class_name: obj.share_inside(points) for obj in scene.objects
+              if obj is not asked and obj.class_name in DEMO_CLASSES}
+    best = max(shares, key=shares.get, default=None)
+    return best if best is not None and shares[best] > 0.5 else "none"
 
 
 def perfect_features(frame, embeddings: torch.Tensor) -> torch.Tensor:
@@ -106,18 +121,20 @@ def main(argv=None) -> int:
             if pipeline.dense_features is None:
                 parser.error(f"--perfect-features: {path} has no trained image tower (no dense features)")
             perfect = tower_targets(path)
-        hits, passed, seconds, missed = [], 0, [], {}
+        hits, passed, seconds, missed, answered_on = [], 0, [], {}, {}
         for scene, frames in scenes:
-            found, took = score_scene(pipeline, scene, frames, perfect)
-            hits += found.values()
+            results, took = score_scene(pipeline, scene, frames, perfect)
+            hits += [where is None for where in results.values()]
             seconds.append(took)
-            passed += all(found.get(name, True) for name in demo_classes)
-            for name, ok in found.items():
-                missed[name] = missed.get(name, 0) + (not ok)
+            passed += all(results.get(name) is None for name in demo_classes)
+            for name, where in results.items():
+                missed[name] = missed.get(name, 0) + (where is not None)
+                if where is not None:
+                    answered_on[f"{name}->{where}"] = answered_on.get(f"{name}->{where}", 0) + 1
         label = f"{path} (perfect features)" if perfect is not None else path
         print(f"{label}: query top-1 {np.mean(hits):.1%} ({sum(hits)}/{len(hits)}); demo's three queries all "
-              f"right in {passed}/{len(scenes)} scenes; misses by class {missed}; "
-              f"median {np.median(seconds):.1f} s per scene")
+              f"right in {passed}/{len(scenes)} scenes; misses by class {missed}, answered on "
+              f"{dict(sorted(answered_on.items()))}; median {np.median(seconds):.1f} s per scene")
     return 0
 
 
