@@ -19,6 +19,7 @@ true class, floor or wall (sole_ros.training.image_tower). It is the bound a bet
 from __future__ import annotations
 
 import argparse
+import collections
 import pathlib
 import sys
 import time
@@ -121,19 +122,20 @@ def main(argv=None) -> int:
             if pipeline.dense_features is None:
                 parser.error(f"--perfect-features: {path} has no trained image tower (no dense features)")
             perfect = tower_targets(path)
-        hits, passed, seconds, missed, answered_on = [], 0, [], {}, {}
+        hits, passed, seconds = [], 0, []
+        missed, answered_on = collections.Counter(), collections.Counter()
         for scene, frames in scenes:
             results, took = score_scene(pipeline, scene, frames, perfect)
             hits += [where is None for where in results.values()]
             seconds.append(took)
             passed += all(results.get(name) is None for name in demo_classes)
             for name, where in results.items():
-                missed[name] = missed.get(name, 0) + (where is not None)
+                missed[name] += where is not None
                 if where is not None:
-                    answered_on[f"{name}->{where}"] = answered_on.get(f"{name}->{where}", 0) + 1
+                    answered_on[f"{name}->{where}"] += 1
         label = f"{path} (perfect features)" if perfect is not None else path
         print(f"{label}: query top-1 {np.mean(hits):.1%} ({sum(hits)}/{len(hits)}); demo's three queries all "
-              f"right in {passed}/{len(scenes)} scenes; misses by class {missed}, answered on "
+              f"right in {passed}/{len(scenes)} scenes; misses by class {dict(missed)}, answered on "
               f"{dict(sorted(answered_on.items()))}; median {np.median(seconds):.1f} s per scene")
     return 0
 

@@ -189,10 +189,9 @@ def evaluate_image_tower(dense, phrase_embeddings: torch.Tensor, images: Labelle
             predicted = (features @ vocabulary_embeddings.t()).argmax(dim=1)
             np.add.at(totals, labels.numpy(), 1)
             np.add.at(hits, labels.numpy(), (predicted == labels).numpy())
-            for label in labels.unique():
-                mean = features[labels == label].mean(dim=0)
-                region_hits += int((mean @ vocabulary_embeddings.t()).argmax() == label)
-                region_total += 1
+            means, classes = region_means(features, labels, torch.zeros_like(labels), len(vocabulary_embeddings))
+            region_hits += int(((means @ vocabulary_embeddings.t()).argmax(dim=1) == classes).sum())
+            region_total += len(classes)
     seen = totals > 0
     names = vocabulary()
     return {"pixel_accuracy": float(hits.sum() / max(totals.sum(), 1)),
