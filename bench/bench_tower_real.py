@@ -111,8 +111,9 @@ def main(argv=None) -> int:
         real_total += int(truth.sum())
         shares = np.bincount(named.reshape(-1), minlength=len(names)) / named.size
         top = ", ".join(f"{names[i]} {shares[i]:.2f}" for i in np.argsort(-shares)[:4])
-        print(f"  Redwood {stem}: floor {truth.mean():.2f} of the frame; named floor {np.mean(named[truth] == floor):.2f} "
-              f"of it, {np.mean(named[~truth] == floor):.2f} of the rest; most named: {top}")
+        print(f"  Redwood {stem}: floor {truth.mean():.2f} of the frame; named floor "
+              f"{np.mean(named[truth] == floor):.2f} of it, {np.mean(named[~truth] == floor):.2f} of the rest; "
+              f"most named: {top}")
         rows.append(np.concatenate([color, PALETTE[named]], axis=1))
 
     frames = render_labelled_images(range(300, 300 + (args.synthetic_frames + 1) // 2), 2, SIZE)

@@ -214,7 +214,12 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     if use_dense:
         dense = DenseClipFeatures(clip, device=device, short_side=clip.dense_short_side)
         feature_dim = dense.feature_dim
-        trained_here = " (image tower trained by sole-ros train-image-tower)" if clip.image_tower_trained else ""
+        # a tower trained here has seen synthetic renderings only; on real frames it names little
+        # right (sole-ros bench tower_real), which a user of a real camera must hear at start-up
+        trained_here = ""
+        if clip.image_tower_trained:
+            trained_here = (" (image tower trained by sole-ros train-image-tower on synthetic renderings only: "
+                            "for a real camera use a pretrained CLIP, or scene.dense_features false)")
         log(f"dense CLIP features on: {clip.spec.model_name}{trained_here}, {feature_dim}-d, "
             f"input short side {dense.short_side} px, colour keyframes only")
         keyframes = KeyframeSelector(min_translation=settings.keyframe_translation,

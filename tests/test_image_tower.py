@@ -115,7 +115,7 @@ def test_the_node_fuses_a_trained_towers_features_at_its_short_side(tmp_path, tr
     pipeline = build_pipeline(PipelineSettings(checkpoint=str(path), **settings), log=messages.append)
     assert pipeline.dense_features is not None and pipeline.dense_features.short_side == SMALL.short_side
     assert any("dense CLIP features on" in m and "train-image-tower" in m and f"{SMALL.short_side} px" in m
-               for m in messages)
+               and "synthetic renderings only" in m for m in messages)  # real-camera users are warned
     frames = render_labelled_images([0], 1, (128, 96))
     expected = DenseClipFeatures(clip, short_side=SMALL.short_side).frame_features(frames.colors[0])
     assert torch.allclose(pipeline.dense_features.frame_features(frames.colors[0]), expected, atol=1e-5)
