@@ -22,9 +22,10 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REDWOOD = ROOT.parent / "shared" / "data" / "redwood_rgbd"
+from bench_scene import K, REDWOOD, load_frames  # noqa: E402  (this folder's scene benchmark reads the frames)
+
 SIZE = (320, 240)  # width, height: the size the tower was trained on
-FX, CX, CY = 525.0 / 2, 319.5 / 2, 239.5 / 2  # Redwood's intrinsics at half resolution
+FX, CX, CY = K[0, 0] / 2, K[0, 2] / 2, K[1, 2] / 2  # Redwood's intrinsics at half resolution
 # one colour per vocabulary phrase (mug ... table, floor, wall) for --png
 PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
                     [70, 240, 240], [240, 50, 230], [210, 245, 60], [128, 128, 128], [255, 255, 255]], np.uint8)
@@ -34,10 +35,10 @@ def redwood_frames():
     """(colour uint8 [240,320,3], depth m [240,320]) of each Redwood frame, at half resolution."""
     from PIL import Image
 
-    for path in sorted((REDWOOD / "color").glob("*.jpg")):
-        color = np.asarray(Image.open(path).convert("RGB").resize(SIZE, Image.BILINEAR))
-        depth = np.asarray(Image.open(REDWOOD / "depth" / f"{path.stem}.png").resize(SIZE, Image.NEAREST))
-        yield path.stem, color, depth.astype(np.float64) / 1000.0
+    depths, colors, _, _ = load_frames()
+    for depth, color in zip(depths, colors):
+        yield (np.array(Image.fromarray(color).resize(SIZE, Image.BILINEAR)),
+               np.array(Image.fromarray(depth).resize(SIZE, Image.NEAREST)).astype(np.float64) / 1000.0)
 
 
 def geometric_floor(depth: np.ndarray, tries: int = 500, band: float = 0.02) -> np.ndarray:
@@ -76,11 +77,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from sole_ros.clip import ClipSpec, load_clip
     from sole_ros.model.checkpoint import read_checkpoint
     from sole_ros.scene.dense_clip import DenseClipFeatures
-    from sole_ros.training.image_tower import (render_labelled_images, sample_at_pixels, vocabulary,
-                                               vocabulary_embeddings)
+    from sole_ros.training.image_tower import (clip_with_text_tower_of, render_labelled_images, sample_at_pixels,
+                                               vocabulary, vocabulary_embeddings)
 
     data = read_checkpoint(args.checkpoint)
     hp = data.get("hyper_parameters", {})
@@ -88,8 +88,7 @@ def main(argv=None) -> int:
     if "clip_state_dict" not in data or not tower:
         print(f"{args.checkpoint} has no image tower trained by sole-ros train-image-tower")
         return 1
-    clip = load_clip(ClipSpec(hp["clip"]["model_name"], None))
-    clip.model.load_state_dict(data["clip_state_dict"])
+    clip = clip_with_text_tower_of(data, hp["clip"]["model_name"], "cpu")  # the checkpoint's own CLIP
     dense = DenseClipFeatures(clip, short_side=int(tower["short_side"]))
     embeddings = vocabulary_embeddings(clip).float()
     names = vocabulary()
@@ -97,21 +96,21 @@ def main(argv=None) -> int:
 
     @torch.no_grad()
     def nearest_phrase(color: np.ndarray) -> np.ndarray:
-        grid = dense.grid_features(dense.network_input(np.ascontiguousarray(color)[None]))[0]
+        grid = dense.grid_features(dense.network_input(color[None]))[0]
         features = sample_at_pixels(grid, torch.arange(color.shape[0] * color.shape[1]), SIZE).float()
         return (features @ embeddings.t()).argmax(dim=1).reshape(color.shape[:2]).numpy()
 
     real_hits = real_total = 0
     rows = []
     print(f"{args.checkpoint}: image tower trained on synthetic frames, per-pixel nearest of {len(names)} phrases")
-    for stem, color, depth in redwood_frames():
+    for index, (color, depth) in enumerate(redwood_frames()):
         truth = geometric_floor(depth)
         named = nearest_phrase(color)
         real_hits += int((named[truth] == floor).sum())
         real_total += int(truth.sum())
         shares = np.bincount(named.reshape(-1), minlength=len(names)) / named.size
         top = ", ".join(f"{names[i]} {shares[i]:.2f}" for i in np.argsort(-shares)[:4])
-        print(f"  Redwood {stem}: floor {truth.mean():.2f} of the frame; named floor "
+        print(f"  Redwood {index:05d}: floor {truth.mean():.2f} of the frame; named floor "
               f"{np.mean(named[truth] == floor):.2f} of it, {np.mean(named[~truth] == floor):.2f} of the rest; "
               f"most named: {top}")
         rows.append(np.concatenate([color, PALETTE[named]], axis=1))
