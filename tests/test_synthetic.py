@@ -163,6 +163,37 @@ def test_clutter_stacks_objects_on_boxes_and_books_and_adds_touching_neighbours(
         generate_scene(0, clutter=1.5)
 
 
+def test_household_sizes_make_bigger_objects_of_the_same_classes():
+    """The "household" size ranges (real products: 0.3 m boxes, books and bottles) against the
+    "compact" ones demo.ckpt was trained on, which stay the default."""
+    from sole_ros.synthetic.catalogue import OBJECT_SIZES
+
+    longest = {"compact": [], "household": []}
+    for seed in range(24):
+        kind = "room" if seed % 2 else "tabletop"
+        scenes = {sizes: generate_scene(seed, kind, sizes=sizes) for sizes in longest}
+        # The table and the classes are drawn before any size, so they are the same.
+        assert scenes["compact"].objects[0].caption == scenes["household"].objects[0].caption
+        for sizes, scene in scenes.items():
+            for o in scene.objects:
+                if o.class_name in ("table", "chair"):
+                    continue
+                # Surface samples, not bounds(): its bounding spheres are loose.
+                pts = np.concatenate([p.sample_surface(300, np.random.default_rng(0))[0] for p in o.primitives])
+                lo, hi = pts.min(axis=0), pts.max(axis=0)
+                longest[sizes].append(float((hi - lo).max()))
+                if o.class_name == "box":
+                    height = OBJECT_SIZES[sizes]["box"]["height"]
+                    assert height[0] - 1e-6 <= hi[2] - lo[2] <= height[1] + 1e-6
+    assert [o.caption for o in generate_scene(7, "tabletop").objects] == \
+        [o.caption for o in generate_scene(7, "tabletop", sizes="compact").objects]
+    compact, household = np.array(longest["compact"]), np.array(longest["household"])
+    assert np.median(household) > 1.1 * np.median(compact)
+    assert np.quantile(household, 0.9) > np.quantile(compact, 0.9) + 0.03
+    with pytest.raises(ValueError, match="object sizes"):
+        generate_scene(0, sizes="giant")
+
+
 def test_sensor_noise_grows_with_distance_is_quantised_and_has_holes(room):
     frame = next(iter(render_sequence(room, 1, 320, 240, seed=4)))
     ideal, noisy = frame.depth_ideal, frame.depth

@@ -310,10 +310,11 @@ def test_cli_train_then_eval_writes_table_and_plot(tmp_path, capsys):
     code = main(["train", "--output-dir", str(out), "--model-size", "tiny", "--clip-model", "sole-tiny",
                  "--clip-pretrained", "none", "--synthetic-count", "1", "--synthetic-eval-count", "1",
                  "--synthetic-kind", "tabletop", "--max-steps", "2", "--epochs", "2", "--device", "cpu",
-                 "--no-progress", "--set", "data.synthetic_max_points=5000"])
+                 "--no-progress", "--set", "data.synthetic_max_points=5000", "--synthetic-object-sizes", "household"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["progress"]["step"] == 2
+    assert json.loads((out / "train_config.json").read_text())["data"]["synthetic_object_sizes"] == "household"
     code = main(["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval"), "--device", "cpu"])
     assert code == 0
     table = capsys.readouterr().out
@@ -467,3 +468,24 @@ def test_evaluation_scenes_get_the_same_features_whatever_the_runs_seed():
 
     assert np.array_equal(features(0, "eval"), features(3, "eval"))
     assert not np.array_equal(features(0, "train"), features(3, "train"))
+
+
+def test_a_runs_object_sizes_reach_its_training_and_evaluation_scenes():
+    """data.synthetic_object_sizes picks the catalogue's size ranges for both splits (an evaluation
+    of a checkpoint reads its run's config, so it scores the sizes the run trained on)."""
+    from sole_ros.training.components import build_dataset
+    from sole_ros.training.config import TrainConfig
+
+    def scenes(sizes, split):
+        config = TrainConfig.from_dict({"data": {"synthetic_count": 2, "synthetic_eval_count": 2,
+                                                 "synthetic_object_sizes": sizes}})
+        return build_dataset(config, split, None)
+
+    for split in ("train", "eval"):
+        compact, household = scenes("compact", split), scenes("household", split)
+        assert (compact.object_sizes, household.object_sizes) == ("compact", "household")
+        assert compact.seeds == household.seeds
+        a, b = compact[0], household[0]
+        assert not np.array_equal(a.points, b.points)
+    with pytest.raises(ValueError, match="synthetic_object_sizes"):
+        TrainConfig.from_dict({"data": {"synthetic_object_sizes": "giant"}})

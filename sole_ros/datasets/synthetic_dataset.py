@@ -66,7 +66,7 @@ class SyntheticScenes:
                  object_density: float = 6000.0, background_density: float = 800.0, num_frames: int = 12,
                  image_size: tuple[int, int] = (160, 120), max_points: int | None = 40000,
                  features: TextOracleFeatures | None = None, mixed_kinds: bool = False, clutter: float = 0.0,
-                 room_max_points: int | None = None):
+                 room_max_points: int | None = None, object_sizes: str = "compact"):
         if source not in ("surface", "scan"):
             raise ValueError(f"source must be 'surface' or 'scan', got {source!r}")
         self.seeds = list(seeds)
@@ -81,6 +81,7 @@ class SyntheticScenes:
         self.features = features
         self.mixed_kinds = mixed_kinds  # alternate tabletop and room scenes by seed parity
         self.clutter = clutter  # stacked and touching objects (generate_scene)
+        self.object_sizes = object_sizes  # the small objects' size ranges (catalogue.OBJECT_SIZES)
         self.class_names = dict(enumerate(CLASS_NAMES))
 
     def __len__(self) -> int:
@@ -91,7 +92,7 @@ class SyntheticScenes:
 
     def __getitem__(self, index: int) -> SceneSample:
         seed = self.seeds[index]
-        scene = generate_scene(seed, self.scene_kind(seed), clutter=self.clutter)
+        scene = generate_scene(seed, self.scene_kind(seed), clutter=self.clutter, sizes=self.object_sizes)
         if self.source == "surface":
             cloud = sample_point_cloud(scene, seed=0, object_density=self.object_density,
                                        background_density=self.background_density)

@@ -30,6 +30,35 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 WOOD_COLOURS = ("brown", "white", "black", "gray")
 
+# Size ranges of the small objects (metres), drawn uniformly. "compact": the first catalogue, on
+# which demo.ckpt was trained: every object fits a 0.18 m cube but for bottles. "household": the
+# spread of real products, from typical product dimensions (a 0.33 l can is 6.6 cm across and
+# 11.5 cm tall, a 500 ml tall can 16.8 cm; a 1.5 l bottle about 31 cm with its neck; a cereal box
+# 19 x 7 x 27 cm, a shoe box 30 x 18 x 11; a serving bowl up to 24 cm across; a hardcover
+# 16 x 24 cm, an atlas 23 x 30; a tennis ball 6.7 cm, a football 22 cm). Real scans (mOSD) show
+# objects of 0.16-0.33 m, which the compact sizes make look too big to the model (its best scene
+# scale there is 0.65-0.7; sole_ros/weights/README.md).
+OBJECT_SIZES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
+    "compact": {
+        "mug": {"radius": (0.035, 0.05), "height": (0.08, 0.11)},
+        "bowl": {"radius": (0.06, 0.09)},
+        "bottle": {"radius": (0.03, 0.04), "height": (0.16, 0.24)},
+        "box": {"length": (0.08, 0.18), "width": (0.08, 0.16), "height": (0.06, 0.14)},
+        "ball": {"radius": (0.04, 0.07)},
+        "can": {"radius": (0.028, 0.034), "height": (0.10, 0.125)},
+        "book": {"length": (0.14, 0.22), "width": (0.10, 0.16), "thickness": (0.02, 0.04)},
+    },
+    "household": {
+        "mug": {"radius": (0.037, 0.05), "height": (0.085, 0.12)},
+        "bowl": {"radius": (0.06, 0.12)},
+        "bottle": {"radius": (0.03, 0.045), "height": (0.16, 0.26)},
+        "box": {"length": (0.10, 0.30), "width": (0.06, 0.20), "height": (0.06, 0.28)},
+        "ball": {"radius": (0.033, 0.11)},
+        "can": {"radius": (0.028, 0.05), "height": (0.09, 0.17)},
+        "book": {"length": (0.17, 0.30), "width": (0.11, 0.23), "thickness": (0.015, 0.05)},
+    },
+}
+
 # Object classes: small ones stand on tables, furniture on the floor. Ids are indices into CLASS_NAMES.
 SMALL_OBJECT_CLASSES = ("mug", "bowl", "bottle", "box", "ball", "can", "book")
 FURNITURE_CLASSES = ("chair", "table")
@@ -64,10 +93,11 @@ def _jitter(albedo, rng, amount=0.04):
     return tuple(np.clip(np.asarray(albedo) + rng.uniform(-amount, amount, 3), 0, 1))
 
 
-def build_mug(rng, x, y, z, yaw):
+def build_mug(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
+    size = sizes["mug"]
     colour = _colour(rng)
     albedo = _jitter(COLOURS[colour], rng)
-    r, h = rng.uniform(0.035, 0.05), rng.uniform(0.08, 0.11)
+    r, h = rng.uniform(*size["radius"]), rng.uniform(*size["height"])
     c, s = np.cos(yaw), np.sin(yaw)
     body = Cylinder(center=(x, y, z + h / 2), radius=r, height=h, open_top=True, albedo=albedo)
     # A C-shaped handle of three bars on the +x side (in the mug's yaw frame).
@@ -85,19 +115,21 @@ def build_mug(rng, x, y, z, yaw):
                        ("a handle",), "with a handle")
 
 
-def build_bowl(rng, x, y, z, yaw):
+def build_bowl(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
+    size = sizes["bowl"]
     colour = _colour(rng)
-    r = rng.uniform(0.06, 0.09)
+    r = rng.uniform(*size["radius"])
     depth = r * rng.uniform(0.55, 0.8)
     # A spherical cap below its rim: the shell's lowest point touches the table.
     shell = Sphere(center=(x, y, z + r), radius=r, z_max=-r + depth, albedo=_jitter(COLOURS[colour], rng))
     return BuiltObject([shell], r, colour, f"{_article(colour)} {colour} bowl")
 
 
-def build_bottle(rng, x, y, z, yaw):
+def build_bottle(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
+    size = sizes["bottle"]
     colour = _colour(rng, ("green", "blue", "white", "brown", "red", "orange"))
     cap = _colour(rng, ("white", "black", "red", "blue", "yellow"))
-    r, h = rng.uniform(0.03, 0.04), rng.uniform(0.16, 0.24)
+    r, h = rng.uniform(*size["radius"]), rng.uniform(*size["height"])
     neck_r, neck_h = r * 0.45, h * 0.22
     albedo = _jitter(COLOURS[colour], rng)
     parts = [
@@ -110,23 +142,26 @@ def build_bottle(rng, x, y, z, yaw):
                        (f"{_article(cap)} {cap} cap",), f"with {_article(cap)} {cap} cap")
 
 
-def build_box(rng, x, y, z, yaw):
+def build_box(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
+    size = sizes["box"]
     colour = _colour(rng)
-    size = (rng.uniform(0.08, 0.18), rng.uniform(0.08, 0.16), rng.uniform(0.06, 0.14))
-    box = Box(center=(x, y, z + size[2] / 2), yaw=yaw, size=size, albedo=_jitter(COLOURS[colour], rng))
-    return BuiltObject([box], float(np.hypot(size[0], size[1]) / 2), colour, f"{_article(colour)} {colour} box")
+    dims = tuple(rng.uniform(*size[side]) for side in ("length", "width", "height"))
+    box = Box(center=(x, y, z + dims[2] / 2), yaw=yaw, size=dims, albedo=_jitter(COLOURS[colour], rng))
+    return BuiltObject([box], float(np.hypot(dims[0], dims[1]) / 2), colour, f"{_article(colour)} {colour} box")
 
 
-def build_ball(rng, x, y, z, yaw):
+def build_ball(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
+    size = sizes["ball"]
     colour = _colour(rng)
-    r = rng.uniform(0.04, 0.07)
+    r = rng.uniform(*size["radius"])
     ball = Sphere(center=(x, y, z + r), radius=r, albedo=_jitter(COLOURS[colour], rng))
     return BuiltObject([ball], r, colour, f"{_article(colour)} {colour} ball")
 
 
-def build_can(rng, x, y, z, yaw):
+def build_can(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
+    size = sizes["can"]
     colour = _colour(rng)
-    r, h = rng.uniform(0.028, 0.034), rng.uniform(0.10, 0.125)
+    r, h = rng.uniform(*size["radius"]), rng.uniform(*size["height"])
     albedo = _jitter(COLOURS[colour], rng)
     lid = _jitter(COLOURS["gray"], rng)
     parts = [
@@ -138,9 +173,10 @@ def build_can(rng, x, y, z, yaw):
                        ("a metal lid",), "with a metal lid")
 
 
-def build_book(rng, x, y, z, yaw):
+def build_book(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
+    size = sizes["book"]
     colour = _colour(rng)
-    w, d, t = rng.uniform(0.14, 0.22), rng.uniform(0.10, 0.16), rng.uniform(0.02, 0.04)
+    w, d, t = (rng.uniform(*size[side]) for side in ("length", "width", "thickness"))
     cover = 0.004
     albedo = _jitter(COLOURS[colour], rng)
     parts = [  # two covers around the white pages

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sole_ros.synthetic.catalogue import (BUILDERS, CLASS_IDS, CLASS_NAMES, SMALL_OBJECT_CLASSES, BuiltObject,
-                                          build_table)
+from sole_ros.synthetic.catalogue import (BUILDERS, CLASS_IDS, CLASS_NAMES, OBJECT_SIZES, SMALL_OBJECT_CLASSES,
+                                          BuiltObject, build_table)
 from sole_ros.synthetic.primitives import Box, Cylinder, Primitive, Sphere
 
 BACKGROUND_INSTANCE = 0
@@ -98,7 +98,7 @@ STACK_SUPPORTS = ("box", "book")
 STACKED_CLASSES = ("box", "book", "can", "mug", "bowl")
 
 
-def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, clutter: float):
+def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, clutter: float, sizes):
     """Real tabletops are cluttered: objects stacked on boxes and books, and neighbours that
     touch. Each box or book carries another object with probability ``clutter``; each object gets
     a touching neighbour with probability ``clutter`` / 2. Returns (name, built, relation, relation
@@ -112,13 +112,13 @@ def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, cl
             reach = 0.3 * (margin - 0.02)  # off-centre, but resting on the support
             ox, oy = rng.uniform(-reach, reach, 2)
             stacked = BUILDERS[top_name](rng, x + ox, y + oy, max(_top(p) for p in built.primitives),
-                                         rng.uniform(0, 2 * np.pi))
+                                         rng.uniform(0, 2 * np.pi), sizes=sizes)
             added.append((top_name, stacked, f"on {built.head_phrase}", built.head_phrase))
         if rng.random() < clutter / 2:
             side_name = str(rng.choice(SMALL_OBJECT_CLASSES))
             yaw, angle = rng.uniform(0, 2 * np.pi, 2)
             state = rng.bit_generator.state
-            radius = BUILDERS[side_name](rng, 0.0, 0.0, 0.0, yaw).footprint_radius
+            radius = BUILDERS[side_name](rng, 0.0, 0.0, 0.0, yaw, sizes=sizes).footprint_radius
             rng.bit_generator.state = state
             # Bounding circles overlapping by 10%: the objects touch or nearly do.
             gap = 0.9 * (radius + margin - 0.02)
@@ -128,13 +128,13 @@ def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, cl
             free = all(np.hypot(nx - px, ny - py) >= 0.9 * (radius + pr - 0.02)
                        for px, py, pr in placed if (px, py) != (x, y))
             if on_table and free:
-                neighbour = BUILDERS[side_name](rng, nx, ny, table.support_height, yaw)
+                neighbour = BUILDERS[side_name](rng, nx, ny, table.support_height, yaw, sizes=sizes)
                 placed.append((nx, ny, radius + 0.02))
                 added.append((side_name, neighbour, "on the table", "the table"))
     return added
 
 
-def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, placed, max_tries=200):
+def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, placed, sizes, max_tries=200):
     """Rejection-sample non-overlapping footprints on the table top; returns built objects."""
     w, d = table.support_size
     c, s = np.cos(table_yaw), np.sin(table_yaw)
@@ -144,7 +144,7 @@ def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, place
             yaw = rng.uniform(0, 2 * np.pi)
             # Build at the origin first to learn the footprint, then at the chosen spot (same draws).
             state = rng.bit_generator.state
-            probe = BUILDERS[name](rng, 0.0, 0.0, 0.0, yaw)
+            probe = BUILDERS[name](rng, 0.0, 0.0, 0.0, yaw, sizes=sizes)
             margin = probe.footprint_radius + 0.02
             if 2 * margin >= min(w, d):
                 continue
@@ -154,7 +154,7 @@ def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, place
                 continue
             after = rng.bit_generator.state
             rng.bit_generator.state = state
-            built = BUILDERS[name](rng, x, y, table.support_height, yaw)
+            built = BUILDERS[name](rng, x, y, table.support_height, yaw, sizes=sizes)
             rng.bit_generator.state = after
             placed.append((x, y, margin))
             out.append((name, built))
@@ -175,7 +175,7 @@ def _walls(extent: float, height: float = 2.6) -> list[Box]:
 
 
 def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = None,
-                   classes: list[str] | None = None, clutter: float = 0.0) -> Scene:
+                   classes: list[str] | None = None, clutter: float = 0.0, sizes: str = "compact") -> Scene:
     """A random scene.
 
     ``tabletop``: one table with ``num_objects`` small objects (default 4-7) on a floor patch.
@@ -184,9 +184,13 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
     ``classes`` fixes the small objects' classes (one object each) instead of drawing them.
     ``clutter`` (0..1) adds stacked and touching objects (see ``_add_clutter``); they are drawn
     from their own random stream, so the rest of the scene is the same as without clutter.
+    ``sizes`` names the small objects' size ranges (``OBJECT_SIZES``: "compact" or "household").
     """
     if not 0.0 <= clutter <= 1.0:
         raise ValueError(f"clutter must be within 0..1, got {clutter}")
+    if sizes not in OBJECT_SIZES:
+        raise ValueError(f"unknown object sizes {sizes!r}: use one of {sorted(OBJECT_SIZES)}")
+    size_ranges = OBJECT_SIZES[sizes]
     if kind not in ("tabletop", "room"):
         raise ValueError(f"unknown scene kind {kind!r}: use 'tabletop' or 'room'")
     unknown = set(classes or ()) - set(SMALL_OBJECT_CLASSES)
@@ -207,13 +211,13 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
             classes = list(rng.choice(SMALL_OBJECT_CLASSES, n))
     classes = [str(c) for c in classes]
     placed: list[tuple[float, float, float]] = []
-    small = _place_on_table(rng, table, table_xy, table_yaw, classes, placed)
+    small = _place_on_table(rng, table, table_xy, table_yaw, classes, placed, size_ranges)
 
     built_objects: list[tuple[str, BuiltObject, str, str]] = [("table", table, "", "")]
     built_objects += [(name, b, "on the table", "the table") for name, b in small]
     if clutter > 0:
         built_objects += _add_clutter(np.random.default_rng([seed, 1]), table, table_xy, table_yaw, small,
-                                      placed, clutter)
+                                      placed, clutter, size_ranges)
     if kind == "room":
         n_chairs = int(rng.integers(2, 5))
         sides = rng.permutation(4)[:n_chairs]

@@ -15,6 +15,7 @@ _FLAGS = {  # flag -> dotted TrainConfig field
     "mca_dir": "data.mca_dir", "mea_dir": "data.mea_dir", "synthetic_count": "data.synthetic_count",
     "synthetic_eval_count": "data.synthetic_eval_count", "synthetic_kind": "data.synthetic_kind",
     "synthetic_source": "data.synthetic_source", "synthetic_first_seed": "data.synthetic_first_seed",
+    "synthetic_object_sizes": "data.synthetic_object_sizes",
     "model_size": "model_size", "clip_model": "clip_model", "backbone_checkpoint": "backbone_checkpoint",
     "init_checkpoint": "init_checkpoint", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
     "weight_decay": "weight_decay", "grad_clip": "grad_clip", "max_steps": "max_steps", "device": "device",
@@ -35,6 +36,8 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--synthetic-first-seed", type=int)
     g.add_argument("--synthetic-kind", choices=("tabletop", "room", "mixed"))
     g.add_argument("--synthetic-source", choices=("surface", "scan"))
+    g.add_argument("--synthetic-object-sizes", choices=("compact", "household"),
+                   help="small objects' size ranges: compact (default, demo.ckpt's) or household (real products')")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

@@ -97,7 +97,8 @@ def build_dataset(config: TrainConfig, split: str, feature_encoder: TextEncoder 
                                source=data.synthetic_source, max_points=data.synthetic_max_points,
                                room_max_points=data.synthetic_room_max_points,
                                num_frames=data.synthetic_frames,
-                               features=features, mixed_kinds=mixed, clutter=data.synthetic_clutter)
+                               features=features, mixed_kinds=mixed, clutter=data.synthetic_clutter,
+                               object_sizes=data.synthetic_object_sizes)
     if data.kind in ("scannet", "scannet200"):
         from sole_ros.datasets import PointFeatureFolder, ProcessedScanNet, ReleasedTargets
 

@@ -32,9 +32,19 @@ class DataConfig:
     # run can keep tabletops at full density and still afford rooms
     synthetic_room_max_points: int | None = None
     synthetic_clutter: float = 0.0  # 0..1: stacked and touching objects (real tabletops are cluttered)
+    # the small objects' size ranges (synthetic.catalogue.OBJECT_SIZES): "compact" (demo.ckpt's) or
+    # "household" (real products' spread, 0.1-0.3 m boxes, books and bottles)
+    synthetic_object_sizes: str = "compact"
     synthetic_frames: int = 12  # RGB-D frames fused per "scan" scene (1: a single view, like a robot's first look)
     oracle_feature_noise: float = 0.3  # stand-in for fused OpenSeg features, see TextOracleFeatures
     oracle_unseen: float = 0.05
+
+    def __post_init__(self):
+        from sole_ros.synthetic.catalogue import OBJECT_SIZES
+
+        if self.synthetic_object_sizes not in OBJECT_SIZES:
+            raise ValueError(f"data.synthetic_object_sizes must be one of {sorted(OBJECT_SIZES)}, "
+                             f"not {self.synthetic_object_sizes!r}")
 
 
 @dataclass
