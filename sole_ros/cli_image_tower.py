@@ -42,6 +42,8 @@ def register(subparsers) -> None:
                         help="the CLIP architecture to write: the checkpoint's own (its image tower trained "
                              "further) or one with the same text tower, whose image tower starts from random "
                              "weights (default: %(default)s)")
+    parser.add_argument("--object-sizes", choices=("compact", "household"),
+                        help="the scenes' object size ranges (default: those the checkpoint's run trained on)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     parser.set_defaults(handler=run)
@@ -83,10 +85,13 @@ def run(args) -> int:
     except ValueError as error:
         raise CliError(str(error)) from None
     embeddings = vocabulary_embeddings(clip)
+    run_data = (hp.get("train_config") or {}).get("data") or {}
+    object_sizes = args.object_sizes or run_data.get("synthetic_object_sizes", "compact")
     config = dataclasses.replace(_defaults(), scenes=args.scenes, frames_per_scene=args.frames_per_scene,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  short_side=args.short_side, channel_shuffle=args.channel_shuffle,
-                                 grey=args.grey, region_weight=args.region_weight, seed=args.seed)
+                                 grey=args.grey, region_weight=args.region_weight, object_sizes=object_sizes,
+                                 seed=args.seed)
     try:
         figures = train_image_tower(clip, embeddings, config)
     except ValueError as error:

@@ -137,6 +137,26 @@ def test_cli_refuses_a_checkpoint_without_clip_weights(tmp_path, capsys):
     assert "--region-weight must not be negative" in capsys.readouterr().err
 
 
+def test_cli_renders_the_object_sizes_the_checkpoints_run_trained_on(tmp_path):
+    """A network trained on "household" scenes gets a tower trained on household scenes too."""
+    from sole_ros.cli import main
+    from sole_ros.model import SoleConfig, SoleModel
+    from sole_ros.model.checkpoint import read_checkpoint
+    from sole_ros.training.checkpointing import save_checkpoint
+    from sole_ros.training.config import TrainConfig
+
+    torch.manual_seed(0)
+    config = SoleConfig.tiny()
+    train = TrainConfig.from_dict({"model_size": "tiny", "clip_model": "sole-tiny", "clip_pretrained": None,
+                                   "data": {"synthetic_object_sizes": "household"}})
+    run = save_checkpoint(tmp_path / "run.pt", SoleModel(config), config, train,
+                          clip=load_clip(ClipSpec.tiny(), "cpu"))
+    assert main(["train-image-tower", str(run), "--output", str(tmp_path / "tower.pt"), "--scenes", "1",
+                 "--frames-per-scene", "1", "--batch-size", "1", "--epochs", "1", "--short-side", "64"]) == 0
+    tower = read_checkpoint(tmp_path / "tower.pt")["hyper_parameters"]["clip"]["image_tower"]
+    assert tower["settings"]["object_sizes"] == "household"
+
+
 def test_region_means_pool_each_frames_class_apart():
     features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     labels = torch.tensor([4, 4, 1, 4, 1])

@@ -58,6 +58,9 @@ class ImageTowerConfig:
     # channels permuted, or greyed, teach the tower shape rather than the training scenes' colours.
     channel_shuffle: float = 0.5  # share of frames with their RGB channels permuted
     grey: float = 0.2  # share of frames turned grey
+    # the scenes' object size ranges (synthetic.catalogue.OBJECT_SIZES): those the SOLE network was
+    # trained on (the CLI reads them from the checkpoint's run)
+    object_sizes: str = "compact"
     seed: int = 0
 
 
@@ -80,11 +83,12 @@ def vocabulary_embeddings(clip) -> torch.Tensor:
     return encode_each(TextEncoder(device=clip.device, prompt=CLASS_PROMPT, loaded=clip))(vocabulary())
 
 
-def render_labelled_images(seeds, frames_per_scene: int, image_size: tuple[int, int]) -> LabelledImages:
+def render_labelled_images(seeds, frames_per_scene: int, image_size: tuple[int, int],
+                           object_sizes: str = "compact") -> LabelledImages:
     """Frames of synthetic scenes (even seed: tabletop, odd: room) with each pixel's phrase index."""
     colors, targets = [], []
     for seed in seeds:
-        scene = generate_scene(int(seed), "room" if seed % 2 else "tabletop")
+        scene = generate_scene(int(seed), "room" if seed % 2 else "tabletop", sizes=object_sizes)
         for frame in render_sequence(scene, frames_per_scene, *image_size, seed=int(seed)):
             colors.append(frame.color)
             targets.append(pixel_targets(frame))
@@ -214,8 +218,9 @@ def train_image_tower(clip, phrase_embeddings: torch.Tensor, config: ImageTowerC
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
     seeds = range(config.first_seed, config.first_seed + config.scenes)
-    train = render_labelled_images(seeds, config.frames_per_scene, config.image_size)
-    held_out = render_labelled_images(range(*config.eval_seeds), config.eval_frames_per_scene, config.image_size)
+    train = render_labelled_images(seeds, config.frames_per_scene, config.image_size, config.object_sizes)
+    held_out = render_labelled_images(range(*config.eval_seeds), config.eval_frames_per_scene, config.image_size,
+                                      config.object_sizes)
     log(f"rendered {len(train.colors)} training and {len(held_out.colors)} held-out frames "
         f"in {time.perf_counter() - started:.0f} s")
 
