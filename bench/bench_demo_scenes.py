@@ -104,15 +104,18 @@ def main(argv=None) -> int:
     parser.add_argument("--scene-scale", type=float, default=1.0,
                         help="model.scene_scale: the map scaled by this before the model (the demo's 1.0)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--object-sizes", choices=("compact", "household"), default="compact",
+                        help="the scenes' object size ranges (the demo's: compact)")
     parser.add_argument("--perfect-features", action="store_true",
                         help="fuse each pixel's true class embedding instead of the image tower's features")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     checkpoints = args.checkpoints or [find_default_checkpoint()]
     demo_classes = [object_phrase(q) for q in DEFAULT_QUERIES]
-    scenes = [render_demo_frames(seed, 16, kind="tabletop", classes=DEMO_CLASSES) for seed in args.seeds]
+    scenes = [render_demo_frames(seed, 16, kind="tabletop", classes=DEMO_CLASSES, object_sizes=args.object_sizes)
+              for seed in args.seeds]
     print(f"# demo-like scenes: seeds {args.seeds[0]}-{args.seeds[-1]} ({len(scenes)}), 16 frames each, "
-          f"{args.views} views, scene scale {args.scene_scale}, {args.threads} threads")
+          f"{args.views} views, scene scale {args.scene_scale}, {args.threads} threads, {args.object_sizes} object sizes")
     for path in checkpoints:
         pipeline = build_pipeline(PipelineSettings(device="cpu", checkpoint=path, contrast_phrases=tuple(CLASS_NAMES),
                                                    test_time_views=args.views, scene_scale=args.scene_scale),

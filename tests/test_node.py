@@ -321,3 +321,19 @@ def test_missing_weights_are_reported_not_crashed(spawn, ros_client):
     assert answer is not None and not answer.success and "model not loaded" in answer.message, answer.message
     assert "/nonexistent/sole.ckpt" in answer.message
     assert proc.alive(), proc.output()[-3000:]
+
+
+def test_sensor_player_renders_the_object_sizes_asked():
+    """`sensor_player --object-sizes household` publishes a scene of real products' sizes (the
+    size ranges a household-trained checkpoint knows); the default stays the demo's compact scene."""
+    compact, frames = render_demo_frames(seed=5, num_frames=1, width=80, height=60, classes=["box", "book"])
+    household, _ = render_demo_frames(seed=5, num_frames=1, width=80, height=60, classes=["box", "book"],
+                                      object_sizes="household")
+    assert len(frames) == 1
+    assert [o.class_name for o in compact.objects] == [o.class_name for o in household.objects]
+
+    def area(scene):  # summed top-face areas of the boxes and books
+        return sum(p.size[0] * p.size[1] for o in scene.objects[1:] for p in o.primitives[:1])
+    assert area(household) != area(compact)
+    with pytest.raises(ValueError, match="object sizes"):
+        render_demo_frames(seed=5, num_frames=1, object_sizes="giant")

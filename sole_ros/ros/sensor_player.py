@@ -101,10 +101,10 @@ class SensorPlayer(Node):
 
 
 def render_demo_frames(seed: int, num_frames: int, width: int = 320, height: int = 240, kind: str = "tabletop",
-                       classes: list[str] | None = None):
+                       classes: list[str] | None = None, object_sizes: str = "compact"):
     from sole_ros.synthetic import generate_scene, render_sequence
 
-    scene = generate_scene(seed=seed, kind=kind, classes=classes)
+    scene = generate_scene(seed=seed, kind=kind, classes=classes, sizes=object_sizes)
     return scene, list(render_sequence(scene, num_frames, width=width, height=height, seed=seed))
 
 
@@ -114,11 +114,13 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=12, help="frames to render and publish")
     parser.add_argument("--rate", type=float, default=5.0, help="frames per second")
     parser.add_argument("--loop", action="store_true", help="start over at the end")
+    parser.add_argument("--object-sizes", choices=("compact", "household"), default="compact",
+                        help="the small objects' size ranges (default compact)")
     args, ros_args = parser.parse_known_args(argv)
     if args.frames < 1 or args.rate <= 0:
         print("sensor_player: error: --frames must be >= 1 and --rate > 0", file=sys.stderr)
         return 2
-    _, frames = render_demo_frames(args.seed, args.frames)
+    _, frames = render_demo_frames(args.seed, args.frames, object_sizes=args.object_sizes)
     rclpy.init(args=ros_args)
     player = SensorPlayer(frames)
     try:
