@@ -14,6 +14,10 @@ WORK=${1:-/tmp/demo_train}
 # such draws, seeds 0-4, and why none replaced demo.ckpt).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 SEED=${SEED:-0}  # model initialisation, scene order and augmentation of both stages
+# the small objects' size ranges (sole_ros/synthetic/catalogue.py): demo.ckpt's "compact", or
+# "household" (real products' sizes; its stages 1-3 beat the mOSD baseline at scale 1.0, see
+# sole_ros/weights/README.md); the image tower (stage 4) renders the same sizes
+OBJECT_SIZES=${OBJECT_SIZES:-compact}
 
 COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed "$SEED" --device cpu --no-progress
         --data synthetic --synthetic-kind mixed --synthetic-source scan --synthetic-count 96 --synthetic-eval-count 8
@@ -22,7 +26,8 @@ COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed "
                                 "hidden_dim": 64, "dim_feedforward": 128, "dbscan_eps": 0.05}'
         --set data.synthetic_max_points=12000 --set data.synthetic_frames=3
         --set cache_scenes=true --set elastic_distortion=false --set feature_dropout=0.5
-        --set color_drop=0.2 --set color_texture=0.4 --set scale_range="[0.6, 1.6]")
+        --set color_drop=0.2 --set color_texture=0.4 --set scale_range="[0.6, 1.6]"
+        --set data.synthetic_object_sizes="$OBJECT_SIZES")
 
 python -m sole_ros.cli train --output-dir "$WORK/masks" --epochs "${STAGE1_EPOCHS:-35}" "${COMMON[@]}" \
   --set loss_weights='{"assoc_focal": 0, "assoc_dice": 0, "match_class": 0}'

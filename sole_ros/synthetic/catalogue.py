@@ -36,8 +36,8 @@ WOOD_COLOURS = ("brown", "white", "black", "gray")
 # 11.5 cm tall, a 500 ml tall can 16.8 cm; a 1.5 l bottle about 31 cm with its neck; a cereal box
 # 19 x 7 x 27 cm, a shoe box 30 x 18 x 11; a serving bowl up to 24 cm across; a hardcover
 # 16 x 24 cm, an atlas 23 x 30; a tennis ball 6.7 cm, a football 22 cm). Real scans (mOSD) show
-# objects of 0.16-0.33 m, which the compact sizes make look too big to the model (its best scene
-# scale there is 0.65-0.7; sole_ros/weights/README.md).
+# objects of 0.16-0.33 m: a network trained on compact sizes wants them shrunk to 0.65-0.7, one
+# trained on household sizes does not (sole_ros/weights/README.md, "Real product sizes").
 OBJECT_SIZES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     "compact": {
         "mug": {"radius": (0.035, 0.05), "height": (0.08, 0.11)},
