@@ -34,6 +34,7 @@ from sole_ros.pipeline import PipelineSettings, build_pipeline, find_default_che
 from sole_ros.ros.demo import DEFAULT_QUERIES, DEMO_CLASSES  # noqa: E402
 from sole_ros.ros.sensor_player import render_demo_frames  # noqa: E402
 from sole_ros.synthetic import CLASS_NAMES  # noqa: E402
+from sole_ros.synthetic.catalogue import OBJECT_SIZES  # noqa: E402
 from sole_ros.training.image_tower import pixel_targets  # noqa: E402
 
 
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scene-scale", type=float, default=1.0,
                         help="model.scene_scale: the map scaled by this before the model (the demo's 1.0)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--object-sizes", choices=("compact", "household"), default="compact",
+    parser.add_argument("--object-sizes", choices=tuple(OBJECT_SIZES), default="compact",
                         help="the scenes' object size ranges (the demo's: compact)")
     parser.add_argument("--perfect-features", action="store_true",
                         help="fuse each pixel's true class embedding instead of the image tower's features")

@@ -109,12 +109,14 @@ def render_demo_frames(seed: int, num_frames: int, width: int = 320, height: int
 
 
 def main(argv=None) -> int:
+    from sole_ros.synthetic.catalogue import OBJECT_SIZES
+
     parser = argparse.ArgumentParser(description="Publish a synthetic RGB-D sequence with poses over ROS 2.")
     parser.add_argument("--seed", type=int, default=3, help="scene seed (default 3)")
     parser.add_argument("--frames", type=int, default=12, help="frames to render and publish")
     parser.add_argument("--rate", type=float, default=5.0, help="frames per second")
     parser.add_argument("--loop", action="store_true", help="start over at the end")
-    parser.add_argument("--object-sizes", choices=("compact", "household"), default="compact",
+    parser.add_argument("--object-sizes", choices=tuple(OBJECT_SIZES), default="compact",
                         help="the small objects' size ranges (default compact)")
     args, ros_args = parser.parse_known_args(argv)
     if args.frames < 1 or args.rate <= 0:
