@@ -18,6 +18,9 @@ SEED=${SEED:-0}  # model initialisation, scene order and augmentation of both st
 # "household" (real products' sizes; its stages 1-3 beat the mOSD baseline at scale 1.0, see
 # sole_ros/weights/README.md); the image tower (stage 4) renders the same sizes
 OBJECT_SIZES=${OBJECT_SIZES:-compact}
+# stage 4: "long" (demo.ckpt's: four calls on one thread, 3.6 h) or "short" (see below)
+TOWER_RECIPE=${TOWER_RECIPE:-long}
+case "$TOWER_RECIPE" in long|short) ;; *) echo "TOWER_RECIPE must be long or short, not $TOWER_RECIPE" >&2; exit 2 ;; esac
 
 COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed "$SEED" --device cpu --no-progress
         --data synthetic --synthetic-kind mixed --synthetic-source scan --synthetic-count 96 --synthetic-eval-count 8
@@ -45,13 +48,21 @@ e('$WORK/sole/last.pt', '$WORK/demo_without_tower.ckpt', \
 # region's mean feature named, as the map pools an object's voxels). On one thread, as demo.ckpt's
 # tower was trained: bit-repeatable from the same exported file.
 train_tower() {  # FROM EPOCHS SEED TO [REGION_WEIGHT]
-  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train-image-tower "$1" \
+  OMP_NUM_THREADS=${TOWER_THREADS:-1} OPENBLAS_NUM_THREADS=${TOWER_THREADS:-1} \
+    python -m sole_ros.cli train-image-tower "$1" \
     --scenes "${TOWER_SCENES:-288}" --epochs "$2" --seed "$3" --output "$4" --region-weight "${5:-0}"
 }
-train_tower "$WORK/demo_without_tower.ckpt" 24 "$SEED" "$WORK/demo_tower_24.ckpt"
-train_tower "$WORK/demo_tower_24.ckpt" 12 "$((SEED + 1))" "$WORK/demo_tower_36.ckpt"
-train_tower "$WORK/demo_tower_36.ckpt" 24 "$((SEED + 2))" "$WORK/demo_tower_60.ckpt"
-train_tower "$WORK/demo_tower_60.ckpt" 12 "$((SEED + 3))" sole_ros/weights/demo.ckpt 1.0
+# TOWER_RECIPE=short instead trains one new tower in a single 48-epoch OneCycle with the region loss
+# from the start, on 2 threads: 88 min against 215 (sole_ros/weights/README.md, session 16).
+case "$TOWER_RECIPE" in
+  long)
+    train_tower "$WORK/demo_without_tower.ckpt" 24 "$SEED" "$WORK/demo_tower_24.ckpt"
+    train_tower "$WORK/demo_tower_24.ckpt" 12 "$((SEED + 1))" "$WORK/demo_tower_36.ckpt"
+    train_tower "$WORK/demo_tower_36.ckpt" 24 "$((SEED + 2))" "$WORK/demo_tower_60.ckpt"
+    train_tower "$WORK/demo_tower_60.ckpt" 12 "$((SEED + 3))" sole_ros/weights/demo.ckpt 1.0 ;;
+  short)
+    TOWER_THREADS=2 train_tower "$WORK/demo_without_tower.ckpt" 48 "$SEED" sole_ros/weights/demo.ckpt 1.0 ;;
+esac
 echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --data mosd --data-root ../shared/data/mosd --output-dir $WORK/eval_mosd"
