@@ -489,3 +489,15 @@ def test_a_runs_object_sizes_reach_its_training_and_evaluation_scenes():
         assert not np.array_equal(a.points, b.points)
     with pytest.raises(ValueError, match="synthetic_object_sizes"):
         TrainConfig.from_dict({"data": {"synthetic_object_sizes": "giant"}})
+
+
+def test_demo_weights_script_refuses_an_unknown_tower_recipe_before_training(tmp_path):
+    """A typo in TOWER_RECIPE must stop scripts/train_demo_weights.sh at once, not after the 90 minutes
+    of stages 1-3 that come before the tower."""
+    work = tmp_path / "work"
+    result = subprocess.run(["bash", os.path.join(ROOT, "scripts", "train_demo_weights.sh"), str(work)],
+                            env={**os.environ, "TOWER_RECIPE": "quick"}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "TOWER_RECIPE must be long or short, not quick" in result.stderr
+    assert not work.exists()  # nothing trained, nothing written
