@@ -48,20 +48,21 @@ e('$WORK/sole/last.pt', '$WORK/demo_without_tower.ckpt', \
 # region's mean feature named, as the map pools an object's voxels). On one thread, as demo.ckpt's
 # tower was trained: bit-repeatable from the same exported file.
 train_tower() {  # FROM EPOCHS SEED TO [REGION_WEIGHT]
-  OMP_NUM_THREADS=${TOWER_THREADS:-1} OPENBLAS_NUM_THREADS=${TOWER_THREADS:-1} \
-    python -m sole_ros.cli train-image-tower "$1" \
+  OMP_NUM_THREADS=$TOWER_THREADS OPENBLAS_NUM_THREADS=$TOWER_THREADS python -m sole_ros.cli train-image-tower "$1" \
     --scenes "${TOWER_SCENES:-288}" --epochs "$2" --seed "$3" --output "$4" --region-weight "${5:-0}"
 }
 # TOWER_RECIPE=short instead trains one new tower in a single 48-epoch OneCycle with the region loss
 # from the start, on 2 threads: 88 min against 215 (sole_ros/weights/README.md, session 16).
 case "$TOWER_RECIPE" in
   long)
+    TOWER_THREADS=1  # set here, not taken from the environment: the recipe fixes it
     train_tower "$WORK/demo_without_tower.ckpt" 24 "$SEED" "$WORK/demo_tower_24.ckpt"
     train_tower "$WORK/demo_tower_24.ckpt" 12 "$((SEED + 1))" "$WORK/demo_tower_36.ckpt"
     train_tower "$WORK/demo_tower_36.ckpt" 24 "$((SEED + 2))" "$WORK/demo_tower_60.ckpt"
     train_tower "$WORK/demo_tower_60.ckpt" 12 "$((SEED + 3))" sole_ros/weights/demo.ckpt 1.0 ;;
   short)
-    TOWER_THREADS=2 train_tower "$WORK/demo_without_tower.ckpt" 48 "$SEED" sole_ros/weights/demo.ckpt 1.0 ;;
+    TOWER_THREADS=2
+    train_tower "$WORK/demo_without_tower.ckpt" 48 "$SEED" sole_ros/weights/demo.ckpt 1.0 ;;
 esac
 echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
 echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
