@@ -28,6 +28,7 @@ from sole_ros.messages import read_points
 from sole_ros.ros.sensor_player import SensorPlayer, render_demo_frames
 from sole_ros.srv import QueryObjects
 from sole_ros.synthetic import CLASS_NAMES
+from sole_ros.synthetic.catalogue import OBJECT_SIZES
 
 DEFAULT_QUERIES = ["find the mug", "a bowl", "the bottle"]
 DEMO_CLASSES = ["mug", "bowl", "bottle", "box", "can"]
@@ -103,6 +104,12 @@ def _as_scene_instances(answer, scene_xyz: np.ndarray):
     return out
 
 
+def demo_scene(args):
+    """The demo's tabletop (seed, frames and object sizes from the command line) -> (scene, frames)."""
+    return render_demo_frames(args.seed, args.frames, kind="tabletop", classes=DEMO_CLASSES,
+                              object_sizes=args.object_sizes)
+
+
 def run(args) -> int:
     from sole_ros.pipeline import find_default_checkpoint
     from sole_ros.visualize import render_instances_png
@@ -113,8 +120,9 @@ def run(args) -> int:
         say(f"weights: {weights}")
     else:
         say("WARNING: no demo weights in sole_ros/weights: running with RANDOM weights, answers are meaningless")
-    say(f"rendering a synthetic RGB-D sequence (scene seed {args.seed}, {args.frames} frames)")
-    scene, frames = render_demo_frames(args.seed, args.frames, kind="tabletop", classes=DEMO_CLASSES)
+    say(f"rendering a synthetic RGB-D sequence (scene seed {args.seed}, {args.frames} frames, "
+        f"{args.object_sizes} object sizes)")
+    scene, frames = demo_scene(args)
     say("objects in the scene: " + ", ".join(o.class_name for o in scene.objects if o.class_name != "table"))
 
     say("starting sole_node")
@@ -188,7 +196,7 @@ def run(args) -> int:
         log.close()
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="sole_ros demo: node, camera, queries and a picture.")
     parser.add_argument("--queries", nargs="+", default=DEFAULT_QUERIES, help="phrases to ask, one query each")
     parser.add_argument("--seed", type=int, default=DEMO_SCENE_SEED, help="synthetic scene seed")
@@ -203,8 +211,16 @@ def main(argv=None) -> int:
                              "what they agree on, for N times the model's time (default: %(default)s: the demo weights "
                              "answer best with it; 1: SOLE's single pass)")
     parser.add_argument("--checkpoint", default=None, help="SOLE checkpoint (default: the demo weights)")
+    parser.add_argument("--object-sizes", choices=tuple(OBJECT_SIZES), default="compact",
+                        help="the small objects' size ranges (default compact, what the demo weights were trained "
+                             "on; household: real products' sizes, for weights trained with OBJECT_SIZES=household)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--out-dir", default="out/demo", help="where the picture and the node's log go")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.frames < 1 or args.rate <= 0:
         parser.error("--frames must be >= 1 and --rate > 0")
