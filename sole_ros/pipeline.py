@@ -82,6 +82,7 @@ class PipelineSettings:
     test_time_views: int = 1  # > 1: answers merged over turned and scaled views (inference/multi_view.py)
     scene_scale: float = 1.0  # the scene scaled by this before the model (a size the model works best at)
     view_scale_jitter: float = 0.1  # the extra views' scales vary by up to this fraction
+    num_queries: int = 0  # FPS query seeds per pass; 0: the count the checkpoint was trained with
     voxel_size: float = 0.02
     max_voxels: int = 500_000
     keep_radius: float | None = None
@@ -108,7 +109,7 @@ class PipelineSettings:
             split_distance=positive_or_none(values["query.split_distance"]),
             contrast_phrases=split_phrase_list(values["query.contrast_phrases"]),
             test_time_views=values["model.test_time_views"], scene_scale=values["model.scene_scale"],
-            view_scale_jitter=values["model.view_scale_jitter"],
+            view_scale_jitter=values["model.view_scale_jitter"], num_queries=values["model.num_queries"],
             voxel_size=values["scene.voxel_size"], max_voxels=values["scene.max_voxels"],
             keep_radius=positive_or_none(values["scene.keep_radius"]),
             max_range=positive_or_none(values["scene.max_range"]),
@@ -117,6 +118,22 @@ class PipelineSettings:
             keyframe_rotation_deg=values["scene.keyframe_rotation_deg"],
             keyframe_period=positive_or_none(values["scene.keyframe_period"]),
             max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"])
+
+
+def with_query_count(config, num_queries: int, log=print):
+    """``config`` with ``num_queries`` query seeds (0: unchanged). SOLE's queries are
+    non-parametric (farthest point samples of the scene, no learned embedding per query), so their
+    number is free at inference: more seeds than trained leave fewer objects without a query of
+    their own, for a longer decoder pass (measured in sole_ros/weights/README.md)."""
+    import dataclasses
+
+    num_queries = int(num_queries)
+    if num_queries < 0:
+        raise ValueError(f"num_queries must be >= 0 (0: the checkpoint's), got {num_queries}")
+    if num_queries == 0 or num_queries == config.num_queries:
+        return config
+    log(f"{num_queries} queries per pass (trained with {config.num_queries})")
+    return dataclasses.replace(config, num_queries=num_queries)
 
 
 def split_phrase_list(text: str) -> tuple[str, ...]:
@@ -157,7 +174,7 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
             config = SoleConfig.from_dict(hp["sole_config"])
         else:
             config = config_from_checkpoint(data)
-        model = SoleModel(config)
+        model = SoleModel(with_query_count(config, settings.num_queries, log))
         report = load_sole_weights(model, checkpoint, data=data)
         model = model.to(device).eval()
         log(f"loaded {checkpoint}: {report.describe()}")
@@ -176,7 +193,7 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     elif settings.allow_random_weights:
         clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
         config = SoleConfig() if settings.model_config == "paper" else SoleConfig.tiny()
-        model = SoleModel(config).to(device).eval()
+        model = SoleModel(with_query_count(config, settings.num_queries, log)).to(device).eval()
         log("WARNING: no checkpoint: running with random weights (answers are meaningless)")
     else:
         raise ValueError("no checkpoint: set model.checkpoint to a SOLE .ckpt (see `sole-ros weights`), "

@@ -52,9 +52,10 @@ def test_node_parameters_become_pipeline_settings():
     defaults = PipelineSettings.from_parameters(values)
     assert (defaults.test_time_views, defaults.scene_scale, defaults.view_scale_jitter) == (1, 1.0, 0.1)
     assert defaults.split_distance is None and defaults.contrast_phrases == () and defaults.min_points == 0
-    values.update({"query.min_points": 50, "model.test_time_views": 16, "model.scene_scale": 0.65, "model.view_scale_jitter": 0.15,
+    assert defaults.num_queries == 0
+    values.update({"model.num_queries": 128, "query.min_points": 50, "model.test_time_views": 16, "model.scene_scale": 0.65, "model.view_scale_jitter": 0.15,
                    "query.split_distance": 0.05, "query.contrast_phrases": "mug, bowl"})
     chosen = PipelineSettings.from_parameters(values)
     assert (chosen.test_time_views, chosen.scene_scale, chosen.view_scale_jitter) == (16, 0.65, 0.15)
     assert chosen.split_distance == 0.05 and chosen.contrast_phrases == ("mug", "bowl")
-    assert chosen.min_points == 50
+    assert chosen.min_points == 50 and chosen.num_queries == 128

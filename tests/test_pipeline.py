@@ -139,6 +139,19 @@ def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
         assert torch.equal(segmenter.model.state_dict()[name].cpu(), value), name
     for name, value in clip.model.state_dict().items():
         assert torch.equal(loaded_clip.model.state_dict()[name].cpu(), value), name
+    # The queries are farthest-point seeds, not learned: model.num_queries changes their count at
+    # inference with the same weights.
+    more, _ = load_segmenter(PipelineSettings(**{**TINY, "checkpoint": str(path), "num_queries": 20}),
+                             torch.device("cpu"))
+    assert more.model.config.num_queries == 20
+    for name, value in model.state_dict().items():
+        assert torch.equal(more.model.state_dict()[name].cpu(), value), name
+    rng = np.random.default_rng(0)
+    more.set_scene(rng.uniform(0, 0.6, (600, 3)), rng.uniform(0, 1, (600, 3)))
+    masks, probs = more.predict(["mug"])
+    assert masks.shape[1] == 20 and probs.shape[0] == 20
+    with pytest.raises(ValueError, match="num_queries"):
+        load_segmenter(PipelineSettings(**{**TINY, "checkpoint": str(path), "num_queries": -1}), torch.device("cpu"))
 
 
 def test_split_distance_and_a_random_clips_image_features(tmp_path):

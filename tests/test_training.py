@@ -337,6 +337,12 @@ def test_cli_train_then_eval_writes_table_and_plot(tmp_path, capsys):
     assert code == 0 and "class-agnostic" in capsys.readouterr().out
     assert json.loads((tmp_path / "eval3" / "eval_settings.json").read_text())["point_features"] is False
     assert json.loads((tmp_path / "eval2" / "eval_settings.json").read_text())["point_features"] is True
+    # more query seeds than trained (model.num_queries)
+    trained = json.loads((tmp_path / "eval" / "eval_settings.json").read_text())["num_queries"]
+    code = main(["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval4"), "--device", "cpu",
+                 "--queries", str(2 * trained)])
+    assert code == 0 and "class-agnostic" in capsys.readouterr().out
+    assert json.loads((tmp_path / "eval4" / "eval_settings.json").read_text())["num_queries"] == 2 * trained
 
 
 def test_cli_reports_bad_settings_in_one_line(tmp_path, capsys):

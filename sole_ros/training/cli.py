@@ -91,6 +91,8 @@ def register_eval(subparsers) -> None:
                    help="scale the scenes by S before the model (model.scene_scale; default: %(default)s)")
     p.add_argument("--view-scale-jitter", type=float, default=0.1, metavar="J",
                    help="the extra views' scales vary by up to J (model.view_scale_jitter; default: %(default)s)")
+    p.add_argument("--queries", type=int, default=0, metavar="Q",
+                   help="query seeds per pass (model.num_queries; default: 0, the count trained with)")
     p.add_argument("--no-point-features", dest="point_features", action="store_false",
                    help="synthetic scenes without their stand-in point CLIP features, as a node without a 2D "
                         "CLIP sees its map")
@@ -179,7 +181,7 @@ def _run_eval(args) -> int:
                                      device=args.device or "auto", max_scenes=args.max_scenes, top_k=args.top_k,
                                      min_region_size=args.min_region_size, views=args.views,
                                      scene_scale=args.scene_scale, view_scale_jitter=args.view_scale_jitter,
-                                     point_features=args.point_features)
+                                     point_features=args.point_features, num_queries=args.queries)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     print(format_table(result))

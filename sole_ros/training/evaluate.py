@@ -28,6 +28,11 @@ from sole_ros.training.components import CLASS_PROMPT, build_dataset, text_encod
 from sole_ros.training.config import TrainConfig
 
 
+def segmenter_queries(segmenter) -> int:
+    """Query seeds per pass of a (multi-view) segmenter's model."""
+    return int(getattr(segmenter, "base", segmenter).model.config.num_queries)
+
+
 def _vocabulary(config: TrainConfig, dataset) -> tuple[list[int], list[str], tuple]:
     """(label ids, class names, splits) scored for this data kind."""
     if config.data.kind in ("synthetic", "mosd"):
@@ -81,7 +86,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
                         max_scenes: int | None = None, top_k: int | None = None,
                         min_region_size: int | None = None, query_top1: bool = True, views: int = 1,
                         scene_scale: float = 1.0, view_scale_jitter: float = 0.1,
-                        point_features: bool = True) -> InstanceAPResult:
+                        point_features: bool = True, num_queries: int = 0) -> InstanceAPResult:
     """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config),
     and with ``query_top1`` the top-1 accuracy of class-name queries asked alone
     (``result.query_top1``) and among the other class names (``result.query_top1_contrast``).
@@ -91,6 +96,8 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     the node's test-time augmentation (sole_ros.inference.multi_view); 1, 1.0: none.
     ``point_features=False`` scores the synthetic scenes without their stand-in point CLIP
     features, as a node without a 2D CLIP (the demo weights' random one) sees its map.
+    ``num_queries`` > 0 samples that many query seeds per pass instead of the trained count (the
+    node's ``model.num_queries``).
     """
     from sole_ros.device import resolve_device
     from sole_ros.pipeline import PipelineSettings, load_segmenter
@@ -105,7 +112,8 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     # The model and its CLIP load exactly as the ROS node loads them.
     settings = PipelineSettings(checkpoint=str(checkpoint), device=str(device), prompt=CLASS_PROMPT,
                                 top_k=SoleConfig.from_dict(hp["sole_config"]).top_k, dense_features=False,
-                                test_time_views=views, scene_scale=scene_scale, view_scale_jitter=view_scale_jitter)
+                                test_time_views=views, scene_scale=scene_scale, view_scale_jitter=view_scale_jitter,
+                                num_queries=num_queries)
     segmenter, clip = load_segmenter(settings, device, log=lambda *_: None)
     _, class_encoder = text_encoders(clip, device)
     dataset = build_dataset(config, "eval", class_encoder if point_features else None)
@@ -138,6 +146,6 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
             {"checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
              "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device),
              "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter,
-             "point_features": point_features}, indent=2))
+             "point_features": point_features, "num_queries": segmenter_queries(segmenter)}, indent=2))
     return result
 
