@@ -252,3 +252,22 @@ def test_class_agnostic_ap_counts_a_mask_proposed_under_several_names_once():
     distinct = pred.distinct_masks(CLASSES)
     assert distinct.masks.shape[1] == 2 and sorted(distinct.scores) == [0.8, 0.9]
     assert sorted(pred.distinct_masks([TABLE]).scores) == [0.8, 0.85]  # only the labels asked for
+
+
+def test_coverage_counts_objects_any_mask_covers_whatever_the_ranking():
+    """Chair 1 (points 0-99) is covered by a low-scored mask at IoU 0.8; chair 2 (100-199) only at
+    IoU 0.4; the table (200-399) exactly; the wall is not a scored class and the 10-point chair is
+    under the minimum region. Coverage at 0.5: 2 of 3, though AP50 ranks the good chair mask last."""
+    from sole_ros.evaluation import best_iou_per_object, coverage
+
+    gt = scene((CHAIR, 1, 100), (CHAIR, 2, 100), (TABLE, 3, 200), (WALL, 4, 50), (CHAIR, 5, 10))
+    n = 460
+    prediction = predict(n, ([(0, 80)], CHAIR, 0.1), ([(100, 140)], CHAIR, 0.9), ([(200, 400)], TABLE, 0.8),
+                         ([(400, 450)], CHAIR, 0.95))
+    best = best_iou_per_object(gt, prediction, CLASSES, min_region_size=30)
+    assert best == pytest.approx([0.8, 0.4, 1.0])
+    assert coverage([(gt, prediction)], CLASSES, min_region_size=30) == pytest.approx(2 / 3)
+    assert coverage([(gt, prediction)], CLASSES, iou_threshold=0.3, min_region_size=30) == pytest.approx(1.0)
+    # no predictions: nothing covered; no objects: undefined
+    assert coverage([(gt, predict(n))], CLASSES, min_region_size=30) == 0.0
+    assert np.isnan(coverage([(scene((WALL, 1, 50)), predict(50))], CLASSES))

@@ -33,7 +33,7 @@ def segmenter_queries(segmenter) -> int:
     return int(getattr(segmenter, "base", segmenter).model.config.num_queries)
 
 
-def _vocabulary(config: TrainConfig, dataset) -> tuple[list[int], list[str], tuple]:
+def vocabulary(config: TrainConfig, dataset) -> tuple[list[int], list[str], tuple]:
     """(label ids, class names, splits) scored for this data kind."""
     if config.data.kind in ("synthetic", "mosd"):
         ids = [i for i in sorted(dataset.class_names) if i not in getattr(dataset, "ignored_labels", ())]
@@ -117,7 +117,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     segmenter, clip = load_segmenter(settings, device, log=lambda *_: None)
     _, class_encoder = text_encoders(clip, device)
     dataset = build_dataset(config, "eval", class_encoder if point_features else None)
-    class_ids, class_names, splits = _vocabulary(config, dataset)
+    class_ids, class_names, splits = vocabulary(config, dataset)
     if min_region_size is None:
         min_region_size = 100 if config.data.kind in ("scannet", "scannet200") else 30
     pairs, agnostic = [], []

@@ -1,0 +1,40 @@
+"""Mask coverage: how many ground-truth objects some predicted mask covers, whatever its score.
+
+AP ranks the masks by score; coverage ignores the ranking. An object no mask covers at IoU 0.5 is
+missed at every rank, so coverage bounds AP50 from above and tells a model's missing masks apart
+from its badly ranked ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sole_ros.evaluation.instance_ap import MIN_REGION_SIZE, SceneGroundTruth, ScenePrediction
+
+
+def best_iou_per_object(gt: SceneGroundTruth, prediction: ScenePrediction, class_ids,
+                        min_region_size: int = MIN_REGION_SIZE) -> np.ndarray:
+    """For each ground-truth instance of ``class_ids`` with at least ``min_region_size`` points,
+    the highest IoU any predicted mask reaches with it (0 without predictions), in instance-id order."""
+    masks = prediction.masks
+    sizes = masks.sum(axis=0)
+    keep = np.isin(gt.labels, np.asarray(list(class_ids))) & (gt.instances > 0)
+    best = []
+    for instance_id in np.unique(gt.instances[keep]):
+        target = gt.instances == instance_id
+        count = int(target.sum())
+        if count < min_region_size:
+            continue
+        if masks.shape[1] == 0:
+            best.append(0.0)
+            continue
+        inter = masks[target].sum(axis=0)
+        best.append(float((inter / (count + sizes - inter)).max()))
+    return np.asarray(best, dtype=np.float64)
+
+
+def coverage(pairs, class_ids, iou_threshold: float = 0.5, min_region_size: int = MIN_REGION_SIZE) -> float:
+    """Share of the ground-truth objects of (SceneGroundTruth, ScenePrediction) pairs that some
+    prediction covers at ``iou_threshold`` or more; NaN without objects."""
+    best = [best_iou_per_object(gt, prediction, class_ids, min_region_size) for gt, prediction in pairs]
+    best = np.concatenate(best) if best else np.zeros(0)
+    return float((best >= iou_threshold).mean()) if best.size else float("nan")
