@@ -83,3 +83,36 @@ def test_equal_to_dbscan_on_real_scans(name):
     obj = points[sub][objects]
     for eps in (0.005, 0.02, 0.95):
         np.testing.assert_array_equal(connected_parts(obj, eps), _dbscan(obj, eps))
+
+
+def test_groups_split_many_sets_in_one_call_as_if_each_were_alone():
+    """Overlapping point sets, one per group: one call gives each group its own DBSCAN labels
+    (shifted by the labels before it), and no part spans two groups."""
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        sets = [_random_set(rng, ["uniform", "blobs", "grid"][trial % 3], int(rng.integers(1, 300)), 1.0)
+                for _ in range(int(rng.integers(1, 12)))]
+        eps = float(rng.uniform(0.02, 0.3))
+        ids = rng.permutation(100)[:len(sets)]  # any ids, contiguous runs
+        groups = np.concatenate([np.full(len(p), g) for p, g in zip(sets, ids)])
+        labels = connected_parts(np.concatenate(sets), eps, groups=groups)
+        start = 0
+        for points in sets:
+            own = labels[start:start + len(points)]
+            np.testing.assert_array_equal(own - own.min(), _dbscan(points, eps))
+            start += len(points)
+        assert len(set(zip(labels, groups))) == len(np.unique(labels))
+    with pytest.raises(ValueError, match="contiguous"):
+        connected_parts(np.zeros((3, 3)), 0.1, groups=np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match="group ids"):
+        connected_parts(np.zeros((3, 3)), 0.1, groups=np.array([0, 1]))
+
+
+def test_groups_fall_back_to_one_at_a_time_for_huge_extents():
+    """Sets kilometres apart at millimetre eps exceed the key space: still each group's DBSCAN."""
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 0.05, (50, 3))
+    b = rng.uniform(0, 0.05, (40, 3)) + 5e6
+    labels = connected_parts(np.concatenate([a, b]), 0.001, groups=np.r_[np.zeros(50), np.ones(40)])
+    np.testing.assert_array_equal(labels[:50] - labels[:50].min(), _dbscan(a, 0.001))
+    np.testing.assert_array_equal(labels[50:] - labels[50:].min(), _dbscan(b, 0.001))

@@ -246,6 +246,48 @@ def test_small_parts_and_duplicate_answers_are_dropped_when_configured():
     assert [c.query for c in both] == [0, 1] and [c.query for c in one] == [0]
 
 
+def test_masks_split_in_one_call_match_dbscan_per_query():
+    """split_masks (every query's mask split in one connected_parts call, as ranking and the full
+    segmentation do) gives each query the parts scikit-learn's DBSCAN gives its mask alone."""
+    from sklearn.cluster import DBSCAN
+
+    from sole_ros.inference.segmenter import ranked_candidates, split_masks
+
+    rng = np.random.default_rng(5)
+    raw = np.round(rng.uniform(0, 1.0, (800, 3)) / 0.02) * 0.02  # voxel centres
+    masks_t = rng.normal(-1.5, 1.0, (40, 800))
+    for q in range(40):  # blobs of voxels around a seed, as a query's mask is
+        masks_t[q, np.linalg.norm(raw - raw[rng.integers(800)], axis=1) < rng.uniform(0.05, 0.4)] = 2.0
+    masks_t[7] = -1.0  # an empty mask
+    for fraction in (0.0, 0.2):
+        parts = split_masks(masks_t, range(40), raw, 0.05, fraction)
+        for q in range(40):
+            voxels = np.flatnonzero(masks_t[q] > 0)
+            expected = []
+            if voxels.size:
+                labels = DBSCAN(eps=0.05, min_samples=1).fit(raw[voxels]).labels_
+                counts = np.bincount(labels)
+                expected = [voxels[labels == k] for k in range(len(counts)) if counts[k] >= fraction * counts.max()]
+            assert len(parts[q]) == len(expected), q
+            for got, want in zip(parts[q], expected):
+                np.testing.assert_array_equal(got, want)
+    # ranking splits lazily, a batch of queries at a time: the same answers with one batch or many
+    probs = torch.from_numpy(rng.uniform(0, 1, (40, 2))).float()
+    masks = torch.from_numpy(masks_t.T.copy()).float()
+    import sole_ros.inference.segmenter as segmenter_module
+
+    batched = ranked_candidates(masks, probs, raw, 0.05, top_k=25)
+    saved = segmenter_module.SPLIT_BATCH
+    try:
+        segmenter_module.SPLIT_BATCH = 1
+        one_by_one = ranked_candidates(masks, probs, raw, 0.05, top_k=25)
+    finally:
+        segmenter_module.SPLIT_BATCH = saved
+    assert len(batched) == 25
+    assert [(c.query, c.phrase, c.score) for c in batched] == [(c.query, c.phrase, c.score) for c in one_by_one]
+    assert all(np.array_equal(a.voxels, b.voxels) for a, b in zip(batched, one_by_one))
+
+
 def test_inference_settings_travel_in_an_exported_checkpoint(tmp_path, text_encoder):
     from sole_ros.training.checkpointing import export_for_inference, save_checkpoint
     from sole_ros.training.config import TrainConfig

@@ -114,14 +114,28 @@ def _cells_linked(a: np.ndarray, b: np.ndarray, eps: float) -> bool:
     return False
 
 
-def connected_parts(points: np.ndarray, eps: float) -> np.ndarray:
-    """Labels 0..K-1 per point, identical to ``DBSCAN(eps=eps, min_samples=1).fit(points).labels_``."""
+def connected_parts(points: np.ndarray, eps: float, groups: np.ndarray | None = None) -> np.ndarray:
+    """Labels 0..K-1 per point, identical to ``DBSCAN(eps=eps, min_samples=1).fit(points).labels_``.
+
+    ``groups`` (one integer per point, each group's points contiguous) splits many point sets in
+    one call, as if each were alone: points of different groups are never linked. Labels are then
+    numbered over all points in order of first occurrence, so a group's own DBSCAN labels are its
+    labels minus their minimum. One call for many small sets saves the per-call overhead that
+    dominates when every query's mask is split on its own.
+    """
     points = np.ascontiguousarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be (M, 3), got {points.shape}")
     if not eps > 0:
         raise ValueError("eps must be positive")
     m = points.shape[0]
+    if groups is not None:
+        groups = np.asarray(groups).reshape(-1)
+        if groups.shape[0] != m:
+            raise ValueError(f"{groups.shape[0]} group ids for {m} points")
+        if m and (np.diff(groups) != 0).sum() != np.unique(groups).shape[0] - 1:
+            raise ValueError("each group's points must be contiguous")
+        group = np.unique(groups, return_inverse=True)[1].reshape(-1).astype(np.int64)
     if m <= 1:
         return np.zeros(m, dtype=np.int64)
 
@@ -129,10 +143,17 @@ def connected_parts(points: np.ndarray, eps: float) -> np.ndarray:
     lo = column_min(points)
     cell = np.floor((points - lo) / side).astype(np.int64)
     extent = column_max(cell) + 5  # room for offsets of -2..+2 without wrapping
-    if float(np.prod(extent.astype(np.float64))) > 2.0 ** 62:
+    n_groups = int(group.max()) + 1 if groups is not None else 1
+    if float(np.prod(extent.astype(np.float64))) * n_groups > 2.0 ** 62:
+        if groups is not None:  # key space too large for all groups at once: one at a time
+            return _per_group(points, eps, group)
         component = _kdtree_parts(points, eps)
         return _first_occurrence_labels(component, np.arange(m), np.arange(m))
     keys = ((cell[:, 0] + 2) * extent[1] + (cell[:, 1] + 2)) * extent[2] + (cell[:, 2] + 2)
+    if groups is not None:
+        # the group is the most significant digit of the key: neighbour offsets (-2..+2 per axis,
+        # inside the padded extent) never reach another group's cells
+        keys = keys + group * int(np.prod(extent))
 
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
@@ -222,6 +243,19 @@ def connected_parts(points: np.ndarray, eps: float) -> np.ndarray:
             roots = np.array([forest.find(c) for c in range(cell_component.max() + 1)])
             cell_component = roots[cell_component]
     return _first_occurrence_labels(cell_component, point_cell, cell_first_point)
+
+
+def _per_group(points: np.ndarray, eps: float, group: np.ndarray) -> np.ndarray:
+    """connected_parts with groups, one group at a time (labels numbered over all points)."""
+    labels = np.empty(points.shape[0], dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    bounds = np.r_[starts, points.shape[0]]
+    offset = 0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        part = connected_parts(points[a:b], eps)
+        labels[a:b] = part + offset
+        offset += int(part.max()) + 1
+    return labels
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

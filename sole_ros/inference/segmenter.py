@@ -79,15 +79,39 @@ def split_mask(mask_logits: np.ndarray, raw_coords: np.ndarray, eps: float,
                min_part_fraction: float = 0.0) -> list[np.ndarray]:
     """The voxels of one query's mask (logit > 0) in parts connected within eps (DBSCAN order),
     without the parts smaller than ``min_part_fraction`` of the largest."""
-    voxels = np.flatnonzero(mask_logits > 0)
-    if voxels.shape[0] == 0:
-        return []
-    labels = connected_parts(raw_coords[voxels], eps)
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels)
-    bounds = np.r_[0, np.cumsum(counts)]
-    smallest = min_part_fraction * counts.max()
-    return [voxels[order[bounds[i]:bounds[i + 1]]] for i in range(bounds.shape[0] - 1) if counts[i] >= smallest]
+    return split_masks(mask_logits[None], [0], raw_coords, eps, min_part_fraction)[0]
+
+
+def split_masks(masks_t: np.ndarray, queries, raw_coords: np.ndarray, eps: float,
+                min_part_fraction: float = 0.0) -> dict[int, list[np.ndarray]]:
+    """split_mask for each query q in ``queries`` (rows of masks_t [Q, N]), in one connected_parts
+    call: each query's voxels form their own group, so the parts are the same as split one by one."""
+    queries = [int(q) for q in queries]
+    voxels = [np.flatnonzero(masks_t[q] > 0) for q in queries]
+    sizes = np.array([v.shape[0] for v in voxels], dtype=np.int64)
+    out: dict[int, list[np.ndarray]] = {q: [] for q in queries}
+    if sizes.sum() == 0:
+        return out
+    every = np.concatenate(voxels)
+    labels = connected_parts(raw_coords[every], eps, groups=np.repeat(np.arange(len(queries)), sizes))
+    start = 0
+    for q, own, size in zip(queries, voxels, sizes):
+        if size:
+            part = labels[start:start + size]
+            part = part - part.min()
+            order = np.argsort(part, kind="stable")
+            counts = np.bincount(part)
+            bounds = np.r_[0, np.cumsum(counts)]
+            smallest = min_part_fraction * counts.max()
+            out[q] = [own[order[bounds[i]:bounds[i + 1]]] for i in range(bounds.shape[0] - 1)
+                      if counts[i] >= smallest]
+        start += size
+    return out
+
+
+# Queries split per connected_parts call while ranking: large enough to share the call's overhead,
+# small enough that a query for a few answers does not split every mask.
+SPLIT_BATCH = 32
 
 
 def drop_duplicates(candidates: list[Candidate], num_voxels: int, iou: float) -> list[Candidate]:
@@ -120,6 +144,9 @@ def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.n
     order = torch.argsort(flat, descending=True, stable=True).numpy()
     n_phrases = probs_cpu.shape[1]
     masks_t = np.ascontiguousarray(masks.detach().float().cpu().numpy().T)  # [Q, N]
+    # queries in the order the walk first reaches them, split a batch at a time (one call each)
+    query_order = list(dict.fromkeys((order // n_phrases).tolist()))
+    next_batch = 0
     parts_of: dict[int, list[np.ndarray]] = {}
     chosen: list[Candidate] = []
     for flat_index in order:
@@ -130,7 +157,9 @@ def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.n
             break
         q, t = divmod(int(flat_index), n_phrases)
         if q not in parts_of:
-            parts_of[q] = split_mask(masks_t[q], raw_coords, eps, min_part_fraction)
+            batch = query_order[next_batch:next_batch + SPLIT_BATCH]
+            next_batch += len(batch)
+            parts_of.update(split_masks(masks_t, batch, raw_coords, eps, min_part_fraction))
         for voxels in parts_of[q]:
             if len(chosen) >= top_k:
                 break
@@ -264,8 +293,10 @@ class OpenVocabSegmenter:
             masks_t = np.ascontiguousarray(masks.cpu().numpy().T)
             best_p, best_t = probs.cpu().max(dim=1)
             parts = []
+            parts_of = split_masks(masks_t, range(masks_t.shape[0]), cached.raw, self.dbscan_eps,
+                                   self.min_part_fraction)
             for q in range(masks_t.shape[0]):
-                for voxels in split_mask(masks_t[q], cached.raw, self.dbscan_eps, self.min_part_fraction):
+                for voxels in parts_of[q]:
                     mask_prob = mean_mask_probability(torch.from_numpy(masks_t[q][voxels]))
                     p = 1.0 if agnostic else float(best_p[q])
                     c = Candidate(q, int(best_t[q]), p, voxels, p * mask_prob)
