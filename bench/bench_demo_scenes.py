@@ -14,7 +14,7 @@ With --perfect-features (a checkpoint whose CLIP has a trained image tower) each
 features are replaced by what that tower is trained to give: every pixel the text embedding of its
 true class, floor or wall (sole_ros.training.image_tower). It is the bound a better tower can reach.
 
-    python bench/bench_demo_scenes.py [--checkpoints A.ckpt B.ckpt] [--seeds 1000-1019] [--scene-scale 1.0]
+    python bench/bench_demo_scenes.py [--checkpoints A.ckpt B.ckpt] [--seeds 1000-1019] [--scene-scale 1.0] [--queries 128]
 """
 from __future__ import annotations
 
@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--views", type=int, default=16, help="test-time views (the demo's 16)")
     parser.add_argument("--scene-scale", type=float, default=1.0,
                         help="model.scene_scale: the map scaled by this before the model (the demo's 1.0)")
+    parser.add_argument("--queries", type=int, default=0,
+                        help="model.num_queries: query seeds per pass (default 0: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--object-sizes", choices=tuple(OBJECT_SIZES), default="compact",
                         help="the scenes' object size ranges (the demo's: compact)")
@@ -116,10 +118,12 @@ def main(argv=None) -> int:
     scenes = [render_demo_frames(seed, 16, kind="tabletop", classes=DEMO_CLASSES, object_sizes=args.object_sizes)
               for seed in args.seeds]
     print(f"# demo-like scenes: seeds {args.seeds[0]}-{args.seeds[-1]} ({len(scenes)}), 16 frames each, "
-          f"{args.views} views, scene scale {args.scene_scale}, {args.threads} threads, {args.object_sizes} object sizes")
+          f"{args.views} views, scene scale {args.scene_scale}, {args.threads} threads, {args.object_sizes} object sizes, "
+          f"{args.queries or 'the trained number of'} queries")
     for path in checkpoints:
         pipeline = build_pipeline(PipelineSettings(device="cpu", checkpoint=path, contrast_phrases=tuple(CLASS_NAMES),
-                                                   test_time_views=args.views, scene_scale=args.scene_scale),
+                                                   test_time_views=args.views, scene_scale=args.scene_scale,
+                                                   num_queries=args.queries),
                                 log=lambda *_: None)
         perfect = None
         if args.perfect_features:
