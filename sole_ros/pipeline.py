@@ -124,7 +124,7 @@ def with_query_count(config, num_queries: int, log=print):
     """``config`` with ``num_queries`` query seeds (0: unchanged). SOLE's queries are
     non-parametric (farthest point samples of the scene, no learned embedding per query), so their
     number is free at inference: more seeds than trained leave fewer objects without a query of
-    their own, for a longer decoder pass (measured in sole_ros/weights/README.md)."""
+    their own, at more time per query (measured in sole_ros/weights/README.md)."""
     import dataclasses
 
     num_queries = int(num_queries)

@@ -59,7 +59,7 @@ PARAMETERS: tuple[Param, ...] = (
           "what they agree on (test-time augmentation; costs as many model runs); 1: SOLE's single pass.",
           1, 64),
     Param("model.num_queries", 0, "Query seeds (farthest point samples) per model pass; 0: as many as the "
-          "checkpoint was trained with. More find more small objects, for a longer decoder pass.", 0, 4096),
+          "checkpoint was trained with. More find more small objects, at more time per query.", 0, 4096),
     Param("model.scene_scale", 1.0, "Scale the scene by this before the model, for a model that works "
           "best at another size (the demo weights on real tabletop scans: 0.65).", 0.05, 20.0),
     Param("model.view_scale_jitter", 0.1, "The extra views' scales vary by up to this fraction of "
