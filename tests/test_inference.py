@@ -284,6 +284,16 @@ def test_masks_split_in_one_call_match_dbscan_per_query():
     finally:
         segmenter_module.SPLIT_BATCH = saved
     assert len(batched) == 25
+    # and with calls capped at a few hundred voxels (room-sized masks): the same parts
+    saved_points = segmenter_module.SPLIT_POINTS
+    try:
+        segmenter_module.SPLIT_POINTS = 300
+        capped = split_masks(masks_t, range(40), raw, 0.05, 0.2)
+    finally:
+        segmenter_module.SPLIT_POINTS = saved_points
+    uncapped = split_masks(masks_t, range(40), raw, 0.05, 0.2)
+    assert all(len(capped[q]) == len(uncapped[q]) and all(np.array_equal(a, b) for a, b in zip(capped[q], uncapped[q]))
+               for q in range(40))
     assert [(c.query, c.phrase, c.score) for c in batched] == [(c.query, c.phrase, c.score) for c in one_by_one]
     assert all(np.array_equal(a.voxels, b.voxels) for a, b in zip(batched, one_by_one))
 

@@ -84,16 +84,30 @@ def split_mask(mask_logits: np.ndarray, raw_coords: np.ndarray, eps: float,
 
 def split_masks(masks_t: np.ndarray, queries, raw_coords: np.ndarray, eps: float,
                 min_part_fraction: float = 0.0) -> dict[int, list[np.ndarray]]:
-    """split_mask for each query q in ``queries`` (rows of masks_t [Q, N]), in one connected_parts
-    call: each query's voxels form their own group, so the parts are the same as split one by one."""
+    """split_mask for each query q in ``queries`` (rows of masks_t [Q, N]), in few connected_parts
+    calls: each query's voxels form their own group, so the parts are the same as split one by one.
+    A call takes queries until they hold SPLIT_POINTS voxels (room-sized masks stay bounded)."""
     queries = [int(q) for q in queries]
     voxels = [np.flatnonzero(masks_t[q] > 0) for q in queries]
-    sizes = np.array([v.shape[0] for v in voxels], dtype=np.int64)
     out: dict[int, list[np.ndarray]] = {q: [] for q in queries}
+    start = 0
+    while start < len(queries):
+        end, held = start, 0
+        while end < len(queries) and (end == start or held + voxels[end].shape[0] <= SPLIT_POINTS):
+            held += voxels[end].shape[0]
+            end += 1
+        _split_groups(queries[start:end], voxels[start:end], raw_coords, eps, min_part_fraction, out)
+        start = end
+    return out
+
+
+def _split_groups(queries: list[int], voxels: list[np.ndarray], raw_coords: np.ndarray, eps: float,
+                  min_part_fraction: float, out: dict[int, list[np.ndarray]]) -> None:
+    sizes = np.array([v.shape[0] for v in voxels], dtype=np.int64)
     if sizes.sum() == 0:
-        return out
-    every = np.concatenate(voxels)
-    labels = connected_parts(raw_coords[every], eps, groups=np.repeat(np.arange(len(queries)), sizes))
+        return
+    labels = connected_parts(raw_coords[np.concatenate(voxels)], eps,
+                             groups=np.repeat(np.arange(len(queries)), sizes))
     start = 0
     for q, own, size in zip(queries, voxels, sizes):
         if size:
@@ -106,12 +120,13 @@ def split_masks(masks_t: np.ndarray, queries, raw_coords: np.ndarray, eps: float
             out[q] = [own[order[bounds[i]:bounds[i + 1]]] for i in range(bounds.shape[0] - 1)
                       if counts[i] >= smallest]
         start += size
-    return out
 
 
 # Queries split per connected_parts call while ranking: large enough to share the call's overhead,
 # small enough that a query for a few answers does not split every mask.
 SPLIT_BATCH = 32
+# Voxels per connected_parts call: bounds its memory when masks are room-sized (random weights).
+SPLIT_POINTS = 1_000_000
 
 
 def drop_duplicates(candidates: list[Candidate], num_voxels: int, iou: float) -> list[Candidate]:
