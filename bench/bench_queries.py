@@ -27,7 +27,7 @@ from sole_ros.pipeline import PipelineSettings, find_default_checkpoint, load_se
 from sole_ros.training.checkpointing import load_checkpoint  # noqa: E402
 from sole_ros.training.components import CLASS_PROMPT, build_dataset, text_encoders  # noqa: E402
 from sole_ros.training.config import TrainConfig  # noqa: E402
-from sole_ros.training.evaluate import predict_agnostic, segmenter_queries, vocabulary  # noqa: E402
+from sole_ros.training.evaluate import predict_agnostic, vocabulary  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         answers = statistics.mean(p.masks.shape[1] for _, p in pairs)
         row = (statistics.median(encode), statistics.median(segment))
         first = first or row
-        print(f"{segmenter_queries(segmenter):>7} {covered:>8.3f} {ap['agnostic_ap']:>6.3f} {ap['agnostic_ap50']:>6.3f} "
+        print(f"{segmenter.model.config.num_queries:>7} {covered:>8.3f} {ap['agnostic_ap']:>6.3f} {ap['agnostic_ap50']:>6.3f} "
               f"{answers:>7.1f} {row[0]:>9.3f} {row[1]:>9.3f}   (encode {row[0] / first[0]:.1f}x, segment "
               f"{row[1] / first[1]:.1f}x the first count)", flush=True)
     return 0

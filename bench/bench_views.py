@@ -24,7 +24,7 @@ from sole_ros.datasets.mosd import OBJECT, MosdScans  # noqa: E402
 from sole_ros.evaluation import SceneGroundTruth, evaluate_instances  # noqa: E402
 from sole_ros.pipeline import PipelineSettings, find_default_checkpoint, load_segmenter  # noqa: E402
 from sole_ros.synthetic import CLASS_NAMES  # noqa: E402
-from sole_ros.training.evaluate import predict_agnostic, segmenter_queries  # noqa: E402
+from sole_ros.training.evaluate import predict_agnostic  # noqa: E402
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mosd"
 
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         ap = evaluate_instances(pairs, [OBJECT], ["object"], min_region_size=30, agnostic_predictions=agnostic).summary()
         row = (statistics.median(encode), statistics.median(query))
         first = first or row
-        used = segmenter_queries(segmenter)
+        used = segmenter.model.config.num_queries  # MultiViewSegmenter.model: its base's
         print(f"{views:>6} x {scale:<5} {used:>7} {row[0]:>9.3f} {row[1]:>8.3f} {ap['agnostic_ap']:>6.3f} "
               f"{ap['agnostic_ap50']:>6.3f}   (encode {row[0] / first[0]:.1f}x, query {row[1] / first[1]:.1f}x "
               f"the first setting)", flush=True)

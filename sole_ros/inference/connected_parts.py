@@ -133,9 +133,10 @@ def connected_parts(points: np.ndarray, eps: float, groups: np.ndarray | None = 
         groups = np.asarray(groups).reshape(-1)
         if groups.shape[0] != m:
             raise ValueError(f"{groups.shape[0]} group ids for {m} points")
-        if m and (np.diff(groups) != 0).sum() != np.unique(groups).shape[0] - 1:
+        ids, group = np.unique(groups, return_inverse=True)
+        group = group.reshape(-1).astype(np.int64)
+        if m and (np.diff(group) != 0).sum() != ids.shape[0] - 1:
             raise ValueError("each group's points must be contiguous")
-        group = np.unique(groups, return_inverse=True)[1].reshape(-1).astype(np.int64)
     if m <= 1:
         return np.zeros(m, dtype=np.int64)
 
@@ -143,7 +144,7 @@ def connected_parts(points: np.ndarray, eps: float, groups: np.ndarray | None = 
     lo = column_min(points)
     cell = np.floor((points - lo) / side).astype(np.int64)
     extent = column_max(cell) + 5  # room for offsets of -2..+2 without wrapping
-    n_groups = int(group.max()) + 1 if groups is not None else 1
+    n_groups = ids.shape[0] if groups is not None else 1
     if float(np.prod(extent.astype(np.float64))) * n_groups > 2.0 ** 62:
         if groups is not None:  # key space too large for all groups at once: one at a time
             return _per_group(points, eps, group)

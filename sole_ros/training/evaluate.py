@@ -28,11 +28,6 @@ from sole_ros.training.components import CLASS_PROMPT, build_dataset, text_encod
 from sole_ros.training.config import TrainConfig
 
 
-def segmenter_queries(segmenter) -> int:
-    """Query seeds per pass of a (multi-view) segmenter's model."""
-    return int(getattr(segmenter, "base", segmenter).model.config.num_queries)
-
-
 def vocabulary(config: TrainConfig, dataset) -> tuple[list[int], list[str], tuple]:
     """(label ids, class names, splits) scored for this data kind."""
     if config.data.kind in ("synthetic", "mosd"):
@@ -146,6 +141,6 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
             {"checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
              "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device),
              "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter,
-             "point_features": point_features, "num_queries": segmenter_queries(segmenter)}, indent=2))
+             "point_features": point_features, "num_queries": segmenter.model.config.num_queries}, indent=2))
     return result
 
