@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_train(subparsers)
     register_eval(subparsers)
-    from sole_ros import cli_bag, cli_bench, cli_image_tower, cli_segment, cli_weights
+    from sole_ros import cli_average, cli_bag, cli_bench, cli_image_tower, cli_segment, cli_weights
 
-    for command in (cli_segment, cli_bag, cli_weights, cli_bench, cli_image_tower):
+    for command in (cli_segment, cli_bag, cli_weights, cli_bench, cli_image_tower, cli_average):
         command.register(subparsers)
     return parser
 

@@ -25,7 +25,7 @@ from sole_ros.pointfiles import read_point_file
 
 TINY = ["--config", "tiny", "--random-weights", "--clip-model", "sole-tiny", "--clip-pretrained", "",
         "--device", "cpu"]
-COMMANDS = ("segment", "bag", "weights", "bench", "train", "eval")
+COMMANDS = ("segment", "bag", "weights", "bench", "train", "eval", "average-weights")
 
 
 def sole_ros(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
