@@ -5,6 +5,9 @@
 # from; stage 2 trains SOLE's full losses on top of it with that backbone frozen. Both resume
 # where they stopped when run again with the same work dir. After the export, an image tower is
 # trained for the run's random CLIP (stage 4), so the node fuses image features with these weights.
+# Stage 5 trains stage 2 further from that file, and stage 6 averages the two networks.
+# FROM=FILE skips stages 1-4 and starts stage 5 from FILE: with the file demo.ckpt was made from
+# (sole_ros/weights/README.md, "Exact command"), stages 5-6 repeat it bit for bit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/demo_train}
@@ -32,6 +35,7 @@ COMMON=(--model-size tiny --clip-model sole-tiny --clip-pretrained none --seed "
         --set color_drop=0.2 --set color_texture=0.4 --set scale_range="[0.6, 1.6]"
         --set data.synthetic_object_sizes="$OBJECT_SIZES")
 
+if [ -z "${FROM:-}" ]; then  # stages 1-4
 python -m sole_ros.cli train --output-dir "$WORK/masks" --epochs "${STAGE1_EPOCHS:-35}" "${COMMON[@]}" \
   --set loss_weights='{"assoc_focal": 0, "assoc_dice": 0, "match_class": 0}'
 python -m sole_ros.cli train --output-dir "$WORK/sole" --epochs "${STAGE2_EPOCHS:-30}" "${COMMON[@]}" \
@@ -59,11 +63,25 @@ case "$TOWER_RECIPE" in
     train_tower "$WORK/demo_without_tower.ckpt" 24 "$SEED" "$WORK/demo_tower_24.ckpt"
     train_tower "$WORK/demo_tower_24.ckpt" 12 "$((SEED + 1))" "$WORK/demo_tower_36.ckpt"
     train_tower "$WORK/demo_tower_36.ckpt" 24 "$((SEED + 2))" "$WORK/demo_tower_60.ckpt"
-    train_tower "$WORK/demo_tower_60.ckpt" 12 "$((SEED + 3))" sole_ros/weights/demo.ckpt 1.0 ;;
+    train_tower "$WORK/demo_tower_60.ckpt" 12 "$((SEED + 3))" "$WORK/demo_tower.ckpt" 1.0 ;;
   short)
     TOWER_THREADS=2
-    train_tower "$WORK/demo_without_tower.ckpt" 48 "$SEED" sole_ros/weights/demo.ckpt 1.0 ;;
+    train_tower "$WORK/demo_without_tower.ckpt" 48 "$SEED" "$WORK/demo_tower.ckpt" 1.0 ;;
 esac
+fi
+START=${FROM:-$WORK/demo_tower.ckpt}
+# Stage 5: 8 more epochs of stage 2 from that file's network (a second OneCycle, backbone still
+# frozen), on one thread: bit-repeatable from the same file. Its synthetic scores are higher and
+# its real-scan (mOSD) masks worse; stage 6, the average of the two networks (weight 0.5), keeps the
+# first's real-scan masks and most of the second's synthetic gains (sole_ros/weights/README.md,
+# session 21). The averaged file keeps the first's CLIP with its image tower.
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train --output-dir "$WORK/sole_more" \
+  --epochs "${STAGE5_EPOCHS:-8}" "${COMMON[@]}" --init-checkpoint "$START"
+python -c "from sole_ros.training.checkpointing import export_for_inference as e; \
+e('$WORK/sole_more/last.pt', '$WORK/demo_more.ckpt', \
+  dict(dbscan_eps=0.05, top_k=200, min_part_fraction=0.2, duplicate_iou=0.5))"
+python -m sole_ros.cli average-weights "$START" "$WORK/demo_more.ckpt" --weight 0.5 --output sole_ros/weights/demo.ckpt
 echo "wrote sole_ros/weights/demo.ckpt; evaluate with:"
-echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --output-dir $WORK/eval_synthetic"
-echo "  python -m sole_ros.cli eval $WORK/sole/last.pt --data mosd --data-root ../shared/data/mosd --output-dir $WORK/eval_mosd"
+echo "  python -m sole_ros.cli eval sole_ros/weights/demo.ckpt --views 16 --output-dir $WORK/eval_synthetic"
+echo "  python -m sole_ros.cli eval sole_ros/weights/demo.ckpt --data mosd --data-root ../shared/data/mosd \\"
+echo "      --views 16 --scene-scale 0.65 --view-scale-jitter 0.15 --output-dir $WORK/eval_mosd"
