@@ -30,6 +30,8 @@ def average_state_dicts(base: dict[str, torch.Tensor], other: dict[str, torch.Te
         k = shapes[0]
         raise ValueError(f"the networks differ in {len(shapes)} tensors, e.g. {k}: "
                          f"{tuple(base[k].shape)} {base[k].dtype} against {tuple(other[k].shape)} {other[k].dtype}")
+    # this expression, not torch.lerp (which rounds differently in the last bit): the demo weights
+    # were made with it, and scripts/train_demo_weights.sh repeats them tensor for tensor
     return {k: (1 - weight) * v + weight * other[k] if v.is_floating_point() else v.clone()
             for k, v in base.items()}
 
