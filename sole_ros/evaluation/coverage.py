@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sole_ros.evaluation.instance_ap import MIN_REGION_SIZE, SceneGroundTruth, ScenePrediction
+from sole_ros.evaluation.instance_ap import MIN_REGION_SIZE, SceneGroundTruth, ScenePrediction, _intersections
 
 
 def best_iou_per_object(gt: SceneGroundTruth, prediction: ScenePrediction, class_ids,
@@ -16,20 +16,18 @@ def best_iou_per_object(gt: SceneGroundTruth, prediction: ScenePrediction, class
     """For each ground-truth instance of ``class_ids`` with at least ``min_region_size`` points,
     the highest IoU any predicted mask reaches with it (0 without predictions), in instance-id order."""
     masks = prediction.masks
-    sizes = masks.sum(axis=0)
     keep = np.isin(gt.labels, np.asarray(list(class_ids))) & (gt.instances > 0)
-    best = []
-    for instance_id in np.unique(gt.instances[keep]):
-        target = gt.instances == instance_id
-        count = int(target.sum())
-        if count < min_region_size:
-            continue
-        if masks.shape[1] == 0:
-            best.append(0.0)
-            continue
-        inter = masks[target].sum(axis=0)
-        best.append(float((inter / (count + sizes - inter)).max()))
-    return np.asarray(best, dtype=np.float64)
+    ids = np.unique(gt.instances[keep])
+    on_object = np.isin(gt.instances, ids)  # every point of those instances, as AP counts them
+    gt_index = np.full(len(gt.instances), -1)
+    gt_index[on_object] = np.searchsorted(ids, gt.instances[on_object])
+    counts = np.bincount(gt_index[on_object], minlength=len(ids))
+    if masks.shape[1] == 0:
+        best = np.zeros(len(ids))
+    else:
+        inter = _intersections(gt_index, len(ids), masks)
+        best = (inter / (counts[:, None] + masks.sum(axis=0)[None, :] - inter)).max(axis=1)
+    return best[counts >= min_region_size].astype(np.float64)
 
 
 def coverage(pairs, class_ids, iou_threshold: float = 0.5, min_region_size: int = MIN_REGION_SIZE) -> float:
