@@ -25,7 +25,7 @@ TINY_NODE_ARGS = [
     "--ros-args",
     "-p", "model.config:=tiny", "-p", "model.allow_random_weights:=true",
     "-p", "model.clip_model:=sole-tiny", "-p", "model.clip_pretrained:=''",
-    "-p", "device:=cpu", "-p", "pose.source:=topic", "-p", "inputs.reliable:=true",
+    "-p", "device:=cpu", "-p", "pose.source:=topic", "-p", "inputs.qos:=reliable",
     "-p", "segmentation.period:=0.0", "-p", "scene.voxel_size:=0.03",
     "-p", "scene.keyframe_translation:=0.0", "-p", "scene.keyframe_rotation_deg:=0.0",
     "-p", "output.scene_period:=1.0", "-p", "output.diagnostics_period:=0.5",

@@ -42,7 +42,7 @@ def say(text: str) -> None:
 def node_command(weights: str | None, device: str, contrast_phrases: str = "", views: int = 1) -> list[str]:
     exe = Path(os.environ.get("COLCON_PREFIX_PATH", "install").split(os.pathsep)[0]) / "sole_ros/lib/sole_ros/sole_node"
     args = [str(exe), "--ros-args", "-p", f"device:={device}", "-p", "pose.source:=topic",
-            "-p", "inputs.reliable:=true", "-p", "segmentation.period:=0.0",
+            "-p", "inputs.qos:=reliable", "-p", "segmentation.period:=0.0",
             "-p", "scene.keyframe_translation:=0.0", "-p", "scene.keyframe_rotation_deg:=0.0"]
     if contrast_phrases:
         args += ["-p", f"query.contrast_phrases:={contrast_phrases}"]

@@ -157,7 +157,7 @@ class SoleNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         qos = QoSProfile(depth=self.param("inputs.queue_size"), history=HistoryPolicy.KEEP_LAST,
-                         reliability=ReliabilityPolicy.RELIABLE if self.param("inputs.reliable")
+                         reliability=ReliabilityPolicy.RELIABLE if self.param("inputs.qos") == "reliable"
                          else qos_profile_sensor_data.reliability)
         group = dict(callback_group=self._ingest_group)
         if self.param("inputs.cloud"):

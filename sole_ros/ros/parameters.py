@@ -82,14 +82,18 @@ PARAMETERS: tuple[Param, ...] = (
     Param("inputs.cloud", True, "Subscribe to the depth point cloud topic `points`."),
     Param("inputs.rgbd", True, "Subscribe to `depth/image`, `depth/camera_info` (and `color/image`)."),
     Param("inputs.use_color", True, "Pair depth images with `color/image` (registered to depth)."),
-    Param("inputs.reliable", False, "Reliable QoS for inputs instead of sensor-data (best effort)."),
+    Param("inputs.qos", "auto", "Reliability of the input subscriptions. auto: follow the publishers "
+          "(reliable when every publisher of the topic is reliable, else best effort; re-checked as "
+          "publishers come and go); reliable or best_effort: fixed.",
+          choices=("auto", "reliable", "best_effort")),
     Param("inputs.sync_slop", 0.05, "Largest stamp difference of a depth/colour pair (s).", 0.0, 1.0),
     Param("inputs.queue_size", 5, "Queue depth of input subscriptions.", 1, 100),
     Param("inputs.sync_backend", "auto", "Depth/colour synchroniser.",
           choices=("auto", "builtin", "message_filters")),
     # poses
-    Param("pose.source", "tf", "Where sensor poses come from: tf (tf2_ros) or topic (`pose` topic "
-          "plus pose.sensor_extrinsic).", choices=("tf", "topic")),
+    Param("pose.source", "tf", "Where sensor poses come from: tf (the chain from fixed_frame to each "
+          "message's frame_id on /tf and /tf_static, through tf2_ros when installed) or topic (`pose` "
+          "topic plus pose.sensor_extrinsic).", choices=("tf", "topic")),
     Param("pose.topic_type", "odometry", "Message type of the `pose` topic.",
           choices=("odometry", "pose_stamped", "transform_stamped")),
     Param("pose.sensor_extrinsic", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
@@ -98,6 +102,9 @@ PARAMETERS: tuple[Param, ...] = (
     # segmentation and queries
     Param("segmentation.period", 5.0, "Segment the scene this often when it changed (s); 0: only "
           "on demand (~/segment).", 0.0, 3600.0),
+    Param("query.max_staleness", 10.0, "A query segments the map first (or waits for the running "
+          "segmentation) when the last segmentation is older than the map's newest data by more than "
+          "this (s).", 0.0, 3600.0),
     Param("query.max_phrases", 16, "Most phrases in one query.", 1, 256),
     Param("query.max_phrase_length", 256, "Longest phrase (characters).", 1, 4096),
     Param("query.default_max_results", 10, "max_results used when a request gives 0.", 1, 1000),
