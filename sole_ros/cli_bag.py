@@ -108,6 +108,7 @@ def run(args) -> int:
     if args.json:
         print_json({
             "input": {"path": args.path, "frames": summary.frames, "dropped": dict(summary.dropped),
+                      "counters": summary.input_counts(),
                       "topics": {k: v for k, v in vars(summary.topics).items() if v},
                       "pose_source": summary.pose_source, "map_voxels": len(snapshot),
                       "voxel_size": snapshot.voxel_size},
