@@ -39,7 +39,9 @@ def generate_launch_description():
         parameters=[LaunchConfiguration("config"), {"device": LaunchConfiguration("device")}],
         remappings=[(topic, LaunchConfiguration(arg)) for arg, topic in TOPIC_ARGUMENTS.items()],
         output="screen")
-    rviz = Node(package="rviz2", executable="rviz2", name="sole_rviz",
+    # RViz in the node's namespace: config/sole.rviz names the topics relatively (sole/scene, ...),
+    # so they resolve to this robot's node, and two robots' RViz windows never show each other's.
+    rviz = Node(package="rviz2", executable="rviz2", name="sole_rviz", namespace=LaunchConfiguration("namespace"),
                 arguments=["-d", os.path.join(share, "config", "sole.rviz")],
                 condition=IfCondition(LaunchConfiguration("rviz")))
     return LaunchDescription(arguments + [node, rviz])

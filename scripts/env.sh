@@ -12,4 +12,6 @@ case $- in *u*) _sole_nounset=1; set +u ;; *) _sole_nounset= ;; esac
 # shellcheck disable=SC1091
 . "$_sole_root/install/setup.bash"
 [ -n "$_sole_nounset" ] && set -u
+# `sole_node` on PATH too (ament installs it in lib/sole_ros, where `ros2 run` looks).
+export PATH=$_sole_root/install/sole_ros/lib/sole_ros:$PATH
 unset _sole_root _sole_nounset

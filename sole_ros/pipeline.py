@@ -292,6 +292,16 @@ class PerceptionPipeline:
         current = self.segmentation
         return self.map.num_voxels > 0 and (current is None or current.version != self.map.version)
 
+    def segmentation_is_stale(self, max_staleness: float) -> bool:
+        """The map holds data the last segmentation lacks, and either there is no segmentation or
+        the map's newest data are more than ``max_staleness`` seconds newer than what it saw."""
+        current = self.segmentation
+        if not self.needs_segmentation():
+            return False
+        if current is None:
+            return True
+        return self.map.stats()["stamp"] - current.snapshot.stamp > max_staleness
+
     def segment(self, force: bool = False) -> Segmentation:
         """Encode the current map for queries (once per map version unless forced)."""
         if self.segmenter is None:

@@ -146,13 +146,13 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
 
 
-def wait_until_active(node, process: NodeProcess, timeout: float = 180.0) -> None:
-    """Poll /sole/get_state until the lifecycle node is active (autostart loads the model first)."""
+def wait_until_active(node, process: NodeProcess, timeout: float = 180.0, name: str = "/sole") -> None:
+    """Poll <name>/get_state until the lifecycle node is active (autostart loads the model first)."""
     from lifecycle_msgs.msg import State
     from lifecycle_msgs.srv import GetState
 
     deadline = time.monotonic() + timeout
-    client = node.create_client(GetState, "/sole/get_state")
+    client = node.create_client(GetState, f"{name}/get_state")
     try:
         while time.monotonic() < deadline:
             assert process.alive(), f"sole_node exited:\n{process.output()[-3000:]}"

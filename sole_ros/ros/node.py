@@ -22,26 +22,35 @@ from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from sole_ros.messages import input_counters as reasons
+from sole_ros.messages.input_counters import InputCounters
 from sole_ros.msg import ObjectInstance
 from sole_ros.ros import parameters
+from sole_ros.ros.input_qos import AdaptiveSubscriptions
 from sole_ros.ros.errors import MalformedMessage
 from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres
 from sole_ros.ros.markers import instance_markers
 from sole_ros.ros.pointcloud import make_cloud, read_points
-from sole_ros.ros.sync import subscribe_synchronized
+from sole_ros.ros.sync import OUT_OF_ORDER, subscribe_synchronized
+from sole_ros.ros.tf_listener import make_transform_listener, tf2_ros_available, tf_messages_available
 from sole_ros.ros.transforms import (PoseBuffer, PoseLookupError, extrinsic_matrix, seconds_to_stamp,
                                      stamp_to_seconds)
 from sole_ros.srv import LoadScene, QueryObjects, SaveScene
 
 NOT_ACTIVE = "node is not active (lifecycle state: {})"
 POSE_MESSAGES = {"odometry": Odometry, "pose_stamped": PoseStamped, "transform_stamped": TransformStamped}
+QUERY_SEGMENT_TIMEOUT = 300.0  # a query waits at most this long for the segmentation it needs (s)
+STALL_SECONDS = 5.0        # an input receiving but fusing nothing this long is warned about
+STALL_WARN_PERIOD = 10.0   # ... at most this often per input
+QOS_RECHECK_PERIOD = 1.0   # inputs.qos auto: how often publishers' QoS is re-checked
+SENSOR_TOPICS = {"points": "points", "depth": "depth/image", "color": "color/image",
+                 "camera_info": "depth/camera_info", "pose": "pose"}
 
 
 class RateMeter:
@@ -76,14 +85,16 @@ class SoleNode(LifecycleNode):
         self._wake = threading.Event()
         self._segmented = threading.Condition()
         self._last_segment_error = ""
-        self._entities: list = []       # subscriptions and timers of the active state
+        self._entities: list = []       # timers of the active state
+        self._inputs: AdaptiveSubscriptions | None = None  # subscriptions of the active state
         self._sync = None
-        self._tf_buffer = None
+        self._transforms = None
         self._pose_buffer: PoseBuffer | None = None
         self._camera_info: CameraInfo | None = None
         self._rates = {name: RateMeter() for name in ("points", "depth", "color", "pose")}
-        self._drops: dict[str, int] = {}
+        self.counters = InputCounters()
         self._last_warn: dict[str, float] = {}
+        self._publishers_seen: dict[str, float] = {}  # input -> when its publishers were first seen
         self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -106,6 +117,7 @@ class SoleNode(LifecycleNode):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.param("output.diagnostics_period"), self._publish_diagnostics,
                           callback_group=self._timer_group)
+        self.create_timer(1.0, self._warn_stalled_inputs, callback_group=self._timer_group)
 
         if self.param("autostart"):
             # Deferred to the first spin so the node is fully constructed first.
@@ -116,11 +128,17 @@ class SoleNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def _warn_throttled(self, key: str, text: str, period: float = 5.0) -> None:
-        self._drops[key] = self._drops.get(key, 0) + 1
         now = time.monotonic()
         if now - self._last_warn.get(key, -1e9) >= period:
             self._last_warn[key] = now
-            self.get_logger().warning(f"{text} (dropped so far: {self._drops[key]})")
+            self.get_logger().warning(text)
+
+    def _drop(self, name: str, reason: str, error) -> None:
+        """Count a dropped input message under its reason and warn (throttled per input and reason)."""
+        self.counters.dropped(name, reason, str(error))
+        dropped = self.counters.snapshot()[name].dropped[reason]
+        self._warn_throttled(f"{name}/{reason}", f"{SENSOR_TOPICS.get(name, name)} message dropped, {reason}: "
+                                                 f"{error} (dropped so far for this reason: {dropped})")
 
     def _autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)
@@ -133,8 +151,9 @@ class SoleNode(LifecycleNode):
 
         values = {p.name: self.param(p.name) for p in parameters.PARAMETERS}
         problems = parameters.validate(values)
-        if values["pose.source"] == "tf" and not _tf2_available():
-            problems.append("pose.source=tf but tf2_ros is not importable here: use pose.source=topic")
+        if values["pose.source"] == "tf" and not (tf2_ros_available() or tf_messages_available()):
+            problems.append("pose.source=tf needs tf2_msgs (run scripts/setup.sh, which builds it) or tf2_ros; "
+                            "or use pose.source=topic")
         if problems:
             self._model_error = "; ".join(problems)
             self.get_logger().error(f"configure failed: {self._model_error}")
@@ -156,35 +175,28 @@ class SoleNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        qos = QoSProfile(depth=self.param("inputs.queue_size"), history=HistoryPolicy.KEEP_LAST,
-                         reliability=ReliabilityPolicy.RELIABLE if self.param("inputs.qos") == "reliable"
-                         else qos_profile_sensor_data.reliability)
-        group = dict(callback_group=self._ingest_group)
+        self._inputs = AdaptiveSubscriptions(self, self.param("inputs.qos"), self.param("inputs.queue_size"),
+                                             log=self.get_logger().info)
         if self.param("inputs.cloud"):
-            self._entities.append(self.create_subscription(PointCloud2, "points", self._on_cloud, qos, **group))
+            self._subscribe_one(PointCloud2, "points", self._on_cloud)
         if self.param("inputs.rgbd"):
-            self._entities.append(self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos,
-                                                           **group))
+            self._subscribe_one(CameraInfo, "camera_info", self._on_info)
             if self.param("inputs.use_color"):
-                self._sync = subscribe_synchronized(
-                    self, [(Image, "depth/image"), (Image, "color/image")], self._on_rgbd,
-                    slop=self.param("inputs.sync_slop"), queue_size=self.param("inputs.queue_size"), qos=qos,
-                    backend=self.param("inputs.sync_backend"), callback_group=self._ingest_group)
+                self._inputs.add([SENSOR_TOPICS["depth"], SENSOR_TOPICS["color"]], self._subscribe_rgbd)
             else:
-                self._entities.append(self.create_subscription(
-                    Image, "depth/image", lambda msg: self._on_rgbd(msg, None), qos, **group))
+                self._subscribe_one(Image, "depth", lambda msg: self._on_rgbd(msg, None))
         if self.param("pose.source") == "topic":
             self._pose_buffer = PoseBuffer()
             self._extrinsic = extrinsic_matrix(list(self.param("pose.sensor_extrinsic")))
             # Own group: a frame waiting for its pose (see _sensor_pose) must not block the pose.
-            self._entities.append(self.create_subscription(
-                POSE_MESSAGES[self.param("pose.topic_type")], "pose", self._on_pose, qos,
-                callback_group=MutuallyExclusiveCallbackGroup()))
+            self._subscribe_one(POSE_MESSAGES[self.param("pose.topic_type")], "pose", self._on_pose,
+                                MutuallyExclusiveCallbackGroup())
         else:
-            import tf2_ros
-
-            self._tf_buffer = tf2_ros.Buffer()
-            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+            # Own group too: a frame waits in _sensor_pose for the transforms of its stamp.
+            self._transforms = make_transform_listener(self, MutuallyExclusiveCallbackGroup())
+            self.get_logger().info(f"poses from /tf and /tf_static through the {self._transforms.backend}")
+        self._entities.append(self.create_timer(QOS_RECHECK_PERIOD, self._inputs.refresh,
+                                                callback_group=self._timer_group))
         period = self.param("segmentation.period")
         if period > 0:
             self._entities.append(self.create_timer(period, self._wake.set, callback_group=self._timer_group))
@@ -221,24 +233,56 @@ class SoleNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=30)
             self._worker = None
-        for entity in self._entities:
-            if hasattr(entity, "cancel"):
-                self.destroy_timer(entity)
-            else:
-                self.destroy_subscription(entity)
+        for timer in self._entities:
+            self.destroy_timer(timer)
         self._entities = []
-        if self._sync is not None:
-            self._sync.destroy(self)
-            self._sync = None
-        self._tf_buffer = None
+        if self._inputs is not None:
+            self._inputs.destroy()
+            self._inputs = None
+        self._sync = None
+        if self._transforms is not None:
+            self._transforms.destroy(self)
+            self._transforms = None
+
+    # --- input subscriptions (re-created by AdaptiveSubscriptions when the QoS must change) --------
+    def _subscribe_one(self, msg_type, name: str, callback, group=None) -> None:
+        def received(msg):
+            self.counters.received(name)
+            callback(msg)
+
+        def create(profiles):
+            subscription = self.create_subscription(msg_type, SENSOR_TOPICS[name], received, profiles[0],
+                                                    callback_group=group or self._ingest_group)
+            return lambda: self.destroy_subscription(subscription)
+
+        self._inputs.add([SENSOR_TOPICS[name]], create)
+
+    def _subscribe_rgbd(self, profiles):
+        names = ("depth", "color")
+
+        def dropped(index: int, why: str) -> None:
+            reason = reasons.TOO_OLD if why == OUT_OF_ORDER else reasons.NO_COLOUR_PAIR
+            detail = ("not newer than the last pair" if why == OUT_OF_ORDER else
+                      f"no {names[1 - index]} image within inputs.sync_slop "
+                      f"({self.param('inputs.sync_slop'):g} s)")
+            self._drop(names[index], reason, detail)
+
+        self._sync = subscribe_synchronized(
+            self, [(Image, SENSOR_TOPICS["depth"]), (Image, SENSOR_TOPICS["color"])], self._on_rgbd,
+            slop=self.param("inputs.sync_slop"), queue_size=self.param("inputs.queue_size"), qos=profiles,
+            backend=self.param("inputs.sync_backend"), callback_group=self._ingest_group,
+            on_receive=lambda index, msg: self.counters.received(names[index]), on_drop=dropped)
+        sync = self._sync
+        return lambda: sync.destroy(self)
 
     # --- poses ----------------------------------------------------------------------------------
     def _on_pose(self, msg) -> None:
         try:
             self._pose_buffer.add_message(msg)
             self._rates["pose"].tick()
+            self.counters.fused("pose")
         except (ValueError, MalformedMessage) as error:
-            self._warn_throttled("pose", f"pose message rejected: {error}")
+            self._drop("pose", reasons.INVALID, error)
 
     def _sensor_pose(self, header) -> np.ndarray:
         """World-from-sensor at the header's stamp; PoseLookupError with the reason when unknown."""
@@ -255,17 +299,13 @@ class SoleNode(LifecycleNode):
                     if time.monotonic() >= deadline:
                         raise
                     time.sleep(0.01)
-        from sole_ros.ros.transforms import matrix_from_transform
-
         if not header.frame_id:
             raise PoseLookupError("message has an empty frame_id")
+        fixed = self.param("fixed_frame")
         try:
-            transform = self._tf_buffer.lookup_transform(
-                self.param("fixed_frame"), header.frame_id, header.stamp,
-                timeout=rclpy.duration.Duration(seconds=self.param("pose.timeout")))
-        except Exception as error:  # tf2 raises several lookup exception types
-            raise PoseLookupError(f"no transform {header.frame_id} -> {self.param('fixed_frame')}: {error}")
-        return matrix_from_transform(transform.transform)
+            return self._transforms.lookup(fixed, header.frame_id, stamp, self.param("pose.timeout"))
+        except PoseLookupError as error:
+            raise PoseLookupError(f"no transform {fixed} <- {header.frame_id} at {stamp:.3f}: {error}") from None
 
     # --- sensor input ---------------------------------------------------------------------------
     def _on_cloud(self, msg: PointCloud2) -> None:
@@ -274,24 +314,28 @@ class SoleNode(LifecycleNode):
             xyz, rgb = read_points(msg)
             pose = self._sensor_pose(msg.header)
             self.pipeline.ingest_points(xyz, pose, colors=rgb, stamp=stamp_to_seconds(msg.header.stamp))
-        except (MalformedMessage, PoseLookupError, ValueError) as error:
-            self._warn_throttled("points", f"point cloud dropped: {error}")
+        except Exception as error:  # noqa: BLE001 - every failure is counted under its reason
+            self._drop("points", _reason(error), error)
+            return
+        self.counters.fused("points")
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
             camera_matrix(msg)  # keep only usable intrinsics: a bad one must not spoil later frames
         except (MalformedMessage, ValueError) as error:
-            self._warn_throttled("camera_info", f"camera_info dropped: {error}")
+            self._drop("camera_info", reasons.INVALID, error)
             return
         self._camera_info = msg
+        self.counters.fused("camera_info")
 
     def _on_rgbd(self, depth_msg: Image, color_msg: Image | None) -> None:
         self._rates["depth"].tick()
         if color_msg is not None:
             self._rates["color"].tick()
+        used = ("depth", "color") if color_msg is not None else ("depth",)
         try:
             if self._camera_info is None:
-                raise MalformedMessage("no depth/camera_info received yet")
+                raise _NoCameraInfo(f"nothing usable on {self.resolve_topic_name(SENSOR_TOPICS['camera_info'])} yet")
             depth = depth_to_metres(depth_msg)
             K = camera_matrix(self._camera_info, depth_msg)
             color = None
@@ -302,8 +346,44 @@ class SoleNode(LifecycleNode):
                                            f"{depth.shape[1]}x{depth.shape[0]} differ (register them)")
             pose = self._sensor_pose(depth_msg.header)
             self.pipeline.ingest_rgbd(depth, K, pose, color=color, stamp=stamp_to_seconds(depth_msg.header.stamp))
-        except (MalformedMessage, PoseLookupError, ValueError) as error:
-            self._warn_throttled("rgbd", f"RGB-D frame dropped: {error}")
+        except Exception as error:  # noqa: BLE001 - every failure is counted under its reason
+            for name in used:
+                self._drop(name, _reason(error), error)
+            return
+        for name in used:
+            self.counters.fused(name)
+
+    def _warn_stalled_inputs(self) -> None:
+        """Say why an input that has publishers fuses nothing (or receives nothing) for a while."""
+        if self._inputs is None or self._state_label != "active":
+            return
+        now = time.monotonic()
+        counts = self.counters.snapshot()
+        for name, topic in SENSOR_TOPICS.items():
+            if name in ("camera_info", "pose"):
+                continue
+            if name not in counts and not self._subscribed(topic):
+                continue
+            if not self._inputs.publishers(topic):
+                self._publishers_seen.pop(name, None)
+                continue
+            seen = self._publishers_seen.setdefault(name, now)
+            count = counts.get(name)
+            if count is None or count.received == 0:
+                if now - seen >= STALL_SECONDS:
+                    qos = self._inputs.chosen().get(self._inputs.resolve(topic), "?")
+                    self._warn_throttled(f"{name}/stalled", f"{self._inputs.resolve(topic)} has publishers but no "
+                                         f"message arrived in {now - seen:.0f} s (subscribed {qos}; large "
+                                         "messages over best effort DDS can be lost whole: inputs.qos)",
+                                         STALL_WARN_PERIOD)
+                continue
+            why = self.counters.stalled(name, STALL_SECONDS)
+            if why is not None:
+                self._warn_throttled(f"{name}/stalled", f"nothing from {self._inputs.resolve(topic)} fused for "
+                                     f"{STALL_SECONDS:g} s or more: {why} ({count.describe()})", STALL_WARN_PERIOD)
+
+    def _subscribed(self, topic: str) -> bool:
+        return self._inputs is not None and self._inputs.resolve(topic) in self._inputs.chosen()
 
     # --- segmentation worker --------------------------------------------------------------------
     def _segmentation_worker(self) -> None:
@@ -359,6 +439,7 @@ class SoleNode(LifecycleNode):
             if reason:
                 raise QueryRejected(reason)
             max_results = int(request.max_results) or self.param("query.default_max_results")
+            self._refresh_if_stale()
             answer = self.pipeline.query(phrases, max_results=max_results, min_score=float(request.min_score))
         except QueryRejected as error:
             response.success, response.message = False, str(error)
@@ -379,6 +460,13 @@ class SoleNode(LifecycleNode):
         if not self.param("output.full_segmentation"):
             self._publish_instances(answer.instances, answer.segmentation)
         return response
+
+    def _refresh_if_stale(self) -> None:
+        """Segment first when the last segmentation lags the map by more than query.max_staleness."""
+        pipeline = self.pipeline
+        if pipeline.segmentation_is_stale(self.param("query.max_staleness")):
+            # A failure here still lets the query use the last finished segmentation, if any.
+            self._request_segmentation(timeout=QUERY_SEGMENT_TIMEOUT)
 
     @staticmethod
     def _instance_msg(index: int, inst, header, coords, colors, include_points: bool) -> ObjectInstance:
@@ -464,10 +552,16 @@ class SoleNode(LifecycleNode):
         self.scene_pub.publish(make_cloud(header, snapshot.coords, (snapshot.colors * 255).astype(np.uint8)))
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name="sole_node: perception", hardware_id="sole_ros")
+        # The fully qualified name tells robots (namespaces) apart on the shared /diagnostics.
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: perception", hardware_id="sole_ros")
         values = {f"input rate {k} (Hz)": f"{m.rate():.1f}" for k, m in self._rates.items()}
         values["lifecycle state"] = self._state_label
-        values.update({f"dropped {k}": str(v) for k, v in self._drops.items()})
+        values.update(self.counters.key_values())
+        inputs, transforms = self._inputs, self._transforms
+        if inputs is not None:
+            values.update({f"qos {topic}": qos for topic, qos in inputs.chosen().items()})
+        if transforms is not None:
+            values["poses"] = f"/tf through the {transforms.backend}"
         pipeline = self.pipeline
         if pipeline is not None:
             stats = pipeline.map.stats()
@@ -490,6 +584,23 @@ class SoleNode(LifecycleNode):
         self.diagnostics_pub.publish(msg)
 
 
+class _NoCameraInfo(MalformedMessage):
+    """A depth image arrived before any usable camera info."""
+
+
+def _reason(error: BaseException) -> str:
+    """The input-counter reason a failed ingest is counted under."""
+    from sole_ros.scene import InvalidInput
+
+    if isinstance(error, PoseLookupError):
+        return reasons.NO_POSE
+    if isinstance(error, _NoCameraInfo):
+        return reasons.NO_CAMERA_INFO
+    if isinstance(error, InvalidInput):
+        return reasons.REJECTED
+    return reasons.INVALID
+
+
 class _Labelled:
     """An inference Instance with the id it has in this answer (what markers need)."""
 
@@ -497,14 +608,6 @@ class _Labelled:
         self.id = index
         self.label, self.score, self.num_points = inst.label, inst.score, inst.num_points
         self.centroid, self.bbox_center, self.bbox_size = inst.centroid, inst.bbox_center, inst.bbox_size
-
-
-def _tf2_available() -> bool:
-    try:
-        import tf2_ros  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main(args=None) -> int:

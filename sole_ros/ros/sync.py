@@ -19,7 +19,10 @@ from typing import Any, Callable, Sequence
 
 from sole_ros.ros.transforms import stamp_to_seconds
 
-__all__ = ["ApproximateTimeSync", "SynchronizedSubscription", "subscribe_synchronized",
+UNMATCHED = "unmatched"
+OUT_OF_ORDER = "out of order"
+
+__all__ = ["ApproximateTimeSync", "UNMATCHED", "OUT_OF_ORDER", "SynchronizedSubscription", "subscribe_synchronized",
            "message_filters_available"]
 
 
@@ -29,12 +32,15 @@ class ApproximateTimeSync:
     ``add(i, msg)`` feeds input ``i``; ``callback(*msgs)`` gets one message per input, in input
     order. Queues hold at most ``queue_size`` messages each (the oldest is dropped). A stamp more
     than ``jump_back`` seconds older than the newest delivered one means time restarted (bag
-    loop, simulator reset) and clears everything. Thread-safe: ``add`` may be called from
+    loop, simulator reset) and clears everything. ``on_drop(index, reason)``, when given, hears of
+    every discarded message: reason UNMATCHED (no partner within slop, or pushed out of a full
+    queue) or OUT_OF_ORDER (not newer than the last delivered, or before a jump back). Thread-safe: ``add`` may be called from
     several threads; callbacks run one at a time, in stamp order.
     """
 
     def __init__(self, num_inputs: int, callback: Callable[..., Any] | None = None, *,
-                 slop: float, queue_size: int = 10, jump_back: float = 1.0):
+                 slop: float, queue_size: int = 10, jump_back: float = 1.0,
+                 on_drop: Callable[[int, str], Any] | None = None):
         if num_inputs < 2:
             raise ValueError("synchronising needs at least two inputs")
         if not slop >= 0:
@@ -46,6 +52,7 @@ class ApproximateTimeSync:
         self.queue_size = int(queue_size)
         self.jump_back = float(jump_back)
         self.dropped = 0  # messages discarded without being delivered (diagnostics)
+        self._on_drop = on_drop
         self._callbacks: list[Callable[..., Any]] = [callback] if callback else []
         self._queues: list[list[tuple[float, Any]]] = [[] for _ in range(num_inputs)]
         self._last_delivered: list[float | None] = [None] * num_inputs  # per input
@@ -83,19 +90,19 @@ class ApproximateTimeSync:
             queue = self._queues[index]
             latest = max((t for t in self._last_delivered if t is not None), default=None)
             if latest is not None and stamp < latest - self.jump_back:
-                for q in self._queues:
-                    self.dropped += len(q)
+                for i, q in enumerate(self._queues):
+                    self._drop(i, OUT_OF_ORDER, len(q))
                     q.clear()
                 self._last_delivered = [None] * self.num_inputs
             last = self._last_delivered[index]
             if last is not None and stamp <= last:
-                self.dropped += 1  # it could only be delivered out of order
+                self._drop(index, OUT_OF_ORDER)  # it could only be delivered out of order
                 return
             # Sorted by stamp, so a message that overtook an older one still finds its place.
             bisect.insort(queue, (stamp, msg), key=lambda item: item[0])
             if len(queue) > self.queue_size:
                 del queue[0]
-                self.dropped += 1
+                self._drop(index, UNMATCHED)
             self._collect()
         self._deliver()
 
@@ -110,7 +117,7 @@ class ApproximateTimeSync:
             spread = max(others) - t0  # every other head is >= t0
             if spread > self.slop:
                 del queues[pivot][0]  # nothing now or later is close enough to the pivot
-                self.dropped += 1
+                self._drop(pivot, UNMATCHED)
                 continue
             if spread > 0:
                 if len(queues[pivot]) < 2:
@@ -118,10 +125,18 @@ class ApproximateTimeSync:
                 t1 = queues[pivot][1][0]
                 if max(t1, max(others)) - min(t1, min(others)) < spread:
                     del queues[pivot][0]
-                    self.dropped += 1
+                    self._drop(pivot, UNMATCHED)
                     continue
             self._ready.append(tuple(q.pop(0)[1] for q in queues))
             self._last_delivered = stamps
+
+    def _drop(self, index: int, reason: str, count: int = 1) -> None:
+        if count <= 0:
+            return
+        self.dropped += count
+        if self._on_drop is not None:
+            for _ in range(count):
+                self._on_drop(index, reason)
 
     def _deliver(self) -> None:
         with self._delivering:
@@ -158,13 +173,20 @@ class SynchronizedSubscription:
 
 def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: Callable[..., Any], *,
                            slop: float, queue_size: int = 10, qos=10, callback_group=None,
-                           backend: str = "auto") -> SynchronizedSubscription:
+                           backend: str = "auto", on_receive: Callable[[int, Any], Any] | None = None,
+                           on_drop: Callable[[int, str], Any] | None = None) -> SynchronizedSubscription:
     """Subscribe ``node`` to ``inputs`` [(msg_type, topic), ...] and call ``callback(*msgs)``.
 
     backend: "builtin" (ApproximateTimeSync), "message_filters" (ImportError when absent) or
     "auto" (message_filters when importable, else builtin). ``callback_group`` is given to
     every subscription (the builtin synchroniser is thread-safe, so a reentrant group is fine).
+    ``qos`` is one profile for all inputs or a sequence of one per input. ``on_receive(i, msg)``
+    hears of every message as it arrives, ``on_drop(i, reason)`` of every one the builtin
+    synchroniser discards (message_filters does not report its drops).
     """
+    qos_per_input = list(qos) if isinstance(qos, (list, tuple)) else [qos] * len(inputs)
+    if len(qos_per_input) != len(inputs):
+        raise ValueError(f"{len(qos_per_input)} QoS profiles for {len(inputs)} inputs")
     if backend not in ("auto", "builtin", "message_filters"):
         raise ValueError(f"backend must be auto, builtin or message_filters, not {backend!r}")
     if backend == "auto":
@@ -172,14 +194,24 @@ def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: C
     if backend == "message_filters":
         import message_filters  # ImportError names the missing module, which is the reason
 
-        subscribers = [message_filters.Subscriber(node, msg_type, topic, qos_profile=qos,
+        subscribers = [message_filters.Subscriber(node, msg_type, topic, qos_profile=profile,
                                                   callback_group=callback_group)
-                       for msg_type, topic in inputs]
+                       for (msg_type, topic), profile in zip(inputs, qos_per_input)]
+        if on_receive is not None:
+            for i, subscriber in enumerate(subscribers):
+                subscriber.registerCallback(lambda msg, i=i: on_receive(i, msg))
         synchronizer = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)
         synchronizer.registerCallback(callback)
         return SynchronizedSubscription(backend, subscribers, synchronizer)
-    synchronizer = ApproximateTimeSync(len(inputs), callback, slop=slop, queue_size=queue_size)
-    subscriptions = [node.create_subscription(msg_type, topic, synchronizer.input(i), qos,
-                                              callback_group=callback_group)
-                     for i, (msg_type, topic) in enumerate(inputs)]
+    synchronizer = ApproximateTimeSync(len(inputs), callback, slop=slop, queue_size=queue_size, on_drop=on_drop)
+
+    def feeder(i: int):
+        def feed(msg):
+            if on_receive is not None:
+                on_receive(i, msg)
+            synchronizer.add(i, msg)
+        return feed
+
+    subscriptions = [node.create_subscription(msg_type, topic, feeder(i), profile, callback_group=callback_group)
+                     for i, ((msg_type, topic), profile) in enumerate(zip(inputs, qos_per_input))]
     return SynchronizedSubscription(backend, subscriptions, synchronizer)
