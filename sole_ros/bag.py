@@ -6,8 +6,15 @@ small streams (poses, /tf, camera info), then the sensor stream, so that each fr
 interpolated between the odometry messages around it whatever order they were recorded in.
 
 Topics not named are found by type: depth and colour images are told apart by their encoding,
-camera info is the CameraInfo topic nearest the depth topic by name, poses come from the one
-Odometry / PoseStamped / TransformStamped topic, else from /tf (+ /tf_static).
+camera info is the CameraInfo topic nearest the depth topic by name. Poses come from the tf chain
+(/tf + /tf_static) from the fixed frame to each sensor message's header.frame_id whenever the bag
+has /tf; from a pose topic (Odometry / PoseStamped / TransformStamped) only when one is named
+(``BagTopics.pose``, ``--pose-topic``) or the bag has no /tf. A pose topic gives the pose of its
+child frame, which is often not the camera's optical frame: that needs ``sensor_extrinsic``, and
+the replay warns when the frames differ and none is given.
+
+Every input (points, depth, color) is counted: received, fused, and dropped by reason
+(sole_ros.messages.input_counters), so that a stream that fuses nothing says why.
 
     with BagReplay("run.mcap") as replay:
         summary = replay.replay(pipeline)
@@ -25,6 +32,7 @@ import numpy as np
 from sole_ros.messages import (DEPTH_ENCODINGS, MalformedMessage, PoseBuffer, PoseLookupError, camera_matrix,
                                color_to_rgb, depth_to_metres, extrinsic_matrix, matrix_from_pose_stamped,
                                matrix_from_transform_stamped, read_points, stamp_to_seconds)
+from sole_ros.messages.input_counters import INVALID, NO_COLOUR_PAIR, NO_POSE, REJECTED, InputCounters
 from sole_ros.messages.transform_tree import TransformTree
 
 POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
@@ -35,6 +43,9 @@ POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped",
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 TF_TOPICS = ("/tf", "/tf_static")
 POSE_FROM_TF = "tf"
+# Input names in the counters; a frame is one point cloud or one depth image (with its colour).
+POINTS, DEPTH, COLOR = "points", "depth", "color"
+FRAME_INPUTS = (POINTS, DEPTH)
 MAX_PENDING = 100  # unmatched depth or colour images kept while waiting for their partner
 
 
@@ -49,7 +60,7 @@ class BagTopics:
     depth: str | None = None
     color: str | None = None
     info: str | None = None
-    pose: str | None = None  # a pose topic, or "tf" for /tf
+    pose: str | None = None  # a pose topic, or "tf" for /tf (the default whenever the bag has /tf)
 
 
 @dataclass
@@ -77,17 +88,36 @@ class SensorFrame:
 
 @dataclass
 class ReplaySummary:
+    """What went in: ``counters`` per input (points, depth, color); ``frames`` the fused frames and
+    ``dropped`` the frames (point clouds, depth images) not fused, by reason."""
     topics: BagTopics
     pose_source: str
-    frames: int = 0
-    dropped: collections.Counter = field(default_factory=collections.Counter)
+    counters: InputCounters = field(default_factory=InputCounters)
+
+    @property
+    def frames(self) -> int:
+        counts = self.counters.snapshot()
+        return sum(counts[name].fused for name in FRAME_INPUTS if name in counts)
+
+    @property
+    def dropped(self) -> collections.Counter:
+        counts = self.counters.snapshot()
+        total = collections.Counter()
+        for name in FRAME_INPUTS:
+            if name in counts:
+                total.update(counts[name].dropped)
+        return total
+
+    def input_counts(self) -> dict:
+        """{input: {"received": n, "fused": n, "dropped": {reason: n}}}, for JSON."""
+        return {name: {"received": c.received, "fused": c.fused, "dropped": dict(c.dropped)}
+                for name, c in sorted(self.counters.snapshot().items())}
 
     def describe(self) -> str:
         used = ", ".join(f"{k}={v}" for k, v in vars(self.topics).items() if v)
         text = f"{self.frames} frames fused from {used} (poses: {self.pose_source})"
-        if self.dropped:
-            text += "; dropped: " + "; ".join(f"{n} x {reason}" for reason, n in self.dropped.most_common())
-        return text
+        counts = self.counters.describe()
+        return f"{text}; {counts}" if counts else text
 
 
 def _open_reader(path):
@@ -141,7 +171,9 @@ class BagReplay:
         self._fixed_frame = self.options.fixed_frame
         self._extrinsic = (None if self.options.sensor_extrinsic is None
                            else extrinsic_matrix(self.options.sensor_extrinsic))
+        self._pose_child_frame = ""  # the pose topic's child_frame_id (Odometry, TransformStamped)
         self._warned: set[str] = set()
+        self._shown: set[tuple[str, str]] = set()  # (input, reason) drops already shown with their detail
         self._context_loaded = False
 
     # --- context -----------------------------------------------------------------------------------
@@ -166,6 +198,10 @@ class BagReplay:
 
     def _of_type(self, *types: str) -> list[str]:
         return sorted(t for t, m in self._types.items() if m in types)
+
+    def _dynamic_tf(self) -> list[str]:
+        """The /tf topics (any namespace), /tf_static left out."""
+        return [t for t in self._of_type(TF_MESSAGE) if not t.endswith("_static")]
 
     def _check(self, topic: str | None, what: str, types: tuple[str, ...]) -> None:
         if topic is None:
@@ -246,16 +282,24 @@ class BagReplay:
                                    f"(topics: {self._listing()})")
                 chosen.info = max(infos, key=lambda t: (_common_prefix(t, chosen.depth), t))
         if chosen.pose is None and not self.options.static_sensor:
+            # /tf has the chain to each message's own frame; a pose topic only that of its child frame.
             poses = self._of_type(*POSE_TYPES)
-            if len(poses) > 1:
-                raise BagError(f"{self.path}: several pose topics ({', '.join(poses)}): choose one with --pose-topic")
-            if poses:
+            if self._dynamic_tf():
+                chosen.pose = POSE_FROM_TF
+            elif len(poses) > 1:
+                raise BagError(f"{self.path}: several pose topics ({', '.join(poses)}) and no /tf: "
+                               "choose one with --pose-topic")
+            elif poses:
                 chosen.pose = poses[0]
-            elif self._of_type(TF_MESSAGE):
+            elif self._of_type(TF_MESSAGE):  # /tf_static only: a sensor fixed in its tree
                 chosen.pose = POSE_FROM_TF
             else:
                 raise BagError(f"{self.path}: no poses in the bag (no Odometry/PoseStamped/TransformStamped topic, "
                                "no /tf): record one, or pass --static-sensor if the sensor did not move")
+        if chosen.pose == POSE_FROM_TF and self.options.sensor_extrinsic is not None:
+            raise BagError(f"{self.path}: --sensor-extrinsic applies to poses from a pose topic, but these come "
+                           "from /tf (which places the sensor's frame itself): drop it, or name the pose topic "
+                           "with --pose-topic")
         return chosen
 
     # --- pass 1: poses and camera info ---------------------------------------------------------------
@@ -264,10 +308,12 @@ class BagReplay:
             return
         self._context_loaded = True
         wanted = {self.topics.info}
-        if self.topics.pose == POSE_FROM_TF:
+        if self.options.static_sensor:
+            pass
+        elif self.topics.pose == POSE_FROM_TF:
             wanted |= {t for t in self._of_type(TF_MESSAGE)}
             self._tf = TransformTree()
-        elif self.topics.pose and not self.options.static_sensor:
+        elif self.topics.pose:
             wanted.add(self.topics.pose)
             self._pose_buffer = PoseBuffer(max_age=1e12, max_size=10_000_000)  # the whole bag
         for connection, bag_time, raw in self._messages(wanted):
@@ -283,6 +329,9 @@ class BagReplay:
                     else:  # Odometry / PoseWithCovarianceStamped carry pose.pose, PoseStamped pose
                         matrix = matrix_from_pose_stamped(msg)
                     self._pose_buffer.add(self._stamp(msg, bag_time), matrix)
+                    # PoseStamped / PoseWithCovarianceStamped do not say whose pose they are.
+                    if not self._pose_child_frame:
+                        self._pose_child_frame = _frame_name(getattr(msg, "child_frame_id", "") or "")
             except (MalformedMessage, ValueError) as error:
                 self._warn(f"{connection.topic}: message skipped: {_one_line(error)}")
         self._infos.sort(key=lambda item: item[0])
@@ -315,7 +364,19 @@ class BagReplay:
                 self._fixed_frame = self._tf.root_of(frame_id)
                 self.log(f"fixed frame: {self._fixed_frame} (the root of {frame_id} in /tf)")
             return self._tf.lookup(self._fixed_frame, frame_id, stamp, self.options.pose_tolerance)
+        self._check_pose_frame(frame_id)
         return self._pose_buffer.lookup(stamp, self.options.pose_tolerance, base_from_sensor=self._extrinsic)
+
+    def _check_pose_frame(self, frame_id: str) -> None:
+        """Warn (once per frame pair) when the pose topic places another frame than the sensor's."""
+        child, sensor = self._pose_child_frame, _frame_name(frame_id or "")
+        if self._extrinsic is not None or not child or not sensor or child == sensor:
+            return
+        instead = ("take poses from /tf with --pose-topic tf" if self._of_type(TF_MESSAGE)
+                   else "record /tf and /tf_static to take poses from them")
+        self._warn(f"poses from {self.topics.pose} are of its child frame {child}, but the sensor messages are in "
+                   f"{sensor}: they are used as the pose of {sensor}, so the map is wrong unless the two frames "
+                   f"coincide; give --sensor-extrinsic (the pose of {sensor} in {child}) or {instead}")
 
     def _camera_info(self, stamp: float):
         """The newest camera info at or before ``stamp`` (else the first one)."""
@@ -344,26 +405,42 @@ class BagReplay:
         frame_id = msg.header.frame_id
         return SensorFrame(stamp, frame_id, self._pose(stamp, frame_id), points=points, point_colors=rgb)
 
-    def frames(self, dropped: collections.Counter | None = None) -> Iterator[SensorFrame]:
-        """Every usable frame in bag order; the reasons for the others are counted in ``dropped``."""
-        dropped = collections.Counter() if dropped is None else dropped
+    def _drop(self, counters: InputCounters, dropped: collections.Counter | None, inputs, reason: str,
+              detail: str = "") -> None:
+        """Count a drop on each of ``inputs``; the first of each input and reason is shown with its detail."""
+        for name in inputs:
+            counters.dropped(name, reason, detail)
+            if dropped is not None and name in FRAME_INPUTS:
+                dropped[reason] += 1
+            if detail and (name, reason) not in self._shown:
+                self._shown.add((name, reason))
+                self.log(f"warning: {name} dropped, {reason}: {detail}")
+
+    def frames(self, dropped: collections.Counter | None = None,
+               counters: InputCounters | None = None) -> Iterator[SensorFrame]:
+        """Every usable frame in bag order. Each input's messages are counted in ``counters`` as
+        received and, when they cannot be used, dropped with the reason; ``dropped`` counts the
+        frames (point clouds, depth images) not yielded, by reason. A yielded frame is counted as
+        fused by its consumer (``replay``), or not at all."""
+        counters = InputCounters() if counters is None else counters
         self._load_context()
         sensor_topics = {t for t in (self.topics.points, self.topics.depth, self.topics.color) if t}
         pending_depth: collections.deque = collections.deque()
         pending_color: collections.deque = collections.deque()
 
-        def build(make, *args):
+        def build(inputs, make, *args):
             try:
                 return make(*args)
-            except (MalformedMessage, PoseLookupError, ValueError) as error:
-                # Counted by kind; the first instance of each kind is shown with its details.
-                kind = ("malformed message" if isinstance(error, MalformedMessage)
-                        else "no pose at the frame's stamp" if isinstance(error, PoseLookupError)
-                        else "unusable frame")
-                if kind not in dropped:
-                    self.log(f"warning: {kind}: {_one_line(error)}")
-                dropped[kind] += 1
-                return None
+            except PoseLookupError as error:
+                self._drop(counters, dropped, inputs, NO_POSE, self._no_pose_detail(error))
+            except (MalformedMessage, ValueError) as error:
+                self._drop(counters, dropped, inputs, INVALID, _one_line(error))
+            return None
+
+        def unpaired_colour(count: int, why: str) -> None:
+            for _ in range(count):
+                pending_color.popleft()
+                self._drop(counters, dropped, (COLOR,), NO_COLOUR_PAIR, why)
 
         def matched(final: bool) -> Iterator[SensorFrame]:
             tolerance = self.options.sync_tolerance
@@ -371,17 +448,17 @@ class BagReplay:
                 d_stamp, d_msg = pending_depth[0]
                 if self.topics.color is None:
                     pending_depth.popleft()
-                    frame = build(self._rgbd_frame, d_stamp, d_msg, None)
+                    frame = build((DEPTH,), self._rgbd_frame, d_stamp, d_msg, None)
                     if frame is not None:
                         yield frame
                     continue
                 best = min(range(len(pending_color)), key=lambda i: abs(pending_color[i][0] - d_stamp), default=None)
                 if best is not None and abs(pending_color[best][0] - d_stamp) <= tolerance:
                     pending_depth.popleft()
-                    c_msg = pending_color[best][1]
-                    for _ in range(best + 1):  # that colour and the older ones are used up
-                        pending_color.popleft()
-                    frame = build(self._rgbd_frame, d_stamp, d_msg, c_msg)
+                    # The colour images older than the match are skipped (colour comes in stamp order).
+                    unpaired_colour(best, f"a newer colour image is nearer the depth image at {d_stamp:.3f} s")
+                    c_msg = pending_color.popleft()[1]
+                    frame = build((DEPTH, COLOR), self._rgbd_frame, d_stamp, d_msg, c_msg)
                     if frame is not None:
                         yield frame
                     continue
@@ -389,54 +466,78 @@ class BagReplay:
                 newer = pending_color and pending_color[-1][0] > d_stamp + tolerance
                 if final or newer or len(pending_depth) > MAX_PENDING:
                     pending_depth.popleft()
-                    dropped[f"depth image without a colour image within {tolerance:g} s"] += 1
+                    nearest = ("no colour image near it" if best is None
+                               else f"the nearest is {abs(pending_color[best][0] - d_stamp):.3f} s away")
+                    self._drop(counters, dropped, (DEPTH,), NO_COLOUR_PAIR,
+                               f"no colour image within {tolerance:g} s of the depth image at {d_stamp:.3f} s "
+                               f"({nearest}; --sync-tolerance)")
                     continue
                 break
             # Colours older than every waiting depth image can never match.
             horizon = pending_depth[0][0] - tolerance if pending_depth else None
             while pending_color and ((horizon is not None and pending_color[0][0] < horizon)
                                      or len(pending_color) > MAX_PENDING or final):
-                pending_color.popleft()
+                c_stamp = pending_color[0][0]
+                unpaired_colour(1, f"no depth image within {tolerance:g} s of the colour image at {c_stamp:.3f} s "
+                                   "(--sync-tolerance)")
 
+        names = {self.topics.points: POINTS, self.topics.depth: DEPTH, self.topics.color: COLOR}
         for connection, bag_time, raw in self._messages(sensor_topics):
+            name = names[connection.topic]
+            counters.received(name)
             try:
                 msg = self._reader.deserialize(raw, connection.msgtype)
             except Exception as error:  # noqa: BLE001 - a corrupt record: skip it, say why
-                dropped[f"undecodable message on {connection.topic}"] += 1
-                self._warn(f"{connection.topic}: cannot decode a message: {_one_line(error)}")
+                self._drop(counters, dropped, (name,), INVALID,
+                           f"cannot decode a message on {connection.topic}: {_one_line(error)}")
                 continue
             stamp = self._stamp(msg, bag_time)
-            if connection.topic == self.topics.points:
-                frame = build(self._cloud_frame, stamp, msg)
+            if name == POINTS:
+                frame = build((POINTS,), self._cloud_frame, stamp, msg)
                 if frame is not None:
                     yield frame
-            if connection.topic == self.topics.depth:
+            elif name == DEPTH:
                 pending_depth.append((stamp, msg))
-            elif connection.topic == self.topics.color:
+            else:
                 pending_color.append((stamp, msg))
             yield from matched(final=False)
         yield from matched(final=True)
+
+    def _no_pose_detail(self, error: PoseLookupError) -> str:
+        detail = _one_line(error)
+        if self._tf is not None:
+            poses = self._of_type(*POSE_TYPES)
+            if poses:
+                detail += f" (or take poses from {poses[0]} with --pose-topic {poses[0]})"
+        return detail
 
     def replay(self, pipeline, log=None) -> ReplaySummary:
         """Feed every frame to ``pipeline`` (a PerceptionPipeline); returns what went in."""
         from sole_ros.scene import InvalidInput
 
         summary = ReplaySummary(self.topics, self.pose_source)
-        for frame in self.frames(summary.dropped):
+        counters = summary.counters
+        for frame in self.frames(counters=counters):
+            inputs = (POINTS,) if frame.points is not None else (DEPTH, COLOR) if frame.color is not None else (DEPTH,)
             try:
                 if frame.depth is not None:
                     pipeline.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp)
                 else:
                     pipeline.ingest_points(frame.points, frame.pose, colors=frame.point_colors, stamp=frame.stamp)
             except InvalidInput as error:
-                summary.dropped[f"rejected by the map: {_one_line(error)}"] += 1
+                self._drop(counters, None, inputs, REJECTED, _one_line(error))
                 continue
-            summary.frames += 1
+            for name in inputs:
+                counters.fused(name)
             if self.options.max_frames is not None and summary.frames >= self.options.max_frames:
                 break
         if log is not None:
             log(summary.describe())
         return summary
+
+
+def _frame_name(name: str) -> str:
+    return name[1:] if name.startswith("/") else name  # tf2 ignores a leading slash
 
 
 __all__ = ["BagReplay", "BagTopics", "ReplayOptions", "ReplaySummary", "SensorFrame", "BagError",

@@ -29,27 +29,32 @@ def _header(ts, seconds: float, frame_id: str):
     return ts.types["std_msgs/msg/Header"](stamp=_stamp(ts, seconds), frame_id=frame_id)
 
 
-def depth_image(ts, seconds: float, depth_m: np.ndarray, millimetres: bool = True):
-    """16UC1 millimetres (0 = no reading), as RealSense/Kinect drivers publish, or 32FC1 metres."""
+def depth_image(ts, seconds: float, depth_m: np.ndarray, millimetres: bool = True, frame_id: str = CAMERA_FRAME):
+    """16UC1 millimetres (0 = no reading), as RealSense/Kinect drivers publish, or 32FC1 metres.
+    A uint16 ``depth_m`` is taken as millimetres already."""
     Image = ts.types["sensor_msgs/msg/Image"]
-    if millimetres:
+    if depth_m.dtype == np.uint16:
+        values = depth_m.astype("<u2")
+        encoding = "16UC1"
+    elif millimetres:
         values = np.where(np.isfinite(depth_m) & (depth_m > 0), np.round(depth_m * 1000), 0).astype("<u2")
         encoding = "16UC1"
     else:
         values = depth_m.astype("<f4")
         encoding = "32FC1"
     h, w = depth_m.shape
-    return Image(header=_header(ts, seconds, CAMERA_FRAME), height=h, width=w, encoding=encoding, is_bigendian=0,
+    return Image(header=_header(ts, seconds, frame_id), height=h, width=w, encoding=encoding, is_bigendian=0,
                  step=w * values.itemsize, data=np.frombuffer(values.tobytes(), np.uint8))
 
 
-def color_image(ts, seconds: float, rgb: np.ndarray):
-    """bgr8, the encoding most camera drivers publish (the decoder must swap the channels)."""
+def color_image(ts, seconds: float, rgb: np.ndarray, encoding: str = "bgr8", frame_id: str = CAMERA_FRAME):
+    """bgr8 by default, the encoding most camera drivers publish (the decoder must swap the
+    channels), or rgb8."""
     Image = ts.types["sensor_msgs/msg/Image"]
     h, w, _ = rgb.shape
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    return Image(header=_header(ts, seconds, CAMERA_FRAME), height=h, width=w, encoding="bgr8", is_bigendian=0,
-                 step=w * 3, data=np.frombuffer(bgr.tobytes(), np.uint8))
+    pixels = {"bgr8": rgb[:, :, ::-1], "rgb8": rgb}[encoding]
+    return Image(header=_header(ts, seconds, frame_id), height=h, width=w, encoding=encoding, is_bigendian=0,
+                 step=w * 3, data=np.frombuffer(np.ascontiguousarray(pixels).tobytes(), np.uint8))
 
 
 def camera_info(ts, seconds: float, K: np.ndarray, width: int, height: int):
@@ -63,8 +68,8 @@ def camera_info(ts, seconds: float, K: np.ndarray, width: int, height: int):
                       roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
-def odometry(ts, seconds: float, pose: np.ndarray, frame_id: str = "map"):
-    """nav_msgs/Odometry whose pose is the camera's (child frame = the optical frame)."""
+def odometry(ts, seconds: float, pose: np.ndarray, frame_id: str = "map", child_frame_id: str = CAMERA_FRAME):
+    """nav_msgs/Odometry whose pose is ``child_frame_id``'s (by default the camera's optical frame)."""
     t = ts.types
     x, y, z, w = Rotation.from_matrix(pose[:3, :3]).as_quat()
     pose_msg = t["geometry_msgs/msg/Pose"](
@@ -72,7 +77,7 @@ def odometry(ts, seconds: float, pose: np.ndarray, frame_id: str = "map"):
         orientation=t["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w)))
     zero = t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)
     return t["nav_msgs/msg/Odometry"](
-        header=_header(ts, seconds, frame_id), child_frame_id=CAMERA_FRAME,
+        header=_header(ts, seconds, frame_id), child_frame_id=child_frame_id,
         pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=pose_msg, covariance=np.zeros(36)),
         twist=t["geometry_msgs/msg/TwistWithCovariance"](twist=t["geometry_msgs/msg/Twist"](linear=zero, angular=zero),
                                                          covariance=np.zeros(36)))
@@ -191,3 +196,51 @@ def _interpolated_pose(frames, stamp: float) -> np.ndarray:
     pose[:3, :3] = Slerp([0, 1], Rotation.from_matrix([a.pose[:3, :3], b.pose[:3, :3]]))([alpha]).as_matrix()[0]
     pose[:3, 3] = (1 - alpha) * a.pose[:3, 3] + alpha * b.pose[:3, 3]
     return pose
+
+
+def write_tf_rgbd_bag(path: pathlib.Path, playback, dynamic_of, static: dict, odometry_of=None,
+                      color_offset: float = 0.0, storage: str = "mcap") -> pathlib.Path:
+    """RGB-D frames with their poses on /tf (+ /tf_static), as a robot records them.
+
+    ``playback``: (stamp, frame) pairs; a frame has ``depth_mm`` (uint16), ``rgb`` and ``K``.
+    ``dynamic_of(frame)``: {(parent, child): parent_from_child} published on /tf at each stamp;
+    ``static``: the same, published once on /tf_static. ``odometry_of(frame)``: optional
+    (child_frame_id, fixed_from_child) published on /odom (nav_msgs/Odometry) at each stamp.
+    Depth is 16UC1 on /camera/depth/image_raw, colour rgb8 on /camera/color/image_raw (stamped
+    ``color_offset`` seconds after its depth image), CameraInfo on /camera/color/camera_info."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    ts = typestore()
+    plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+    playback = list(playback)
+    tf_type = "tf2_msgs/msg/TFMessage"
+
+    def transforms(seconds, links):
+        return tf_message(ts, [transform_stamped(ts, seconds, parent, child, matrix)
+                               for (parent, child), matrix in links.items()])
+
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        def connection(topic, msgtype):
+            return writer.add_connection(topic, msgtype, typestore=ts)
+
+        depth_c = connection("/camera/depth/image_raw", "sensor_msgs/msg/Image")
+        color_c = connection("/camera/color/image_raw", "sensor_msgs/msg/Image")
+        info_c = connection("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo")
+        tf_c = connection("/tf", tf_type)
+        static_c = connection("/tf_static", tf_type)
+        odom_c = connection("/odom", "nav_msgs/msg/Odometry") if odometry_of is not None else None
+        first = playback[0][0] if playback else 0.0
+        writer.write(static_c, int(first * 1e9), ts.serialize_cdr(transforms(first, static), tf_type))
+        for stamp, frame in playback:
+            h, w = frame.depth_mm.shape
+            ns = int(round(stamp * 1e9))
+            writer.write(tf_c, ns, ts.serialize_cdr(transforms(stamp, dynamic_of(frame)), tf_type))
+            if odom_c is not None:
+                child, pose = odometry_of(frame)
+                writer.write(odom_c, ns, ts.serialize_cdr(odometry(ts, stamp, pose, child_frame_id=child),
+                                                          odom_c.msgtype))
+            for conn, msg in ((info_c, camera_info(ts, stamp, frame.K, w, h)),
+                              (depth_c, depth_image(ts, stamp, frame.depth_mm)),
+                              (color_c, color_image(ts, stamp + color_offset, frame.rgb, "rgb8"))):
+                writer.write(conn, ns + 5_000_000, ts.serialize_cdr(msg, conn.msgtype))
+    return path

@@ -20,12 +20,16 @@ from scipy.spatial.transform import Rotation
 pytest.importorskip("rosbags")
 
 from bag_support import (BASE_FROM_CAMERA, CAMERA_FRAME, camera_info, color_image, depth_image,  # noqa: E402
-                         odometry, organised_cloud, typestore, write_cloud_tf_bag, write_rgbd_bag)
+                         odometry, organised_cloud, typestore, write_cloud_tf_bag, write_rgbd_bag,
+                         write_tf_rgbd_bag)
 from conftest import ROOT  # noqa: E402
+from redwood_support import (CAMERA_LINK, OPTICAL, direct_voxel_count, load_redwood, node_voxel_map,  # noqa: E402
+                             stream, tf_chain, world_from_camera_link)
 
 from sole_ros.bag import BagError, BagReplay, BagTopics, ReplayOptions  # noqa: E402
 from sole_ros.messages import (MalformedMessage, camera_matrix, color_to_rgb, depth_to_metres,  # noqa: E402
                                matrix_from_pose_stamped, read_points)
+from sole_ros.messages.input_counters import NO_COLOUR_PAIR  # noqa: E402
 from sole_ros.messages.transform_tree import PoseLookupError, TransformTree  # noqa: E402
 from sole_ros.pointfiles import read_point_file  # noqa: E402
 
@@ -236,3 +240,121 @@ def test_bag_command_errors_are_one_line(bags, tmp_path, capsys):
         captured = capsys.readouterr()
         lines = captured.err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and fragment in lines[0], (args, captured.err)
+
+
+# --- real frames: poses through the whole tf chain, with a misleading /odom beside it ----------------
+
+REPEATS = 2
+
+
+@pytest.fixture(scope="module")
+def redwood():
+    return load_redwood()
+
+
+def _odometry_of_camera_link(frame):
+    """/odom as many robots record it: the pose of camera_link, not of the optical frame."""
+    return CAMERA_LINK, world_from_camera_link(frame.world_from_camera)
+
+
+def _write_redwood_bag(path, frames, **kwargs):
+    static = tf_chain(frames[0].world_from_camera)[1]  # the mount is the same in every frame
+    return write_tf_rgbd_bag(path, stream(frames, REPEATS), lambda f: tf_chain(f.world_from_camera)[0], static,
+                             **kwargs)
+
+
+@pytest.fixture(scope="module")
+def redwood_bag(redwood, tmp_path_factory):
+    return _write_redwood_bag(tmp_path_factory.mktemp("redwood") / "redwood", redwood,
+                              odometry_of=_odometry_of_camera_link)
+
+
+def _replay(path, topics=None, options=None):
+    from sole_ros.pipeline import PerceptionPipeline
+
+    logs = []
+    pipeline = PerceptionPipeline(node_voxel_map())  # as sole_node builds it, dense features off
+    with BagReplay(path, topics, options, log=logs.append) as replay:
+        summary = replay.replay(pipeline)
+    return summary, len(pipeline.map), logs
+
+
+def test_redwood_tf_chain_composes_to_the_camera_pose(redwood):
+    for frame in redwood:
+        dynamic, static = tf_chain(frame.world_from_camera)
+        chain = (dynamic[("map", "odom")] @ dynamic[("odom", "base_link")] @ static[("base_link", CAMERA_LINK)]
+                 @ static[(CAMERA_LINK, OPTICAL)])
+        np.testing.assert_allclose(chain, frame.world_from_camera, atol=1e-9)
+    assert [f.index for _, f in stream(redwood, 2)] == [0, 1, 2, 3, 4] * 2
+    assert [round(s, 6) for s, _ in stream(redwood, 1, start=10.0, rate=10.0)] == [10.0, 10.1, 10.2, 10.3, 10.4]
+
+
+def test_real_frames_take_their_poses_from_tf_over_odometry(redwood, redwood_bag):
+    n = len(redwood) * REPEATS
+    with BagReplay(redwood_bag, log=lambda *_: None) as replay:
+        # /tf has the chain to the images' own frame; /odom is only camera_link's pose
+        assert replay.topics == BagTopics(depth="/camera/depth/image_raw", color="/camera/color/image_raw",
+                                          info="/camera/color/camera_info", pose="tf")
+        got = list(replay.frames())
+    assert len(got) == n
+    for frame, (stamp, truth) in zip(got, stream(redwood, REPEATS)):
+        assert frame.frame_id == OPTICAL and frame.stamp == pytest.approx(stamp)
+        np.testing.assert_allclose(frame.pose, truth.world_from_camera, atol=1e-9)
+        np.testing.assert_array_equal(frame.color, truth.rgb)
+
+    summary, voxels, logs = _replay(redwood_bag)
+    assert summary.pose_source == "/tf"
+    assert voxels == direct_voxel_count(redwood)  # the same map as the frames put in directly
+    assert summary.frames == n and not summary.dropped
+    everything = {"received": n, "fused": n, "dropped": {}}
+    assert summary.input_counts() == {"color": everything, "depth": everything}
+    assert not [line for line in logs if "warning" in line], logs
+    assert f"depth: {n} received, {n} fused" in summary.describe()
+
+
+def test_a_pose_topic_of_another_frame_than_the_images_is_warned_about(redwood, redwood_bag):
+    direct = direct_voxel_count(redwood)
+    summary, voxels, logs = _replay(redwood_bag, BagTopics(pose="/odom"))
+    assert summary.pose_source == "/odom" and summary.frames == len(redwood) * REPEATS
+    warnings = [line for line in logs if CAMERA_LINK in line and OPTICAL in line]
+    assert len(warnings) == 1, logs
+    assert "--sensor-extrinsic" in warnings[0] and "--pose-topic tf" in warnings[0]
+    assert voxels != direct  # camera_link's pose taken for the optical frame's: a wrong map
+    # With the optical frame's pose on camera_link the same pose topic gives the right map, unwarned.
+    from redwood_support import CAMERA_LINK_FROM_OPTICAL
+
+    summary, fixed, logs = _replay(redwood_bag, BagTopics(pose="/odom"),
+                                   ReplayOptions(sensor_extrinsic=CAMERA_LINK_FROM_OPTICAL))
+    assert fixed == direct and not [line for line in logs if "warning" in line], logs
+    # An extrinsic with poses from /tf cannot be meant: tf places the sensor itself.
+    with pytest.raises(BagError, match="--sensor-extrinsic applies to poses from a pose topic"):
+        BagReplay(redwood_bag, options=ReplayOptions(sensor_extrinsic=[0, 0, 0, 0, 0, 0]))
+
+
+def test_colour_that_never_pairs_is_counted(redwood, tmp_path):
+    path = _write_redwood_bag(tmp_path / "late_colour", redwood, color_offset=1.0)
+    summary, voxels, logs = _replay(path)
+    n = len(redwood) * REPEATS
+    assert voxels == 0 and summary.frames == 0
+    assert summary.dropped == collections.Counter({NO_COLOUR_PAIR: n})
+    counts = summary.input_counts()
+    assert counts["depth"] == {"received": n, "fused": 0, "dropped": {NO_COLOUR_PAIR: n}}
+    assert counts["color"] == {"received": n, "fused": 0, "dropped": {NO_COLOUR_PAIR: n}}
+    shown = [line for line in logs if NO_COLOUR_PAIR in line]
+    assert len(shown) == 2 and any("--sync-tolerance" in line for line in shown), logs  # once per input
+    # Within a tolerance that spans the offset every frame pairs again.
+    summary, voxels, _ = _replay(path, options=ReplayOptions(sync_tolerance=1.01))
+    assert summary.frames == n and voxels == direct_voxel_count(redwood)
+
+
+def test_bag_command_reports_counters_and_tf_poses(redwood, redwood_bag, tmp_path):
+    result = sole_ros("bag", str(redwood_bag), "--query", "chair", "--json", "--voxel-size", "0.05",
+                      "--no-dense-features", "--out-dir", str(tmp_path / "out"), *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout)["input"]
+    n = len(redwood) * REPEATS
+    assert answer["pose_source"] == "/tf" and answer["frames"] == n and answer["dropped"] == {}
+    assert answer["counters"] == {name: {"received": n, "fused": n, "dropped": {}} for name in ("color", "depth")}
+    assert answer["map_voxels"] == direct_voxel_count(redwood, voxel_size=0.05)
+    assert f"color: {n} received, {n} fused; depth: {n} received, {n} fused" in result.stderr  # the summary
+    assert CAMERA_LINK not in result.stderr, result.stderr[-3000:]
