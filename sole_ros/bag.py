@@ -173,7 +173,7 @@ class BagReplay:
                            else extrinsic_matrix(self.options.sensor_extrinsic))
         self._pose_child_frame = ""  # the pose topic's child_frame_id (Odometry, TransformStamped)
         self._warned: set[str] = set()
-        self._shown: set[tuple[str, str]] = set()  # (input, reason) drops already shown with their detail
+        self._shown: set[tuple] = set()  # (inputs, reason) drops already shown with their detail
         self._context_loaded = False
 
     # --- context -----------------------------------------------------------------------------------
@@ -412,9 +412,9 @@ class BagReplay:
             counters.dropped(name, reason, detail)
             if dropped is not None and name in FRAME_INPUTS:
                 dropped[reason] += 1
-            if detail and (name, reason) not in self._shown:
-                self._shown.add((name, reason))
-                self.log(f"warning: {name} dropped, {reason}: {detail}")
+        if detail and (tuple(inputs), reason) not in self._shown:
+            self._shown.add((tuple(inputs), reason))
+            self.log(f"warning: {' and '.join(inputs)} dropped, {reason}: {detail}")
 
     def frames(self, dropped: collections.Counter | None = None,
                counters: InputCounters | None = None) -> Iterator[SensorFrame]:

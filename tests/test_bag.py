@@ -29,7 +29,7 @@ from redwood_support import (CAMERA_LINK, OPTICAL, direct_voxel_count, load_redw
 from sole_ros.bag import BagError, BagReplay, BagTopics, ReplayOptions  # noqa: E402
 from sole_ros.messages import (MalformedMessage, camera_matrix, color_to_rgb, depth_to_metres,  # noqa: E402
                                matrix_from_pose_stamped, read_points)
-from sole_ros.messages.input_counters import NO_COLOUR_PAIR  # noqa: E402
+from sole_ros.messages.input_counters import NO_COLOUR_PAIR, NO_POSE  # noqa: E402
 from sole_ros.messages.transform_tree import PoseLookupError, TransformTree  # noqa: E402
 from sole_ros.pointfiles import read_point_file  # noqa: E402
 
@@ -345,6 +345,16 @@ def test_colour_that_never_pairs_is_counted(redwood, tmp_path):
     # Within a tolerance that spans the offset every frame pairs again.
     summary, voxels, _ = _replay(path, options=ReplayOptions(sync_tolerance=1.01))
     assert summary.frames == n and voxels == direct_voxel_count(redwood)
+
+
+def test_frames_without_a_pose_are_counted(redwood, redwood_bag):
+    summary, voxels, logs = _replay(redwood_bag, options=ReplayOptions(fixed_frame="nowhere"))
+    n = len(redwood) * REPEATS
+    assert voxels == 0 and summary.dropped == collections.Counter({NO_POSE: n})
+    assert summary.input_counts() == {name: {"received": n, "fused": 0, "dropped": {NO_POSE: n}}
+                                      for name in ("color", "depth")}
+    (shown,) = [line for line in logs if NO_POSE in line]  # once, with the reason and what else to try
+    assert "'nowhere' is not in the tf tree" in shown and "--pose-topic /odom" in shown, shown
 
 
 def test_bag_command_reports_counters_and_tf_poses(redwood, redwood_bag, tmp_path):
