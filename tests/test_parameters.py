@@ -1,10 +1,14 @@
-"""config/sole.yaml, the README table and the node's declared parameters agree."""
+"""config/sole.yaml, the README table and the node's declared parameters agree; the table is
+ROS-free and checks values as rclpy does."""
+import math
 import re
 
+import pytest
 import yaml
 
-from conftest import ROOT
-from sole_ros.ros.parameters import PARAMETERS
+from conftest import ROOT, run_python
+from sole_ros import settings_table
+from sole_ros.settings_table import BY_NAME, PARAMETERS, validate
 
 
 def _flatten(tree, prefix=""):
@@ -37,18 +41,51 @@ def test_readme_parameter_table_matches_declarations():
 
 
 def test_descriptors_carry_ranges_and_descriptions():
+    from sole_ros.ros import parameters
+
+    assert parameters.PARAMETERS is PARAMETERS  # the node declares the one table
     for p in PARAMETERS:
-        descriptor = p.descriptor()
-        assert descriptor.description, p.name
+        descriptor = parameters.descriptor(p)
+        assert descriptor.name == p.name and descriptor.description.startswith(p.description), p.name
         if p.minimum is not None:
             assert descriptor.floating_point_range or descriptor.integer_range, p.name
+            ranges = descriptor.floating_point_range or descriptor.integer_range
+            assert (ranges[0].from_value, ranges[0].to_value) == (p.minimum, p.maximum), p.name
+        for choice in p.choices:
+            assert choice in descriptor.description, p.name
+
+
+def test_table_imports_without_ros():
+    """The table and the command line built from it load without rclpy or any ROS message."""
+    result = run_python(
+        "import sys, sole_ros.settings_table, sole_ros.cli; sole_ros.cli.build_parser(); "
+        "ros = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rcl_interfaces', 'sole_ros.ros') "
+        "or m.startswith('sole_ros.ros')); assert not ros, ros")
+    assert result.returncode == 0, result.stderr
+
+
+def test_validate_checks_choices_and_ranges_as_the_node_declares_them():
+    defaults = settings_table.defaults()
+    assert set(defaults) == set(BY_NAME) and validate(defaults) == []
+    problems = validate({"model.config": "huge", "model.test_time_views": 0, "scene.voxel_size": math.nan,
+                         "query.split_distance": 10.0, "model.scene_scale": 0.05, "unknown.name": -1})
+    assert problems == ["model.config must be one of paper, tiny, not 'huge'",
+                        "model.test_time_views must be within 1..64, not 0",
+                        "scene.voxel_size must be within 0.005..0.5, not nan"]  # bounds themselves are in
+
+
+@pytest.mark.parametrize("p", [p for p in PARAMETERS if p.has_range], ids=lambda p: p.name)
+def test_every_range_is_usable(p):
+    assert p.minimum <= p.default <= p.maximum and p.problem(p.default) is None
+    above = p.maximum + (1 if isinstance(p.default, int) else p.maximum)
+    assert p.problem(above) == f"must be within {p.range_text()}"
 
 
 def test_node_parameters_become_pipeline_settings():
     """Every model/query/scene parameter the node declares reaches PipelineSettings by its name."""
     from sole_ros.pipeline import PipelineSettings
 
-    values = {p.name: p.default for p in PARAMETERS}
+    values = settings_table.defaults()
     defaults = PipelineSettings.from_parameters(values)
     assert (defaults.test_time_views, defaults.scene_scale, defaults.view_scale_jitter) == (1, 1.0, 0.1)
     assert defaults.split_distance is None and defaults.contrast_phrases == () and defaults.min_points == 0
