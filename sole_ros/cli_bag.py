@@ -12,7 +12,10 @@ import os
 import time
 
 from sole_ros.cli import CliError
-from sole_ros.cli_model import add_model_arguments, add_query_arguments, check_queries, log
+from sole_ros.cli_model import add_model_arguments, add_query_arguments, add_scene_arguments, check_queries, log
+
+# the node's parameter groups offered as options
+GROUPS = ("model", "query", "scene")
 
 
 def register(subparsers) -> None:
@@ -40,12 +43,7 @@ def register(subparsers) -> None:
                        help="seconds between a depth image and its colour image (default: %(default)s)")
     poses.add_argument("--pose-tolerance", type=float, default=0.1, metavar="S",
                        help="seconds a frame may lie outside the recorded poses (default: %(default)s)")
-    scene = parser.add_argument_group("scene (node parameters scene.*)")
-    scene.add_argument("--voxel-size", type=float, default=0.02, metavar="M", help="map voxel size (default: %(default)s)")
-    scene.add_argument("--max-range", type=float, default=0.0, metavar="M",
-                       help="ignore returns farther than M metres; 0: no limit (default: %(default)s)")
-    scene.add_argument("--no-dense-features", action="store_true",
-                       help="do not fuse CLIP image features of colour keyframes (faster, geometry and colour only)")
+    scene = add_scene_arguments(parser)
     scene.add_argument("--max-frames", type=int, metavar="N", help="stop after N fused frames")
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
@@ -64,8 +62,9 @@ def run(args) -> int:
     from sole_ros.cli_results import instance_record, print_json, print_table, title_for, write_outputs
     from sole_ros.pipeline import QueryRejected
 
-    phrases = check_queries(args)
-    for name in ("voxel_size", "sync_tolerance", "pose_tolerance"):
+    settings = settings_from_args(args, GROUPS)
+    phrases = check_queries(args, settings)
+    for name in ("sync_tolerance", "pose_tolerance"):
         if not getattr(args, name) > 0:
             raise CliError(f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}")
     if args.max_frames is not None and args.max_frames <= 0:
@@ -81,8 +80,6 @@ def run(args) -> int:
     except BagError as error:
         raise CliError(str(error)) from None
     with replay:
-        settings = settings_from_args(args, voxel_size=args.voxel_size, max_range=args.max_range or None,
-                                      dense_features=not args.no_dense_features)
         start = time.perf_counter()
         pipeline = build_pipeline(settings, args.seed)
         loaded = time.perf_counter()

@@ -1,7 +1,10 @@
 """Command-line options that choose the model (shared by `segment` and `bag`), and loading it.
 
-The options map one to one onto the node's parameters (model.checkpoint, model.config, ...), so a
-command line that works here works as a node configuration too.
+The options are made from the node's parameter table (sole_ros/settings_table.py): every model.* and
+query.* parameter (scene.* for `bag`) is an option of the same name without its group
+(model.test_time_views -> --test-time-views), with the same default, range and choices, and the
+values become PipelineSettings through the node's own PipelineSettings.from_parameters. A command
+line that works here works as a node configuration too.
 """
 from __future__ import annotations
 
@@ -21,44 +24,119 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in lines) or type(error).__name__
 
 
+# Node parameters that are no option of `segment` / `bag`: the ones only a running node has
+# (fixed_frame, autostart, inputs.*, pose.*, segmentation.*, output.*: their groups are never
+# offered) and these, which concern the node's query service rather than the answer.
+LEFT_OUT = {
+    "query.default_max_results": "the command's answer count is its own --top-k",
+    "query.max_staleness": "the command segments everything it read before it answers",
+}
+# Flags that are not the parameter's name without its group: older spellings kept working, and
+# query.top_k, whose name the command's own answer count (--top-k) already has.
+FLAGS = {
+    "model.allow_random_weights": ("--allow-random-weights", "--random-weights"),
+    "query.top_k": ("--candidates",),
+}
+METAVARS = {"model.checkpoint": "CKPT", "model.clip_model": "NAME", "model.clip_pretrained": "TAG_OR_FILE",
+            "model.prompt": "TEMPLATE", "query.contrast_phrases": "'A, B, ...'", "device": "DEVICE"}
+
+
+def flags_of(p) -> tuple[str, ...]:
+    """--test-time-views for model.test_time_views: the name without its group, '_' -> '-'."""
+    return FLAGS.get(p.name, ("--" + p.name.split(".", 1)[-1].replace("_", "-"),))
+
+
+def command_parameters(groups: tuple[str, ...]) -> list:
+    """The table's parameters of ``groups`` (e.g. model, query), less LEFT_OUT; ``device``, which
+    has no group, goes with model."""
+    from sole_ros.settings_table import PARAMETERS
+
+    def offered(p):
+        return (p.group or {"device": "model"}.get(p.name)) in groups and p.name not in LEFT_OUT
+
+    return [p for p in PARAMETERS if offered(p)]
+
+
+def _help(p) -> str:
+    text = p.description
+    if p.has_range:
+        text += f" Range {p.range_text()}."
+    shown = str(p.default).lower() if isinstance(p.default, bool) else repr(p.default)
+    text += f" (default: {shown}; node parameter {p.name})"
+    return text.replace("%", "%%")  # argparse %-formats help texts
+
+
+def add_table_arguments(group, groups: tuple[str, ...]) -> None:
+    """An option per parameter of ``groups`` (see command_parameters): the table's default and
+    choices, its description as help; ranges are checked by settings_from_args."""
+    for p in command_parameters(groups):
+        if isinstance(p.default, bool):
+            action = group.add_argument(*flags_of(p), dest=p.name, default=p.default,
+                                        action=argparse.BooleanOptionalAction)
+            action.help = _help(p)  # set afterwards: some Pythons append their own "(default: ...)"
+            continue
+        metavar = None if p.choices else METAVARS.get(p.name, {int: "N", float: "X", str: "TEXT"}[type(p.default)])
+        group.add_argument(*flags_of(p), dest=p.name, type=type(p.default), default=p.default,
+                           choices=p.choices or None, metavar=metavar, help=_help(p))
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "model", "which SOLE weights and CLIP to use (node parameters model.*); `sole-ros weights` fetches them")
-    group.add_argument("--checkpoint", default="", metavar="CKPT",
-                       help="SOLE checkpoint: a published .ckpt (e.g. scannet200.ckpt) or one trained here "
-                            "(default: the demo weights shipped in sole_ros/weights)")
-    group.add_argument("--config", choices=("paper", "tiny"), default="paper",
-                       help="architecture when no checkpoint carries one (default: %(default)s)")
-    group.add_argument("--random-weights", action="store_true",
-                       help="with no --checkpoint, random weights instead of the demo weights (tests only: answers are "
-                            "meaningless)")
-    group.add_argument("--clip-model", default="ViT-L-14", metavar="NAME",
-                       help="open_clip architecture (default: %(default)s; sole-tiny: a small test model)")
-    group.add_argument("--clip-pretrained", default="openai", metavar="TAG_OR_FILE",
-                       help="open_clip weights tag or a local weights file; '' for random weights (default: %(default)s)")
-    group.add_argument("--prompt", default="a {} in a scene.", help="text template for each phrase (default: %(default)r)")
-    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)")
-    group.add_argument("--autocast", action="store_true", help="float16 autocast on the GPU")
+        "model", "which SOLE weights and CLIP to use, and how they run: the node's parameters device and "
+                 "model.*, same names (--test-time-views is model.test_time_views); `sole-ros weights` "
+                 "fetches weights")
+    add_table_arguments(group, ("model",))
     group.add_argument("--seed", type=int, default=0, help="seed of the random weights, so runs repeat (default: %(default)s)")
 
 
 def add_query_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query", "-q", nargs="+", required=True, metavar="TEXT",
                         help="one or more phrases; each is its own class (e.g. --query mug 'red box')")
-    parser.add_argument("--top-k", type=int, default=20, metavar="N", help="at most N instances (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=20, metavar="N",
+                        help="print at most N instances, best first (default: %(default)s); the node's query.top_k, "
+                             "the candidates ranked before that, is --candidates")
     parser.add_argument("--min-score", type=float, default=0.0, metavar="S",
                         help="drop instances scoring below S, 0..1 (default: %(default)s)")
     parser.add_argument("--out-dir", default=".", metavar="DIR",
                         help="where the coloured PLY and the PNG go (default: the current directory)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    group = parser.add_argument_group("query", "how queries are answered: the node's parameters query.*, same "
+                                               "names (--contrast-phrases is query.contrast_phrases)")
+    add_table_arguments(group, ("query",))
 
 
-def check_queries(args) -> list[str]:
+def add_scene_arguments(parser: argparse.ArgumentParser):
+    """The scene map's options (scene.*); the group, for the caller's own scene options."""
+    group = parser.add_argument_group("scene", "the scene map: the node's parameters scene.*, same names "
+                                               "(--voxel-size is scene.voxel_size)")
+    add_table_arguments(group, ("scene",))
+    return group
+
+
+def settings_from_args(args, groups: tuple[str, ...]):
+    """PipelineSettings as sole_node makes them: the table's defaults, with the values of the
+    command's options of ``groups`` (as given to add_table_arguments) in their place, checked as
+    the node checks them (ranges, choices), through PipelineSettings.from_parameters. The
+    node-only parameters keep their defaults. A value out of range: CliError naming the option."""
+    from sole_ros.pipeline import PipelineSettings
+    from sole_ros.settings_table import defaults
+
+    values = defaults()
+    for p in command_parameters(groups):
+        value = getattr(args, p.name)
+        reason = p.problem(value)
+        if reason:
+            raise CliError(f"{flags_of(p)[0]} {reason}, not {value!r}")
+        values[p.name] = value
+    return PipelineSettings.from_parameters(values)
+
+
+def check_queries(args, settings) -> list[str]:
     """The phrases, checked as the node checks them (non-empty, not too many, not too long)."""
     from sole_ros.pipeline import QueryLimits, QueryRejected
 
     try:
-        phrases = QueryLimits().check(args.query)
+        phrases = QueryLimits(settings.max_phrases, settings.max_phrase_length).check(args.query)
     except QueryRejected as error:
         raise CliError(str(error)) from None
     if args.top_k <= 0:
@@ -66,16 +144,6 @@ def check_queries(args) -> list[str]:
     if not 0.0 <= args.min_score <= 1.0:
         raise CliError(f"--min-score must be within 0..1, not {args.min_score}")
     return phrases
-
-
-def settings_from_args(args, **extra):
-    from sole_ros.pipeline import PipelineSettings
-
-    return PipelineSettings(
-        device=args.device, checkpoint=args.checkpoint, model_config=args.config,
-        allow_random_weights=args.random_weights, clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained or None, prompt=args.prompt, autocast=args.autocast,
-        top_k=args.top_k, **extra)
 
 
 def model_errors():
@@ -87,12 +155,24 @@ def model_errors():
 
 
 def describe_model(settings) -> dict:
+    """The settings that shaped the answer (names as the node's parameters, without the group;
+    candidates: query.top_k)."""
     return {
         "checkpoint": settings.checkpoint or None,
         "config": None if settings.checkpoint else settings.model_config,
         "random_weights": not settings.checkpoint and settings.allow_random_weights,
         "clip_model": settings.clip_model,
         "clip_pretrained": settings.clip_pretrained,
+        "prompt": settings.prompt,
+        "autocast": settings.autocast,
+        "test_time_views": settings.test_time_views,
+        "num_queries": settings.num_queries,
+        "scene_scale": settings.scene_scale,
+        "view_scale_jitter": settings.view_scale_jitter,
+        "candidates": settings.top_k,
+        "min_points": settings.min_points,
+        "split_distance": settings.split_distance,  # None: the checkpoint's
+        "contrast_phrases": list(settings.contrast_phrases),
     }
 
 

@@ -14,12 +14,17 @@ import numpy as np
 from sole_ros.cli import CliError
 from sole_ros.cli_model import add_model_arguments, add_query_arguments, check_queries, log
 
+# the node's parameter groups offered as options (a point file needs no scene map: no scene.*)
+GROUPS = ("model", "query")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "segment", help="segment a point file (.ply/.pcd/.npz) with language queries",
         description=__doc__.split("\n\n", 1)[1].strip() if __doc__ else None,
-        epilog="example: sole-ros segment scene.ply --query mug 'office chair' --checkpoint scannet200.ckpt")
+        epilog="example: sole-ros segment scene.ply --query mug 'office chair' --checkpoint scannet200.ckpt; "
+               "on a real tabletop scan with the demo weights: sole-ros segment scan.pcd --query mug "
+               "--test-time-views 16 --scene-scale 0.65 --contrast-phrases 'bowl, bottle'")
     parser.add_argument("file", metavar="FILE", help="a .ply, .pcd or .npz scene (metres)")
     add_query_arguments(parser)
     add_model_arguments(parser)
@@ -31,7 +36,8 @@ def run(args) -> int:
     from sole_ros.cli_results import instance_record, print_json, print_table, title_for, write_outputs
     from sole_ros.pointfiles import PointFileError, read_point_file
 
-    phrases = check_queries(args)
+    settings = settings_from_args(args, GROUPS)
+    phrases = check_queries(args, settings)
     try:
         scene = read_point_file(args.file)
     except PointFileError as error:
@@ -39,7 +45,6 @@ def run(args) -> int:
     dropped = scene.num_input - len(scene)
     log(f"{args.file}: {len(scene)} points" + (f" ({dropped} non-finite rows dropped)" if dropped else ""))
 
-    settings = settings_from_args(args)
     start = time.perf_counter()
     segmenter, _, device = load_segmenter(settings, args.seed)
     loaded = time.perf_counter()
@@ -52,7 +57,10 @@ def run(args) -> int:
     try:
         segmenter.set_scene(scene.points, colors, features)
         encoded = time.perf_counter()
-        instances = segmenter.query(phrases, top_k=args.top_k, min_score=args.min_score)
+        # as the node answers: settings.top_k candidates ranked, fragments under query.min_points
+        # dropped after ranking (so none takes a larger answer's place), then the first --top-k
+        instances = segmenter.query(phrases, min_score=args.min_score)
+        instances = [i for i in instances if i.num_points >= settings.min_points][:args.top_k]
     except ValueError as error:  # the scene itself is unusable (a single voxel, too far out...)
         raise CliError(f"{args.file}: cannot segment: {error}") from None
     answered = time.perf_counter()

@@ -139,6 +139,130 @@ def test_segment_mistakes_are_one_line(tmp_path, capsys):
     one_line(err.splitlines()[-1], "cannot load the model: no checkpoint", "sole-ros weights")
 
 
+# --- the node's settings as options ------------------------------------------------------------------
+
+# Left out of the commands on purpose (sole_ros/cli_model.py says why); everything else of model.*,
+# query.* (and scene.* for bag) must be an option.
+LEFT_OUT = {"query.default_max_results", "query.max_staleness"}
+OFFERED = {"segment": ("model", "query"), "bag": ("model", "query", "scene")}
+
+
+def _expected_flag(name: str) -> str:
+    return "--candidates" if name == "query.top_k" else "--" + name.split(".", 1)[-1].replace("_", "-")
+
+
+def _table_options(command: str):
+    from sole_ros.settings_table import PARAMETERS
+
+    return [p for p in PARAMETERS
+            if (p.group in OFFERED[command] or p.name == "device") and p.name not in LEFT_OUT]
+
+
+def _subparser(command: str):
+    from sole_ros.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    return subparsers.choices[command]
+
+
+def _out_of_range(p) -> list:
+    integer = isinstance(p.default, int)
+    above = p.maximum + 1 if integer else p.maximum * 1.5 + 0.01
+    below = (p.minimum - 1 if integer else (p.minimum / 2 if p.minimum > 0 else -0.01))
+    return [int(above) if integer else above, int(below) if integer else below]
+
+
+def test_left_out_settings_are_named_and_few():
+    from sole_ros.cli_model import LEFT_OUT as left_out_here
+    from sole_ros.settings_table import BY_NAME
+
+    assert set(left_out_here) == LEFT_OUT and LEFT_OUT <= set(BY_NAME)
+    assert all(reason for reason in left_out_here.values())
+
+
+@pytest.mark.parametrize("command", ["segment", "bag"])
+def test_every_model_and_query_setting_is_an_option_with_the_tables_default(command):
+    parser = _subparser(command)
+    actions = {a.dest: a for a in parser._actions}
+    expected = _table_options(command)
+    assert {"model.test_time_views", "model.scene_scale", "query.contrast_phrases", "query.min_points",
+            "query.split_distance", "model.view_scale_jitter", "model.num_queries"} <= {p.name for p in expected}
+    assert ("scene.voxel_size" in actions) == (command == "bag")
+    for p in expected:
+        action = actions.get(p.name)
+        assert action is not None, f"{command}: no option for {p.name}"
+        assert _expected_flag(p.name) in action.option_strings, (p.name, action.option_strings)
+        assert action.default == p.default and type(action.default) is type(p.default), p.name
+        assert p.description in action.help and p.name in action.help, p.name
+        if p.choices:
+            assert tuple(action.choices) == p.choices, p.name
+    # parsed without options: every value the table's default
+    args = parser.parse_args(["input", "--query", "mug"])
+    assert all(getattr(args, p.name) == p.default for p in expected)
+    assert args.top_k == 20  # the command's own answer count, not query.top_k (--candidates)
+    assert actions["query.top_k"].option_strings == ["--candidates"]
+
+
+@pytest.mark.parametrize("command", ["segment", "bag"])
+def test_out_of_range_settings_are_one_line(command, tmp_path, capsys):
+    """Checked before the input is read: a missing file does not hide the mistake."""
+    absent = str(tmp_path / ("absent.ply" if command == "segment" else "absent_bag"))
+    checked = [p for p in _table_options(command) if p.has_range]
+    assert len(checked) == (9 if command == "segment" else 16)
+    for p in checked:
+        for value in _out_of_range(p):
+            code, _, err = in_process(capsys, command, absent, "--query", "mug", _expected_flag(p.name), str(value))
+            assert code == 2, (p.name, value, err)
+            one_line(err, f"sole-ros {command}: error: {_expected_flag(p.name)} must be within {p.range_text()}")
+    code, _, err = in_process(capsys, command, absent, "--query", "mug", "--scene-scale", "nan")
+    assert code == 2
+    one_line(err, "--scene-scale must be within 0.05..20, not nan")
+
+
+def test_options_reach_pipeline_settings_as_node_parameters_do():
+    from sole_ros.cli_model import settings_from_args
+    from sole_ros.pipeline import PipelineSettings
+    from sole_ros.settings_table import defaults
+
+    parser = _subparser("bag")
+    # the older spellings still work: --random-weights, --no-dense-features, --config, --autocast
+    args = parser.parse_args(["run1", "--query", "mug", *TINY, "--autocast", "--no-dense-features",
+                              "--test-time-views", "16", "--scene-scale", "0.65", "--contrast-phrases", "mug, bowl",
+                              "--candidates", "50", "--min-points", "5", "--split-distance", "0.05",
+                              "--voxel-size", "0.01", "--max-range", "3", "--num-queries", "64"])
+    settings = settings_from_args(args, OFFERED["bag"])
+    values = defaults()
+    values.update({"model.config": "tiny", "model.allow_random_weights": True, "model.clip_model": "sole-tiny",
+                   "model.clip_pretrained": "", "device": "cpu", "model.autocast": True,
+                   "scene.dense_features": False, "model.test_time_views": 16, "model.scene_scale": 0.65,
+                   "query.contrast_phrases": "mug, bowl", "query.top_k": 50, "query.min_points": 5,
+                   "query.split_distance": 0.05, "scene.voxel_size": 0.01, "scene.max_range": 3.0,
+                   "model.num_queries": 64})
+    assert settings == PipelineSettings.from_parameters(values)
+    assert settings.contrast_phrases == ("mug", "bowl") and settings.clip_pretrained is None
+    # nothing given: the node's defaults
+    plain = settings_from_args(parser.parse_args(["run1", "--query", "mug"]), OFFERED["bag"])
+    assert plain == PipelineSettings.from_parameters(defaults())
+    assert settings_from_args(parser.parse_args(["run1", "-q", "mug", "--allow-random-weights"]),
+                              OFFERED["bag"]).allow_random_weights
+
+
+def test_segment_with_the_nodes_settings_on_a_real_scan(tmp_path):
+    scan = shared_data("mosd", "learn33.pcd")
+    result = sole_ros("segment", str(scan), "--query", "cylinder", "--top-k", "3", "--json",
+                      "--out-dir", str(tmp_path), "--test-time-views", "2", "--contrast-phrases", "mug, bowl",
+                      "--min-points", "5", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout)
+    model = answer["model"]
+    assert model["test_time_views"] == 2 and model["contrast_phrases"] == ["mug", "bowl"]
+    assert model["min_points"] == 5 and model["candidates"] == 100 and model["scene_scale"] == 1.0
+    assert model["split_distance"] is None and model["num_queries"] == 0
+    instances = answer["instances"]
+    assert 1 <= len(instances) <= 3
+    assert all(i["label"] == "cylinder" and i["num_points"] >= 5 for i in instances)  # contrast never answered
+
+
 # --- weights ---------------------------------------------------------------------------------------
 
 def test_weights_offline_says_so_in_one_line_then_explains(tmp_path):
