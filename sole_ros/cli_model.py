@@ -1,4 +1,4 @@
-"""Command-line options that choose the model (shared by `segment` and `bag`), and loading it.
+"""The command-line options `segment` and `bag` share (model, query, scene), and loading the model.
 
 The options are made from the node's parameter table (sole_ros/settings_table.py): every model.* and
 query.* parameter (scene.* for `bag`) is an option of the same name without its group
@@ -52,7 +52,8 @@ def command_parameters(groups: tuple[str, ...]) -> list:
     from sole_ros.settings_table import PARAMETERS
 
     def offered(p):
-        return (p.group or {"device": "model"}.get(p.name)) in groups and p.name not in LEFT_OUT
+        group = p.group or ("model" if p.name == "device" else "")
+        return group in groups and p.name not in LEFT_OUT
 
     return [p for p in PARAMETERS if offered(p)]
 
