@@ -95,6 +95,8 @@ PARAMETERS: tuple[Param, ...] = (
           choices=("auto", "reliable", "best_effort")),
     Param("inputs.sync_slop", 0.05, "Largest stamp difference of a depth/colour pair (s).", 0.0, 1.0),
     Param("inputs.queue_size", 5, "Queue depth of input subscriptions.", 1, 100),
+    Param("inputs.max_pending", 30, "Frames waiting to be fused at most; beyond it the oldest is dropped "
+          "and counted as too old (the node fuses slower than the sensors publish).", 1, 1000),
     Param("inputs.sync_backend", "auto", "Depth/colour synchroniser.",
           choices=("auto", "builtin", "message_filters")),
     # poses

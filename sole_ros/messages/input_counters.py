@@ -17,9 +17,10 @@ NO_CAMERA_INFO = "no camera info"
 NO_COLOUR_PAIR = "no colour pair"
 INVALID = "invalid message"
 TOO_OLD = "too old"
+LOST = "lost in transport"
 IMPLAUSIBLE_STAMP = "implausible stamp"
 REJECTED = "rejected by the map"
-REASONS = (NO_POSE, NO_CAMERA_INFO, NO_COLOUR_PAIR, INVALID, TOO_OLD, IMPLAUSIBLE_STAMP, REJECTED)
+REASONS = (NO_POSE, NO_CAMERA_INFO, NO_COLOUR_PAIR, INVALID, TOO_OLD, IMPLAUSIBLE_STAMP, REJECTED, LOST)
 
 
 @dataclass
@@ -28,7 +29,7 @@ class InputCount:
     fused: int = 0
     dropped: collections.Counter = field(default_factory=collections.Counter)
     last_fused: float | None = None      # monotonic time of the last fused message
-    first_received: float | None = None  # monotonic time of the first message
+    unfused_since: float | None = None   # monotonic time of the first message received since then
     last_reason: str = ""                # the newest drop's reason and detail
 
     def describe(self) -> str:
@@ -53,16 +54,18 @@ class InputCounters:
         with self._lock:
             count = self._get(name)
             count.received += n
-            if count.first_received is None:
-                count.first_received = self._clock()
+            if count.unfused_since is None:
+                count.unfused_since = self._clock()
 
     def fused(self, name: str, n: int = 1) -> None:
         with self._lock:
             count = self._get(name)
             count.fused += n
             count.last_fused = self._clock()
+            count.unfused_since = None
 
     def dropped(self, name: str, reason: str, detail: str = "", n: int = 1) -> None:
+        """``n`` messages of ``name`` dropped for ``reason`` (LOST: never received, so not in ``received``)."""
         if reason not in REASONS:
             raise ValueError(f"unknown drop reason {reason!r}; one of: {', '.join(REASONS)}")
         with self._lock:
@@ -74,17 +77,14 @@ class InputCounters:
         """A copy of every input's counts (safe to read while counting goes on)."""
         with self._lock:
             return {name: InputCount(c.received, c.fused, collections.Counter(c.dropped), c.last_fused,
-                                     c.first_received, c.last_reason)
+                                     c.unfused_since, c.last_reason)
                     for name, c in self._inputs.items()}
 
     def stalled(self, name: str, after: float) -> str | None:
-        """Why ``name`` has fused nothing for ``after`` seconds while receiving; None when it has not stalled."""
+        """Why ``name`` has received messages for ``after`` seconds without fusing any; else None."""
         with self._lock:
             count = self._inputs.get(name)
-            if count is None or count.first_received is None:
-                return None
-            since = count.last_fused if count.last_fused is not None else count.first_received
-            if self._clock() - since < after:
+            if count is None or count.unfused_since is None or self._clock() - count.unfused_since < after:
                 return None
             return count.last_reason or "received but not yet fused"
 
@@ -103,4 +103,4 @@ class InputCounters:
 
 
 __all__ = ["InputCounters", "InputCount", "REASONS", "NO_POSE", "NO_CAMERA_INFO", "NO_COLOUR_PAIR", "INVALID",
-           "TOO_OLD", "IMPLAUSIBLE_STAMP", "REJECTED"]
+           "TOO_OLD", "IMPLAUSIBLE_STAMP", "REJECTED", "LOST"]

@@ -3,7 +3,8 @@
 A reliable subscription does not match a best-effort publisher, and a best-effort subscription
 to a reliable publisher of large images loses most of them over DDS (fragments are not resent).
 So, per topic: reliable when every publisher offers reliable, best effort when any offers only
-best effort or when there is no publisher yet (it matches both). The choice is re-checked
+best effort or when there is no publisher yet (it matches both); when the publishers leave, the
+subscription stays as it is. The choice is re-checked
 periodically, as publishers come, go or change, and a group of subscriptions (a depth/colour
 pair) is re-created when any of its topics' choice changes, as rosbag2's recorder adapts.
 """
@@ -57,12 +58,17 @@ class AdaptiveSubscriptions:
     def publishers(self, topic: str) -> list:
         return self._node.get_publishers_info_by_topic(self.resolve(topic))
 
-    def _reliability(self, topic: str) -> ReliabilityPolicy:
+    def _reliability(self, topic: str, current: ReliabilityPolicy | None = None) -> ReliabilityPolicy:
         if self._mode == "reliable":
             return ReliabilityPolicy.RELIABLE
         if self._mode == "best_effort":
             return ReliabilityPolicy.BEST_EFFORT
-        return offered_reliability(self.publishers(topic)) or ReliabilityPolicy.BEST_EFFORT
+        offered = offered_reliability(self.publishers(topic))
+        if offered is None:
+            # No publisher now: keep what matched the last ones (a driver restarting comes back
+            # with the same offer), else best effort, which matches any publisher.
+            return current or ReliabilityPolicy.BEST_EFFORT
+        return offered
 
     def _profile(self, reliability: ReliabilityPolicy) -> QoSProfile:
         return QoSProfile(depth=self._depth, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
@@ -73,7 +79,8 @@ class AdaptiveSubscriptions:
         self._apply(group)
 
     def _apply(self, group: _Group) -> None:
-        wanted = [self._reliability(t) for t in group.topics]
+        current = group.current or [None] * len(group.topics)
+        wanted = [self._reliability(t, c) for t, c in zip(group.topics, current)]
         if wanted == group.current:
             return
         if group.destroy is not None:

@@ -32,12 +32,13 @@ from sole_ros.messages import input_counters as reasons
 from sole_ros.messages.input_counters import InputCounters
 from sole_ros.msg import ObjectInstance
 from sole_ros.ros import parameters
+from sole_ros.ros.ingest_queue import IngestQueue
 from sole_ros.ros.input_qos import AdaptiveSubscriptions
 from sole_ros.ros.errors import MalformedMessage
 from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres
 from sole_ros.ros.markers import instance_markers
 from sole_ros.ros.pointcloud import make_cloud, read_points
-from sole_ros.ros.sync import OUT_OF_ORDER, subscribe_synchronized
+from sole_ros.ros.sync import OUT_OF_ORDER, lost_events, subscribe_synchronized
 from sole_ros.ros.tf_listener import make_transform_listener, tf2_ros_available, tf_messages_available
 from sole_ros.ros.transforms import (PoseBuffer, PoseLookupError, extrinsic_matrix, seconds_to_stamp,
                                      stamp_to_seconds)
@@ -91,6 +92,8 @@ class SoleNode(LifecycleNode):
         self._transforms = None
         self._pose_buffer: PoseBuffer | None = None
         self._camera_info: CameraInfo | None = None
+        self._camera_info_arrived = threading.Condition()
+        self._ingest: IngestQueue | None = None
         self._rates = {name: RateMeter() for name in ("points", "depth", "color", "pose")}
         self.counters = InputCounters()
         self._last_warn: dict[str, float] = {}
@@ -137,8 +140,12 @@ class SoleNode(LifecycleNode):
         """Count a dropped input message under its reason and warn (throttled per input and reason)."""
         self.counters.dropped(name, reason, str(error))
         dropped = self.counters.snapshot()[name].dropped[reason]
-        self._warn_throttled(f"{name}/{reason}", f"{SENSOR_TOPICS.get(name, name)} message dropped, {reason}: "
+        self._warn_throttled(f"{name}/{reason}", f"{self._topic(name)} message dropped, {reason}: "
                                                  f"{error} (dropped so far for this reason: {dropped})")
+
+    def _topic(self, name: str) -> str:
+        """An input's full topic name (namespace and remapping applied), for messages to the user."""
+        return self.resolve_topic_name(SENSOR_TOPICS[name])
 
     def _autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)
@@ -177,6 +184,7 @@ class SoleNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._inputs = AdaptiveSubscriptions(self, self.param("inputs.qos"), self.param("inputs.queue_size"),
                                              log=self.get_logger().info)
+        self._ingest = IngestQueue(self._fuse, self.param("inputs.max_pending"), self._overflowed)
         if self.param("inputs.cloud"):
             self._subscribe_one(PointCloud2, "points", self._on_cloud)
         if self.param("inputs.rgbd"):
@@ -236,6 +244,9 @@ class SoleNode(LifecycleNode):
         for timer in self._entities:
             self.destroy_timer(timer)
         self._entities = []
+        if self._ingest is not None:
+            self._ingest.stop()
+            self._ingest = None
         if self._inputs is not None:
             self._inputs.destroy()
             self._inputs = None
@@ -252,10 +263,19 @@ class SoleNode(LifecycleNode):
 
         def create(profiles):
             subscription = self.create_subscription(msg_type, SENSOR_TOPICS[name], received, profiles[0],
-                                                    callback_group=group or self._ingest_group)
+                                                    callback_group=group or self._ingest_group,
+                                                    event_callbacks=lost_events(self._lost, name))
             return lambda: self.destroy_subscription(subscription)
 
         self._inputs.add([SENSOR_TOPICS[name]], create)
+
+    def _lost(self, name: str, count: int) -> None:
+        if count > 0:
+            self.counters.dropped(name, reasons.LOST, n=count,
+                                  detail="the middleware lost it on the way (large messages over best effort?)")
+            self._warn_throttled(f"{name}/{reasons.LOST}", f"{count} {self._topic(name)} message(s) lost in "
+                                 "transport before reaching the node (large messages over best-effort DDS lose "
+                                 "fragments: a reliable publisher, or inputs.qos, avoids it)")
 
     def _subscribe_rgbd(self, profiles):
         names = ("depth", "color")
@@ -271,7 +291,8 @@ class SoleNode(LifecycleNode):
             self, [(Image, SENSOR_TOPICS["depth"]), (Image, SENSOR_TOPICS["color"])], self._on_rgbd,
             slop=self.param("inputs.sync_slop"), queue_size=self.param("inputs.queue_size"), qos=profiles,
             backend=self.param("inputs.sync_backend"), callback_group=self._ingest_group,
-            on_receive=lambda index, msg: self.counters.received(names[index]), on_drop=dropped)
+            on_receive=lambda index, msg: self.counters.received(names[index]), on_drop=dropped,
+            on_lost=lambda index, count: self._lost(names[index], count))
         sync = self._sync
         return lambda: sync.destroy(self)
 
@@ -310,6 +331,35 @@ class SoleNode(LifecycleNode):
     # --- sensor input ---------------------------------------------------------------------------
     def _on_cloud(self, msg: PointCloud2) -> None:
         self._rates["points"].tick()
+        self._queue(("points", msg))
+
+    def _on_rgbd(self, depth_msg: Image, color_msg: Image | None) -> None:
+        self._rates["depth"].tick()
+        if color_msg is not None:
+            self._rates["color"].tick()
+        self._queue(("rgbd", depth_msg, color_msg))
+
+    def _queue(self, item) -> None:
+        ingest = self._ingest
+        if ingest is not None:
+            ingest.put(item)
+
+    def _overflowed(self, item) -> None:
+        detail = (f"fusing is slower than the input: the oldest of more than {self.param('inputs.max_pending')} "
+                  "waiting frames was dropped (inputs.max_pending)")
+        for name in _inputs_of(item):
+            self._drop(name, reasons.TOO_OLD, detail)
+
+    def _fuse(self, item) -> None:
+        """The ingest worker: one queued frame into the map, or counted under why it could not be."""
+        if self.pipeline is None:
+            return
+        if item[0] == "points":
+            self._fuse_cloud(item[1])
+        else:
+            self._fuse_rgbd(item[1], item[2])
+
+    def _fuse_cloud(self, msg: PointCloud2) -> None:
         try:
             xyz, rgb = read_points(msg)
             pose = self._sensor_pose(msg.header)
@@ -325,19 +375,26 @@ class SoleNode(LifecycleNode):
         except (MalformedMessage, ValueError) as error:
             self._drop("camera_info", reasons.INVALID, error)
             return
-        self._camera_info = msg
+        with self._camera_info_arrived:
+            self._camera_info = msg
+            self._camera_info_arrived.notify_all()
         self.counters.fused("camera_info")
 
-    def _on_rgbd(self, depth_msg: Image, color_msg: Image | None) -> None:
-        self._rates["depth"].tick()
-        if color_msg is not None:
-            self._rates["color"].tick()
-        used = ("depth", "color") if color_msg is not None else ("depth",)
+    def _wait_camera_info(self) -> CameraInfo:
+        """The newest usable camera info, waiting up to pose.timeout for the first one (it travels
+        on its own topic and may come a moment after the first images)."""
+        with self._camera_info_arrived:
+            if self._camera_info_arrived.wait_for(lambda: self._camera_info is not None,
+                                                  timeout=self.param("pose.timeout")):
+                return self._camera_info
+        raise _NoCameraInfo(f"nothing usable on {self._topic('camera_info')} yet")
+
+    def _fuse_rgbd(self, depth_msg: Image, color_msg: Image | None) -> None:
+        used = _inputs_of(("rgbd", depth_msg, color_msg))
         try:
-            if self._camera_info is None:
-                raise _NoCameraInfo(f"nothing usable on {self.resolve_topic_name(SENSOR_TOPICS['camera_info'])} yet")
+            info = self._wait_camera_info()
             depth = depth_to_metres(depth_msg)
-            K = camera_matrix(self._camera_info, depth_msg)
+            K = camera_matrix(info, depth_msg)
             color = None
             if color_msg is not None:
                 color = color_to_rgb(color_msg)
@@ -586,6 +643,13 @@ class SoleNode(LifecycleNode):
 
 class _NoCameraInfo(MalformedMessage):
     """A depth image arrived before any usable camera info."""
+
+
+def _inputs_of(item) -> tuple[str, ...]:
+    """The inputs a queued frame came from (their counters share its fate)."""
+    if item[0] == "points":
+        return ("points",)
+    return ("depth", "color") if item[2] is not None else ("depth",)
 
 
 def _reason(error: BaseException) -> str:

@@ -149,6 +149,15 @@ class ApproximateTimeSync:
                     callback(*messages)
 
 
+def lost_events(on_lost: Callable[[int, int], Any] | None, index: int):
+    """Subscription event callbacks reporting messages the middleware lost (None when not asked)."""
+    if on_lost is None:
+        return None
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
+    return SubscriptionEventCallbacks(message_lost=lambda info: on_lost(index, info.total_count_change))
+
+
 def message_filters_available() -> bool:
     try:
         import message_filters  # noqa: F401
@@ -174,7 +183,8 @@ class SynchronizedSubscription:
 def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: Callable[..., Any], *,
                            slop: float, queue_size: int = 10, qos=10, callback_group=None,
                            backend: str = "auto", on_receive: Callable[[int, Any], Any] | None = None,
-                           on_drop: Callable[[int, str], Any] | None = None) -> SynchronizedSubscription:
+                           on_drop: Callable[[int, str], Any] | None = None,
+                           on_lost: Callable[[int, int], Any] | None = None) -> SynchronizedSubscription:
     """Subscribe ``node`` to ``inputs`` [(msg_type, topic), ...] and call ``callback(*msgs)``.
 
     backend: "builtin" (ApproximateTimeSync), "message_filters" (ImportError when absent) or
@@ -182,7 +192,8 @@ def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: C
     every subscription (the builtin synchroniser is thread-safe, so a reentrant group is fine).
     ``qos`` is one profile for all inputs or a sequence of one per input. ``on_receive(i, msg)``
     hears of every message as it arrives, ``on_drop(i, reason)`` of every one the builtin
-    synchroniser discards (message_filters does not report its drops).
+    synchroniser discards (message_filters does not report its drops), ``on_lost(i, count)`` of
+    messages the middleware reports lost on the way (builtin backend).
     """
     qos_per_input = list(qos) if isinstance(qos, (list, tuple)) else [qos] * len(inputs)
     if len(qos_per_input) != len(inputs):
@@ -212,6 +223,7 @@ def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: C
             synchronizer.add(i, msg)
         return feed
 
-    subscriptions = [node.create_subscription(msg_type, topic, feeder(i), profile, callback_group=callback_group)
+    subscriptions = [node.create_subscription(msg_type, topic, feeder(i), profile, callback_group=callback_group,
+                                              event_callbacks=lost_events(on_lost, i))
                      for i, ((msg_type, topic), profile) in enumerate(zip(inputs, qos_per_input))]
     return SynchronizedSubscription(backend, subscriptions, synchronizer)

@@ -44,24 +44,56 @@ def tf_messages_available() -> bool:
     return True
 
 
+def _ros_arguments() -> list[str]:
+    """This process's command line without node-name remaps (they name the main node only)."""
+    import sys
+
+    return [arg for arg in sys.argv if not arg.startswith(("__node:=", "__name:="))]
+
+
 class OwnTransformListener:
-    """/tf and /tf_static into a TransformTree, looked up with waiting; no tf2_ros needed."""
+    """/tf and /tf_static into a TransformTree, looked up with waiting; no tf2_ros needed.
+
+    The subscriptions live on a small node of their own, spun by a thread of their own (as
+    tf2_ros's spin_thread): a busy sensor callback in the main executor must never delay the
+    transforms it is waiting for.
+    """
 
     backend = "sole_ros transform tree"
 
     def __init__(self, node, callback_group=None, cache_seconds: float = CACHE_SECONDS):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
         from tf2_msgs.msg import TFMessage
 
         self._tree = TransformTree(max_age=cache_seconds)
         self._arrived = threading.Condition()
         self.rejected = 0  # transforms that could not be used (malformed, a self-loop...)
         self.last_error = ""
-        self._subscriptions = [
-            node.create_subscription(TFMessage, "/tf", lambda msg: self._add(msg, False), DYNAMIC_QOS,
-                                     callback_group=callback_group),
-            node.create_subscription(TFMessage, "/tf_static", lambda msg: self._add(msg, True), STATIC_QOS,
-                                     callback_group=callback_group),
-        ]
+        # A context (so a DDS participant, with its own sockets) of its own: a burst of image
+        # fragments to the node's participant overflows its receive buffer and takes small /tf
+        # samples down with it, which a reliable writer resends only seconds later. The
+        # process's remappings (e.g. /tf:=tf) are given to it too.
+        self._context = rclpy.Context()
+        rclpy.init(args=_ros_arguments(), context=self._context)
+        self._node = rclpy.create_node(f"{node.get_name()}_transforms", namespace=node.get_namespace(),
+                                       context=self._context)
+        self._node.create_subscription(TFMessage, "/tf", lambda msg: self._add(msg, False), DYNAMIC_QOS)
+        self._node.create_subscription(TFMessage, "/tf_static", lambda msg: self._add(msg, True), STATIC_QOS)
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self._node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name="sole-transforms", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._executor.spin_once(timeout_sec=0.1)
+            except Exception as error:  # noqa: BLE001 - say why poses stop, then stop
+                if not self._stop.is_set():
+                    self._node.get_logger().error(f"transform listener stopped: {error}")
+                return
 
     def _add(self, msg, static: bool) -> None:
         with self._arrived:
@@ -89,9 +121,11 @@ class OwnTransformListener:
                     self._arrived.wait(timeout=remaining)
 
     def destroy(self, node) -> None:
-        for subscription in self._subscriptions:
-            node.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self._executor.shutdown()
+        self._node.destroy_node()
+        self._context.try_shutdown()
 
 
 class Tf2RosListener:
