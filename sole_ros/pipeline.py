@@ -83,6 +83,7 @@ class PipelineSettings:
     scene_scale: float = 1.0  # the scene scaled by this before the model (a size the model works best at)
     view_scale_jitter: float = 0.1  # the extra views' scales vary by up to this fraction
     num_queries: int = 0  # FPS query seeds per pass; 0: the count the checkpoint was trained with
+    input_mode: str = "auto"  # auto (the checkpoint's: published -> reference), reference or averaged
     voxel_size: float = 0.02
     max_voxels: int = 500_000
     keep_radius: float | None = None
@@ -110,6 +111,7 @@ class PipelineSettings:
             contrast_phrases=split_phrase_list(values["query.contrast_phrases"]),
             test_time_views=values["model.test_time_views"], scene_scale=values["model.scene_scale"],
             view_scale_jitter=values["model.view_scale_jitter"], num_queries=values["model.num_queries"],
+            input_mode=values["model.input_mode"],
             voxel_size=values["scene.voxel_size"], max_voxels=values["scene.max_voxels"],
             keep_radius=positive_or_none(values["scene.keep_radius"]),
             max_range=positive_or_none(values["scene.max_range"]),
@@ -136,6 +138,22 @@ def with_query_count(config, num_queries: int, log=print):
     return dataclasses.replace(config, num_queries=num_queries)
 
 
+def with_input_mode(config, input_mode: str, log=print):
+    """``config`` with the input mode the setting asks for: "auto" keeps the checkpoint's (a
+    published SOLE checkpoint: "reference"; one from ``sole-ros train``: what it was trained with,
+    "averaged" for files written before the mode was recorded); "reference" or "averaged" force it.
+    """
+    import dataclasses
+
+    if input_mode not in ("auto", "reference", "averaged"):
+        raise ValueError(f"input_mode must be auto, reference or averaged, got {input_mode!r}")
+    mode = config.input_mode if input_mode == "auto" else input_mode
+    if mode != config.input_mode:
+        log(f"input mode {mode} (the checkpoint's is {config.input_mode})")
+        config = dataclasses.replace(config, input_mode=mode)
+    return config
+
+
 def split_phrase_list(text: str) -> tuple[str, ...]:
     """"mug, bowl ,, a red box" -> ("mug", "bowl", "a red box"): a comma-separated parameter."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
@@ -157,6 +175,9 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     Two kinds of checkpoint load: a published SOLE .ckpt (sizes read from its tensors; CLIP from
     settings.clip_model / clip_pretrained) and one written by ``sole-ros train`` (its own config,
     and the weights of the CLIP it was trained with when that CLIP was randomly initialised).
+    They are told apart by ``hyper_parameters["sole_config"]``, which only the latter has. The
+    input mode (settings.input_mode "auto") is "reference" for a published file and the recorded
+    ``sole_config.input_mode`` for sole_ros's own ("averaged" when absent, as in the demo weights).
     """
     from sole_ros.clip import ClipSpec, load_clip
     from sole_ros.inference import OpenVocabSegmenter
@@ -174,6 +195,7 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
             config = SoleConfig.from_dict(hp["sole_config"])
         else:
             config = config_from_checkpoint(data)
+        config = with_input_mode(config, settings.input_mode, log)
         model = SoleModel(with_query_count(config, settings.num_queries, log))
         report = load_sole_weights(model, checkpoint, data=data)
         model = model.to(device).eval()
@@ -193,6 +215,7 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     elif settings.allow_random_weights:
         clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
         config = SoleConfig() if settings.model_config == "paper" else SoleConfig.tiny()
+        config = with_input_mode(config, settings.input_mode, log)
         model = SoleModel(with_query_count(config, settings.num_queries, log)).to(device).eval()
         log("WARNING: no checkpoint: running with random weights (answers are meaningless)")
     else:

@@ -67,6 +67,10 @@ PARAMETERS: tuple[Param, ...] = (
           1, 64),
     Param("model.num_queries", 0, "Query seeds (farthest point samples) per model pass; 0: as many as the "
           "checkpoint was trained with. More find more small objects, at more time per query.", 0, 4096),
+    Param("model.input_mode", "auto", "How points become the model's input: reference (the published "
+          "SOLE's: first point per voxel, its CUDA sampler's query seeds), averaged (mean per voxel: "
+          "sole_ros's training) or auto (the checkpoint's: published -> reference).",
+          choices=("auto", "reference", "averaged")),
     Param("model.scene_scale", 1.0, "Scale the scene by this before the model, for a model that works "
           "best at another size (the demo weights on real tabletop scans: 0.65).", 0.05, 20.0),
     Param("model.view_scale_jitter", 0.1, "The extra views' scales vary by up to this fraction of "

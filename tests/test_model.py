@@ -223,7 +223,7 @@ def test_paper_size_published_layout_checkpoint_loads_every_key(tmp_path, paper_
                                      "gauss_scale": 1.0, "sample_sizes": [200, 800, 3200, 12800, 51200]}})
     path = tmp_path / "scannet200.ckpt"
     torch.save({"state_dict": sd, "hyper_parameters": hp, "epoch": 600}, path)
-    assert config_from_checkpoint(read_checkpoint(path)) == SoleConfig()
+    assert config_from_checkpoint(read_checkpoint(path)) == SoleConfig(input_mode="reference")
     model, report = load_sole_model(path)
     assert report.ok and len(report.loaded) == len(sd) - 3 and len(report.ignored) == 3
     torch.testing.assert_close(model.pos_enc.gauss_B, paper_model.pos_enc.gauss_B, rtol=0, atol=0)

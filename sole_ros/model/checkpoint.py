@@ -195,10 +195,14 @@ def _select(hp, dotted: str, default=None):
 
 
 def config_from_checkpoint(data: dict, base: SoleConfig | None = None) -> SoleConfig:
-    """A SoleConfig for a published checkpoint: sizes read from its tensors and hyper-parameters."""
+    """A SoleConfig for a published checkpoint: sizes read from its tensors and hyper-parameters.
+
+    The input mode is "reference": a published network was trained on the reference's voxels
+    (first point per voxel) and query seeds (sole_ros/model/voxel.py, sole_ros/model/fps.py).
+    """
     cfg = base or SoleConfig()
     sd = state_dict_of(data)
-    changes: dict = {}
+    changes: dict = {"input_mode": "reference"}
     if "model.bg_feature" in sd:
         changes["clip_dim"] = int(sd["model.bg_feature"].shape[1])
     if "model.decoder_norm.weight" in sd:

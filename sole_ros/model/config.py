@@ -24,6 +24,10 @@ class SoleConfig:
     color_mean: tuple[float, float, float] = SCANNET_COLOR_MEAN
     color_std: tuple[float, float, float] = SCANNET_COLOR_STD
     clip_dim: int = 768  # width of point-wise CLIP features and CLIP text embeddings
+    # "averaged": mean features per voxel, lexicographic voxel order, plain greedy query seeds
+    # (sole_ros's training); "reference": the published SOLE's conventions, first point per voxel
+    # in arrival order and the seeds of its CUDA sampler (model/voxel.py, model/fps.py)
+    input_mode: str = "averaged"
 
     # backbone: Res16UNet34C
     planes: tuple[int, ...] = (32, 64, 128, 256, 256, 128, 96, 96)
@@ -102,3 +106,5 @@ class SoleConfig:
             raise ValueError("hlevels index the 4 coarsest backbone maps (0..3)")
         if self.voxel_size <= 0:
             raise ValueError("voxel_size must be positive")
+        if self.input_mode not in ("averaged", "reference"):
+            raise ValueError(f"input_mode must be 'averaged' or 'reference', got {self.input_mode!r}")

@@ -23,7 +23,7 @@ from torch import nn
 
 from sole_ros.model.config import SoleConfig
 from sole_ros.model.decoder_layers import CrossAttentionLayer, FFNLayer, SelfAttentionLayer
-from sole_ros.model.fps import farthest_point_sample
+from sole_ros.model.fps import farthest_point_sample, reference_furthest_point_sample
 from sole_ros.model.pooling import pooling_matrix
 from sole_ros.model.positional import FourierPositionalEncoding
 from sole_ros.model.voxel import VoxelScene
@@ -208,7 +208,9 @@ class SoleModel(nn.Module):
                 levels.append(DecoderLevel(keys=keys, pos=pos, pool=pool,
                                            mask_features=torch.sparse.mm(pool, mask_features.detach())))
 
-            fps = farthest_point_sample(scene.coords.float(), self.config.num_queries)
+            sampler = (reference_furthest_point_sample if self.config.input_mode == "reference"
+                       else farthest_point_sample)
+            fps = sampler(scene.coords.float(), self.config.num_queries)
             query_feat = self.clip_proj(fused_fine[fps])
             raw = scene.raw_coords
             query_pos = self.pos_enc(raw[fps], raw.min(0).values, raw.max(0).values)

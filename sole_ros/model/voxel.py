@@ -1,9 +1,16 @@
 """Voxelisation of a coloured point cloud (with optional point-wise CLIP features) for SOLE.
 
-Each occupied voxel of side ``voxel_size`` gets the mean colour, the mean xyz ("raw coordinates",
-used for positions and for splitting masks) and the mean of the point CLIP features, L2-normalised
-again (SOLE pools per-point CLIP features per voxel). Voxels are ordered lexicographically by their
-integer coordinates, so the result does not depend on the order of the input points.
+Two input modes (``SoleConfig.input_mode``, see docs/ARCHITECTURE.md "Input modes"):
+
+* ``"averaged"`` (sole_ros's own checkpoints): each occupied voxel of side ``voxel_size`` gets the
+  mean colour, the mean xyz ("raw coordinates", used for positions and for splitting masks) and
+  the mean of the point CLIP features, L2-normalised again. Voxels are ordered lexicographically by
+  their integer coordinates, so the result does not depend on the order of the input points.
+* ``"reference"`` (published SOLE checkpoints): the reference data pipeline's voxelisation. Each
+  voxel takes colour, xyz and CLIP feature of the *first* point that falls in it, in the order the
+  points arrive, and the voxels are ordered by their first point (first-occurrence order). That
+  order matters: the reference draws its query seeds in it (sole_ros/model/fps.py). The CLIP
+  feature is L2-normalised like in the averaged mode (a unit point feature stays as it is).
 """
 from __future__ import annotations
 
@@ -50,8 +57,28 @@ def _segment_mean(values: np.ndarray, inverse: torch.Tensor, counts: torch.Tenso
     return sums / counts[:, None].to(dtype)
 
 
-def voxelize(points, colors, clip_features, config: SoleConfig) -> VoxelScene:
-    """Validate the inputs and build a VoxelScene; raises ValueError with the reason when invalid."""
+INPUT_MODES = ("averaged", "reference")
+
+
+def _first_point_voxels(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coords [V, 3], first [V], inverse [N]) with voxels in the order of their first point:
+    ``first[v]`` is the index of voxel v's first point, ``inverse[i]`` the voxel of point i."""
+    # np.unique sorts stably when asked for indices, so return_index gives each voxel's first point
+    coords, first, inverse = np.unique(grid, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return coords[order], first[order], rank[inverse.reshape(-1)]
+
+
+def voxelize(points, colors, clip_features, config: SoleConfig, mode: str | None = None) -> VoxelScene:
+    """Validate the inputs and build a VoxelScene; raises ValueError with the reason when invalid.
+
+    ``mode``: "averaged" or "reference" (module docstring); None takes ``config.input_mode``.
+    """
+    mode = getattr(config, "input_mode", "averaged") if mode is None else mode
+    if mode not in INPUT_MODES:
+        raise ValueError(f"input mode must be one of {', '.join(INPUT_MODES)}, got {mode!r}")
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must have shape (N, 3), got {points.shape}")
@@ -73,17 +100,31 @@ def voxelize(points, colors, clip_features, config: SoleConfig) -> VoxelScene:
             raise ValueError("clip_features contain NaN or infinite values")
 
     grid = np.floor(points / config.voxel_size).astype(np.int64)
-    coords, inverse, counts = np.unique(grid, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    if np.abs(coords).max() >= 2**30:
+    if np.abs(grid).max() >= 2**30:
         raise ValueError("points are too far from the origin for this voxel size")
+    if mode == "reference":
+        coords, first, inverse = _first_point_voxels(grid)
+    else:
+        coords, inverse, counts = np.unique(grid, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
     if coords.shape[0] < 2:
         raise ValueError("the scene occupies a single voxel; SOLE needs at least two")
 
-    inverse_t = torch.from_numpy(inverse.astype(np.int64))
-    counts_t = torch.from_numpy(counts)
     mean = torch.tensor(config.color_mean, dtype=torch.float64)
     std = torch.tensor(config.color_std, dtype=torch.float64)
+    if mode == "reference":
+        features = (torch.from_numpy(colors[first]) - mean) / std
+        raw = torch.from_numpy(points[first])
+        if clip_features is not None:
+            clip = torch.nn.functional.normalize(torch.from_numpy(clip_features[first]).float(), dim=1)
+        else:
+            clip = torch.zeros((coords.shape[0], config.clip_dim))
+        return VoxelScene(coords=torch.from_numpy(coords.astype(np.int32)), features=features.float(),
+                          raw_coords=raw.float(), clip=clip.float(), point_to_voxel=inverse.astype(np.int64),
+                          has_clip=clip_features is not None)
+
+    inverse_t = torch.from_numpy(inverse.astype(np.int64))
+    counts_t = torch.from_numpy(counts)
     features = (_segment_mean(colors, inverse_t, counts_t) - mean) / std
     raw = _segment_mean(points, inverse_t, counts_t)
     if clip_features is not None:
