@@ -98,7 +98,8 @@ PARAMETERS: tuple[Param, ...] = (
           "publishers come and go); reliable or best_effort: fixed.",
           choices=("auto", "reliable", "best_effort")),
     Param("inputs.sync_slop", 0.05, "Largest stamp difference of a depth/colour pair (s).", 0.0, 1.0),
-    Param("inputs.queue_size", 5, "Queue depth of input subscriptions.", 1, 100),
+    Param("inputs.queue_size", 30, "History depth of the input subscriptions and of the depth/colour "
+          "pairing (messages): a second at 30 Hz, so a busy moment of the executor loses none.", 1, 100),
     Param("inputs.max_pending", 30, "Frames waiting to be fused at most; beyond it the oldest is dropped "
           "and counted as too old (the node fuses slower than the sensors publish).", 1, 1000),
     Param("inputs.sync_backend", "auto", "Depth/colour synchroniser.",
@@ -111,7 +112,8 @@ PARAMETERS: tuple[Param, ...] = (
           choices=("odometry", "pose_stamped", "transform_stamped")),
     Param("pose.sensor_extrinsic", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
           "Sensor pose in the pose topic's child frame: x y z (m) roll pitch yaw (rad)."),
-    Param("pose.timeout", 0.1, "How long to wait for a pose at a message's stamp (s).", 0.0, 5.0),
+    Param("pose.timeout", 0.5, "How long a frame waits for its pose (and its camera info) to arrive (s): "
+          "transforms travel on their own topic and may come late or be resent.", 0.0, 5.0),
     # segmentation and queries
     Param("segmentation.period", 5.0, "Segment the scene this often when it changed (s); 0: only "
           "on demand (~/segment).", 0.0, 3600.0),

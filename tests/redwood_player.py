@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     rclpy.init()
     node = rclpy.create_node("redwood_camera", namespace=args.namespace)
     reliability = ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    sensor_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+    # History 10: rclcpp's default depth, which image_transport publishers and most drivers keep.
+    sensor_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
     depth_pub = node.create_publisher(Image, "depth/image", sensor_qos)
     color_pub = node.create_publisher(Image, "color/image", sensor_qos)
     info_pub = node.create_publisher(CameraInfo, "depth/camera_info", sensor_qos)
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     deadline = time.monotonic() + args.wait_subscribers
     tf_pubs = () if args.no_tf else (tf_pub, static_pub)
     while time.monotonic() < deadline and not (
-            all(_settled(node, publisher, reliability) for publisher in (depth_pub, color_pub, info_pub))
+            all(_settled(node, publisher, reliability) for publisher in (depth_pub, color_pub))
             and all(publisher.get_subscription_count() > 0 for publisher in (depth_pub, color_pub, info_pub, *tf_pubs))):
         time.sleep(0.05)
     time.sleep(2.0)  # a driver that has been running: both sides have matched each other
@@ -118,7 +119,16 @@ def main(argv=None) -> int:
         published += 1
         next_time += 1.0 / args.rate
         time.sleep(max(0.0, next_time - time.monotonic()))
-    time.sleep(3.0)  # keep the publishers (and the reliable writers' histories) alive for repairs
+    # A robot keeps publishing TF after the camera stops (here: standing still at the last pose).
+    # Besides, a reliable reader learns of a lost sample only from later traffic or a heartbeat
+    # seconds away: without it the last frames' transforms could be missing for good.
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        stamp_s += 1.0 / args.rate
+        if not args.no_tf:
+            stamp = seconds_to_stamp(stamp_s)
+            tf_pub.publish(TFMessage(transforms=[_transform(stamp, p, c, m) for (p, c), m in dynamic.items()]))
+        time.sleep(1.0 / args.rate)
     print(f"published {published} frames ({args.reliability})", flush=True)
     node.destroy_node()
     rclpy.shutdown()

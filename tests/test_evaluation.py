@@ -156,6 +156,97 @@ def test_average_precision_agrees_with_a_literal_loop_version():
             _benchmark_ap_by_loops(list(scores), list(is_tp), missed))
 
 
+def test_ap25_of_a_prediction_spanning_two_instances_follows_the_benchmark_script():
+    """Two chairs g1 (points 0-199) and g2 (200-399); predictions g1 at 0.9, g1+g2 at 0.8, g2 at 0.6.
+    The 0.8 mask has IoU 0.5 with each chair: above 0.25, not above 0.5, so only AP25 sees it.
+
+    "scannet" (the benchmark script's loop, predictions best score first): g1 takes the 0.9 mask
+    (TP); the 0.8 mask is a duplicate on g1 (FP 0.8) but stays free; g2 then takes it (TP 0.8) and
+    the 0.6 mask is a duplicate (FP 0.6). Detections: TP 0.9, FP 0.8, TP 0.8, FP 0.6; 2 GT.
+    PR points, lowest score first: >= 0.6: 2 TP of 4 (r 1, p 1/2); >= 0.8: 2 of 3 (r 1, p 2/3);
+    >= 0.9: 1 of 1 (r 1/2, p 1); then (r 0, p 1). Recalls padded 1 | 1, 1, 1/2, 0 | 0, weights half
+    the span between neighbours: 0, 1/4, 1/2, 1/4.
+    AP25 = 1/2 x 0 + 2/3 x 1/4 + 1 x 1/2 + 1 x 1/4 = 11/12 = 0.9167.
+
+    "exclusive": g1 consumes the 0.9 (TP) and 0.8 (FP) masks; g2 is left the 0.6 one (TP).
+    Detections: TP 0.9, FP 0.8, TP 0.6. PR: >= 0.6: 2 of 3 (r 1, p 2/3); >= 0.8: 1 of 2 (r 1/2,
+    p 1/2); >= 0.9: 1 of 1 (r 1/2, p 1); then (r 0, p 1). Recalls padded 1 | 1, 1/2, 1/2, 0 | 0,
+    weights 1/4, 1/4, 1/4, 1/4. AP25 = (2/3 + 1/2 + 1 + 1) / 4 = 19/24 = 0.7917.
+    """
+    gt = scene((CHAIR, 1, 200), (CHAIR, 2, 200))
+    pred = predict(400, ([(0, 200)], CHAIR, 0.9), ([(0, 400)], CHAIR, 0.8), ([(200, 400)], CHAIR, 0.6))
+    official = evaluate([(gt, pred)])
+    assert official.matching == "scannet"  # the default
+    assert official.per_class()["chair"]["ap25"] == pytest.approx(11 / 12)
+    assert round(official.per_class()["chair"]["ap25"], 4) == 0.9167
+    exclusive = evaluate([(gt, pred)], matching="exclusive")
+    assert exclusive.per_class()["chair"]["ap25"] == pytest.approx(19 / 24)
+    assert round(exclusive.per_class()["chair"]["ap25"], 4) == 0.7917
+    # IoU above 0.5 with two disjoint instances is impossible: AP50 and AP agree under both rules.
+    for key in ("ap", "ap50"):
+        assert official.per_class()["chair"][key] == exclusive.per_class()["chair"][key]
+    # Predictions are walked best score first, whatever order they are given in.
+    assert evaluate([(gt, predict(400, ([(200, 400)], CHAIR, 0.6), ([(0, 400)], CHAIR, 0.8),
+                                  ([(0, 200)], CHAIR, 0.9)))]).per_class()["chair"]["ap25"] == pytest.approx(11 / 12)
+    assert "matching rule: scannet" in format_table(official)
+    with pytest.raises(ValueError, match="matching"):
+        evaluate([(gt, pred)], matching="greedy")
+
+
+def _scannet_detections_by_loops(gt_masks, pred_masks, scores, threshold):
+    """The benchmark script's matching for one class and scene, as plain loops over
+    (ground truth, prediction) pairs: ground truth in order, its predictions best score first; a
+    prediction above the threshold that is free becomes the instance's true positive (and is no
+    longer free) unless the instance has one already, then it is a false positive and stays free.
+    A prediction above the threshold on no instance is a false positive (no ignored points here).
+    Returns (scores, is_tp, missed)."""
+    order = sorted(range(len(scores)), key=lambda p: -scores[p])
+    taken = [False] * len(scores)
+    out_scores, out_tp, missed = [], [], 0
+    for g in gt_masks:
+        matched = False
+        for p in order:
+            inter = int(np.sum(g & pred_masks[p]))
+            iou = inter / (int(g.sum()) + int(pred_masks[p].sum()) - inter)
+            if taken[p] or iou <= threshold:
+                continue
+            if matched:
+                out_scores.append(scores[p])
+                out_tp.append(False)
+            else:
+                matched, taken[p] = True, True
+                out_scores.append(scores[p])
+                out_tp.append(True)
+        missed += not matched
+    for p in range(len(scores)):
+        ious = [int(np.sum(g & pred_masks[p])) / int(np.sum(g | pred_masks[p])) for g in gt_masks]
+        if not any(iou > threshold for iou in ious):
+            out_scores.append(scores[p])
+            out_tp.append(False)
+    return out_scores, out_tp, missed
+
+
+def test_scannet_matching_agrees_with_a_literal_loop_version_on_random_scenes():
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        sizes = rng.integers(100, 300, size=rng.integers(1, 5))
+        gt = scene(*[(CHAIR, i + 1, int(n)) for i, n in enumerate(sizes)])
+        n = int(sizes.sum())
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        gt_masks = [mask(n, (a, b)) for a, b in zip(starts[:-1], starts[1:])]
+        preds = []
+        for _ in range(rng.integers(1, 7)):  # runs of points that often span two chairs
+            a = int(rng.integers(0, n - 100))
+            b = int(min(n, a + rng.integers(100, 500)))
+            preds.append(([(a, b)], CHAIR, float(rng.choice([0.3, 0.5, 0.7, 0.9]) + rng.random() * 0.05)))
+        prediction = predict(n, *preds)
+        result = evaluate([(gt, prediction)])
+        for t_i, threshold in enumerate(result.thresholds):
+            det = _scannet_detections_by_loops(gt_masks, list(prediction.masks.T), list(prediction.scores), threshold)
+            expected = average_precision(np.array(det[0]), np.array(det[1], dtype=bool), det[2])
+            assert result.ap[0, t_i] == pytest.approx(expected, abs=1e-12)
+
+
 def test_mismatched_shapes_are_rejected():
     with pytest.raises(ValueError):
         ScenePrediction(np.zeros((10, 2), bool), [1], [0.5, 0.4])
@@ -174,6 +265,7 @@ def test_table_csv_json_and_plot(tmp_path):
     assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("chair,5,1.0")
     write_json(result, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["ap50"] == pytest.approx(0.5)
+    assert json.loads((tmp_path / "r.json").read_text())["matching"] == "scannet"
     plot_per_class(result, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

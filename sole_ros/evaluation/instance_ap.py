@@ -5,9 +5,20 @@ The rules, as the ScanNet benchmark defines them:
     written 0.5:0.95), plus 0.50 ("AP50") and 0.25 ("AP25"). A match needs IoU strictly above.
   * Ground-truth instances and predictions with fewer than ``min_region_size`` points (100) are
     left out; predicted masks are binary over the scene's points.
-  * Per class and threshold, every ground-truth instance takes the highest-scoring prediction of its
-    class above the threshold (a true positive); the other predictions above the threshold on it are
-    false positives (duplicates). Each prediction is used once.
+  * Per class and threshold, ground-truth instances are visited in turn (ascending instance id),
+    and each takes the highest-scoring prediction of its class above the threshold that no earlier
+    instance took (a true positive); the other predictions above the threshold on it are false
+    positives (duplicates). How a duplicate is consumed is the ``matching`` rule:
+      - "scannet" (the default; what the benchmark's evaluate_semantic_instance.py does): only the
+        true positive is taken; a duplicate stays free, so the same prediction can be a false
+        positive on one instance and the true positive of the next. The script walks each
+        instance's predictions in the order of the prediction file and takes the first above the
+        threshold; here they are walked best score first (ties: the order given), the order in
+        which SOLE and Mask3D write their predictions, so the first is also the best.
+      - "exclusive": every prediction above the threshold on an instance is consumed, true positive
+        and duplicates alike, so each prediction counts once per threshold.
+    The two differ only where one prediction overlaps two instances of its class above the
+    threshold, which IoU above 0.5 rules out: AP and AP50 are the same under both, AP25 is not.
   * A prediction matching nothing is a false positive unless more than ``threshold`` of its points
     lie on ignored ground truth: points of classes not evaluated (wall, floor, unlabelled) and
     too-small instances of its own class.
@@ -35,6 +46,8 @@ if TYPE_CHECKING:
 AP_THRESHOLDS = np.round(np.arange(0.5, 0.95, 0.05), 2)  # 0.50 ... 0.90
 ALL_THRESHOLDS = np.append(AP_THRESHOLDS, 0.25)
 MIN_REGION_SIZE = 100
+# How predictions above the threshold are consumed by the ground truth they match (module docstring).
+MATCHING_RULES = ("scannet", "exclusive")
 
 
 @dataclass
@@ -131,7 +144,8 @@ def _intersections(gt_index: np.ndarray, n_gt: int, masks: np.ndarray) -> np.nda
 
 
 def _match_scene(gt: SceneGroundTruth, pred: ScenePrediction, class_ids: np.ndarray, agnostic: bool,
-                 min_region_size: int, thresholds: np.ndarray, out: dict[int, list[_Detections]]) -> None:
+                 min_region_size: int, thresholds: np.ndarray, out: dict[int, list[_Detections]],
+                 matching: str = "scannet") -> None:
     if len(gt.labels) != pred.masks.shape[0]:
         raise ValueError(f"ground truth has {len(gt.labels)} points, predictions {pred.masks.shape[0]}")
     evaluated = np.isin(gt.labels, class_ids)
@@ -173,7 +187,10 @@ def _match_scene(gt: SceneGroundTruth, pred: ScenePrediction, class_ids: np.ndar
                 if len(candidates) == 0:
                     det.missed += 1
                     continue
-                used[candidates] = True
+                if matching == "exclusive":
+                    used[candidates] = True
+                else:  # "scannet": the duplicates stay free for the instances after this one
+                    used[candidates[0]] = True
                 det.scores.extend(scores[candidates])
                 det.is_tp.extend([True] + [False] * (len(candidates) - 1))  # the best scores first
             # Predictions that matched nothing: false positives unless mostly on ignored points.
@@ -198,6 +215,7 @@ class InstanceAPResult:
     splits: tuple[tuple[str, frozenset], ...] = ()
     query_top1: "QueryTop1 | None" = None  # top-1 accuracy of class-name queries, when measured
     query_top1_contrast: "QueryTop1 | None" = None  # the same with the other class names as contrast
+    matching: str = "scannet"  # how duplicates were consumed (MATCHING_RULES)
 
     def _column(self, threshold: float) -> int:
         return int(np.nonzero(np.isclose(self.thresholds, threshold))[0][0])
@@ -236,10 +254,15 @@ class InstanceAPResult:
 def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], class_ids, class_names=None,
                        splits=(), min_region_size: int = MIN_REGION_SIZE,
                        thresholds: np.ndarray = ALL_THRESHOLDS,
-                       agnostic_predictions: list[ScenePrediction] | None = None) -> InstanceAPResult:
+                       agnostic_predictions: list[ScenePrediction] | None = None,
+                       matching: str = "scannet") -> InstanceAPResult:
     """AP over a set of scenes for the classes ``class_ids`` (the label ids used in both the
     ground truth and the predictions). Class-agnostic AP ranks ``agnostic_predictions`` (one per
-    scene, labels ignored) when given, else the distinct masks of the per-class predictions."""
+    scene, labels ignored) when given, else the distinct masks of the per-class predictions.
+    ``matching``: "scannet" (the benchmark script's loop) or "exclusive" (each prediction consumed
+    once); see the module docstring."""
+    if matching not in MATCHING_RULES:
+        raise ValueError(f"matching must be one of {', '.join(MATCHING_RULES)}, got {matching!r}")
     class_ids = np.asarray(class_ids, dtype=np.int64)
     class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in class_ids)
     thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -252,14 +275,14 @@ def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], c
     if agnostic_predictions is not None and len(agnostic_predictions) != len(scenes):
         raise ValueError(f"{len(agnostic_predictions)} class-agnostic predictions for {len(scenes)} scenes")
     for index, (gt, pred) in enumerate(scenes):
-        _match_scene(gt, pred, class_ids, False, min_region_size, thresholds, per_class)
+        _match_scene(gt, pred, class_ids, False, min_region_size, thresholds, per_class, matching)
         if agnostic_predictions is None:
             proposals = pred.distinct_masks(class_ids)
         else:
             unlabelled = agnostic_predictions[index]
             proposals = ScenePrediction(unlabelled.masks, np.full(len(unlabelled.scores), class_ids[0]),
                                         unlabelled.scores)
-        _match_scene(gt, proposals, class_ids, True, min_region_size, thresholds, agnostic)
+        _match_scene(gt, proposals, class_ids, True, min_region_size, thresholds, agnostic, matching)
         has = np.isin(gt.labels, class_ids) & (gt.instances > 0)
         pairs, sizes = np.unique(np.stack([gt.instances[has], gt.labels[has]], 1), axis=0, return_counts=True)
         for label in pairs[sizes >= min_region_size, 1]:
@@ -274,4 +297,5 @@ def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], c
 
     ap = np.array([[score(d) for d in per_class[int(c)]] for c in class_ids]).reshape(len(class_ids), len(thresholds))
     agnostic_ap = np.array([score(d) for d in agnostic[0]])
-    return InstanceAPResult(class_ids, class_names, thresholds, ap, agnostic_ap, gt_counts, tuple(splits))
+    return InstanceAPResult(class_ids, class_names, thresholds, ap, agnostic_ap, gt_counts, tuple(splits),
+                            matching=matching)

@@ -27,6 +27,7 @@ def format_table(result: InstanceAPResult) -> str:
     for split_name, _ in result.splits:
         lines.append(f"{split_name:<{width}}  {_fmt(summary[split_name + '_ap'])}  {_fmt(summary[split_name + '_ap50'])}  "
                      f"{_fmt(summary[split_name + '_ap25'])}")
+    lines.append(f"matching rule: {result.matching}")
     for top1, how in ((result.query_top1, "asked alone"),
                       (result.query_top1_contrast, "the other class names as contrast phrases")):
         if top1 is None:
@@ -50,7 +51,8 @@ def write_json(result: InstanceAPResult, path) -> None:
     def clean(v):
         return None if isinstance(v, float) and math.isnan(v) else v
     payload = {"summary": {k: clean(v) for k, v in result.summary().items()},
-               "per_class": {n: {k: clean(v) for k, v in r.items()} for n, r in result.per_class().items()}}
+               "per_class": {n: {k: clean(v) for k, v in r.items()} for n, r in result.per_class().items()},
+               "matching": result.matching}
     for key in ("query_top1", "query_top1_contrast"):
         if getattr(result, key) is not None:
             payload[key] = {k: clean(v) for k, v in getattr(result, key).as_dict().items()}

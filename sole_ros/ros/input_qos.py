@@ -28,8 +28,10 @@ def offered_reliability(publishers) -> ReliabilityPolicy | None:
 
 
 class _Group:
-    def __init__(self, topics: list[str], create: Callable[[list[QoSProfile]], Callable[[], None]]):
+    def __init__(self, topics: list[str], create: Callable[[list[QoSProfile]], Callable[[], None]],
+                 latest_value: bool = False):
         self.topics = topics
+        self.latest_value = latest_value
         self.create = create
         self.current: list[ReliabilityPolicy] | None = None
         self.destroy: Callable[[], None] | None = None
@@ -73,14 +75,21 @@ class AdaptiveSubscriptions:
     def _profile(self, reliability: ReliabilityPolicy) -> QoSProfile:
         return QoSProfile(depth=self._depth, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
 
-    def add(self, topics: list[str], create: Callable[[list[QoSProfile]], Callable[[], None]]) -> None:
-        group = _Group(list(topics), create)
+    def add(self, topics: list[str], create: Callable[[list[QoSProfile]], Callable[[], None]],
+            latest_value: bool = False) -> None:
+        """``latest_value``: small messages that each supersede the last (camera info), read best
+        effort in auto mode: a lost one is replaced by the next, whereas a reliable reader would
+        hold every later one back until the lost one is resent."""
+        group = _Group(list(topics), create, latest_value)
         self._groups.append(group)
         self._apply(group)
 
     def _apply(self, group: _Group) -> None:
         current = group.current or [None] * len(group.topics)
-        wanted = [self._reliability(t, c) for t, c in zip(group.topics, current)]
+        if group.latest_value and self._mode == "auto":
+            wanted = [ReliabilityPolicy.BEST_EFFORT] * len(group.topics)
+        else:
+            wanted = [self._reliability(t, c) for t, c in zip(group.topics, current)]
         if wanted == group.current:
             return
         if group.destroy is not None:

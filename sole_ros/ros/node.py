@@ -47,6 +47,7 @@ from sole_ros.srv import LoadScene, QueryObjects, SaveScene
 NOT_ACTIVE = "node is not active (lifecycle state: {})"
 POSE_MESSAGES = {"odometry": Odometry, "pose_stamped": PoseStamped, "transform_stamped": TransformStamped}
 QUERY_SEGMENT_TIMEOUT = 300.0  # a query waits at most this long for the segmentation it needs (s)
+POSE_END_TOLERANCE = 0.1  # pose topic: a stamp this close past the newest pose takes it (no extrapolation)
 STALL_SECONDS = 5.0        # an input receiving but fusing nothing this long is warned about
 STALL_WARN_PERIOD = 10.0   # ... at most this often per input
 QOS_RECHECK_PERIOD = 1.0   # inputs.qos auto: how often publishers' QoS is re-checked
@@ -92,13 +93,14 @@ class SoleNode(LifecycleNode):
         self._transforms = None
         self._pose_buffer: PoseBuffer | None = None
         self._camera_info: CameraInfo | None = None
+        self._pose_child_frame = ""  # child_frame_id of the pose topic's messages (Odometry, TransformStamped)
+        self._pose_frames_warned: set[tuple[str, str]] = set()
         self._camera_info_arrived = threading.Condition()
         self._ingest: IngestQueue | None = None
         self._rates = {name: RateMeter() for name in ("points", "depth", "color", "pose")}
         self.counters = InputCounters()
         self._last_warn: dict[str, float] = {}
         self._publishers_seen: dict[str, float] = {}  # input -> when its publishers were first seen
-        self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
 
@@ -188,7 +190,7 @@ class SoleNode(LifecycleNode):
         if self.param("inputs.cloud"):
             self._subscribe_one(PointCloud2, "points", self._on_cloud)
         if self.param("inputs.rgbd"):
-            self._subscribe_one(CameraInfo, "camera_info", self._on_info)
+            self._subscribe_one(CameraInfo, "camera_info", self._on_info, latest_value=True)
             if self.param("inputs.use_color"):
                 self._inputs.add([SENSOR_TOPICS["depth"], SENSOR_TOPICS["color"]], self._subscribe_rgbd)
             else:
@@ -256,18 +258,21 @@ class SoleNode(LifecycleNode):
             self._transforms = None
 
     # --- input subscriptions (re-created by AdaptiveSubscriptions when the QoS must change) --------
-    def _subscribe_one(self, msg_type, name: str, callback, group=None) -> None:
+    def _subscribe_one(self, msg_type, name: str, callback, group=None, latest_value: bool = False) -> None:
         def received(msg):
             self.counters.received(name)
             callback(msg)
 
         def create(profiles):
+            # A group per input: callbacks only count and queue (the ingest worker fuses), so inputs
+            # run side by side and one stream's burst never leaves another's messages untaken until
+            # the DDS reader's history overwrites them; each input stays in order.
             subscription = self.create_subscription(msg_type, SENSOR_TOPICS[name], received, profiles[0],
-                                                    callback_group=group or self._ingest_group,
+                                                    callback_group=group or MutuallyExclusiveCallbackGroup(),
                                                     event_callbacks=lost_events(self._lost, name))
             return lambda: self.destroy_subscription(subscription)
 
-        self._inputs.add([SENSOR_TOPICS[name]], create)
+        self._inputs.add([SENSOR_TOPICS[name]], create, latest_value)
 
     def _lost(self, name: str, count: int) -> None:
         if count > 0:
@@ -290,7 +295,8 @@ class SoleNode(LifecycleNode):
         self._sync = subscribe_synchronized(
             self, [(Image, SENSOR_TOPICS["depth"]), (Image, SENSOR_TOPICS["color"])], self._on_rgbd,
             slop=self.param("inputs.sync_slop"), queue_size=self.param("inputs.queue_size"), qos=profiles,
-            backend=self.param("inputs.sync_backend"), callback_group=self._ingest_group,
+            backend=self.param("inputs.sync_backend"),
+            callback_group=[MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()],
             on_receive=lambda index, msg: self.counters.received(names[index]), on_drop=dropped,
             on_lost=lambda index, count: self._lost(names[index], count))
         sync = self._sync
@@ -298,6 +304,7 @@ class SoleNode(LifecycleNode):
 
     # --- poses ----------------------------------------------------------------------------------
     def _on_pose(self, msg) -> None:
+        self._pose_child_frame = getattr(msg, "child_frame_id", "") or self._pose_child_frame
         try:
             self._pose_buffer.add_message(msg)
             self._rates["pose"].tick()
@@ -305,16 +312,31 @@ class SoleNode(LifecycleNode):
         except (ValueError, MalformedMessage) as error:
             self._drop("pose", reasons.INVALID, error)
 
+    def _check_pose_frame(self, sensor_frame: str) -> None:
+        """Warn (once per pair) when the pose topic tracks another frame than the sensor's and no
+        extrinsic bridges them: the map would be built from the wrong pose, silently."""
+        child = self._pose_child_frame
+        if not child or not sensor_frame or child.lstrip("/") == sensor_frame.lstrip("/"):
+            return
+        if not np.allclose(self._extrinsic, np.eye(4)) or (child, sensor_frame) in self._pose_frames_warned:
+            return
+        self._pose_frames_warned.add((child, sensor_frame))
+        self.get_logger().warning(
+            f"the pose topic tracks '{child}' but the sensor messages are in '{sensor_frame}', and "
+            f"pose.sensor_extrinsic is the identity: set the extrinsic ({child} -> {sensor_frame}) or use "
+            "pose.source:=tf")
+
     def _sensor_pose(self, header) -> np.ndarray:
         """World-from-sensor at the header's stamp; PoseLookupError with the reason when unknown."""
         stamp = stamp_to_seconds(header.stamp)
         if self._pose_buffer is not None:
+            self._check_pose_frame(header.frame_id)
             # The pose of this stamp may still be on its way (another topic): wait up to the timeout.
             timeout = self.param("pose.timeout")
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    world_from_base = self._pose_buffer.lookup(stamp, tolerance=timeout)
+                    world_from_base = self._pose_buffer.lookup(stamp, tolerance=POSE_END_TOLERANCE)
                     return world_from_base @ self._extrinsic
                 except PoseLookupError:
                     if time.monotonic() >= deadline:
@@ -617,6 +639,12 @@ class SoleNode(LifecycleNode):
         inputs, transforms = self._inputs, self._transforms
         if inputs is not None:
             values.update({f"qos {topic}": qos for topic, qos in inputs.chosen().items()})
+        sync, ingest = self._sync, self._ingest
+        if sync is not None and hasattr(sync.synchronizer, "pending"):
+            for name, waiting in zip(("depth", "color"), sync.synchronizer.pending()):
+                values[f"{name} waiting for its pair"] = str(waiting)
+        if ingest is not None:
+            values["frames waiting to be fused"] = str(ingest.pending())
         if transforms is not None:
             values["poses"] = f"/tf through the {transforms.backend}"
         pipeline = self.pipeline

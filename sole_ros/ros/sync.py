@@ -189,15 +189,18 @@ def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: C
 
     backend: "builtin" (ApproximateTimeSync), "message_filters" (ImportError when absent) or
     "auto" (message_filters when importable, else builtin). ``callback_group`` is given to
-    every subscription (the builtin synchroniser is thread-safe, so a reentrant group is fine).
+    every subscription, or is a sequence of one per input (the builtin synchroniser is
+    thread-safe, so inputs may run side by side).
     ``qos`` is one profile for all inputs or a sequence of one per input. ``on_receive(i, msg)``
     hears of every message as it arrives, ``on_drop(i, reason)`` of every one the builtin
     synchroniser discards (message_filters does not report its drops), ``on_lost(i, count)`` of
     messages the middleware reports lost on the way (builtin backend).
     """
     qos_per_input = list(qos) if isinstance(qos, (list, tuple)) else [qos] * len(inputs)
-    if len(qos_per_input) != len(inputs):
-        raise ValueError(f"{len(qos_per_input)} QoS profiles for {len(inputs)} inputs")
+    groups = list(callback_group) if isinstance(callback_group, (list, tuple)) else [callback_group] * len(inputs)
+    if len(qos_per_input) != len(inputs) or len(groups) != len(inputs):
+        raise ValueError(f"{len(qos_per_input)} QoS profiles and {len(groups)} callback groups for "
+                         f"{len(inputs)} inputs")
     if backend not in ("auto", "builtin", "message_filters"):
         raise ValueError(f"backend must be auto, builtin or message_filters, not {backend!r}")
     if backend == "auto":
@@ -206,8 +209,8 @@ def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: C
         import message_filters  # ImportError names the missing module, which is the reason
 
         subscribers = [message_filters.Subscriber(node, msg_type, topic, qos_profile=profile,
-                                                  callback_group=callback_group)
-                       for (msg_type, topic), profile in zip(inputs, qos_per_input)]
+                                                  callback_group=group)
+                       for (msg_type, topic), profile, group in zip(inputs, qos_per_input, groups)]
         if on_receive is not None:
             for i, subscriber in enumerate(subscribers):
                 subscriber.registerCallback(lambda msg, i=i: on_receive(i, msg))
@@ -223,7 +226,7 @@ def subscribe_synchronized(node, inputs: Sequence[tuple[type, str]], callback: C
             synchronizer.add(i, msg)
         return feed
 
-    subscriptions = [node.create_subscription(msg_type, topic, feeder(i), profile, callback_group=callback_group,
+    subscriptions = [node.create_subscription(msg_type, topic, feeder(i), profile, callback_group=groups[i],
                                               event_callbacks=lost_events(on_lost, i))
                      for i, ((msg_type, topic), profile) in enumerate(zip(inputs, qos_per_input))]
     return SynchronizedSubscription(backend, subscriptions, synchronizer)

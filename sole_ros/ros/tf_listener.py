@@ -20,8 +20,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sole_ros.messages.poses import PoseLookupError, matrix_from_transform, stamp_to_seconds
 from sole_ros.messages.transform_tree import TransformTree
 
-# As tf2_ros's listeners: /tf reliable and volatile, /tf_static reliable and latched.
-DYNAMIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+# /tf is read best effort (it matches reliable broadcasters too): a lost transform is superseded
+# by the next one and interpolation spans the gap, whereas a reliable reader delivers in order and
+# holds every later transform back until the lost one is resent, which can take seconds while
+# image bursts crowd the host. /tf_static stays reliable and latched, as tf2_ros reads it.
+DYNAMIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.VOLATILE)
 STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -93,6 +93,10 @@ def register_eval(subparsers) -> None:
                    help="the extra views' scales vary by up to J (model.view_scale_jitter; default: %(default)s)")
     p.add_argument("--queries", type=int, default=0, metavar="Q",
                    help="query seeds per pass (model.num_queries; default: 0, the count trained with)")
+    p.add_argument("--matching", choices=("scannet", "exclusive"), default="scannet",
+                   help="how AP consumes a prediction above the threshold on several instances (only AP25 "
+                        "can differ): scannet, as the benchmark's evaluation script and published numbers, or "
+                        "exclusive, each prediction counted once (default: %(default)s)")
     p.add_argument("--no-point-features", dest="point_features", action="store_false",
                    help="synthetic scenes without their stand-in point CLIP features, as a node without a 2D "
                         "CLIP sees its map")
@@ -181,7 +185,8 @@ def _run_eval(args) -> int:
                                      device=args.device or "auto", max_scenes=args.max_scenes, top_k=args.top_k,
                                      min_region_size=args.min_region_size, views=args.views,
                                      scene_scale=args.scene_scale, view_scale_jitter=args.view_scale_jitter,
-                                     point_features=args.point_features, num_queries=args.queries)
+                                     point_features=args.point_features, num_queries=args.queries,
+                                     matching=args.matching)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     print(format_table(result))

@@ -81,7 +81,8 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
                         max_scenes: int | None = None, top_k: int | None = None,
                         min_region_size: int | None = None, query_top1: bool = True, views: int = 1,
                         scene_scale: float = 1.0, view_scale_jitter: float = 0.1,
-                        point_features: bool = True, num_queries: int = 0) -> InstanceAPResult:
+                        point_features: bool = True, num_queries: int = 0,
+                        matching: str = "scannet") -> InstanceAPResult:
     """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config),
     and with ``query_top1`` the top-1 accuracy of class-name queries asked alone
     (``result.query_top1``) and among the other class names (``result.query_top1_contrast``).
@@ -92,7 +93,8 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     ``point_features=False`` scores the synthetic scenes without their stand-in point CLIP
     features, as a node without a 2D CLIP (the demo weights' random one) sees its map.
     ``num_queries`` > 0 samples that many query seeds per pass instead of the trained count (the
-    node's ``model.num_queries``).
+    node's ``model.num_queries``). ``matching`` is the AP's rule for duplicates (AP25 depends on
+    it): "scannet", the benchmark script's, or "exclusive" (sole_ros.evaluation.instance_ap).
     """
     from sole_ros.device import resolve_device
     from sole_ros.pipeline import PipelineSettings, load_segmenter
@@ -128,7 +130,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
             score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, contrasted,
                                contrast_phrases=class_names)
     result = evaluate_instances(pairs, class_ids, class_names, splits=splits, min_region_size=min_region_size,
-                                agnostic_predictions=agnostic)
+                                agnostic_predictions=agnostic, matching=matching)
     result.query_top1, result.query_top1_contrast = alone, contrasted
     if output_dir is not None:
         out = pathlib.Path(output_dir)
@@ -141,6 +143,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
             {"checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
              "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device),
              "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter,
-             "point_features": point_features, "num_queries": segmenter.model.config.num_queries}, indent=2))
+             "point_features": point_features, "num_queries": segmenter.model.config.num_queries,
+             "matching": matching}, indent=2))
     return result
 
