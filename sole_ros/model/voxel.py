@@ -63,12 +63,21 @@ INPUT_MODES = ("averaged", "reference")
 def _first_point_voxels(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(coords [V, 3], first [V], inverse [N]) with voxels in the order of their first point:
     ``first[v]`` is the index of voxel v's first point, ``inverse[i]`` the voxel of point i."""
-    # np.unique sorts stably when asked for indices, so return_index gives each voxel's first point
-    coords, first, inverse = np.unique(grid, axis=0, return_index=True, return_inverse=True)
+    # np.unique sorts stably when asked for indices, so return_index gives each voxel's first point;
+    # one int64 key per point (mixed radix over the occupied box) is much faster than rows
+    low = grid.min(axis=0)
+    extent = grid.max(axis=0) - low + 1
+    if float(extent[0]) * float(extent[1]) * float(extent[2]) < 2.0**62:
+        shifted = grid - low
+        keys = (shifted[:, 0] * extent[1] + shifted[:, 1]) * extent[2] + shifted[:, 2]
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    else:
+        _, first, inverse = np.unique(grid, axis=0, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0])
-    return coords[order], first[order], rank[inverse.reshape(-1)]
+    first = first[order]
+    return grid[first], first, rank[inverse.reshape(-1)]
 
 
 def voxelize(points, colors, clip_features, config: SoleConfig, mode: str | None = None) -> VoxelScene:
