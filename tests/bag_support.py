@@ -158,9 +158,7 @@ def write_rgbd_bag(path: pathlib.Path, frames, storage: str = "mcap", start: flo
         def connection(topic, msgtype):
             return writer.add_connection(topic, msgtype, typestore=ts)
 
-        depth_c = connection("/camera/depth/image_raw", "sensor_msgs/msg/Image")
-        color_c = connection("/camera/color/image_raw", "sensor_msgs/msg/Image")
-        info_c = connection("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo")
+        depth_c, color_c, info_c = _camera_connections(connection)
         odom_c = connection("/odom", "nav_msgs/msg/Odometry")
         note_c = connection("/notes", "std_msgs/msg/String")
         writer.write(note_c, int(start * 1e9), ts.serialize_cdr(ts.types["std_msgs/msg/String"](data="start"),
@@ -179,6 +177,13 @@ def write_rgbd_bag(path: pathlib.Path, frames, storage: str = "mcap", start: flo
                 msg = odometry(ts, start + s, _interpolated_pose(frames, s))
                 writer.write(odom_c, int((t + 0.02) * 1e9), ts.serialize_cdr(msg, "nav_msgs/msg/Odometry"))
     return path
+
+
+def _camera_connections(connection):
+    """The depth, colour and camera info topics of an RGB-D driver, as these bags name them."""
+    return (connection("/camera/depth/image_raw", "sensor_msgs/msg/Image"),
+            connection("/camera/color/image_raw", "sensor_msgs/msg/Image"),
+            connection("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo"))
 
 
 def _interpolated_pose(frames, stamp: float) -> np.ndarray:
@@ -223,9 +228,7 @@ def write_tf_rgbd_bag(path: pathlib.Path, playback, dynamic_of, static: dict, od
         def connection(topic, msgtype):
             return writer.add_connection(topic, msgtype, typestore=ts)
 
-        depth_c = connection("/camera/depth/image_raw", "sensor_msgs/msg/Image")
-        color_c = connection("/camera/color/image_raw", "sensor_msgs/msg/Image")
-        info_c = connection("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo")
+        depth_c, color_c, info_c = _camera_connections(connection)
         tf_c = connection("/tf", tf_type)
         static_c = connection("/tf_static", tf_type)
         odom_c = connection("/odom", "nav_msgs/msg/Odometry") if odometry_of is not None else None

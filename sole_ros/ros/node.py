@@ -278,6 +278,8 @@ class SoleNode(LifecycleNode):
         if count > 0:
             self.counters.dropped(name, reasons.LOST, n=count,
                                   detail="the middleware lost it on the way (large messages over best effort?)")
+            if name == "camera_info":
+                return  # read best effort on purpose: the next one replaces it, nothing to warn about
             self._warn_throttled(f"{name}/{reasons.LOST}", f"{count} {self._topic(name)} message(s) lost in "
                                  "transport before reaching the node (large messages over best-effort DDS lose "
                                  "fragments: a reliable publisher, or inputs.qos, avoids it)")
