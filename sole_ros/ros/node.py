@@ -198,12 +198,13 @@ class SoleNode(LifecycleNode):
         if self.param("pose.source") == "topic":
             self._pose_buffer = PoseBuffer()
             self._extrinsic = extrinsic_matrix(list(self.param("pose.sensor_extrinsic")))
-            # Own group: a frame waiting for its pose (see _sensor_pose) must not block the pose.
+            # Its own group, like every input: the ingest worker waits for poses (_sensor_pose) while
+            # pose messages keep coming in.
             self._subscribe_one(POSE_MESSAGES[self.param("pose.topic_type")], "pose", self._on_pose,
                                 MutuallyExclusiveCallbackGroup())
         else:
-            # Own group too: a frame waits in _sensor_pose for the transforms of its stamp.
-            self._transforms = make_transform_listener(self, MutuallyExclusiveCallbackGroup())
+            # tf2_ros, or the package's listener spinning on a participant and thread of its own.
+            self._transforms = make_transform_listener(self)
             self.get_logger().info(f"poses from /tf and /tf_static through the {self._transforms.backend}")
         self._entities.append(self.create_timer(QOS_RECHECK_PERIOD, self._inputs.refresh,
                                                 callback_group=self._timer_group))

@@ -149,8 +149,9 @@ class ApproximateTimeSync:
                     callback(*messages)
 
 
-def lost_events(on_lost: Callable[[int, int], Any] | None, index: int):
-    """Subscription event callbacks reporting messages the middleware lost (None when not asked)."""
+def lost_events(on_lost: Callable[[Any, int], Any] | None, index):
+    """Subscription event callbacks calling ``on_lost(index, count)`` when the middleware reports
+    messages lost on the way (None when not asked)."""
     if on_lost is None:
         return None
     from rclpy.event_handler import SubscriptionEventCallbacks

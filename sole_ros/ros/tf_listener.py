@@ -64,7 +64,7 @@ class OwnTransformListener:
 
     backend = "sole_ros transform tree"
 
-    def __init__(self, node, callback_group=None, cache_seconds: float = CACHE_SECONDS):
+    def __init__(self, node, cache_seconds: float = CACHE_SECONDS):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from tf2_msgs.msg import TFMessage
@@ -136,7 +136,7 @@ class Tf2RosListener:
 
     backend = "tf2_ros"
 
-    def __init__(self, node, callback_group=None):
+    def __init__(self, node):
         import tf2_ros
 
         self._buffer = tf2_ros.Buffer()
@@ -157,14 +157,14 @@ class Tf2RosListener:
         self._listener.unregister()
 
 
-def make_transform_listener(node, callback_group=None):
+def make_transform_listener(node):
     """tf2_ros where it is installed, else the package's own listener (needs tf2_msgs)."""
     if tf2_ros_available():
-        return Tf2RosListener(node, callback_group)
+        return Tf2RosListener(node)
     if not tf_messages_available():
         raise ImportError("pose.source=tf needs tf2_msgs: run scripts/setup.sh (it builds the standard "
                           "tf2_msgs/msg/TFMessage interface), or install ROS 2's tf2_msgs")
-    return OwnTransformListener(node, callback_group)
+    return OwnTransformListener(node)
 
 
 __all__ = ["OwnTransformListener", "Tf2RosListener", "make_transform_listener", "tf2_ros_available",
