@@ -186,14 +186,16 @@ def test_missing_inputs_are_counted_warned_once_and_leave_the_map_empty(tmp_path
         play("--no-tf")  # camera info now comes, transforms never do
         diagnostics.wait(name, lambda v: counts(v, "depth")[2].get("no pose at the stamp", 0) > 0)
         play("--color-offset", "1.0")  # colour one second off: it never pairs
-        values = diagnostics.wait(name, lambda v: counts(v, "depth")[2].get("no colour pair", 0) > 0)
-        time.sleep(1.0)
-        values = diagnostics.wait(name, lambda v: True)
+        diagnostics.wait(name, lambda v: counts(v, "depth")[2].get("no colour pair", 0) > 0)
+        play("--start", "1.0")  # stamped one second after 1970: a driver without a clock
+        values = settle(diagnostics, name)
         assert int(values["map voxels"]) == 0, values
         received, fused, dropped = counts(values, "depth")
-        assert fused == 0 and set(dropped) == {"no camera info", "no pose at the stamp", "no colour pair"}, values
+        dropped.pop("lost in transport", None)  # the middleware's business, not tested here
+        reasons = {"no camera info", "no pose at the stamp", "no colour pair", "implausible stamp"}
+        assert fused == 0 and set(dropped) == reasons, values
         log = node.output()
-        for reason in ("no camera info", "no pose at the stamp", "no colour pair"):
+        for reason in reasons:
             warnings = [line for line in log.splitlines() if f"/depth/image message dropped, {reason}" in line]
             assert len(warnings) == 1, (reason, warnings)
         assert node.alive()
@@ -277,8 +279,9 @@ def test_pose_topic_of_another_frame_than_the_sensor_is_warned_about(tmp_path, r
         depth_pub = ros_client.create_publisher(Image, "/depth/image", qos)
         time.sleep(3.0)  # discovery, and the node's QoS re-check settling on our reliable offer
         frame = frames[0]
+        start = time.time()
         for i in range(3):
-            stamp = seconds_to_stamp(1000.0 + i)
+            stamp = seconds_to_stamp(start + i)
             info = CameraInfo(height=480, width=640)
             info.k = [float(v) for v in frame.K.reshape(-1)]
             info.header.stamp, info.header.frame_id = stamp, OPTICAL

@@ -356,18 +356,34 @@ class SoleNode(LifecycleNode):
     # --- sensor input ---------------------------------------------------------------------------
     def _on_cloud(self, msg: PointCloud2) -> None:
         self._rates["points"].tick()
-        self._queue(("points", msg))
+        self._queue(("points", msg), msg.header.stamp)
 
     def _on_rgbd(self, depth_msg: Image, color_msg: Image | None) -> None:
         self._rates["depth"].tick()
         if color_msg is not None:
             self._rates["color"].tick()
-        self._queue(("rgbd", depth_msg, color_msg))
+        self._queue(("rgbd", depth_msg, color_msg), depth_msg.header.stamp)
 
-    def _queue(self, item) -> None:
+    def _queue(self, item, stamp) -> None:
+        why = self._implausible(stamp_to_seconds(stamp))
+        if why:
+            for name in _inputs_of(item):
+                self._drop(name, reasons.IMPLAUSIBLE_STAMP, why)
+            return
         ingest = self._ingest
         if ingest is not None:
             ingest.put(item)
+
+    def _implausible(self, stamp: float) -> str:
+        """Why a sensor stamp cannot be believed ('' when it can)."""
+        if stamp <= 0.0:
+            return "stamped zero (the driver sets no time)"
+        now = self.get_clock().now().nanoseconds * 1e-9
+        limit = self.param("inputs.max_stamp_offset")
+        if abs(stamp - now) > limit:
+            return (f"stamped {stamp - now:+.0f} s from the node's clock (more than inputs.max_stamp_offset, "
+                    f"{limit:g} s)")
+        return ""
 
     def _overflowed(self, item) -> None:
         detail = (f"fusing is slower than the input: the oldest of more than {self.param('inputs.max_pending')} "
