@@ -75,7 +75,7 @@ class PipelineSettings:
     clip_pretrained: str | None = "openai"
     prompt: str = "a {} in a scene."
     autocast: bool = False
-    top_k: int = 100
+    top_k: int = 0  # candidates ranked per query; 0: the checkpoint's topk_per_image, else DEFAULT_TOP_K
     min_points: int = 0  # answers (and full-segmentation parts) with fewer points are dropped
     split_distance: float | None = None  # DBSCAN eps of the mask splitting; None: the checkpoint's
     contrast_phrases: tuple[str, ...] = ()  # other things' names a query must beat (never answered)
@@ -120,6 +120,24 @@ class PipelineSettings:
             keyframe_rotation_deg=values["scene.keyframe_rotation_deg"],
             keyframe_period=positive_or_none(values["scene.keyframe_period"]),
             max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"])
+
+
+# Candidates (query x phrase) ranked per query when neither query.top_k nor the checkpoint sets it.
+DEFAULT_TOP_K = 100
+
+
+def candidate_count(top_k: int, hyper=None) -> tuple[int, str]:
+    """(candidates ranked per query, where the number comes from): ``top_k`` when positive, else
+    the checkpoint's ``general.topk_per_image`` (``hyper``: its HyperParameters), else DEFAULT_TOP_K.
+    The published SOLE evaluates with 750 (ScanNet200) and 500 (ScanNet)."""
+    top_k = int(top_k)
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0: the checkpoint's), got {top_k}")
+    if top_k > 0:
+        return top_k, "query.top_k"
+    if hyper is not None and "top_k" in hyper.values:
+        return int(hyper.values["top_k"]), hyper.sources["top_k"]
+    return DEFAULT_TOP_K, "the default" + (": the checkpoint gives no topk_per_image" if hyper is not None else "")
 
 
 def with_query_count(config, num_queries: int, log=print):
@@ -175,18 +193,24 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     Two kinds of checkpoint load: a published SOLE .ckpt (sizes read from its tensors; CLIP from
     settings.clip_model / clip_pretrained) and one written by ``sole-ros train`` (its own config,
     and the weights of the CLIP it was trained with when that CLIP was randomly initialised).
-    They are told apart by ``hyper_parameters["sole_config"]``, which only the latter has. The
+    They are told apart by ``hyper_parameters["sole_config"]``, which only the latter has. A
+    published file's settings (query count, top-k, DBSCAN distance, voxel size, ...) come from its
+    hyper-parameters, ``config.*`` as the reference saves them; the load report names those read
+    and those defaulted. settings.top_k 0 takes the published file's ``topk_per_image``, else
+    DEFAULT_TOP_K (also for sole_ros's own checkpoints). The
     input mode (settings.input_mode "auto") is "reference" for a published file and the recorded
     ``sole_config.input_mode`` for sole_ros's own ("averaged" when absent, as in the demo weights).
     """
     from sole_ros.clip import ClipSpec, load_clip
     from sole_ros.inference import OpenVocabSegmenter
     from sole_ros.model import SoleConfig, SoleModel
-    from sole_ros.model.checkpoint import config_from_checkpoint, load_sole_weights, read_checkpoint
+    from sole_ros.model.checkpoint import (config_from_checkpoint, load_sole_weights, read_checkpoint,
+                                           read_hyper_parameters)
     from sole_ros.model.text import TextEncoder
 
     # Random weights are an explicit choice (tests); otherwise an empty setting means the demo weights.
     checkpoint = settings.checkpoint or (None if settings.allow_random_weights else find_default_checkpoint())
+    hyper = None
     if checkpoint:
         data = read_checkpoint(checkpoint)
         hp = data.get("hyper_parameters")
@@ -194,12 +218,15 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
         if own_run:
             config = SoleConfig.from_dict(hp["sole_config"])
         else:
-            config = config_from_checkpoint(data)
+            hyper = read_hyper_parameters(data)
+            config = config_from_checkpoint(data, hyper=hyper)
         config = with_input_mode(config, settings.input_mode, log)
         model = SoleModel(with_query_count(config, settings.num_queries, log))
         report = load_sole_weights(model, checkpoint, data=data)
         model = model.to(device).eval()
         log(f"loaded {checkpoint}: {report.describe()}")
+        if hyper is not None:
+            log(hyper.describe(config.replace(top_k=hyper.values.get("top_k", DEFAULT_TOP_K))))
         if "clip_state_dict" in data:
             # The run's CLIP had random weights: they define its text space and travel with it.
             clip = load_clip(ClipSpec(hp["clip"]["model_name"], None), device)
@@ -224,9 +251,11 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     if model.config.clip_dim != clip.embed_dim:
         raise ValueError(f"the model expects {model.config.clip_dim}-d CLIP features but the CLIP "
                          f"{clip.spec.model_name} gives {clip.embed_dim}-d: pick the matching CLIP model")
+    top_k, top_k_source = candidate_count(settings.top_k, hyper)
+    log(f"{top_k} candidates ranked per query ({top_k_source})")
     text = TextEncoder(device=device, prompt=settings.prompt, loaded=clip)
     segmenter = OpenVocabSegmenter(model, text, device=device, use_autocast=settings.autocast,
-                                   top_k=settings.top_k, dbscan_eps=settings.split_distance,
+                                   top_k=top_k, dbscan_eps=settings.split_distance,
                                    contrast_phrases=settings.contrast_phrases)
     if settings.test_time_views != 1 or settings.scene_scale != 1.0:
         from sole_ros.inference import MultiViewSegmenter

@@ -100,6 +100,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("inputs.sync_slop", 0.05, "Largest stamp difference of a depth/colour pair (s).", 0.0, 1.0),
     Param("inputs.queue_size", 30, "History depth of the input subscriptions and of the depth/colour "
           "pairing (messages): a second at 30 Hz, so a busy moment of the executor loses none.", 1, 100),
+    Param("inputs.max_stamp_offset", 86400.0, "Sensor messages stamped zero, or further than this from the "
+          "node's clock (s), are dropped and counted as implausible stamps (a driver without a clock, a "
+          "wrong time zone): fused, they would date the map wrongly.", 1.0, 1.0e9),
     Param("inputs.max_pending", 30, "Frames waiting to be fused at most; beyond it the oldest is dropped "
           "and counted as too old (the node fuses slower than the sensors publish).", 1, 1000),
     Param("inputs.sync_backend", "auto", "Depth/colour synchroniser.",
@@ -123,7 +126,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("query.max_phrases", 16, "Most phrases in one query.", 1, 256),
     Param("query.max_phrase_length", 256, "Longest phrase (characters).", 1, 4096),
     Param("query.default_max_results", 10, "max_results used when a request gives 0.", 1, 1000),
-    Param("query.top_k", 100, "Candidates (query x phrase) kept before the score threshold.", 1, 10_000),
+    Param("query.top_k", 0, "Candidates (query x phrase) kept before the score threshold; 0: the "
+          "checkpoint's (a published SOLE file's topk_per_image: 750 for ScanNet200, 500 for ScanNet), "
+          "else 100.", 0, 10_000),
     Param("query.min_points", 0, "Answers with fewer points than this are dropped (stray fragments of a "
           "large scene); 0: keep all.", 0, 1_000_000),
     Param("query.split_distance", 0.0, "Masks are split into parts connected within this distance (m); "

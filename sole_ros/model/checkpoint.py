@@ -194,8 +194,128 @@ def _select(hp, dotted: str, default=None):
         return default
 
 
-def config_from_checkpoint(data: dict, base: SoleConfig | None = None) -> SoleConfig:
-    """A SoleConfig for a published checkpoint: sizes read from its tensors and hyper-parameters.
+# SoleConfig fields read from the reference's hydra config (conf/ of the published SOLE: model/sole.yaml,
+# data/indoor.yaml, config_base_instance_segmentation.yaml), which its Lightning module saves as
+# hyper_parameters["config"]. Keys are looked up under "config." first, then at the top level.
+HYPER_PARAMETER_KEYS: tuple[tuple[str, str, type], ...] = (
+    ("num_queries", "model.num_queries", int),
+    ("num_heads", "model.num_heads", int),
+    ("num_decoders", "model.num_decoders", int),
+    ("gauss_scale", "model.gauss_scale", float),
+    ("hlevels", "model.hlevels", tuple),
+    ("sample_sizes", "model.sample_sizes", tuple),
+    ("voxel_size", "data.voxel_size", float),
+    ("dbscan_eps", "general.dbscan_eps", float),
+    ("top_k", "general.topk_per_image", int),  # -1 there: as many as there are queries
+)
+# Reference settings sole_ros reads and reports without applying (its mask splitting is DBSCAN with
+# min_samples 1, always on; score filtering happens at query time).
+NOTED_KEYS = ("general.use_dbscan", "general.dbscan_min_points", "general.scores_threshold",
+              "general.filter_out_instances", "general.iou_threshold")
+
+
+@dataclass
+class HyperParameters:
+    """What a published checkpoint's hyper-parameters say: ``values`` (SoleConfig field -> value),
+    ``sources`` (field -> the key it came from, e.g. "config.model.num_queries"), ``defaulted``
+    (fields the file does not give, which keep sole_ros's defaults) and ``noted`` (reference
+    settings read but not applied)."""
+
+    values: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+    defaulted: list[str] = field(default_factory=list)
+    noted: dict = field(default_factory=dict)
+
+    def describe(self, config: SoleConfig | None = None) -> str:
+        """Lines for the load report; ``config`` gives the values the defaulted fields took."""
+        read = ", ".join(f"{self.sources[name]}={_plain(self.values[name])}" for name in self.sources)
+        lines = [f"hyper-parameters read: {read or 'none'}"]
+        if self.defaulted:
+            shown = [f"{name}={_plain(getattr(config, name))}" if config is not None else name
+                     for name in self.defaulted]
+            lines.append(f"hyper-parameters defaulted (not in the file): {', '.join(shown)}")
+        if self.noted:
+            lines.append("hyper-parameters read, not applied: "
+                         + ", ".join(f"{key}={value}" for key, value in self.noted.items()))
+        return "\n".join(lines)
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def read_hyper_parameters(data: dict) -> HyperParameters:
+    """The settings a published (Lightning) checkpoint's ``hyper_parameters`` hold, from
+    ``config.<key>`` (the reference's layout: its LightningModule saves its hydra config as
+    ``config``) or ``<key>`` (the same keys without the wrapper)."""
+    hp = data.get("hyper_parameters")
+    found = HyperParameters()
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(hp, dict):
+            hp = OmegaConf.create(hp)
+        elif not isinstance(hp, DictConfig):
+            hp = None
+    except Exception:  # noqa: BLE001 - no omegaconf, or values it cannot hold: nothing to read
+        hp = None
+
+    def lookup(key):
+        if hp is None:
+            return None, None
+        for prefix in ("config.", ""):
+            value = _select(hp, prefix + key)
+            if value is not None:
+                return prefix + key, value
+        return None, None
+
+    for name, key, kind in HYPER_PARAMETER_KEYS:
+        source, value = lookup(key)
+        if kind is tuple:
+            usable = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool)
+                                                               for v in value)
+        else:
+            usable = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not usable:
+            found.defaulted.append(name)
+            continue
+        found.values[name] = tuple(value) if kind is tuple else kind(value)
+        found.sources[name] = source
+    top_k = found.values.get("top_k")
+    if top_k is not None and top_k <= 0:  # the reference's -1: one candidate per query
+        if top_k == -1 and "num_queries" in found.values:
+            found.values["top_k"] = found.values["num_queries"]
+        else:
+            del found.values["top_k"], found.sources["top_k"]
+            found.defaulted.append("top_k")
+    for key in NOTED_KEYS:
+        source, value = lookup(key)
+        if isinstance(value, (int, float, str, bool)):
+            found.noted[source] = value
+    return found
+
+
+def _backbone_sizes(sd: dict) -> dict:
+    """init_dim, planes and layers of the Res16UNet from its tensors' shapes and names."""
+    sizes: dict = {}
+    if "model.backbone.conv0p1s1.kernel" in sd:
+        sizes["init_dim"] = int(sd["model.backbone.conv0p1s1.kernel"].shape[2])
+    planes, layers = [], []
+    for stage in range(1, 9):
+        blocks = {int(m.group(1)) for key in sd
+                  for m in [re.match(rf"model\.backbone\.block{stage}\.(\d+)\.conv2\.kernel$", key)] if m}
+        if not blocks:
+            return sizes
+        planes.append(int(sd[f"model.backbone.block{stage}.{max(blocks)}.conv2.kernel"].shape[2]))
+        layers.append(len(blocks))
+    sizes["planes"], sizes["layers"] = tuple(planes), tuple(layers)
+    return sizes
+
+
+def config_from_checkpoint(data: dict, base: SoleConfig | None = None,
+                           hyper: HyperParameters | None = None) -> SoleConfig:
+    """A SoleConfig for a published checkpoint: sizes read from its tensors, settings from its
+    hyper-parameters (``read_hyper_parameters``; pass ``hyper`` when already read).
 
     The input mode is "reference": a published network was trained on the reference's voxels
     (first point per voxel) and query seeds (sole_ros/model/voxel.py, sole_ros/model/fps.py).
@@ -213,23 +333,8 @@ def config_from_checkpoint(data: dict, base: SoleConfig | None = None) -> SoleCo
         k = sd["model.backbone.conv0p1s1.kernel"]
         changes["in_channels"] = int(k.shape[1])
         changes["conv1_kernel_size"] = round(k.shape[0] ** (1 / 3))
-    hp = data.get("hyper_parameters")
-    if hp is not None:
-        for name, key, kind in (("num_queries", "model.num_queries", int), ("num_heads", "model.num_heads", int),
-                                ("num_decoders", "model.num_decoders", int),
-                                ("gauss_scale", "model.gauss_scale", float),
-                                ("voxel_size", "data.voxel_size", float),
-                                ("dbscan_eps", "general.dbscan_eps", float),
-                                ("top_k", "general.topk_per_image", int)):
-            value = _select(hp, key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                changes[name] = kind(value)
-        for name, key in (("hlevels", "model.hlevels"), ("sample_sizes", "model.sample_sizes")):
-            value = _select(hp, key)
-            if isinstance(value, list) and all(isinstance(v, int) for v in value):
-                changes[name] = tuple(value)
-        if changes.get("top_k", 1) <= 0:
-            changes.pop("top_k")
+    changes.update(_backbone_sizes(sd))
+    changes.update((hyper or read_hyper_parameters(data)).values)
     return cfg.replace(**changes)
 
 
