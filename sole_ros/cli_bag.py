@@ -110,7 +110,8 @@ def run(args) -> int:
                       "pose_source": summary.pose_source, "map_voxels": len(snapshot),
                       "voxel_size": snapshot.voxel_size},
             "queries": phrases,
-            "model": {**describe_model(settings), "device": str(pipeline.device)},
+            "model": {**describe_model(settings, getattr(pipeline.segmenter, "top_k", None)),
+                      "device": str(pipeline.device)},
             # Point indices are rows of the written PLY (the map's voxel centres).
             "instances": [instance_record(rank, inst, inst.point_indices) for rank, inst in enumerate(instances, 1)],
             "outputs": outputs,

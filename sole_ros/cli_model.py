@@ -155,9 +155,9 @@ def model_errors():
     return (ValueError, OSError, ClipWeightsUnavailable, CheckpointError)
 
 
-def describe_model(settings) -> dict:
+def describe_model(settings, candidates: int | None = None) -> dict:
     """The settings that shaped the answer (names as the node's parameters, without the group;
-    candidates: query.top_k)."""
+    candidates: the query.top_k used, which the checkpoint decides when the setting is 0)."""
     return {
         "checkpoint": settings.checkpoint or None,
         "config": None if settings.checkpoint else settings.model_config,
@@ -170,7 +170,7 @@ def describe_model(settings) -> dict:
         "num_queries": settings.num_queries,
         "scene_scale": settings.scene_scale,
         "view_scale_jitter": settings.view_scale_jitter,
-        "candidates": settings.top_k,
+        "candidates": candidates if candidates is not None else settings.top_k,
         "min_points": settings.min_points,
         "split_distance": settings.split_distance,  # None: the checkpoint's
         "contrast_phrases": list(settings.contrast_phrases),

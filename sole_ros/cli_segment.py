@@ -73,7 +73,7 @@ def run(args) -> int:
             "input": {"path": args.file, "rows": scene.num_input, "points": len(scene),
                       "features": None if features is None else int(features.shape[1])},
             "queries": phrases,
-            "model": {**describe_model(settings), "device": str(device)},
+            "model": {**describe_model(settings, getattr(segmenter, "top_k", None)), "device": str(device)},
             "instances": [instance_record(rank, inst, scene.to_input_indices(inst.point_indices))
                           for rank, inst in enumerate(instances, 1)],
             "outputs": outputs,
