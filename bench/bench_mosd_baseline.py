@@ -1,7 +1,7 @@
 """A purely geometric baseline on the real mOSD Kinect scans: RANSAC table-plane removal, then
 DBSCAN clusters as object instances, scored with the project's ScanNet-style AP (class-agnostic).
 
-This is the yardstick issue 7 asks the trained model to beat. It needs Open3D (benchmark-only):
+This is the yardstick a trained model must beat on real scans. It needs Open3D (benchmark-only):
     .venv/bin/pip install -c constraints.txt open3d      (and Debian's libusb-1.0-0)
 
     python bench/bench_mosd_baseline.py [--data ../shared/data/mosd] [--eps 0.02] [--min-points 10] [--seeds 5]

@@ -56,7 +56,7 @@ train_tower() {  # FROM EPOCHS SEED TO [REGION_WEIGHT]
     --scenes "${TOWER_SCENES:-288}" --epochs "$2" --seed "$3" --output "$4" --region-weight "${5:-0}"
 }
 # TOWER_RECIPE=short instead trains one new tower in a single 48-epoch OneCycle with the region loss
-# from the start, on 2 threads: 88 min against 215 (sole_ros/weights/README.md, session 16).
+# from the start, on 2 threads: 88 min against 215.
 case "$TOWER_RECIPE" in
   long)
     TOWER_THREADS=1  # set here, not taken from the environment: the recipe fixes it
@@ -73,8 +73,8 @@ START=${FROM:-$WORK/demo_tower.ckpt}
 # Stage 5: 8 more epochs of stage 2 from that file's network (a second OneCycle, backbone still
 # frozen), on one thread: bit-repeatable from the same file. Its synthetic scores are higher and
 # its real-scan (mOSD) masks worse; stage 6, the average of the two networks (weight 0.5), keeps the
-# first's real-scan masks and most of the second's synthetic gains (sole_ros/weights/README.md,
-# session 21). The averaged file keeps the first's CLIP with its image tower.
+# first's real-scan masks and most of the second's synthetic gains (sole_ros/weights/README.md).
+# The averaged file keeps the first's CLIP with its image tower.
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m sole_ros.cli train --output-dir "$WORK/sole_more" \
   --epochs "${STAGE5_EPOCHS:-8}" "${COMMON[@]}" --init-checkpoint "$START"
 python -c "from sole_ros.training.checkpointing import export_for_inference as e; \

@@ -33,7 +33,7 @@ from sole_ros.messages import (DEPTH_ENCODINGS, MalformedMessage, PoseBuffer, Po
                                color_to_rgb, depth_to_metres, extrinsic_matrix, matrix_from_pose_stamped,
                                matrix_from_transform_stamped, read_points, stamp_to_seconds)
 from sole_ros.messages.input_counters import INVALID, NO_COLOUR_PAIR, NO_POSE, REJECTED, InputCounters
-from sole_ros.messages.transform_tree import TransformTree
+from sole_ros.messages.transform_tree import TransformTree, frame_name
 
 POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
 IMAGE = "sensor_msgs/msg/Image"
@@ -331,7 +331,7 @@ class BagReplay:
                     self._pose_buffer.add(self._stamp(msg, bag_time), matrix)
                     # PoseStamped / PoseWithCovarianceStamped do not say whose pose they are.
                     if not self._pose_child_frame:
-                        self._pose_child_frame = _frame_name(getattr(msg, "child_frame_id", "") or "")
+                        self._pose_child_frame = frame_name(getattr(msg, "child_frame_id", "") or "")
             except (MalformedMessage, ValueError) as error:
                 self._warn(f"{connection.topic}: message skipped: {_one_line(error)}")
         self._infos.sort(key=lambda item: item[0])
@@ -369,7 +369,7 @@ class BagReplay:
 
     def _check_pose_frame(self, frame_id: str) -> None:
         """Warn (once per frame pair) when the pose topic places another frame than the sensor's."""
-        child, sensor = self._pose_child_frame, _frame_name(frame_id or "")
+        child, sensor = self._pose_child_frame, frame_name(frame_id or "")
         if self._extrinsic is not None or not child or not sensor or child == sensor:
             return
         instead = ("take poses from /tf with --pose-topic tf" if self._of_type(TF_MESSAGE)
@@ -534,10 +534,6 @@ class BagReplay:
         if log is not None:
             log(summary.describe())
         return summary
-
-
-def _frame_name(name: str) -> str:
-    return name[1:] if name.startswith("/") else name  # tf2 ignores a leading slash
 
 
 __all__ = ["BagReplay", "BagTopics", "ReplayOptions", "ReplaySummary", "SensorFrame", "BagError",

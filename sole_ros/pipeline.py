@@ -352,7 +352,7 @@ class PerceptionPipeline:
             return False
         if current is None:
             return True
-        return self.map.stats()["stamp"] - current.snapshot.stamp > max_staleness
+        return self.map.stamp - current.snapshot.stamp > max_staleness
 
     def segment(self, force: bool = False) -> Segmentation:
         """Encode the current map for queries (once per map version unless forced)."""

@@ -1,4 +1,4 @@
-"""Issue 6: ROS-free message decoding and `sole-ros bag` replay of real rosbag2 files.
+"""ROS-free message decoding and `sole-ros bag` replay of real rosbag2 files.
 
 Bags are written with the rosbags library (mcap and sqlite3 storage) from a short synthetic RGB-D
 sequence with ground-truth poses; the replay must give back those frames and poses, and the CLI

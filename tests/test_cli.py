@@ -1,4 +1,4 @@
-"""Issue 6: the `sole-ros` command line: segment, weights, bench, help and mistakes.
+"""The `sole-ros` command line: segment, weights, bench, help and mistakes.
 
 `segment` runs on a real Kinect scan (../shared/data/mosd) with the tiny architecture and random
 weights: no pretrained weights can be had here, so the answer is checked for its contract (indices

@@ -1,4 +1,4 @@
-"""Issue 6: the demo (README's first command, after set-up) runs end to end and writes its picture."""
+"""The demo (README's first command, after set-up) runs end to end and writes its picture."""
 import subprocess
 import sys
 

@@ -1,4 +1,4 @@
-"""Issue 2: the package builds, its interfaces are real rosidl types, sole_node answers over DDS."""
+"""The package builds, its interfaces are real rosidl types, sole_node answers over DDS."""
 import shutil
 
 

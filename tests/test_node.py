@@ -1,4 +1,4 @@
-"""Issue 5: sole_node in its own process, driven over real DDS by this test process.
+"""sole_node in its own process, driven over real DDS by this test process.
 
 The model runs with the tiny configuration and random weights (no pretrained weights exist here),
 so the tests check the plumbing and the contracts (frames, stamps, fields, counts, robustness),

@@ -1,4 +1,4 @@
-"""Issue 6: point files (.ply/.pcd/.npz) in and out, and the instance picture.
+"""Point files (.ply/.pcd/.npz) in and out, and the instance picture.
 
 Files are written by hand here (explicit byte orders, header text), not by the code under test,
 so a layout mistake in the reader cannot cancel itself out.

@@ -1,4 +1,4 @@
-"""Issue 5: the message conversion layer (sole_ros.ros.*) over real ROS 2 message types.
+"""The message conversion layer (sole_ros.ros.*) over real ROS 2 message types.
 
 Clouds and images are built by hand here (numpy structured arrays, explicit byte orders), not by
 the code under test, so a layout bug cannot cancel itself out.

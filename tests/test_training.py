@@ -294,7 +294,7 @@ def test_ddp_two_cpu_processes_keep_identical_replicas(tmp_path):
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["parameter_digest"] == ranks[1]["parameter_digest"]
     # Nothing of DDP outlives train(): left to interpreter exit, the Gloo group it holds aborted
-    # the process now and then (CI, session 8).
+    # the process now and then (seen in CI).
     assert [r["ddp_alive"] for r in ranks] == [0, 0]
     assert ranks[0]["progress"]["step"] == 3
     # Each process saw its own half of the scenes: 2 steps per epoch of 4 scenes at batch 1.

@@ -28,7 +28,6 @@ class InputCount:
     received: int = 0
     fused: int = 0
     dropped: collections.Counter = field(default_factory=collections.Counter)
-    last_fused: float | None = None      # monotonic time of the last fused message
     unfused_since: float | None = None   # monotonic time of the first message received since then
     last_reason: str = ""                # the newest drop's reason and detail
 
@@ -61,23 +60,24 @@ class InputCounters:
         with self._lock:
             count = self._get(name)
             count.fused += n
-            count.last_fused = self._clock()
             count.unfused_since = None
 
-    def dropped(self, name: str, reason: str, detail: str = "", n: int = 1) -> None:
-        """``n`` messages of ``name`` dropped for ``reason`` (LOST: never received, so not in ``received``)."""
+    def dropped(self, name: str, reason: str, detail: str = "", n: int = 1) -> int:
+        """``n`` messages of ``name`` dropped for ``reason`` (LOST: never received, so not in
+        ``received``); returns how many have been dropped for that reason so far."""
         if reason not in REASONS:
             raise ValueError(f"unknown drop reason {reason!r}; one of: {', '.join(REASONS)}")
         with self._lock:
             count = self._get(name)
             count.dropped[reason] += n
             count.last_reason = f"{reason}: {detail}" if detail else reason
+            return count.dropped[reason]
 
     def snapshot(self) -> dict[str, InputCount]:
         """A copy of every input's counts (safe to read while counting goes on)."""
         with self._lock:
-            return {name: InputCount(c.received, c.fused, collections.Counter(c.dropped), c.last_fused,
-                                     c.unfused_since, c.last_reason)
+            return {name: InputCount(c.received, c.fused, collections.Counter(c.dropped), c.unfused_since,
+                                     c.last_reason)
                     for name, c in self._inputs.items()}
 
     def stalled(self, name: str, after: float) -> str | None:

@@ -12,12 +12,12 @@ import numpy as np
 
 from sole_ros.messages.poses import PoseBuffer, PoseLookupError, matrix_from_transform, stamp_to_seconds
 
-__all__ = ["TransformTree", "PoseLookupError"]
+__all__ = ["TransformTree", "PoseLookupError", "frame_name"]
 
 _MAX_DEPTH = 64  # deeper than any real robot; stops a malformed tree with a cycle
 
 
-def _frame(name: str) -> str:
+def frame_name(name: str) -> str:
     return name[1:] if name.startswith("/") else name  # tf2 ignores a leading slash
 
 
@@ -37,7 +37,7 @@ class TransformTree:
         return set(self._parent) | set(self._parent.values())
 
     def add(self, parent: str, child: str, stamp: float, parent_from_child, static: bool = False) -> None:
-        parent, child = _frame(parent), _frame(child)
+        parent, child = frame_name(parent), frame_name(child)
         if not parent or not child or parent == child:
             raise ValueError(f"a transform needs two different frame names, not {parent!r} -> {child!r}")
         # tf2 lets a child change parent; the newest parent wins and the old history goes.
@@ -61,7 +61,7 @@ class TransformTree:
 
     def root_of(self, frame: str) -> str:
         """The topmost ancestor of ``frame`` (the fixed frame when none is named)."""
-        return self._ancestors(_frame(frame))[-1]
+        return self._ancestors(frame_name(frame))[-1]
 
     def _ancestors(self, frame: str) -> list[str]:
         """``frame``, its parent, ... up to its root."""
@@ -90,7 +90,7 @@ class TransformTree:
 
     def lookup(self, target: str, source: str, stamp: float, tolerance: float = 0.05) -> np.ndarray:
         """target_from_source (4x4) at ``stamp``; PoseLookupError with the reason otherwise."""
-        target, source = _frame(target), _frame(source)
+        target, source = frame_name(target), frame_name(source)
         if target == source:
             return np.eye(4)
         for name in (target, source):

@@ -30,6 +30,7 @@ from visualization_msgs.msg import MarkerArray
 
 from sole_ros.messages import input_counters as reasons
 from sole_ros.messages.input_counters import InputCounters
+from sole_ros.messages.transform_tree import frame_name
 from sole_ros.msg import ObjectInstance
 from sole_ros.ros import parameters
 from sole_ros.ros.ingest_queue import IngestQueue
@@ -140,8 +141,7 @@ class SoleNode(LifecycleNode):
 
     def _drop(self, name: str, reason: str, error) -> None:
         """Count a dropped input message under its reason and warn (throttled per input and reason)."""
-        self.counters.dropped(name, reason, str(error))
-        dropped = self.counters.snapshot()[name].dropped[reason]
+        dropped = self.counters.dropped(name, reason, str(error))
         self._warn_throttled(f"{name}/{reason}", f"{self._topic(name)} message dropped, {reason}: "
                                                  f"{error} (dropped so far for this reason: {dropped})")
 
@@ -200,8 +200,7 @@ class SoleNode(LifecycleNode):
             self._extrinsic = extrinsic_matrix(list(self.param("pose.sensor_extrinsic")))
             # Its own group, like every input: the ingest worker waits for poses (_sensor_pose) while
             # pose messages keep coming in.
-            self._subscribe_one(POSE_MESSAGES[self.param("pose.topic_type")], "pose", self._on_pose,
-                                MutuallyExclusiveCallbackGroup())
+            self._subscribe_one(POSE_MESSAGES[self.param("pose.topic_type")], "pose", self._on_pose)
         else:
             # tf2_ros, or the package's listener spinning on a participant and thread of its own.
             self._transforms = make_transform_listener(self)
@@ -259,7 +258,7 @@ class SoleNode(LifecycleNode):
             self._transforms = None
 
     # --- input subscriptions (re-created by AdaptiveSubscriptions when the QoS must change) --------
-    def _subscribe_one(self, msg_type, name: str, callback, group=None, latest_value: bool = False) -> None:
+    def _subscribe_one(self, msg_type, name: str, callback, latest_value: bool = False) -> None:
         def received(msg):
             self.counters.received(name)
             callback(msg)
@@ -269,7 +268,7 @@ class SoleNode(LifecycleNode):
             # run side by side and one stream's burst never leaves another's messages untaken until
             # the DDS reader's history overwrites them; each input stays in order.
             subscription = self.create_subscription(msg_type, SENSOR_TOPICS[name], received, profiles[0],
-                                                    callback_group=group or MutuallyExclusiveCallbackGroup(),
+                                                    callback_group=MutuallyExclusiveCallbackGroup(),
                                                     event_callbacks=lost_events(self._lost, name))
             return lambda: self.destroy_subscription(subscription)
 
@@ -319,7 +318,7 @@ class SoleNode(LifecycleNode):
         """Warn (once per pair) when the pose topic tracks another frame than the sensor's and no
         extrinsic bridges them: the map would be built from the wrong pose, silently."""
         child = self._pose_child_frame
-        if not child or not sensor_frame or child.lstrip("/") == sensor_frame.lstrip("/"):
+        if not child or not sensor_frame or frame_name(child) == frame_name(sensor_frame):
             return
         if not np.allclose(self._extrinsic, np.eye(4)) or (child, sensor_frame) in self._pose_frames_warned:
             return

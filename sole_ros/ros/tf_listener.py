@@ -71,8 +71,6 @@ class OwnTransformListener:
 
         self._tree = TransformTree(max_age=cache_seconds)
         self._arrived = threading.Condition()
-        self.rejected = 0  # transforms that could not be used (malformed, a self-loop...)
-        self.last_error = ""
         # A context (so a DDS participant, with its own sockets) of its own: a burst of image
         # fragments to the node's participant overflows its receive buffer and takes small /tf
         # samples down with it, which a reliable writer resends only seconds later. The
@@ -106,8 +104,8 @@ class OwnTransformListener:
                     self._tree.add(t.header.frame_id, t.child_frame_id, stamp_to_seconds(t.header.stamp),
                                    matrix_from_transform(t.transform), static=static)
                 except (ValueError, PoseLookupError) as error:
-                    self.rejected += 1
-                    self.last_error = str(error)
+                    self._node.get_logger().warning(f"transform {t.header.frame_id} -> {t.child_frame_id} "
+                                                    f"ignored: {error}", throttle_duration_sec=5.0)
             self._arrived.notify_all()
 
     def lookup(self, target: str, source: str, stamp: float, timeout: float) -> np.ndarray:

@@ -149,6 +149,11 @@ class VoxelMap:
     def num_voxels(self) -> int:
         return self._store.size
 
+    @property
+    def stamp(self) -> float:
+        """The newest integrated stamp (seconds; 0 for an empty map)."""
+        return self._stamp
+
     def __len__(self) -> int:
         return self.num_voxels
 
