@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,42 @@ def test_unreadable_and_absent_files(tmp_path):
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError):
         read_checkpoint(junk)
+
+
+def test_published_hyper_parameters_under_config_are_run_with(tmp_path, tiny_model):
+    """A Lightning checkpoint keeps its hydra config as hyper_parameters["config"]: a file whose
+    config.* says 100 queries, top-k 300 and DBSCAN eps 0.5 is run with exactly those, and the load
+    report names what was read and what defaulted."""
+    from sole_ros.pipeline import PipelineSettings, load_segmenter
+
+    path = tmp_path / "published.ckpt"
+    hyper = OmegaConf.create({"config": {
+        "general": {"topk_per_image": 300, "dbscan_eps": 0.5, "scores_threshold": 0.0},
+        "model": {"num_queries": 100},
+    }})
+    _lightning_file(path, tiny_model, extra={"hyper_parameters": hyper})
+    log: list[str] = []
+    settings = PipelineSettings(checkpoint=str(path), clip_model="sole-tiny", clip_pretrained=None, device="cpu")
+    segmenter, _ = load_segmenter(settings, "cpu", log=log.append)
+    assert segmenter.model.config.num_queries == 100
+    assert segmenter.top_k == 300 and segmenter.dbscan_eps == 0.5
+    assert segmenter.model.config.input_mode == "reference"
+    report = "\n".join(log)
+    assert "config.model.num_queries=100" in report and "config.general.topk_per_image=300" in report
+    assert "config.general.dbscan_eps=0.5" in report
+    assert "hyper-parameters defaulted (not in the file): " in report and "voxel_size=0.02" in report
+    assert "config.general.scores_threshold=0.0" in report  # read, reported, not applied
+    assert "300 candidates ranked per query (config.general.topk_per_image)" in report
+
+    # the network runs 100 query seeds on a scene
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0.0, 2.0, size=(6000, 3))
+    segmenter.set_scene(points, rng.uniform(0.0, 1.0, size=(6000, 3)))
+    masks, probs = segmenter.predict(["chair"])
+    assert masks.shape[1] == 100 and probs.shape[0] == 100
+
+    # an explicit query.top_k still wins over the file's
+    settings = PipelineSettings(checkpoint=str(path), clip_model="sole-tiny", clip_pretrained=None, device="cpu",
+                                top_k=7)
+    segmenter, _ = load_segmenter(settings, "cpu", log=log.append)
+    assert segmenter.top_k == 7
