@@ -30,6 +30,7 @@ def one_line(error: BaseException) -> str:
 LEFT_OUT = {
     "query.default_max_results": "the command's answer count is its own --top-k",
     "query.max_staleness": "the command segments everything it read before it answers",
+    "scene.directory": "the folder of the node's scene services; the command saves nothing",
 }
 # Flags that are not the parameter's name without its group: older spellings kept working, and
 # query.top_k, whose name the command's own answer count (--top-k) already has.

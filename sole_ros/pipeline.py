@@ -403,7 +403,9 @@ class PerceptionPipeline:
         self.map.save(path)
 
     def load(self, path) -> None:
-        """Replace the map with a saved one; the old map stays when the file is unusable."""
+        """Replace the map with a saved one; the old map stays when the file is unusable. The file
+        is read and validated before any lock is taken: only the swap waits for a running query."""
+        saved = self.map.read_saved(path)
         with self._model_lock:
-            self.map.restore(path)
+            self.map.restore_saved(saved)
             self.segmentation = None

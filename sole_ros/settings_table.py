@@ -83,6 +83,8 @@ PARAMETERS: tuple[Param, ...] = (
           0.0, 1000.0),
     Param("scene.max_range", 0.0, "Ignore measurements farther than this from the sensor (m); 0: off.",
           0.0, 1000.0),
+    Param("scene.directory", "", "The folder ~/save_scene and ~/load_scene read and write; their "
+          "requests name files inside it. Empty: $ROS_HOME/sole_ros/scenes (~/.ros/sole_ros/scenes)."),
     Param("scene.dense_features", True, "Fuse dense CLIP image features from colour keyframes."),
     Param("scene.keyframe_translation", 0.05, "Minimum camera motion between keyframes (m).", 0.0, 10.0),
     Param("scene.keyframe_rotation_deg", 5.0, "Minimum camera rotation between keyframes (deg).",

@@ -6,6 +6,7 @@ not what the random model recognises.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -79,8 +80,14 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    proc = NodeProcess([str(SOLE_NODE), *TINY_NODE_ARGS], tmp_path_factory.mktemp("node") / "sole_node.log")
+def scene_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("scenes")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, scene_dir):
+    proc = NodeProcess([str(SOLE_NODE), *TINY_NODE_ARGS, "-p", f"scene.directory:={scene_dir}"],
+                       tmp_path_factory.mktemp("node") / "sole_node.log")
     yield proc
     proc.stop()
 
@@ -257,26 +264,98 @@ def test_declared_parameters_match_config(node, client):
     assert declared == {p.name for p in PARAMETERS}
 
 
-def test_reset_then_save_and_load(node, client, fed_scene, tmp_path):
+def test_reset_then_save_and_load(node, client, fed_scene, scene_dir):
     from std_srvs.srv import Trigger
 
     from sole_ros.srv import LoadScene, SaveScene
 
-    path = str(tmp_path / "scene.npz")
-    saved = call_service(client.node, SaveScene, "/sole/save_scene", SaveScene.Request(path=path))
+    saved = call_service(client.node, SaveScene, "/sole/save_scene", SaveScene.Request(path="scene.map"))
     assert saved.success, saved.message
-    bad = call_service(client.node, LoadScene, "/sole/load_scene", LoadScene.Request(path=str(tmp_path / "nope")))
-    assert not bad.success and "could not load" in bad.message
+    assert (scene_dir / "scene.map").is_file() and str(scene_dir) in saved.message
+    bad = call_service(client.node, LoadScene, "/sole/load_scene", LoadScene.Request(path="nope"))
+    assert not bad.success and "could not load" in bad.message and "no such scene file" in bad.message
     voxels = client.diagnostics()["map voxels"]
     reset = call_service(client.node, Trigger, "/sole/reset", Trigger.Request())
     assert reset.success
     assert client.wait_for("/diagnostics", lambda m: {kv.key: kv.value for kv in m.status[0].values}
                            .get("map voxels") == "0")
-    loaded = call_service(client.node, LoadScene, "/sole/load_scene", LoadScene.Request(path=path))
+    loaded = call_service(client.node, LoadScene, "/sole/load_scene", LoadScene.Request(path="scene.map"))
     assert loaded.success, loaded.message
     assert client.wait_for("/diagnostics", lambda m: {kv.key: kv.value for kv in m.status[0].values}
                            .get("map voxels") == voxels)
     assert node.alive()
+
+
+def test_scene_services_stay_inside_their_folder(node, client, fed_scene, scene_dir, tmp_path):
+    """Saves that leave scene.directory, replace a foreign file or write to a special file are
+    refused with the reason, and nothing outside the folder is written."""
+    import stat
+
+    from sole_ros.srv import SaveScene
+
+    def save(name):
+        return call_service(client.node, SaveScene, "/sole/save_scene", SaveScene.Request(path=name))
+
+    outside = tmp_path / "outside.map"
+    depth = "../" * (len(scene_dir.parts) + 2)
+    for name in (str(outside), f"{depth}{str(outside).lstrip('/')}", "../escaped.map"):
+        answer = save(name)
+        assert not answer.success and "outside the scene folder" in answer.message, answer.message
+    assert not outside.exists() and not (scene_dir.parent / "escaped.map").exists()
+    (scene_dir / "notes.txt").write_text("keep me")
+    answer = save("notes.txt")
+    assert not answer.success and "refusing to replace it" in answer.message
+    assert (scene_dir / "notes.txt").read_text() == "keep me"
+    os.mkfifo(scene_dir / "special")  # the stand-in for /dev/null: a special file that must stay one
+    answer = save("special")
+    assert not answer.success and "not a regular file" in answer.message
+    assert stat.S_ISFIFO(os.lstat(scene_dir / "special").st_mode)
+    answer = save("floor2/kitchen.map")  # a relative path inside the folder is fine
+    assert answer.success and (scene_dir / "floor2" / "kitchen.map").is_file(), answer.message
+    assert node.alive()
+
+
+def test_hostile_scene_files_are_refused_and_change_nothing(node, client, fed_scene, scene_dir):
+    """Loads of special files, huge files and crafted headers are refused with their reason,
+    quickly, while the node keeps answering; the map keeps its content."""
+    import shutil
+
+    from std_srvs.srv import Trigger
+
+    from map_file_support import duplicate_a_key, rewrite_header, rewrite_header_text
+    from sole_ros.srv import LoadScene, SaveScene
+
+    assert call_service(client.node, SaveScene, "/sole/save_scene", SaveScene.Request(path="good.map")).success
+    before = client.diagnostics()
+    (scene_dir / "zero.map").symlink_to("/dev/zero")
+    os.mkfifo(scene_dir / "pipe.map")
+    with open(scene_dir / "huge.map", "wb") as handle:  # 100 GB, sparse
+        handle.write(b"SOLEMAP\n")
+        handle.truncate(100 * 1024 ** 3)
+    crafted = {
+        "infinite.map": lambda p: rewrite_header_text(p, lambda t: t.replace('"version": ', '"version": Infinity, "x": ', 1)),
+        "deep.map": lambda p: rewrite_header_text(p, lambda t: t[:-1] + ', "d": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        "version.map": lambda p: rewrite_header(p, lambda h: h.update(version=10 ** 400)),
+        "duplicates.map": duplicate_a_key,
+    }
+    for name, damage in crafted.items():
+        shutil.copy(scene_dir / "good.map", scene_dir / name)
+        damage(scene_dir / name)
+    expected = {"zero.map": "outside the scene folder", "pipe.map": "not a regular file",
+                "huge.map": "more than the", "infinite.map": "numbers must be finite",
+                "deep.map": "nests deeper", "version.map": "map version must be an integer",
+                "duplicates.map": "not strictly increasing", "/dev/zero": "outside the scene folder"}
+    for name, reason in expected.items():
+        start = time.monotonic()
+        answer = call_service(client.node, LoadScene, "/sole/load_scene", LoadScene.Request(path=name), timeout=30)
+        assert not answer.success and reason in answer.message, (name, answer.message)
+        assert time.monotonic() - start < 10, name
+    # the node still serves everything else, and the map is the one it had
+    segment = call_service(client.node, Trigger, "/sole/segment", Trigger.Request(), timeout=120)
+    assert segment.success, segment.message
+    after = client.diagnostics()
+    assert after["map voxels"] == before["map voxels"], (before, after)
+    assert node.alive(), node.output()[-3000:]
 
 
 def test_lifecycle_deactivate_and_activate_again(node, client, fed_scene):

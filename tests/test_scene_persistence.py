@@ -1,10 +1,8 @@
 """VoxelMap save/load: round trip, atomic replacement (crash mid-write), corrupt files refused."""
 from __future__ import annotations
 
-import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -12,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from map_file_support import duplicate_a_key, rewrite_header, rewrite_header_text
 from scene_support import box_scene_depth, translation
 from sole_ros.scene import MapFileError, VoxelMap
 from sole_ros.scene import map_file
@@ -168,15 +167,6 @@ def test_process_killed_mid_save_leaves_the_previous_file_intact(tmp_path):
     assert_same_content(newer, VoxelMap.load(path))
 
 
-def _rewrite_header(path, change):
-    data = path.read_bytes()
-    (length,) = struct.unpack_from("<I", data, 8)
-    header = json.loads(data[12:12 + length])
-    change(header)
-    encoded = json.dumps(header).encode()
-    path.write_bytes(data[:8] + struct.pack("<I", len(encoded)) + encoded + data[12 + length:])
-
-
 @pytest.mark.parametrize("damage,reason", [
     (lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated"),
     (lambda p: p.write_bytes(p.read_bytes()[:30]), "truncated|corrupt"),
@@ -184,11 +174,11 @@ def _rewrite_header(path, change):
     (lambda p: p.write_bytes(b"PK\x03\x04 definitely not a map"), "bad magic"),
     (lambda p: p.write_bytes(bytes(b ^ 0xFF if i == len(p.read_bytes()) - 5 else b
                                    for i, b in enumerate(p.read_bytes()))), "checksum"),
-    (lambda p: _rewrite_header(p, lambda h: h.update(format_version=2)), "format version 2 is not supported"),
-    (lambda p: _rewrite_header(p, lambda h: h.update(format="something.else")), "not a sole_ros.voxel_map"),
-    (lambda p: _rewrite_header(p, lambda h: h["settings"].update(voxel_size=-1)), "invalid settings"),
-    (lambda p: _rewrite_header(p, lambda h: h["arrays"][0].update(dtype="|O")), "unsupported dtype"),
-    (lambda p: _rewrite_header(p, lambda h: h["settings"].update(feature_dim=9)), "expected float16"),
+    (lambda p: rewrite_header(p, lambda h: h.update(format_version=2)), "format version 2 is not supported"),
+    (lambda p: rewrite_header(p, lambda h: h.update(format="something.else")), "not a sole_ros.voxel_map"),
+    (lambda p: rewrite_header(p, lambda h: h["settings"].update(voxel_size=-1)), "invalid settings"),
+    (lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(dtype="|O")), "unsupported dtype"),
+    (lambda p: rewrite_header(p, lambda h: h["settings"].update(feature_dim=9)), "expected float16"),
 ])
 def test_corrupt_or_foreign_files_are_refused(tmp_path, damage, reason):
     path = tmp_path / "scene.map"
@@ -199,7 +189,7 @@ def test_corrupt_or_foreign_files_are_refused(tmp_path, damage, reason):
 
 
 def test_missing_file_is_a_map_file_error(tmp_path):
-    with pytest.raises(MapFileError, match="cannot read"):
+    with pytest.raises(MapFileError, match="cannot open"):
         VoxelMap.load(tmp_path / "absent.map")
 
 
@@ -231,3 +221,74 @@ def test_ingest_and_export_proceed_while_a_save_is_writing(tmp_path, monkeypatch
     monkeypatch.undo()
     saved = VoxelMap.load(path)
     assert np.array_equal(saved.export().coords, before.coords) and saved.version == before.version
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda p: rewrite_header_text(p, lambda t: t.replace('"version": ', '"version": Infinity, "was": ', 1)),
+     "numbers must be finite"),
+    (lambda p: rewrite_header_text(p, lambda t: t.replace('"feature_dim": 8', '"feature_dim": Infinity')),
+     "numbers must be finite"),
+    (lambda p: rewrite_header_text(p, lambda t: t.replace('"feature_dim": 8', '"feature_dim": NaN')),
+     "numbers must be finite"),
+    (lambda p: rewrite_header_text(p, lambda t: t[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+     "nests deeper"),
+    (lambda p: rewrite_header(p, lambda h: h.update(version=10 ** 400)), "map version must be an integer"),
+    (lambda p: rewrite_header(p, lambda h: h.update(version=True)), "map version must be an integer"),
+    (lambda p: rewrite_header(p, lambda h: h.update(stamp=1e300)), "stamp must be a time"),
+    (lambda p: rewrite_header(p, lambda h: h["settings"].update(feature_dim=10 ** 6)), "feature_dim must be"),
+    (lambda p: rewrite_header(p, lambda h: h["settings"].update(max_voxels=2.5)), "max_voxels must be an integer"),
+    (lambda p: rewrite_header(p, lambda h: h["settings"].update(evil="x")), "unknown settings"),
+    (lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(shape=[2 ** 62, 2 ** 62])), "shape must be"),
+    (lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(offset=-1)), "offset must be"),
+    (lambda p: rewrite_header(p, lambda h: h["arrays"].append(dict(h["arrays"][0]))), "appears twice"),
+    (lambda p: rewrite_header(p, lambda h: h.update(arrays={"keys": 1})), "corrupt array table"),
+    (lambda p: rewrite_header_text(p, lambda t: t + " " * (1 << 21)), "truncated or corrupt header"),
+    (duplicate_a_key, "not strictly increasing"),
+])
+def test_crafted_headers_and_arrays_are_refused_with_a_reason(tmp_path, damage, reason):
+    """Every crafted file is a MapFileError with its reason (never OverflowError, RecursionError,
+    MemoryError...), and a map it is restored into keeps its content."""
+    path = tmp_path / "scene.map"
+    filled_map(seed=8).save(path)
+    damage(path)
+    target = filled_map(seed=3)
+    before, version = target.export(), target.version
+    with pytest.raises(MapFileError, match=reason):
+        target.restore(path)
+    assert target.version == version
+    assert np.array_equal(target.export().coords, before.coords)
+
+
+def test_a_file_larger_than_the_map_can_need_is_refused_unread(tmp_path):
+    """A 100 GB sparse file is refused by its size before a byte is read."""
+    target = filled_map(seed=3)
+    path = tmp_path / "huge.map"
+    with open(path, "wb") as handle:
+        handle.write(map_file.MAGIC)
+        handle.truncate(100 * 1024 ** 3)
+    assert target.file_size_limit() < 100 * 1024 ** 3
+    with pytest.raises(MapFileError, match="more than the .* bytes a map of this node's size"):
+        target.restore(path)
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    """A named pipe with no writer would block a plain open() forever; it is refused at once."""
+    import threading
+
+    fifo = tmp_path / "pipe.map"
+    os.mkfifo(fifo)
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(_refusal(lambda: VoxelMap.load(fifo))), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "loading a named pipe blocked"
+    assert outcome and "not a regular file" in outcome[0]
+    assert "not a regular file" in _refusal(lambda: VoxelMap.load(tmp_path))  # a folder
+
+
+def _refusal(call) -> str:
+    try:
+        call()
+    except MapFileError as error:
+        return str(error)
+    return "accepted"

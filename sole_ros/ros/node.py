@@ -620,24 +620,34 @@ class SoleNode(LifecycleNode):
         return response
 
     def _on_save(self, request, response):
-        return self._scene_file_call(response, self.pipeline.save if self.pipeline else None, request.path,
-                                     "saved {n} voxels to {path}", "could not save {path}")
+        return self._scene_file_call(response, "save", request.path)
 
     def _on_load(self, request, response):
-        return self._scene_file_call(response, self.pipeline.load if self.pipeline else None, request.path,
-                                     "loaded {n} voxels from {path}", "could not load {path}")
+        return self._scene_file_call(response, "load", request.path)
 
-    def _scene_file_call(self, response, action, path: str, done: str, failed: str):
-        """Run a save or load of the scene; the answer carries the reason when it fails."""
-        if action is None:
+    def _scene_file_call(self, response, action: str, name: str):
+        """Save or load the scene as a file named inside scene.directory (SceneFolder's rules);
+        every refusal or failure is answered with its reason, and the map stays as it was."""
+        from sole_ros.scene.scene_folder import SceneFolder
+
+        if self.pipeline is None:
             response.success, response.message = False, self._inactive_reason() or "not configured"
             return response
+        folder = SceneFolder(self.param("scene.directory"))
         try:
-            action(path)
-            response.success = True
-            response.message = done.format(n=self.pipeline.map.num_voxels, path=path)
-        except (OSError, ValueError) as error:
-            response.success, response.message = False, f"{failed.format(path=path)}: {error}"
+            if action == "save":
+                path = folder.path_to_save(name)
+                self.pipeline.save(path)
+                done = f"saved {self.pipeline.map.num_voxels} voxels to {path}"
+            else:
+                path = folder.path_to_load(name)
+                self.pipeline.load(path)
+                done = f"loaded {self.pipeline.map.num_voxels} voxels from {path}"
+            response.success, response.message = True, done
+        except Exception as error:  # noqa: BLE001 - whatever a request or a file does: a reason, never a crash
+            reason = str(error) if isinstance(error, (OSError, ValueError)) else f"{type(error).__name__}: {error}"
+            response.success, response.message = False, f"could not {action} {name!r}: {reason}"
+            self.get_logger().warning(response.message)
         return response
 
     # --- periodic outputs -----------------------------------------------------------------------

@@ -15,6 +15,8 @@ import itertools
 import json
 import os
 import pathlib
+import re
+import stat
 import struct
 import threading
 import zlib
@@ -26,7 +28,6 @@ from .errors import MapFileError
 MAGIC = b"SOLEMAP\n"
 FORMAT_NAME = "sole_ros.voxel_map"
 FORMAT_VERSION = 1
-_MAX_HEADER_BYTES = 1 << 24
 _ALLOWED_DTYPES = {"<i8", "<f4", "<u4", "<f8", "<f2", "|b1"}
 _counter = itertools.count()
 
@@ -92,50 +93,136 @@ def _sync_folder(folder: pathlib.Path) -> None:
         os.close(handle)
 
 
-def read(path) -> tuple[dict, dict[str, np.ndarray]]:
+# Limits a file must keep before anything it declares is believed.
+MAX_HEADER_BYTES = 1 << 20   # a real header is a few kB: settings and one entry per array
+MAX_HEADER_DEPTH = 8         # a real header nests 4 deep (header > arrays > entry > shape)
+MAX_ARRAYS = 64
+MAX_DIMENSION = 1 << 40      # any one axis of any array
+
+
+def read(path, max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header, arrays) of a map file, or MapFileError with the reason; never another exception.
+
+    Only a regular file is read: it is opened without following a final link and without
+    blocking (a named pipe cannot hold the caller), checked with fstat, and refused when larger
+    than ``max_bytes``. The header is bounded in size and nesting, refuses NaN/Infinity, and every
+    number in the array table is an integer within range before any array is cut out.
+    """
     path = pathlib.Path(path)
     try:
-        data = path.read_bytes()
+        data = _read_regular_file(path, max_bytes)
+        return _parse(path, data)
+    except MapFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a crafted file may fail in any way: all are refusals
+        raise MapFileError(f"{path}: unreadable map file ({type(error).__name__}: {error})") from None
+
+
+def _read_regular_file(path: pathlib.Path, max_bytes: int | None) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        handle = os.open(path, flags)
+    except OSError as error:
+        raise MapFileError(f"{path}: cannot open ({error.strerror or error})") from None
+    try:
+        status = os.fstat(handle)
+        if not stat.S_ISREG(status.st_mode):
+            raise MapFileError(f"{path}: not a regular file (a device, pipe, socket or folder): refused")
+        if max_bytes is not None and status.st_size > max_bytes:
+            raise MapFileError(f"{path}: {status.st_size} bytes, more than the {max_bytes} bytes a map of "
+                               "this node's size (scene.max_voxels) can need: refused")
+        chunks, remaining = [], status.st_size
+        while remaining > 0:  # read no more than fstat said, whatever the file does meanwhile
+            chunk = os.read(handle, min(remaining, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
     except OSError as error:
         raise MapFileError(f"{path}: cannot read ({error.strerror or error})") from None
+    finally:
+        os.close(handle)
+
+
+def _refuse_constant(name: str):
+    raise MapFileError(f"header holds {name}: numbers must be finite")
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest [ / { nesting outside strings, found without recursion (so a crafted header cannot
+    exhaust the parser's stack before it is measured)."""
+    without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    depth = deepest = 0
+    for char in without_strings:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _integer(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise MapFileError(f"{name} must be an integer in {low}..{high}, got {str(value)[:40]}")
+    return value
+
+
+def _parse(path: pathlib.Path, data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     if not data.startswith(MAGIC):
         raise MapFileError(f"{path}: not a sole_ros voxel map file (bad magic)")
     if len(data) < len(MAGIC) + 4:
         raise MapFileError(f"{path}: truncated header")
     (header_length,) = struct.unpack_from("<I", data, len(MAGIC))
     start = len(MAGIC) + 4
-    if header_length > _MAX_HEADER_BYTES or start + header_length > len(data):
+    if header_length > MAX_HEADER_BYTES or start + header_length > len(data):
         raise MapFileError(f"{path}: truncated or corrupt header (length {header_length})")
     try:
-        header = json.loads(data[start:start + header_length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = data[start:start + header_length].decode("utf-8")
+        if _nesting_depth(text) > MAX_HEADER_DEPTH:
+            raise MapFileError(f"header nests deeper than {MAX_HEADER_DEPTH} levels")
+        header = json.loads(text, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, MapFileError) as error:
         raise MapFileError(f"{path}: corrupt header ({error})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise MapFileError(f"{path}: not a {FORMAT_NAME} file (format {header.get('format') if isinstance(header, dict) else None!r})")
+        raise MapFileError(f"{path}: not a {FORMAT_NAME} file (format "
+                           f"{str(header.get('format'))[:40] if isinstance(header, dict) else None!r})")
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        raise MapFileError(f"{path}: format version {version!r} is not supported (this code reads {FORMAT_VERSION})")
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        raise MapFileError(f"{path}: format version {str(version)[:40]} is not supported "
+                           f"(this code reads {FORMAT_VERSION})")
     payload = memoryview(data)[start + header_length:]
     if header.get("payload_bytes") != len(payload):
-        raise MapFileError(f"{path}: payload is {len(payload)} bytes, header says {header.get('payload_bytes')} "
-                           "(truncated or corrupt file)")
+        raise MapFileError(f"{path}: payload is {len(payload)} bytes, header says "
+                           f"{str(header.get('payload_bytes'))[:40]} (truncated or corrupt file)")
+    table = header.get("arrays")
+    if not isinstance(table, list) or len(table) > MAX_ARRAYS:
+        raise MapFileError(f"{path}: corrupt array table (not a list of at most {MAX_ARRAYS} entries)")
     arrays = {}
     try:
-        for entry in header["arrays"]:
-            name, dtype, shape = str(entry["name"]), str(entry["dtype"]), tuple(int(s) for s in entry["shape"])
-            offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
-            if dtype not in _ALLOWED_DTYPES or any(s < 0 for s in shape):
-                raise MapFileError(f"{path}: array {name} has unsupported dtype {dtype} or shape {shape}")
-            if nbytes != int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize or \
-                    offset < 0 or offset + nbytes > len(payload):
-                raise MapFileError(f"{path}: array {name} does not fit the payload")
+        for entry in table:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise MapFileError("an entry is not a named array")
+            name, dtype, shape = entry["name"], entry.get("dtype"), entry.get("shape")
+            if name in arrays:
+                raise MapFileError(f"array {name[:40]} appears twice")
+            if dtype not in _ALLOWED_DTYPES or not isinstance(shape, list) or len(shape) > 4:
+                raise MapFileError(f"array {name[:40]} has unsupported dtype {str(dtype)[:20]} or shape")
+            shape = tuple(_integer(s, f"array {name[:40]} shape", 0, MAX_DIMENSION) for s in shape)
+            offset = _integer(entry.get("offset"), f"array {name[:40]} offset", 0, len(payload))
+            nbytes = _integer(entry.get("nbytes"), f"array {name[:40]} nbytes", 0, len(payload))
+            crc = _integer(entry.get("crc32"), f"array {name[:40]} crc32", 0, 0xFFFFFFFF)
+            count = 1
+            for s in shape:  # Python integers: no overflow on a crafted shape
+                count *= s
+            if nbytes != count * np.dtype(dtype).itemsize or offset + nbytes > len(payload):
+                raise MapFileError(f"array {name[:40]} does not fit the payload")
             chunk = payload[offset:offset + nbytes]
-            if zlib.crc32(chunk) != int(entry["crc32"]):
-                raise MapFileError(f"{path}: array {name} fails its checksum (corrupt file)")
+            if zlib.crc32(chunk) != crc:
+                raise MapFileError(f"array {name[:40]} fails its checksum (corrupt file)")
             arrays[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)
-    except (KeyError, TypeError, ValueError) as error:
-        if isinstance(error, MapFileError):
-            raise
-        raise MapFileError(f"{path}: corrupt array table ({error})") from None
+    except MapFileError as error:
+        raise MapFileError(f"{path}: {error}") from None
     header["_path"] = str(path)
     return header, arrays

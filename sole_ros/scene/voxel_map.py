@@ -522,27 +522,42 @@ class VoxelMap:
         map_file.write(path, header, arrays)
 
     @classmethod
-    def load(cls, path) -> "VoxelMap":
+    def load(cls, path, max_bytes: int | None = None) -> "VoxelMap":
         """A new map with the settings and content of a file written by save()."""
-        header, arrays = map_file.read(path)
-        settings = _settings_from_header(header)
-        voxel_map = cls(**settings)
-        voxel_map._restore_arrays(header, arrays)
-        voxel_map._version = int(header["version"])
+        saved = SavedMap.read(path, max_bytes=max_bytes)
+        voxel_map = cls(**saved.settings)
+        voxel_map._restore_arrays(saved)
+        voxel_map._version = saved.version
         return voxel_map
 
-    def restore(self, path) -> None:
-        """Replace this map's content with a saved one of the same voxel size and feature size.
-        The version moves past both this map's and the file's, so caches see a change."""
-        header, arrays = map_file.read(path)
-        settings = _settings_from_header(header)
+    def file_size_limit(self) -> int:
+        """The largest map file this map accepts: LOAD_CAPACITY_FACTOR x max_voxels voxels of its
+        feature size (a file may hold more voxels than the bound; the most recent are kept)."""
+        bytes_per_voxel = sum(np.dtype(dtype).itemsize * int(np.prod(trailing(self.feature_dim), dtype=np.int64))
+                              for dtype, trailing in _ARRAY_SPECS.values())
+        return map_file.MAX_HEADER_BYTES + LOAD_CAPACITY_FACTOR * self.max_voxels * bytes_per_voxel
+
+    def read_saved(self, path) -> "SavedMap":
+        """Read and validate a saved map for ``restore_saved`` without touching this map (and
+        without its lock): MapFileError unless it fits this map's voxel and feature size."""
+        saved = SavedMap.read(path, max_bytes=self.file_size_limit())
+        settings = saved.settings
         if settings["voxel_size"] != self.voxel_size or settings["feature_dim"] != self.feature_dim:
             raise MapFileError(
                 f"{path}: voxel_size {settings['voxel_size']} / feature_dim {settings['feature_dim']} "
                 f"do not match this map's {self.voxel_size} / {self.feature_dim}")
+        return saved
+
+    def restore_saved(self, saved: "SavedMap") -> None:
+        """Replace this map's content with a validated saved map (from ``read_saved``). The
+        version moves past both this map's and the file's, so caches see a change."""
         with self._lock:
-            self._restore_arrays(header, arrays)
-            self._version = max(self._version, int(header["version"])) + 1
+            self._restore_arrays(saved)
+            self._version = max(self._version, saved.version) + 1
+
+    def restore(self, path) -> None:
+        """``restore_saved(read_saved(path))``: replace the content with a saved one."""
+        self.restore_saved(self.read_saved(path))
 
     def _raw_arrays(self) -> dict[str, np.ndarray]:
         store = self._store
@@ -557,8 +572,8 @@ class VoxelMap:
             "feature_count": store.feature_count[slots],
         }
 
-    def _restore_arrays(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
-        _validate_arrays(arrays, self.feature_dim, path_hint=header.get("_path", "map file"))
+    def _restore_arrays(self, saved: "SavedMap") -> None:
+        arrays = saved.arrays
         with self._lock:
             store = self._store
             store.clear()
@@ -573,7 +588,7 @@ class VoxelMap:
                 getattr(store, name)[slots] = arrays[name][keep]
             self._counters = _Counters()
             self._counters.evicted_capacity = int(keys.shape[0] - keep.shape[0])
-            self._stamp = float(header.get("stamp", 0.0))
+            self._stamp = saved.stamp
             self._sweep_origin = None
             self._snapshot = None
 
@@ -654,33 +669,82 @@ _ARRAY_SPECS = {  # name -> (dtype, trailing shape given feature_dim)
 }
 
 
-def _validate_arrays(arrays: dict, feature_dim: int, path_hint: str) -> None:
+def _validate_arrays(arrays: dict, feature_dim: int) -> None:
     missing = set(_ARRAY_SPECS) - set(arrays)
     if missing:
-        raise MapFileError(f"{path_hint}: arrays missing: {sorted(missing)}")
+        raise MapFileError(f"arrays missing: {sorted(missing)}")
     count = arrays["keys"].shape[0] if arrays["keys"].ndim == 1 else -1
     for name, (dtype, trailing) in _ARRAY_SPECS.items():
         array = arrays[name]
         if array.dtype != dtype or array.shape != (count, *trailing(feature_dim)):
-            raise MapFileError(f"{path_hint}: array {name} has {array.dtype} {array.shape}, "
+            raise MapFileError(f"array {name} has {array.dtype} {array.shape}, "
                                f"expected {np.dtype(dtype)} {(count, *trailing(feature_dim))}")
     keys = arrays["keys"]
+    if count and (keys[0] < 0 or keys[-1] >= 1 << (3 * voxel_keys.FIELD_BITS)):
+        raise MapFileError("voxel keys outside the packed coordinate range")
     if count > 1 and not np.all(keys[1:] > keys[:-1]):
-        raise MapFileError(f"{path_hint}: voxel keys are not strictly increasing")
+        raise MapFileError("voxel keys are not strictly increasing (each voxel once, in order)")
     for name in ("color", "last_seen", "feature"):
         if not np.all(np.isfinite(arrays[name])):
-            raise MapFileError(f"{path_hint}: array {name} contains NaN or inf")
+            raise MapFileError(f"array {name} contains NaN or inf")
     if count and (arrays["color"].min() < 0 or arrays["color"].max() > 255):
-        raise MapFileError(f"{path_hint}: colours outside 0..255")
+        raise MapFileError("colours outside 0..255")
+
+
+# A map file may hold this many times the loading map's max_voxels (the newest are kept).
+LOAD_CAPACITY_FACTOR = 4
+MAX_FEATURE_DIM = 4096
+_SETTING_NAMES = ("voxel_size", "max_voxels", "region_min", "region_max", "keep_radius", "max_range",
+                  "feature_dim", "evict_fraction", "feature_depth_tolerance")
+
+
+@dataclass
+class SavedMap:
+    """A map file read and validated, ready to swap in: nothing about it is unchecked."""
+
+    settings: dict
+    version: int
+    stamp: float
+    arrays: dict
+
+    @classmethod
+    def read(cls, path, max_bytes: int | None = None) -> "SavedMap":
+        header, arrays = map_file.read(path, max_bytes=max_bytes)
+        hint = header.get("_path", "map file")
+        try:
+            settings = _settings_from_header(header)
+            version = header.get("version")
+            if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2 ** 62:
+                raise MapFileError(f"map version must be an integer in 0..2^62, got {str(version)[:40]}")
+            stamp = header.get("stamp", 0.0)
+            if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not 0.0 <= stamp < 1e11:
+                raise MapFileError(f"stamp must be a time in seconds, got {str(stamp)[:40]}")
+            _validate_arrays(arrays, settings["feature_dim"])
+        except MapFileError as error:
+            raise MapFileError(f"{hint}: {error}") from None
+        return cls(settings, version, float(stamp), arrays)
 
 
 def _settings_from_header(header: dict) -> dict:
+    """The map settings a header holds, each of the right type and in range."""
+    settings = header.get("settings")
+    if not isinstance(settings, dict) or not set(settings) <= set(_SETTING_NAMES) \
+            or not {"voxel_size", "feature_dim"} <= set(settings):
+        raise MapFileError("header has missing or unknown settings")
+    for name, value in settings.items():
+        values = value if name in ("region_min", "region_max") and isinstance(value, list) and len(value) == 3 \
+            else [value]
+        if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e9)
+                   for v in values):
+            raise MapFileError(f"setting {name} is not a number in range: {str(value)[:40]}")
+    feature_dim = settings["feature_dim"]
+    if not isinstance(feature_dim, int) or not 0 <= feature_dim <= MAX_FEATURE_DIM:
+        raise MapFileError(f"feature_dim must be an integer in 0..{MAX_FEATURE_DIM}, got {feature_dim}")
+    if not isinstance(settings.get("max_voxels", 1), int):
+        raise MapFileError(f"max_voxels must be an integer, got {settings['max_voxels']}")
+    settings = {**settings, "voxel_size": float(settings["voxel_size"])}
     try:
-        settings = dict(header["settings"])
-        settings["voxel_size"] = float(settings["voxel_size"])
-        settings["feature_dim"] = int(settings["feature_dim"])
-        int(header["version"])
         VoxelMap(**{**settings, "max_voxels": 1})  # the settings themselves must be valid
-        return settings
-    except (KeyError, TypeError, ValueError) as error:
-        raise MapFileError(f"map file header has missing or invalid settings: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise MapFileError(f"header has invalid settings: {error}") from None
+    return settings
