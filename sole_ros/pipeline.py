@@ -5,8 +5,9 @@ open-vocabulary segmenter (sole_ros.inference). The ROS node, the bag replay and
 drive this one object, so what they do is the same.
 
 Threading: ingest may run on several threads while one thread segments and others query. The map
-has its own lock; segmentation and queries share ``_model_lock`` because the segmenter's cached
-scene encoding must not change under a running query.
+has its own lock. A segmentation encodes the map on the side (seconds) while queries go on
+answering from the last finished one; only swapping the new one in waits for a query in
+progress (``_answer_lock``), so a query never sees half of each.
 """
 from __future__ import annotations
 
@@ -315,7 +316,9 @@ class PerceptionPipeline:
         self.min_points = min_points
         self.segmentation: Segmentation | None = None
         self.device = getattr(segmenter, "device", "cpu")
-        self._model_lock = threading.Lock()
+        self._segment_lock = threading.Lock()  # one segmentation at a time
+        self._answer_lock = threading.Lock()   # queries, and swapping in a finished segmentation
+        self._generation = 0  # moves on reset and load: a segmentation of older content is discarded
         self._feature_lock = threading.Lock()
 
     # --- ingest --------------------------------------------------------------------------------
@@ -361,15 +364,21 @@ class PerceptionPipeline:
         snapshot = self.map.export()
         if snapshot.coords.shape[0] == 0:
             raise QueryRejected("no scene yet: nothing has been accumulated")
-        with self._model_lock:
+        with self._segment_lock:
             current = self.segmentation
             if current is not None and current.version == snapshot.version and not force:
                 return current
+            generation = self._generation
             start = time.perf_counter()
-            self.segmenter.set_scene(snapshot.coords, snapshot.colors, snapshot.features,
-                                     version=snapshot.version)
-            self.segmentation = Segmentation(snapshot, time.perf_counter() - start)
-            return self.segmentation
+            prepared = self.segmenter.prepare_scene(snapshot.coords, snapshot.colors, snapshot.features,
+                                                    version=snapshot.version)
+            segmentation = Segmentation(snapshot, time.perf_counter() - start)
+            with self._answer_lock:
+                if generation != self._generation:
+                    raise QueryRejected("the scene was reset or replaced while it was being segmented")
+                self.segmenter.use_scene(prepared)
+                self.segmentation = segmentation
+            return segmentation
 
     def query(self, phrases, max_results: int, min_score: float = 0.0) -> QueryAnswer:
         phrases = self.limits.check(phrases)
@@ -377,7 +386,7 @@ class PerceptionPipeline:
             raise QueryRejected(f"min_score must be within 0..1, got {min_score}")
         if self.segmenter is None:
             raise QueryRejected("model not loaded")
-        with self._model_lock:
+        with self._answer_lock:
             if self.segmentation is None:
                 raise QueryRejected("no scene yet: nothing has been accumulated and segmented")
             instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))
@@ -385,7 +394,7 @@ class PerceptionPipeline:
 
     def full_segmentation(self) -> list:
         """The class-agnostic segmentation of the segmented scene (every part of every mask)."""
-        with self._model_lock:
+        with self._answer_lock:
             return self._large_enough(self.segmenter.segment_all())
 
     def _large_enough(self, instances) -> list:
@@ -393,7 +402,8 @@ class PerceptionPipeline:
         return [i for i in instances if i.num_points >= self.min_points]
 
     def reset(self) -> None:
-        with self._model_lock:
+        with self._answer_lock:
+            self._generation += 1
             self.map.reset()
             self.segmentation = None
             if self.keyframes is not None:
@@ -406,6 +416,7 @@ class PerceptionPipeline:
         """Replace the map with a saved one; the old map stays when the file is unusable. The file
         is read and validated before any lock is taken: only the swap waits for a running query."""
         saved = self.map.read_saved(path)
-        with self._model_lock:
+        with self._answer_lock:
+            self._generation += 1
             self.map.restore_saved(saved)
             self.segmentation = None

@@ -183,3 +183,71 @@ def test_split_distance_and_a_random_clips_image_features(tmp_path):
     assert built.dense_features is None and any("dense CLIP features off" in m for m in messages)
     # Random weights on purpose (tests, benchmarks) keep the feature path running.
     assert build_pipeline(PipelineSettings(**TINY), log=lambda *_: None).dense_features is not None
+
+
+def _gate_encoding(p):
+    """Hold the model's encoder at a gate: (started, release) events. The real encoder runs once
+    released; this only makes a segmentation take as long as the test needs."""
+    started, release = threading.Event(), threading.Event()
+    model = p.segmenter.model
+    real_encode = model.encode
+
+    def gated(*args, **kwargs):
+        started.set()
+        assert release.wait(60)
+        return real_encode(*args, **kwargs)
+
+    model.encode = gated
+    return started, release
+
+
+def test_queries_answer_from_the_last_segmentation_while_a_new_one_runs(frames):
+    """A query never waits for a segmentation in progress: it answers from the last finished one,
+    consistently (the answer's segmentation is the one its masks index), and the next query after
+    the swap answers from the new one."""
+    p = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    p.ingest_rgbd(frames[0].depth, frames[0].K, frames[0].pose, color=frames[0].color, stamp=1.0)
+    first = p.segment()
+    for f in frames[1:]:
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=2.0 + f.stamp)
+    assert p.needs_segmentation()
+    started, release = _gate_encoding(p)
+    worker = threading.Thread(target=p.segment, daemon=True)
+    worker.start()
+    try:
+        assert started.wait(30)
+        answer = p.query(["mug"], max_results=5)  # would deadlock here if it waited for the encoder
+        assert answer.segmentation is first and p.segmentation is first
+        assert all(i.point_indices.max() < len(first.snapshot) for i in answer.instances)
+    finally:
+        release.set()
+        worker.join(120)
+    assert not worker.is_alive()
+    second = p.segmentation
+    assert second is not first and second.version == p.map.version and len(second.snapshot) > len(first.snapshot)
+    answer = p.query(["mug"], max_results=5)
+    assert answer.segmentation is second
+
+
+def test_a_segmentation_of_content_reset_meanwhile_is_discarded(frames):
+    p = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    p.ingest_rgbd(frames[0].depth, frames[0].K, frames[0].pose, color=frames[0].color, stamp=1.0)
+    started, release = _gate_encoding(p)
+    errors = []
+
+    def segment():
+        try:
+            p.segment()
+        except QueryRejected as error:
+            errors.append(str(error))
+
+    worker = threading.Thread(target=segment, daemon=True)
+    worker.start()
+    assert started.wait(30)
+    p.reset()  # does not wait for the encoder
+    release.set()
+    worker.join(120)
+    assert errors and "reset or replaced while it was being segmented" in errors[0]
+    assert p.segmentation is None
+    with pytest.raises(QueryRejected, match="no scene yet"):
+        p.query(["mug"], max_results=1)

@@ -22,6 +22,7 @@ to set_scene, with boxes in their frame.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -82,6 +83,13 @@ def merge_views(answers: list[list[Instance]], points: np.ndarray, num_views: in
     return merged
 
 
+@dataclass
+class _PreparedViews:
+    views: list        # each view's prepared scene
+    points: np.ndarray  # the scene's points as given
+    version: object
+
+
 class MultiViewSegmenter:
     """OpenVocabSegmenter over several views of each scene; see the module docstring.
 
@@ -140,26 +148,33 @@ class MultiViewSegmenter:
 
     def set_scene(self, points, colors, clip_features=None, version: int = 0) -> bool:
         """Encode every view unless ``version`` is the one cached; True when (re-)encoded."""
+        if self._points is not None and self._version == version:
+            return False
+        self.use_scene(self.prepare_scene(points, colors, clip_features, version))
+        return True
+
+    def prepare_scene(self, points, colors, clip_features=None, version: int = 0) -> _PreparedViews:
+        """Every view encoded, not yet in use (see OpenVocabSegmenter.prepare_scene)."""
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[0] == 0 or points.shape[1] != 3:
+            raise ValueError(f"points must be a non-empty [N, 3] array, got shape {points.shape}")
         with self._lock:
-            if self._points is not None and self._version == version:
-                return False
-            points = np.asarray(points, dtype=np.float64)
-            if points.ndim != 2 or points.shape[0] == 0 or points.shape[1] != 3:
-                raise ValueError(f"points must be a non-empty [N, 3] array, got shape {points.shape}")
             self._encodings += 1
-            centre = points.mean(axis=0)
-            moved = [(points - centre) @ rotation.T * scale + centre + shift
-                     for rotation, scale, shift in self.transforms]
-            # View 0 first: bad input raises there, before any cached view has changed.
-            for index, (segmenter, (_, scale, _)) in enumerate(zip(self.views, self.transforms)):
+            encoding = self._encodings
+        centre = points.mean(axis=0)
+        # a fresh version per encoding, so that no view keeps an older encoding of this one
+        views = [segmenter.prepare_scene(((points - centre) @ rotation.T * scale + centre + shift).astype(np.float32),
+                                         colors, clip_features, version=(encoding, version))
+                 for segmenter, (rotation, scale, shift) in zip(self.views, self.transforms)]
+        return _PreparedViews(views, points, version)
+
+    def use_scene(self, prepared: _PreparedViews) -> None:
+        """Answer from every view of ``prepared`` from now on, all at once."""
+        with self._lock:
+            for segmenter, view, (_, scale, _) in zip(self.views, prepared.views, self.transforms):
                 segmenter.dbscan_eps = self.split_distance * scale  # the same metres in the scene
-                # a fresh version each time, so that no view keeps an older encoding of this one
-                segmenter.set_scene(moved[index].astype(np.float32), colors, clip_features,
-                                    version=(self._encodings, version))
-                if index == 0:
-                    self._points = None  # until every view holds the new scene
-            self._points, self._version = points, version
-            return True
+                segmenter.use_scene(view)
+            self._points, self._version = prepared.points, prepared.version
 
     def clear_scene(self) -> None:
         with self._lock:

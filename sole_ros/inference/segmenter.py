@@ -209,27 +209,38 @@ class OpenVocabSegmenter:
         self.duplicate_iou = model.config.duplicate_iou
         self.contrast_phrases = self._check_contrast(contrast_phrases)
         self._scene: _CachedScene | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the scene in use: held by queries and by the swap
+        self._encode_lock = threading.Lock()
 
     # ---------------------------------------------------------------------------------- scene
     @property
     def scene_version(self):
         return None if self._scene is None else self._scene.version
 
-    @torch.no_grad()
     def set_scene(self, points, colors, clip_features=None, version: int = 0) -> bool:
         """Voxelise and encode the scene unless ``version`` is the one already cached.
 
         Returns True when the scene was (re-)encoded. Raises ValueError for empty/invalid input.
         """
-        with self._lock:
-            if self._scene is not None and self._scene.version == version:
-                return False
+        if self._scene is not None and self._scene.version == version:
+            return False
+        self.use_scene(self.prepare_scene(points, colors, clip_features, version))
+        return True
+
+    @torch.no_grad()
+    def prepare_scene(self, points, colors, clip_features=None, version: int = 0) -> _CachedScene:
+        """The encoded scene, not yet in use: queries keep answering on the current one while
+        this runs (seconds); ``use_scene`` then swaps it in. Encodings run one at a time."""
+        with self._encode_lock:
             scene = voxelize(points, colors, clip_features, self.model.config)
             with autocast(self.device, self.use_autocast):
                 encoding = self.model.encode([scene])[0]
-            self._scene = _CachedScene(version, scene, encoding, np.asarray(points, dtype=np.float64))
-            return True
+            return _CachedScene(version, scene, encoding, np.asarray(points, dtype=np.float64))
+
+    def use_scene(self, prepared: _CachedScene) -> None:
+        """Answer from ``prepared`` from now on (waits only for a query in progress)."""
+        with self._lock:
+            self._scene = prepared
 
     def clear_scene(self) -> None:
         with self._lock:
