@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command, idempotent set-up of sole_ros on a fresh machine (Python 3.11, no ROS needed):
 #   - a virtual environment in the checkout (.venv) with torch, torchvision, open_clip_torch;
-#   - MinkowskiEngine 0.5.4 built from source (CPU-only, or with CUDA where nvcc and a GPU exist);
+#   - MinkowskiEngine 0.5.4 built from source (with CUDA where torch sees a GPU, else CPU-only);
 #   - the ROS 2 Kilted wheels from PyPI with an RMW, and colcon;
 #   - a colcon build of this package into ./install so the interfaces (msg/srv) import, with the
 #     standard tf2_msgs/msg/TFMessage interface (interfaces/tf2_msgs) where tf2_msgs is missing.
@@ -62,8 +62,11 @@ fi
 # --- MinkowskiEngine 0.5.4 from source -------------------------------------------------------------
 me_import='import collections, collections.abc; collections.Sequence = collections.abc.Sequence; import MinkowskiEngine'
 if ! "$VPY" -c "$me_import" >/dev/null 2>&1; then
+  # With CUDA where torch sees a GPU (and is a CUDA build): scripts/check_cuda_build.sh builds it
+  # with nvcc from NVIDIA's wheels at torch's CUDA version and the project's patches for CUDA
+  # 12/13, for this GPU's architecture. Elsewhere CPU-only.
   use_cuda=0
-  if command -v nvcc >/dev/null 2>&1 && "$VPY" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  if "$VPY" -c 'import torch,sys; sys.exit(0 if torch.version.cuda and torch.cuda.is_available() else 1)' 2>/dev/null; then
     use_cuda=1
   fi
   flavour=cpu; [ $use_cuda = 1 ] && flavour=cuda
@@ -72,17 +75,23 @@ if ! "$VPY" -c "$me_import" >/dev/null 2>&1; then
   torch_version=$("$VPY" -c 'import torch; print(torch.__version__)')
   wheels=${SOLE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sole_ros/wheels}/me-0.5.4-torch-$torch_version-$flavour
   mkdir -p "$wheels"
+  if ! ls "$wheels"/MinkowskiEngine-0.5.4-*.whl >/dev/null 2>&1 && [ $use_cuda = 1 ]; then
+    arch=$("$VPY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
+    log "building MinkowskiEngine 0.5.4 with CUDA for compute capability $arch (scripts/check_cuda_build.sh)"
+    SOLE_VENV=$VENV SOLE_BUILD_NICE=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+      TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$arch+PTX} bash "$ROOT/scripts/check_cuda_build.sh" \
+      || { log "MinkowskiEngine CUDA build failed (docs/CUDA.md)"; exit 1; }
+  fi
   if ! ls "$wheels"/MinkowskiEngine-0.5.4-*.whl >/dev/null 2>&1; then
-    log "building MinkowskiEngine 0.5.4 ($flavour; about 5 minutes on 2 cores)"
+    log "building MinkowskiEngine 0.5.4 (cpu; about 5 minutes on 2 cores)"
     build=$(mktemp -d)
     # Its setup.py needs numpy.distutils and torch: numpy<2 and setuptools<60 during the build
     # only, no build isolation (it must see the venv's torch).
     pip_install -q "numpy<2" "setuptools<60" wheel
     "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation "$(pin MinkowskiEngine)" -d "$build"
     tar -xzf "$build"/MinkowskiEngine-0.5.4.tar.gz -C "$build"
-    args=(--blas=openblas)
-    [ $use_cuda = 0 ] && args+=(--cpu_only)
-    (cd "$build/MinkowskiEngine-0.5.4" && MAX_JOBS=${MAX_JOBS:-2} "$VPY" setup.py bdist_wheel "${args[@]}" >"$build/build.log" 2>&1) \
+    (cd "$build/MinkowskiEngine-0.5.4" && MAX_JOBS=${MAX_JOBS:-2} "$VPY" setup.py bdist_wheel --blas=openblas --cpu_only \
+       >"$build/build.log" 2>&1) \
       || { tail -n 40 "$build/build.log" >&2; log "MinkowskiEngine build failed (log: $build/build.log)"; exit 1; }
     cp "$build"/MinkowskiEngine-0.5.4/dist/*.whl "$wheels/"
     rm -rf "$build"
