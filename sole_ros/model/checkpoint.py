@@ -13,6 +13,7 @@ unexpected, ignored and mismatched.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import pickle
 import re
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sole_ros.model.config import SoleConfig
+from sole_ros.model.config import ConfigError, SoleConfig, bound_problem
 
 # Keys a published file holds that SOLE does not use (the reference never reads them either).
 IGNORED_KEYS = ("criterion.empty_weight",)
@@ -53,10 +54,13 @@ def _safe_globals() -> list:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file as plain data; refuse anything that would run code."""
+    """Load a checkpoint file as plain data; refuse anything that would run code. Every refusal
+    (CheckpointError) says why in its message."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes)")
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -69,18 +73,32 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"from the file, so nothing was loaded. Use the published checkpoint, or re-save its "
             f"'state_dict' alone from a trusted environment."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a corrupt file makes torch raise many kinds, some without text
+        raise CheckpointError(f"cannot read checkpoint {path}: {_reason(err)}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a dict (got {type(data).__name__})")
+    if not data:
+        raise CheckpointError(f"{path} holds an empty dict: no state_dict, no weights")
     return data
+
+
+def _reason(err: BaseException) -> str:
+    """The error's first line, or what its type says when it has no text (EOFError of a cut file)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines:
+        return lines[0][:300]
+    if isinstance(err, EOFError):
+        return "the file ends early (truncated, or not a checkpoint)"
+    return f"{type(err).__name__} without a message (not a checkpoint, or a damaged one)"
 
 
 def state_dict_of(data: dict, path: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The tensors of a Lightning checkpoint ("state_dict") or of a bare state dict."""
     sd = data.get("state_dict", data)
-    if not isinstance(sd, dict) or not sd:
-        raise CheckpointError(f"{path} has no state_dict")
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: its state_dict is a {type(sd).__name__}, not a dict of tensors")
+    if not sd:
+        raise CheckpointError(f"{path} has no weights: its state_dict is missing or empty")
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: state_dict entries that are not tensors: {bad[:5]}")
@@ -114,6 +132,14 @@ class LoadReport:
         block("shape mismatch (key: file vs model)",
               [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in self.mismatched])
         return "\n".join(lines)
+
+
+def _check_finite(key: str, value: torch.Tensor, path: str) -> None:
+    """NaN or inf weights would load silently and make every answer NaN: refuse them by name."""
+    if value.is_floating_point() or value.is_complex():
+        if not bool(torch.isfinite(value).all()):
+            what = "NaN" if bool(torch.isnan(value).any()) else "inf"
+            raise CheckpointError(f"{path}: {key} holds {what}: a checkpoint's weights must be finite numbers")
 
 
 def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], report: LoadReport,
@@ -150,6 +176,7 @@ def load_sole_weights(model: torch.nn.Module, path: str | os.PathLike, strict: b
         if key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES):
             report.ignored.append(key)
         elif key.startswith("model."):
+            _check_finite(key, value, path)
             tensors[key[len("model."):]] = value
         else:
             report.unexpected.append(key)
@@ -172,6 +199,7 @@ def load_backbone_weights(model: torch.nn.Module, path: str | os.PathLike, freez
         if name.startswith("backbone.final.") or not name.startswith("backbone."):
             report.ignored.append(key)
         else:
+            _check_finite(key, value, path)
             tensors[name] = value
     if not tensors:
         raise CheckpointError(f"{path} holds no backbone weights (no 'model.backbone.*' keys)")
@@ -279,6 +307,13 @@ def read_hyper_parameters(data: dict) -> HyperParameters:
         if not usable:
             found.defaulted.append(name)
             continue
+        if kind is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        # checked before int() and before anything is built: the file may say inf or 1e300
+        # (top_k <= 0 is the reference's "one per query", handled below)
+        problem = bound_problem(name, tuple(value) if kind is tuple else value)
+        if problem and not (name == "top_k" and isinstance(value, int) and value <= 0):
+            raise CheckpointError(f"checkpoint hyper-parameter {source}: {problem}")
         found.values[name] = tuple(value) if kind is tuple else kind(value)
         found.sources[name] = source
     top_k = found.values.get("top_k")
@@ -335,7 +370,12 @@ def config_from_checkpoint(data: dict, base: SoleConfig | None = None,
         changes["conv1_kernel_size"] = round(k.shape[0] ** (1 / 3))
     changes.update(_backbone_sizes(sd))
     changes.update((hyper or read_hyper_parameters(data)).values)
-    return cfg.replace(**changes)
+    config = cfg.replace(**changes)
+    try:  # sizes read from the file are checked before a network is built from them
+        config.validate()
+    except ConfigError as error:
+        raise CheckpointError(f"checkpoint configuration: {error}") from None
+    return config
 
 
 def load_sole_model(path: str | os.PathLike, device="cpu", config: SoleConfig | None = None,

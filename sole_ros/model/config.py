@@ -2,11 +2,84 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 # ScanNet colour statistics used to normalise RGB in [0, 1] (Mask3D / SOLE input convention).
 SCANNET_COLOR_MEAN = (0.47793125906962, 0.4303257521323044, 0.3749598901421883)
 SCANNET_COLOR_STD = (0.2834475483823543, 0.27566157565723015, 0.27018971370874995)
+
+# The range of each setting, both ends included, checked before a network is built from a
+# configuration (``validate``): a checkpoint's file may say anything, and one width of 1e9 would
+# allocate terabytes before any weight is compared. Wide around the paper's network (the defaults):
+# widths up to 8-16x, so that any network meant to run still fits. Tuples: each entry's range.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "voxel_size": (0.001, 10.0),  # metres
+    "in_channels": (1, 64),
+    "clip_dim": (1, 4096),  # CLIP widths are 512..1280
+    "planes": (1, 1024),  # 8 entries: the Res16UNet stages
+    "layers": (1, 16),  # 8 entries
+    "init_dim": (1, 1024),
+    "conv1_kernel_size": (1, 9),
+    "bn_momentum": (0.0, 1.0),
+    "num_queries": (1, 4096),  # as the node's model.num_queries
+    "hidden_dim": (2, 2048),
+    "num_heads": (1, 64),
+    "dim_feedforward": (1, 16384),
+    "dropout": (0.0, 1.0),
+    "num_decoders": (1, 16),
+    "hlevels": (0, 3),  # decoder levels index the 4 coarsest backbone maps
+    "gauss_scale": (0.0, 1000.0),
+    "sample_sizes": (1, 10_000_000),
+    "logit_scale": (0.0, 10_000.0),
+    "color_mean": (-10.0, 10.0),
+    "color_std": (0.001, 10.0),
+    "dbscan_eps": (0.001, 100.0),  # metres
+    "top_k": (1, 1_000_000),
+    "min_part_fraction": (0.0, 1.0),
+    "duplicate_iou": (0.0, 1.0),  # or None
+}
+_INT_FIELDS = ("in_channels", "clip_dim", "planes", "layers", "init_dim", "conv1_kernel_size", "num_queries",
+               "hidden_dim", "num_heads", "dim_feedforward", "num_decoders", "hlevels", "sample_sizes", "top_k")
+_TUPLE_LENGTHS = {"planes": (8, 8), "layers": (8, 8), "hlevels": (1, 4), "sample_sizes": (1, 16),
+                  "color_mean": (3, 3), "color_std": (3, 3)}
+
+
+class ConfigError(ValueError):
+    """A configuration out of its bounds; ``str(exc)`` names the setting, its value and the bound."""
+
+
+def bound_problem(name: str, value) -> str | None:
+    """Why ``value`` cannot be setting ``name`` (type, length, range; see BOUNDS), or None."""
+    if name not in BOUNDS:
+        return None
+    if name == "duplicate_iou" and value is None:
+        return None
+    low, high = BOUNDS[name]
+    if name in _TUPLE_LENGTHS:
+        shortest, longest = _TUPLE_LENGTHS[name]
+        if not isinstance(value, (tuple, list)) or not shortest <= len(value) <= longest:
+            count = str(shortest) if shortest == longest else f"{shortest}..{longest}"
+            return f"{name} must be a list of {count} numbers, not {_shown(value)}"
+        entries = list(value)
+    else:
+        entries = [value]
+    whole = name in _INT_FIELDS
+    for entry in entries:
+        if isinstance(entry, bool) or not isinstance(entry, (int, float)) or (whole and not isinstance(entry, int)):
+            return f"{name} must be {'a whole number' if whole else 'a number'}, not {_shown(value)}"
+        if not (math.isfinite(entry) and low <= entry <= high):
+            return f"{name} {_shown(value)} is outside its bound {_number(low)}..{_number(high)}"
+    return None
+
+
+def _number(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _shown(value) -> str:
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
@@ -89,22 +162,32 @@ class SoleConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SoleConfig":
-        """From a plain dict (checkpoint hyper-parameters store tuples as lists)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        """From a plain dict (checkpoint hyper-parameters store tuples as lists), validated, so that
+        a file's configuration is refused (ConfigError) before any network is built from it."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a configuration must be a dict of settings, not {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in values if k not in known)
+        if unknown:
+            raise ConfigError(f"unknown configuration settings: {', '.join(unknown[:5])}")
+        config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        config.validate()
+        return config
 
     def replace(self, **changes) -> "SoleConfig":
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
-        if len(self.planes) != 8 or len(self.layers) != 8:
-            raise ValueError("planes and layers need 8 entries (Res16UNet stages)")
+        """ConfigError (a ValueError) for a setting out of BOUNDS or settings that do not fit together."""
+        for name in BOUNDS:
+            problem = bound_problem(name, getattr(self, name))
+            if problem:
+                raise ConfigError(problem)
+        if not isinstance(self.freeze_backbone, bool):
+            raise ConfigError(f"freeze_backbone must be true or false, not {self.freeze_backbone!r}")
         if self.hidden_dim % self.num_heads:
-            raise ValueError(f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads}")
+            raise ConfigError(f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads}")
         if self.hidden_dim % 2:
-            raise ValueError("hidden_dim must be even (Fourier features are sin/cos pairs)")
-        if any(not 0 <= h <= 3 for h in self.hlevels):
-            raise ValueError("hlevels index the 4 coarsest backbone maps (0..3)")
-        if self.voxel_size <= 0:
-            raise ValueError("voxel_size must be positive")
+            raise ConfigError("hidden_dim must be even (Fourier features are sin/cos pairs)")
         if self.input_mode not in ("averaged", "reference"):
-            raise ValueError(f"input_mode must be 'averaged' or 'reference', got {self.input_mode!r}")
+            raise ConfigError(f"input_mode must be 'averaged' or 'reference', got {_shown(self.input_mode)}")
