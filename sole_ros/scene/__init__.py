@@ -20,10 +20,12 @@ frames, with dense CLIP features fused over views.
     # segmentation worker
     snapshot = scene.export()     # coords, colors, features (unit rows), has_feature, version
 
-Modules: voxel_map (the map, its bounds and eviction policy, export), voxel_store (slot storage
-and key index), voxel_keys (packing and grouping of voxel keys), validation (input checks),
-camera (rays and projection), dense_clip (MaskCLIP-style dense features), keyframes,
-rendering (depth images from the map), map_file (versioned, checksummed, atomic file format).
+Modules: voxel_map (the map: integration, bounds, export, persistence), eviction_policy (which
+voxels leave it, and when), voxel_store (slot storage and key index), voxel_keys (packing and
+grouping of voxel keys), validation (input checks), camera (rays and projection), dense_clip
+(MaskCLIP-style dense features), keyframes, rendering (depth images from the map), map_file
+(versioned, checksummed, atomic, bounded file format), scene_folder (the one folder the node's
+scene services read and write).
 """
 from .dense_clip import DenseClipFeatures
 from .errors import InvalidInput, MapFileError

@@ -5,19 +5,11 @@ stored as float16. Every public method is safe to call from several threads: a s
 the store, held only for the merge of an already-reduced frame, for copies (export, save) and for
 feature fusion; validation, back-projection and per-frame reduction run outside it.
 
-Bounds and eviction (the policy):
-- Region: points outside the box [region_min, region_max] (world frame, metres) and points
-  farther than max_range from the sensor never enter the map. With keep_radius set, points
-  farther than keep_radius from the sensor are dropped and, whenever the sensor has moved by
-  more than max(voxel_size, keep_radius / 20) since the last sweep, voxels whose centres lie
-  farther than keep_radius from the latest sensor position are evicted.
-- Size: the map never holds more than max_voxels. When a frame brings more new voxels than there
-  is room for, the voxels seen longest ago (oldest last-seen stamp; on equal stamps, those with
-  fewer observations) are evicted down to (1 - evict_fraction) * max_voxels, so eviction happens
-  in batches, not every frame. Voxels the current frame observes are never evicted for it; if the
-  frame alone still does not fit, its new voxels farthest from the sensor are dropped.
-  Storage grows geometrically up to max_voxels slots and no further, so memory is bounded by
-  max_voxels * bytes_per_voxel (see stats()).
+Bounds: points outside the box [region_min, region_max] (world frame, metres), farther than
+max_range or (with keep_radius set) keep_radius from the sensor never enter the map. Which voxels
+leave it, and when, is the eviction policy (eviction_policy.py): the oldest-seen beyond
+max_voxels, and those beyond keep_radius of the sensor. Storage grows geometrically up to
+max_voxels slots and no further, so memory is bounded by max_voxels * bytes_per_voxel (stats()).
 
 Versioning: `version` increases by one on every change of content (integration that touched a
 voxel, eviction, crop, reset, restore) and never otherwise, so it can key caches of results
@@ -35,6 +27,7 @@ import torch
 from . import map_file, voxel_keys
 from .camera import RayCache, world_to_camera_columns
 from .errors import InvalidInput, MapFileError
+from .eviction_policy import EvictionPolicy
 from .rendering import render_voxel_depth
 from .validation import (check_features, check_intrinsics, check_points, check_pose, check_stamp,
                          color_image_rgb, depth_in_metres, point_colors_rgb)
@@ -137,7 +130,7 @@ class VoxelMap:
         self._version = 0
         self._stamp = 0.0
         self._counters = _Counters()
-        self._sweep_origin: np.ndarray | None = None
+        self._eviction = EvictionPolicy(self.voxel_size, self.max_voxels, self.evict_fraction, keep_radius)
         self._snapshot: SceneSnapshot | None = None
 
     # --- observable state ------------------------------------------------------------------
@@ -326,21 +319,9 @@ class VoxelMap:
             hit = slots >= 0
             existing = slots[hit]
             new_index = np.flatnonzero(~hit)
-            evicted = dropped_capacity = 0
-            room = self.max_voxels - store.size
-            if new_index.shape[0] > room:
-                low_water = int(self.max_voxels * (1.0 - self.evict_fraction))
-                target = max(0, min(self.max_voxels - new_index.shape[0], low_water))
-                victims = store.least_recently_seen(store.size - target, protected=existing)
-                store.remove(victims)
-                evicted = int(victims.shape[0])
-                room = self.max_voxels - store.size
-                if new_index.shape[0] > room:
-                    centres = (voxel_keys.unpack(frame.keys[new_index]) + 0.5) * self.voxel_size
-                    distance = np.einsum("ij,ij->i", centres - origin, centres - origin)
-                    nearest = np.argsort(distance, kind="stable")[:room]
-                    dropped_capacity = int(new_index.shape[0] - nearest.shape[0])
-                    new_index = np.sort(new_index[nearest])
+            room = self._eviction.make_room(store, frame.keys[new_index], existing, origin)
+            new_index = new_index[room.new_index]
+            evicted, dropped_capacity = room.evicted, room.dropped
             if existing.shape[0]:
                 store.observations[existing] += 1
                 # Stamps may arrive out of order (bag replays): last-seen only moves forward.
@@ -358,7 +339,7 @@ class VoxelMap:
                     store.color[added] = frame.color[new_index]
                     store.color_count[added] = 1
             changed = bool(existing.shape[0] or added.shape[0] or evicted)
-            swept = self._sweep_region(origin)
+            swept = self._eviction.sweep(store, origin)
             featured = 0
             if feature_frame is not None:
                 featured = self._fuse_features(*feature_frame, pose)
@@ -383,22 +364,6 @@ class VoxelMap:
                 voxels_updated=int(existing.shape[0]), voxels_added=int(added.shape[0]),
                 voxels_dropped_capacity=dropped_capacity, voxels_evicted=evicted + swept,
                 voxels_featured=featured, version=self._version)
-
-    def _sweep_region(self, origin: np.ndarray) -> int:
-        """Evict voxels beyond keep_radius of the sensor once it has moved enough (lock held)."""
-        if self.keep_radius is None:
-            return 0
-        step = max(self.voxel_size, self.keep_radius / 20.0)
-        if self._sweep_origin is not None and np.linalg.norm(origin - self._sweep_origin) < step:
-            return 0
-        self._sweep_origin = origin.copy()
-        slots = self._store.live_slots()
-        x, y, z = self._store.centres(slots)
-        origin = origin.astype(np.float32)
-        far = (x - origin[0]) ** 2 + (y - origin[1]) ** 2 + (z - origin[2]) ** 2 > self.keep_radius ** 2
-        victims = slots[far]
-        self._store.remove(victims)
-        return int(victims.shape[0])
 
     def _fuse_features(self, features: torch.Tensor, K: np.ndarray, depth_m: np.ndarray,
                        stride: int, image_size: tuple[int, int], pose: np.ndarray) -> int:
@@ -489,7 +454,7 @@ class VoxelMap:
         with self._lock:
             self._store.clear()
             self._counters = _Counters()
-            self._sweep_origin = None
+            self._eviction.forget_sensor()
             self._stamp = 0.0
             self._version += 1
             self._snapshot = None
@@ -578,18 +543,14 @@ class VoxelMap:
             store = self._store
             store.clear()
             keys = arrays["keys"]
-            keep = np.arange(keys.shape[0])
-            if keys.shape[0] > self.max_voxels:
-                # Keep the most recently seen voxels, like eviction would.
-                order = np.lexsort((-arrays["observations"].astype(np.int64), -arrays["last_seen"]))
-                keep = np.sort(order[: self.max_voxels])
+            keep = self._eviction.keep_on_restore(arrays["observations"], arrays["last_seen"])
             slots = store.insert(keys[keep])
             for name in ("color", "color_count", "observations", "last_seen", "feature", "feature_count"):
                 getattr(store, name)[slots] = arrays[name][keep]
             self._counters = _Counters()
             self._counters.evicted_capacity = int(keys.shape[0] - keep.shape[0])
             self._stamp = saved.stamp
-            self._sweep_origin = None
+            self._eviction.forget_sensor()
             self._snapshot = None
 
 
@@ -692,7 +653,7 @@ def _validate_arrays(arrays: dict, feature_dim: int) -> None:
 
 
 # A map file may hold this many times the loading map's max_voxels (the newest are kept).
-LOAD_CAPACITY_FACTOR = 4
+LOAD_CAPACITY_FACTOR = 2
 MAX_FEATURE_DIM = 4096
 _SETTING_NAMES = ("voxel_size", "max_voxels", "region_min", "region_max", "keep_radius", "max_range",
                   "feature_dim", "evict_fraction", "feature_depth_tolerance")
