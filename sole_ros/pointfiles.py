@@ -236,12 +236,11 @@ def _read_ply(path: str, max_points: int | None = None):
         if missing:
             raise PointFileError(f"{path}: PLY vertex element has no {', '.join(missing)} "
                                  f"(properties: {', '.join(names) or 'none'})")
-        _check_count(path, vertex.count, max_points)
         data_bytes = os.fstat(f.fileno()).st_size - f.tell()
         if fmt == "ascii":
-            table = _read_ply_ascii(f, elements, vertex_at, data_bytes, path)
+            table = _read_ply_ascii(f, elements, vertex_at, data_bytes, path, max_points)
         else:
-            table = _read_ply_binary(f, elements, vertex_at, _PLY_FORMATS[fmt], data_bytes, path)
+            table = _read_ply_binary(f, elements, vertex_at, _PLY_FORMATS[fmt], data_bytes, path, max_points)
     points = np.stack([table[a] for a in "xyz"], axis=1)
     colors = None
     colour_names = next((c for c in (("red", "green", "blue"), ("r", "g", "b")) if all(n in names for n in c)), None)
@@ -258,7 +257,8 @@ def _declared(elements: list[_PlyElement]) -> str:
     return ", ".join(f"{e.count} {e.name}" for e in elements)
 
 
-def _read_ply_ascii(f, elements: list[_PlyElement], vertex_at: int, data_bytes: int, path: str) -> np.ndarray:
+def _read_ply_ascii(f, elements: list[_PlyElement], vertex_at: int, data_bytes: int, path: str,
+                    max_points: int | None) -> np.ndarray:
     # One line per element instance. A line of k numbers takes at least 2k bytes ("0 0 0\n"), so
     # counts the data has no room for are refused before anything is read or allocated.
     shortest = sum(e.count * 2 * max(1, len(e.properties)) for e in elements)
@@ -266,6 +266,7 @@ def _read_ply_ascii(f, elements: list[_PlyElement], vertex_at: int, data_bytes: 
         raise PointFileError(f"{path}: PLY file is truncated: its header declares {_declared(elements)}, "
                              f"which need at least {shortest} bytes; {data_bytes} follow the header")
     vertex = elements[vertex_at]
+    _check_count(path, vertex.count, max_points)
     for element in elements[:vertex_at]:
         for _ in range(element.count):
             if not f.readline():
@@ -300,7 +301,7 @@ def _read_ply_ascii(f, elements: list[_PlyElement], vertex_at: int, data_bytes: 
 
 
 def _read_ply_binary(f, elements: list[_PlyElement], vertex_at: int, order: str, data_bytes: int,
-                     path: str) -> np.ndarray:
+                     path: str, max_points: int | None) -> np.ndarray:
     vertex = elements[vertex_at]
     before = 0
     for element in elements[:vertex_at]:
@@ -334,6 +335,7 @@ def _read_ply_binary(f, elements: list[_PlyElement], vertex_at: int, order: str,
         raise PointFileError(f"{path}: PLY file is truncated: after its {vertex.count} vertices the header "
                              f"declares {_declared(after)} ({'at least ' if not exact else ''}{fixed} bytes), "
                              f"{left} bytes follow")
+    _check_count(path, vertex.count, max_points)
     f.seek(before, os.SEEK_CUR)
     data = f.read(size)
     if len(data) != size:
@@ -435,7 +437,6 @@ def _check_pcd(f, path: str, max_points: int | None) -> int:
     if points != width * height:
         raise PointFileError(f"{path}: PCD header declares POINTS {points} but WIDTH x HEIGHT = "
                              f"{width} x {height} = {width * height}")
-    _check_count(path, points, max_points)
     kind = (header["DATA"] or [""])[0].lower()
     fields = header.get("FIELDS", [])
     sizes = header.get("SIZE", [])
@@ -472,6 +473,7 @@ def _check_pcd(f, path: str, max_points: int | None) -> int:
         if points * 2 * values > data_bytes:
             raise PointFileError(f"{path}: cannot read PCD file: truncated: its header declares POINTS {points}, "
                                  f"{data_bytes} bytes follow it, room for at most {data_bytes // (2 * values)} lines")
+    _check_count(path, points, max_points)
     return points
 
 
