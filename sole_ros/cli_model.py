@@ -148,6 +148,9 @@ def check_queries(args, settings) -> list[str]:
     return phrases
 
 
+NO_MEMORY = "cannot load the model: not enough memory to build it (a smaller --config, or another checkpoint)"
+
+
 def model_errors():
     """The exceptions that mean "this model cannot be loaded as asked" (not a bug)."""
     from sole_ros.clip import ClipWeightsUnavailable
@@ -196,6 +199,8 @@ def load_segmenter(settings, seed: int = 0):
         segmenter, clip = load(settings, device, log)
     except model_errors() as error:
         raise CliError(f"cannot load the model: {one_line(error)}") from None
+    except MemoryError:
+        raise CliError(NO_MEMORY) from None
     return segmenter, clip, device
 
 
@@ -207,3 +212,5 @@ def build_pipeline(settings, seed: int = 0):
         return build(settings, log)
     except model_errors() as error:
         raise CliError(f"cannot load the model: {one_line(error)}") from None
+    except MemoryError:
+        raise CliError(NO_MEMORY) from None

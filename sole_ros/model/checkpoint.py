@@ -85,11 +85,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 def _reason(err: BaseException) -> str:
     """The error's first line, or what its type says when it has no text (EOFError of a cut file)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if lines:
-        return lines[0][:300]
     if isinstance(err, EOFError):
         return "the file ends early (truncated, or not a checkpoint)"
-    return f"{type(err).__name__} without a message (not a checkpoint, or a damaged one)"
+    if lines and isinstance(err, (RuntimeError, OSError, ValueError)):
+        return lines[0][:300]
+    # KeyError('101') and the like say nothing alone: name the kind too
+    return f"{type(err).__name__} {lines[0][:200] if lines else ''}".strip() + " (not a PyTorch checkpoint, or a damaged one)"
 
 
 def state_dict_of(data: dict, path: str = "checkpoint") -> dict[str, torch.Tensor]:

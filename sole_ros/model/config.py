@@ -165,13 +165,16 @@ class SoleConfig:
         """From a plain dict (checkpoint hyper-parameters store tuples as lists), validated, so that
         a file's configuration is refused (ConfigError) before any network is built from it."""
         if not isinstance(values, dict):
-            raise ConfigError(f"a configuration must be a dict of settings, not {type(values).__name__}")
+            raise ConfigError(f"model configuration: a dict of settings expected, not {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
-            raise ConfigError(f"unknown configuration settings: {', '.join(unknown[:5])}")
+            raise ConfigError(f"model configuration: unknown settings {', '.join(unknown[:5])}")
         config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-        config.validate()
+        try:
+            config.validate()
+        except ConfigError as error:
+            raise ConfigError(f"model configuration: {error}") from None
         return config
 
     def replace(self, **changes) -> "SoleConfig":
