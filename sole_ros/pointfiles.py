@@ -254,7 +254,7 @@ def _read_ply(path: str, max_points: int | None = None):
 
 
 def _declared(elements: list[_PlyElement]) -> str:
-    return ", ".join(f"{e.count} {e.name}" for e in elements)
+    return ", ".join(f"element {e.name} {e.count}" for e in elements)  # as the header says it
 
 
 def _read_ply_ascii(f, elements: list[_PlyElement], vertex_at: int, data_bytes: int, path: str,

@@ -6,6 +6,7 @@ so a layout mistake in the reader cannot cancel itself out.
 from __future__ import annotations
 
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -273,3 +274,155 @@ def test_picture_rejects_bad_indices(tmp_path):
 def test_picture_of_degenerate_scenes(points, tmp_path):
     with Image.open(render_instances_png(points, None, [], tmp_path / "tiny.png")) as png:
         assert png.size == (1280, 960)
+
+
+# --- declared counts, bounds, downsampling -------------------------------------------------------
+
+XYZ_PLY = ["float x", "float y", "float z"]
+
+
+def xyz_pcd(points: int, kind: str = "binary", width: int | None = None) -> bytes:
+    width = points if width is None else width
+    return (f"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {width}\nHEIGHT 1\n"
+            f"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA {kind}\n").encode()
+
+
+def test_pcd_counts_are_checked_against_the_data(tmp_path):
+    data = POINTS.tobytes()  # 50 points of 12 bytes
+    cases = {
+        "cut.pcd": (xyz_pcd(50) + data[:300], ["truncated", "POINTS 50 of 12 bytes (600 bytes)", "300 bytes follow"]),
+        "more.pcd": (xyz_pcd(20) + data, ["more data than its header declares", "POINTS 20", "360 bytes more"]),
+        "fewer.pcd": (xyz_pcd(80) + data, ["truncated", "POINTS 80", "(50 points)"]),
+        "width.pcd": (xyz_pcd(50, width=49) + data, ["POINTS 50 but WIDTH x HEIGHT = 49 x 1 = 49"]),
+    }
+    ascii_rows = "".join(f"{x} {y} {z}\n" for x, y, z in POINTS).encode()
+    cases["ascii_more.pcd"] = (xyz_pcd(10, "ascii") + ascii_rows, ["POINTS 10", "holds 50"])
+    cases["ascii_fewer.pcd"] = (xyz_pcd(60, "ascii") + ascii_rows, ["POINTS 60", "holds 50"])
+    cases["ascii_huge.pcd"] = (xyz_pcd(2 ** 62, "ascii", width=2 ** 62) + ascii_rows, ["truncated", "room for at most"])
+    for name, (content, fragments) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        one_line_error(tmp_path / name, *fragments)
+    # the same data with honest headers reads, and a trailing line end is no extra data
+    (tmp_path / "ok.pcd").write_bytes(xyz_pcd(50) + data + b"\n")
+    np.testing.assert_array_equal(read_point_file(tmp_path / "ok.pcd").points, POINTS.astype(np.float64))
+    (tmp_path / "ok_ascii.pcd").write_bytes(xyz_pcd(50, "ascii") + ascii_rows)
+    assert len(read_point_file(tmp_path / "ok_ascii.pcd")) == 50
+
+
+def test_compressed_pcd_block_size_must_match_points(tmp_path):
+    data = shared_data("mosd", "learn0.pcd").read_bytes()
+    assert b"POINTS 307200\n" in data
+    path = tmp_path / "lying.pcd"
+    path.write_bytes(data.replace(b"POINTS 307200\n", b"POINTS 307199\n").replace(b"WIDTH 640\n", b"WIDTH 307199\n")
+                     .replace(b"HEIGHT 480\n", b"HEIGHT 1\n"))
+    one_line_error(path, "POINTS 307199", "compressed block unpacks to")
+
+
+def test_ply_counts_are_checked_against_the_data_before_reading(tmp_path):
+    import tracemalloc
+
+    data = POINTS.tobytes()
+    cases = {
+        "more.ply": (ply_header("binary_little_endian", 20, XYZ_PLY) + data,
+                     ["more data than its header declares", "20 vertices of 12 bytes", "360 bytes more"]),
+        "faces_cut.ply": (ply_header("binary_little_endian", 50, XYZ_PLY, ["element face 4", "property int a"])
+                          + data + b"\0" * 8, ["truncated", "element face 4 (16 bytes), 8 bytes follow"]),
+        "ascii_more.ply": (ply_header("ascii", 10, XYZ_PLY) + b"0 0 0\n" * 50,
+                           ["more data than its header declares", "the file has 40 more lines"]),
+        "ascii_cut.ply": (ply_header("ascii", 60, XYZ_PLY) + b"0 0 0\n" * 50, ["truncated", "element vertex 60", "300 follow"]),
+    }
+    for name, (content, fragments) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        one_line_error(tmp_path / name, *fragments)
+    for fmt, body in (("binary_little_endian", data), ("ascii", b"0 0 0\n" * 50)):
+        huge = tmp_path / f"huge_{fmt}.ply"
+        huge.write_bytes(ply_header(fmt, 2 ** 62, XYZ_PLY) + body)
+        tracemalloc.start()
+        started = time.perf_counter()
+        one_line_error(huge, "truncated", str(2 ** 62))
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert elapsed < 1.0 and peak < 1 << 20, (fmt, elapsed, peak)
+    # honest files with a trailing line end, or faces after the vertices, still read
+    (tmp_path / "ok.ply").write_bytes(ply_header("binary_little_endian", 50, XYZ_PLY) + data + b"\n")
+    assert len(read_point_file(tmp_path / "ok.ply")) == 50
+    faces = ply_header("ascii", 3, XYZ_PLY, ["element face 1", "property list uchar int vertex_indices"])
+    (tmp_path / "faces.ply").write_bytes(faces + b"0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+    assert len(read_point_file(tmp_path / "faces.ply")) == 3
+
+
+def test_npz_shape_that_lies_is_refused_before_allocating(tmp_path):
+    import io
+    import zipfile
+
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_2_0(npy, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 12, 3)})
+    npy.write(POINTS.astype("<f8").tobytes())
+    with zipfile.ZipFile(tmp_path / "lying.npz", "w") as archive:
+        archive.writestr("points.npy", npy.getvalue())
+    one_line_error(tmp_path / "lying.npz", "declares shape (1000000000000, 3)", "holds 1200 bytes")
+
+
+def test_max_points_is_refused_from_the_header_without_reading_the_data(tmp_path):
+    import tracemalloc
+
+    from sole_ros.pointfiles import TooManyPointsError
+
+    # 20 M vertices declared, the data a hole in a sparse file: reading it would take 240 MB
+    path = tmp_path / "large.ply"
+    header = ply_header("binary_little_endian", 20_000_000, XYZ_PLY)
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + 12 * 20_000_000)
+    tracemalloc.start()
+    with pytest.raises(TooManyPointsError) as info:
+        read_point_file(path, max_points=1_000_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (info.value.count, info.value.limit) == (20_000_000, 1_000_000) and peak < 1 << 20
+    for name, content in (("a.pcd", xyz_pcd(50) + POINTS.tobytes()),
+                          ("a.ply", ply_header("binary_little_endian", 50, XYZ_PLY) + POINTS.tobytes())):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(TooManyPointsError, match="50 points, more than the 49 allowed"):
+            read_point_file(tmp_path / name, max_points=49)
+        assert len(read_point_file(tmp_path / name, max_points=50)) == 50
+    np.savez(tmp_path / "a.npz", points=POINTS)
+    with pytest.raises(TooManyPointsError):
+        read_point_file(tmp_path / "a.npz", max_points=49)
+
+
+def test_coordinates_beyond_the_bound_are_refused(tmp_path):
+    from sole_ros.pointfiles import MAX_COORDINATE
+
+    points = POINTS.astype(np.float64)
+    points[[2, 4]] = np.nan
+    points[9] = (0.0, 0.0, -2 * MAX_COORDINATE)
+    np.savez(tmp_path / "far.npz", points=points)
+    one_line_error(tmp_path / "far.npz", f"up to {MAX_COORDINATE:g} m from the origin", "one at 20000 m", "(row 9)")
+    points[9] = (0.0, 0.0, -0.9 * MAX_COORDINATE)  # within the bound: read as it is
+    np.savez(tmp_path / "near.npz", points=points)
+    assert read_point_file(tmp_path / "near.npz").points[7, 2] == -0.9 * MAX_COORDINATE
+
+
+def test_voxel_downsample_keeps_the_first_row_of_each_cube():
+    from sole_ros.pointfiles import PointFile, voxel_downsample
+
+    rng = np.random.default_rng(3)
+    points = rng.uniform(-1.0, 1.0, size=(3000, 3))
+    rows = np.sort(rng.choice(5000, size=3000, replace=False))  # rows of a file with dropped ones
+    colors = rng.uniform(0, 1, size=(3000, 3)).astype(np.float32)
+    scene = PointFile(points=points, colors=colors, features=points[:, :1].astype(np.float32),
+                      source_index=rows, num_input=5000)
+    thin = voxel_downsample(scene, 0.3)
+    first: dict = {}
+    for i, cell in enumerate(map(tuple, np.floor(points / 0.3).astype(int))):
+        first.setdefault(cell, i)
+    kept = np.array(sorted(first.values()))
+    np.testing.assert_array_equal(thin.source_index, rows[kept])
+    np.testing.assert_array_equal(thin.points, points[kept])
+    np.testing.assert_array_equal(thin.colors, colors[kept])
+    assert thin.num_input == 5000 and len(thin) == len(kept) < 3000
+    np.testing.assert_array_equal(thin.to_input_indices([0, 1]), rows[kept[:2]])
+    with pytest.raises(ValueError):
+        voxel_downsample(scene, 0.0)
