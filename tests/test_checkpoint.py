@@ -215,3 +215,76 @@ def test_published_hyper_parameters_under_config_are_run_with(tmp_path, tiny_mod
                                 top_k=7)
     segmenter, _ = load_segmenter(settings, "cpu", log=log.append)
     assert segmenter.top_k == 7
+
+
+import dataclasses  # noqa: E402
+import re  # noqa: E402
+
+
+def test_configuration_bounds_are_checked_before_a_network_is_built():
+    from sole_ros.model.config import BOUNDS, ConfigError
+
+    SoleConfig.from_dict(dataclasses.asdict(SoleConfig()))  # the paper's sizes are within bounds
+    SoleConfig.from_dict(dataclasses.asdict(SoleConfig.tiny()))
+    for name, value, fragment in (("hidden_dim", 10 ** 9, "hidden_dim 1000000000 is outside its bound 2..2048"),
+                                  ("num_queries", 0, "num_queries 0 is outside its bound 1..4096"),
+                                  ("voxel_size", float("nan"), "voxel_size nan"),
+                                  ("planes", [8] * 7 + [10 ** 6], "planes [8, 8, 8, 8, 8, 8, 8, 1000000]"),
+                                  ("layers", [1] * 7, "layers must be a list of 8 numbers"),
+                                  ("num_heads", True, "num_heads must be a whole number"),
+                                  ("top_k", 10 ** 7, "top_k 10000000 is outside its bound 1..1000000")):
+        values = dict(dataclasses.asdict(SoleConfig.tiny()), **{name: value})
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            SoleConfig.from_dict(values)
+        assert name in BOUNDS
+    with pytest.raises(ConfigError, match="unknown settings bogus"):
+        SoleConfig.from_dict({"bogus": 1})
+
+
+def test_published_hyper_parameters_out_of_bounds_are_refused(tmp_path, tiny_model):
+    from sole_ros.model.checkpoint import read_hyper_parameters
+
+    for key, value, fragment in (("model.num_queries", 10 ** 9, "config.model.num_queries: num_queries 1000000000"),
+                                 ("data.voxel_size", float("inf"), "config.data.voxel_size: voxel_size inf"),
+                                 ("model.hlevels", [0, 1, 7], "hlevels [0, 1, 7] is outside its bound 0..3")):
+        section, name = key.split(".")
+        data = {"state_dict": {}, "hyper_parameters": OmegaConf.create({"config": {section: {name: value}}})}
+        with pytest.raises(CheckpointError, match=re.escape(fragment)):
+            read_hyper_parameters(data)
+    # sizes read from the tensors go through the same bounds
+    path = tmp_path / "tiny.ckpt"
+    _lightning_file(path, tiny_model)
+    data = read_checkpoint(path)
+    data["state_dict"]["model.bg_feature"] = torch.zeros(1, 5000)
+    with pytest.raises(CheckpointError, match="checkpoint configuration: clip_dim 5000 is outside its bound"):
+        config_from_checkpoint(data)
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path, tiny_model):
+    for bad, what in ((float("nan"), "NaN"), (float("inf"), "inf")):
+        path = tmp_path / f"bad_{what}.ckpt"
+        _lightning_file(path, tiny_model)
+        data = torch.load(path, weights_only=False)
+        data["state_dict"]["model.decoder_norm.weight"][0] = bad
+        torch.save(data, path)
+        with pytest.raises(CheckpointError, match=f"model.decoder_norm.weight holds {what}"):
+            load_sole_weights(SoleModel(tiny_model.config), path)
+    data["state_dict"]["model.backbone.conv0p1s1.kernel"][0, 0, 0] = float("nan")
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match=re.escape("model.backbone.conv0p1s1.kernel holds NaN")):
+        load_backbone_weights(SoleModel(tiny_model.config), path)
+
+
+def test_empty_checkpoints_are_refused_with_a_reason(tmp_path):
+    torch.save({}, tmp_path / "empty.ckpt")
+    (tmp_path / "zero.ckpt").write_bytes(b"")
+    (tmp_path / "text.ckpt").write_bytes(b"hello world")
+    for name, fragment in (("empty.ckpt", "holds an empty dict: no state_dict"),
+                           ("zero.ckpt", "the file is empty (0 bytes)"),
+                           ("text.ckpt", "KeyError")):
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(tmp_path / name)
+        reason = str(info.value).split(name, 1)[1].strip(" :")
+        assert fragment in str(info.value) and reason, str(info.value)
+    with pytest.raises(CheckpointError, match="state_dict is missing or empty"):
+        config_from_checkpoint({"state_dict": {}})
