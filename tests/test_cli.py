@@ -344,3 +344,45 @@ def test_bench_lists_and_runs_scripts(tmp_path, capsys):
     code, _, err = in_process(capsys, "bench", "--bench-dir", str(tmp_path), "nothing")
     assert code == 2
     one_line(err, "no benchmark 'nothing'", "echo")
+
+
+# --- bounds and the last line of defence ------------------------------------------------------------
+
+def test_segment_point_bounds_are_options_and_their_mistakes_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    usage = capsys.readouterr().out
+    assert "--max-points N" in usage and "2,000,000" in usage and "--downsample VOXEL" in usage
+    np.savez(tmp_path / "scene.npz", points=np.random.default_rng(0).normal(size=(100, 3)))
+    for option, value, fragment in (("--max-points", "0", "--max-points must be at least 1, not 0"),
+                                    ("--downsample", "-1", "--downsample must be within 0.001..10 m, not -1.0"),
+                                    ("--downsample", "nan", "--downsample must be within")):
+        code, _, err = in_process(capsys, "segment", str(tmp_path / "scene.npz"), "--query", "mug", option, value)
+        assert code == 2
+        one_line(err, "sole-ros segment: error:", fragment)
+    code, _, err = in_process(capsys, "segment", str(tmp_path / "scene.npz"), "--query", "mug", "--max-points", "99")
+    assert code == 2
+    one_line(err, "100 points, more than --max-points 99", "--downsample VOXEL")
+
+
+def test_unexpected_errors_are_one_line_and_interrupts_quiet(capsys, monkeypatch):
+    import sole_ros.cli_segment as cli_segment
+
+    def fails(args):
+        raise ValueError("bad\nthing")
+
+    monkeypatch.setattr(cli_segment, "run", fails)
+    monkeypatch.delenv("SOLE_ROS_DEBUG", raising=False)
+    code, _, err = in_process(capsys, "segment", "x.ply", "--query", "mug")
+    assert code == 1
+    one_line(err, "sole-ros: error: ValueError: bad thing", "SOLE_ROS_DEBUG=1 shows the traceback")
+    monkeypatch.setenv("SOLE_ROS_DEBUG", "1")
+    with pytest.raises(ValueError, match="bad"):
+        main(["segment", "x.ply", "--query", "mug"])
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_segment, "run", interrupted)
+    code, out, err = in_process(capsys, "segment", "x.ply", "--query", "mug")
+    assert code == 130 and out == "" and err == ""
