@@ -143,7 +143,7 @@ def test_segment_mistakes_are_one_line(tmp_path, capsys):
 
 # Left out of the commands on purpose (sole_ros/cli_model.py says why); everything else of model.*,
 # query.* (and scene.* for bag) must be an option.
-LEFT_OUT = {"query.default_max_results", "query.max_staleness"}
+LEFT_OUT = {"query.default_max_results", "query.max_staleness", "scene.directory"}
 OFFERED = {"segment": ("model", "query"), "bag": ("model", "query", "scene")}
 
 
