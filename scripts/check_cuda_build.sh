@@ -10,13 +10,14 @@
 #   - the wheel is installed into a scratch folder and imported from there (no GPU needed), and
 #     MinkowskiEngine.is_cuda_available() must say it was compiled with CUDA.
 #   - then it is cached in <wheel cache>/me-0.5.4-torch-<torch version>-cuda/ (setup.sh's naming).
-# Runs at the lowest priority with MAX_JOBS=1 unless told otherwise. The build folder is kept
+# Runs at the lowest priority (SOLE_BUILD_NICE=0: as it is started; scripts/setup.sh on a GPU machine)
+# with MAX_JOBS=1 unless told otherwise. The build folder is kept
 # (SOLE_CUDA_BUILD_DIR, default /tmp/sole_ros-me-cuda): a rerun compiles only the objects whose
 # sources or patches changed. Environment: SOLE_VENV, MAX_JOBS, TORCH_CUDA_ARCH_LIST,
 # SOLE_CUDA_PREFIX, SOLE_CUDA_BUILD_DIR, SOLE_WHEEL_CACHE, XDG_CACHE_HOME.
 set -euo pipefail
 
-if [ "$(nice)" -lt 19 ]; then
+if [ "${SOLE_BUILD_NICE:-1}" != 0 ] && [ "$(nice)" -lt 19 ]; then
   exec nice -n $((19 - $(nice))) bash "${BASH_SOURCE[0]}" "$@"
 fi
 
@@ -86,6 +87,11 @@ for name in cudart cusparse cublas; do
   ln -sfn "${versioned##*/}" "$CUDA_HOME/lib/lib$name.so"
 done
 export PATH=$CUDA_HOME/bin:$PATH
+# CUDA 13 keeps Thrust/CUB/libcu++ in include/cccl: nvcc adds it, the C++ compiler (for the .cpp
+# sources that include Thrust headers) needs it said.
+if [ -d "$CUDA_HOME/include/cccl" ]; then
+  export CPLUS_INCLUDE_PATH=$CUDA_HOME/include/cccl${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}
+fi
 nvcc_version=$("$nvcc" --version | sed -n 's/.*release \([0-9.]*\), \(V[0-9.]*\).*/\1 (\2)/p')
 log "nvcc $nvcc_version at $nvcc"
 
