@@ -343,7 +343,9 @@ def _read_ply_binary(f, elements: list[_PlyElement], vertex_at: int, order: str,
                              f"{len(data)} remain")
     if exact and left > fixed:
         f.seek(fixed, os.SEEK_CUR)
-        declared = f"{vertex.count} vertices of {dtype.itemsize} bytes" + (f", then {_declared(after)}" if after else "")
+        declared = f"{vertex.count} vertices of {dtype.itemsize} bytes"
+        if after:
+            declared += f", then {_declared(after)}"
         _check_rest(path, "PLY", f, left - fixed, declared)
     return np.frombuffer(data, dtype=dtype)
 

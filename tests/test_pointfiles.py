@@ -329,7 +329,8 @@ def test_ply_counts_are_checked_against_the_data_before_reading(tmp_path):
                           + data + b"\0" * 8, ["truncated", "element face 4 (16 bytes), 8 bytes follow"]),
         "ascii_more.ply": (ply_header("ascii", 10, XYZ_PLY) + b"0 0 0\n" * 50,
                            ["more data than its header declares", "the file has 40 more lines"]),
-        "ascii_cut.ply": (ply_header("ascii", 60, XYZ_PLY) + b"0 0 0\n" * 50, ["truncated", "element vertex 60", "300 follow"]),
+        "ascii_cut.ply": (ply_header("ascii", 60, XYZ_PLY) + b"0 0 0\n" * 50,
+                          ["truncated", "element vertex 60", "300 follow"]),
     }
     for name, (content, fragments) in cases.items():
         (tmp_path / name).write_bytes(content)

@@ -90,7 +90,8 @@ def _reason(err: BaseException) -> str:
     if lines and isinstance(err, (RuntimeError, OSError, ValueError)):
         return lines[0][:300]
     # KeyError('101') and the like say nothing alone: name the kind too
-    return f"{type(err).__name__} {lines[0][:200] if lines else ''}".strip() + " (not a PyTorch checkpoint, or a damaged one)"
+    said = f"{type(err).__name__} {lines[0][:200] if lines else ''}".strip()
+    return f"{said} (not a PyTorch checkpoint, or a damaged one)"
 
 
 def state_dict_of(data: dict, path: str = "checkpoint") -> dict[str, torch.Tensor]:
