@@ -115,8 +115,8 @@ def read_scene(args):
         if voxel is None:
             raise CliError(f"{args.file}: {error.count:,} points, more than --max-points {error.limit:,}: thin it "
                            f"with --downsample VOXEL (e.g. 0.01 m) or raise --max-points") from None
-        raise CliError(f"{args.file}: {error.count:,} rows, more than --downsample reads ({error.limit:,}): "
-                       f"thin the file with another tool first") from None
+        raise CliError(f"{args.file}: {error.count:,} rows, more than --downsample reads ({error.limit:,}, or "
+                       f"--max-points when larger): thin the file with another tool first") from None
     except PointFileError as error:
         raise CliError(str(error)) from None
     dropped = scene.num_input - len(scene)
@@ -124,7 +124,7 @@ def read_scene(args):
     if voxel is not None:
         scene = voxel_downsample(scene, voxel)
         log(f"{len(scene)} points after --downsample {voxel:g} (the first point of each {voxel:g} m cube)")
-    if len(scene) > args.max_points:
-        raise CliError(f"{args.file}: {len(scene):,} points after --downsample {voxel:g}, more than --max-points "
-                       f"{args.max_points:,}: use a larger voxel or raise --max-points")
+    if len(scene) > args.max_points:  # only --downsample reads more rows than --max-points
+        raise CliError(f"{args.file}: {len(scene):,} points after --downsample {voxel or 0:g}, more than "
+                       f"--max-points {args.max_points:,}: use a larger voxel or raise --max-points")
     return scene
