@@ -288,3 +288,15 @@ def test_empty_checkpoints_are_refused_with_a_reason(tmp_path):
         assert fragment in str(info.value) and reason, str(info.value)
     with pytest.raises(CheckpointError, match="state_dict is missing or empty"):
         config_from_checkpoint({"state_dict": {}})
+
+
+def test_settings_within_their_ranges_that_make_a_huge_network_are_refused():
+    from sole_ros.model.config import MAX_PARAMETERS, ConfigError
+
+    paper = SoleConfig()
+    actual = sum(p.numel() for p in SoleModel(paper).parameters())
+    assert paper.approximate_parameters() <= actual  # a lower estimate: it never refuses a real network
+    huge = dict(dataclasses.asdict(paper), planes=[1024] * 8, layers=[16] * 8)  # each entry within its range
+    assert SoleConfig.from_dict(dict(huge, planes=[1024] * 8, layers=[1] * 8)).approximate_parameters() < MAX_PARAMETERS
+    with pytest.raises(ConfigError, match=r"over 3626 M parameters .* more than the 500 M allowed"):
+        SoleConfig.from_dict(huge)

@@ -45,6 +45,12 @@ _TUPLE_LENGTHS = {"planes": (8, 8), "layers": (8, 8), "hlevels": (1, 4), "sample
                   "color_mean": (3, 3), "color_std": (3, 3)}
 
 
+# Settings each within its range can still combine into a network of tens of GB (planes 1024 with
+# 16 blocks per stage: ~7 G parameters). This bounds a lower estimate of the parameter count
+# (``approximate_parameters``: ~20 M for the paper's network, which has 41 M), at 25x the paper's.
+MAX_PARAMETERS = 500_000_000
+
+
 class ConfigError(ValueError):
     """A configuration out of its bounds; ``str(exc)`` names the setting, its value and the bound."""
 
@@ -177,6 +183,15 @@ class SoleConfig:
             raise ConfigError(f"model configuration: {error}") from None
         return config
 
+    def approximate_parameters(self) -> int:
+        """A lower estimate of the network's parameter count, from the settings alone: the second
+        3x3x3 convolution of every backbone block, and per decoder level the attention (4 h^2
+        each, cross and self) and feed-forward (2 h f) weights."""
+        backbone = sum(blocks * 27 * width * width for blocks, width in zip(self.layers, self.planes))
+        h = self.hidden_dim
+        decoder = len(self.hlevels) * (8 * h * h + 2 * h * self.dim_feedforward)
+        return backbone + decoder + self.clip_dim * h
+
     def replace(self, **changes) -> "SoleConfig":
         return dataclasses.replace(self, **changes)
 
@@ -188,6 +203,12 @@ class SoleConfig:
                 raise ConfigError(problem)
         if not isinstance(self.freeze_backbone, bool):
             raise ConfigError(f"freeze_backbone must be true or false, not {self.freeze_backbone!r}")
+        parameters = self.approximate_parameters()
+        if parameters > MAX_PARAMETERS:
+            raise ConfigError(f"the network these settings describe has over {parameters / 1e6:.0f} M parameters "
+                              f"(planes {list(self.planes)}, layers {list(self.layers)}, hidden_dim {self.hidden_dim}, "
+                              f"dim_feedforward {self.dim_feedforward}), more than the {MAX_PARAMETERS / 1e6:.0f} M "
+                              "allowed")
         if self.hidden_dim % self.num_heads:
             raise ConfigError(f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads}")
         if self.hidden_dim % 2:
