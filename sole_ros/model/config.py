@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 # ScanNet colour statistics used to normalise RGB in [0, 1] (Mask3D / SOLE input convention).
@@ -72,7 +73,9 @@ def bound_problem(name: str, value) -> str | None:
         entries = [value]
     whole = name in _INT_FIELDS
     for entry in entries:
-        if isinstance(entry, bool) or not isinstance(entry, (int, float)) or (whole and not isinstance(entry, int)):
+        # numbers.*: numpy's integers and floats count too
+        if isinstance(entry, bool) or not isinstance(entry, numbers.Real) or \
+                (whole and not isinstance(entry, numbers.Integral)):
             return f"{name} must be {'a whole number' if whole else 'a number'}, not {_shown(value)}"
         if not (math.isfinite(entry) and low <= entry <= high):
             return f"{name} {_shown(value)} is outside its bound {_number(low)}..{_number(high)}"
