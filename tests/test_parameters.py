@@ -1,5 +1,5 @@
-"""config/sole.yaml, the README table and the node's declared parameters agree; the table is
-ROS-free and checks values as rclpy does."""
+"""config/sole.yaml, the docs/PARAMETERS.md table and the node's declared parameters agree; the
+table is ROS-free and checks values as rclpy does."""
 import math
 import re
 
@@ -30,14 +30,15 @@ def test_config_file_lists_every_parameter_with_its_default():
 
 
 def test_readme_parameter_table_matches_declarations():
-    readme = (ROOT / "README.md").read_text()
-    readme = readme[readme.index("### Parameters"):]
+    readme = (ROOT / "docs" / "PARAMETERS.md").read_text()
+    readme = readme[readme.index("## All parameters"):]
     table = dict(re.findall(r"^\| `([a-z_.]+)` \| `([^`]*)` \|", readme, flags=re.M))
     declared = {p.name: p.default for p in PARAMETERS}
     assert set(table) == set(declared), (set(table) ^ set(declared))
     for name, default in declared.items():
         shown = str(default).lower() if isinstance(default, bool) else str(default)
-        assert table[name] == shown, f"README says {name} = {table[name]!r}, node declares {shown!r}"
+        assert table[name] == shown, \
+            f"docs/PARAMETERS.md says {name} = {table[name]!r}, node declares {shown!r}"
 
 
 def test_descriptors_carry_ranges_and_descriptions():
