@@ -48,6 +48,9 @@ def test_the_same_detections_get_the_same_ids_again():
     assert again == [first[2], first[0], first[1]]
     assert memory.last_report.created == [] and sorted(memory.last_report.matched_by_overlap) == sorted(first)
     assert memory.stats()["objects"] == 3 and memory.get(first[0]).observations == 2
+    # keys in any order, repeated, of any integer type: the same voxel set
+    assert memory.update([Detection(np.r_[MUG[::-1], MUG[:5]].astype(np.uint64))], stamp=3.0) == [first[0]]
+    np.testing.assert_array_equal(memory.get(first[0]).keys, MUG)
 
 
 @pytest.mark.parametrize("offset", [(1, 0, 0), (0, 2, 0), (1, 1, 1), (-2, 0, 1)])
@@ -96,6 +99,18 @@ def test_a_detection_covering_several_small_objects_merges_them_even_without_an_
     (whole,) = memory.update([Detection(np.concatenate(parts))], stamp=10.0)  # IoU 0.2 with each
     assert whole == ids[0]
     assert sorted(absorbed for _, absorbed in memory.last_report.merged) == ids[1:]
+
+
+def test_a_part_nested_in_a_matched_object_is_not_swallowed_when_its_own_mask_is_missing():
+    table = box_keys((0, 0, 0), (29, 19, 9))
+    mug = box_keys((10, 5, 10), (13, 8, 14))
+    table_with_mug = np.union1d(table, mug)
+    memory = ObjectMemory(VOXEL)
+    t, m = memory.update([Detection(table_with_mug), Detection(mug)], stamp=1.0)
+    # this segmentation has the table-with-mug mask but not the mug's own
+    assert memory.update([Detection(table_with_mug)], stamp=2.0) == [t]
+    assert memory.last_report.merged == [] and memory.get(m).last_seen == 1.0
+    assert memory.update([Detection(table_with_mug), Detection(mug)], stamp=3.0) == [t, m]
 
 
 def test_objects_out_of_view_are_kept_unchanged():
@@ -383,17 +398,23 @@ def test_ids_stay_stable_over_real_segmentations_of_an_unchanged_and_a_growing_m
     memory = ObjectMemory(pipeline.map.voxel_size)
 
     def segment_and_remember(force=False):
+        """{mask: sorted ids of the instances with that mask} (a segmentation may repeat a mask)."""
         segmentation = pipeline.segment(force=force)
         snapshot = segmentation.snapshot
         detections = detections_from_instances(pipeline.full_segmentation(), snapshot)
         present = keys_from_centres(snapshot.coords, snapshot.voxel_size)
         ids = memory.update(detections, snapshot.stamp, present_keys=present)
         assert len(set(ids)) == len(ids)  # one segmentation never gives one id twice
-        assert all(d.feature is not None for d in detections)  # the map's fused CLIP features, pooled
-        return {d.keys.tobytes(): i for d, i in zip(detections, ids)}, snapshot.version
+        # the map's fused CLIP features pooled over each mask (None for a mask without any)
+        assert any(d.feature is not None for d in detections)
+        masks: dict[bytes, list[int]] = {}
+        for d, object_id in zip(detections, ids):
+            masks.setdefault(d.keys.tobytes(), []).append(object_id)
+        return {mask: sorted(i) for mask, i in masks.items()}, snapshot.version
 
     first, version = segment_and_remember()
-    assert len(first) >= 2
+    known = {o.id for o in memory.objects()}
+    assert len(known) >= 2 and memory.last_report.created == sorted(known)
     # segmented again without any change: every instance keeps its id
     second, _ = segment_and_remember(force=True)
     assert second == first and memory.last_report.created == []
@@ -404,15 +425,17 @@ def test_ids_stay_stable_over_real_segmentations_of_an_unchanged_and_a_growing_m
     assert third_version > version
     assert third == first and memory.last_report.created == []
     # one more frame of a new view: the map grows; instances whose mask did not change keep their
-    # id, and every remembered object is either continued or left as it was
+    # ids, and every other id is either an object continued or a new one
     f = frames[3]
     pipeline.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=300.0)
     fourth, _ = segment_and_remember()
-    for mask, object_id in fourth.items():
-        if mask in first:
-            assert object_id == first[mask]
-    continued = set(fourth.values()) - set(memory.last_report.created)
-    assert continued <= set(first.values())
-    assert len(memory) == len(first) + len(memory.last_report.created) - len(memory.last_report.merged)
-    for mask, object_id in fourth.items():  # nothing was evicted: an object is its latest mask
-        np.testing.assert_array_equal(memory.get(object_id).keys, np.frombuffer(mask, dtype=np.int64))
+    for mask, ids in fourth.items():
+        if mask in first and len(first[mask]) == len(ids):
+            assert ids == first[mask]
+    given = {i for ids in fourth.values() for i in ids}
+    assert given - set(memory.last_report.created) <= known
+    assert all(i > max(known) for i in memory.last_report.created)
+    assert len(memory) == len(known) + len(memory.last_report.created) - len(memory.last_report.merged)
+    for mask, ids in fourth.items():  # nothing was evicted: an object is its latest mask
+        for object_id in ids:
+            np.testing.assert_array_equal(memory.get(object_id).keys, np.frombuffer(mask, dtype=np.int64))

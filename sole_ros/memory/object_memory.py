@@ -12,7 +12,9 @@ Association of one segmentation's detections, in order:
 2. Merges: an object left unmatched that a detection covers by more than overlap_threshold of the
    smaller of the two joins that detection's group; a group of two or more objects (the
    detection's match, if any, and those it covers) becomes one object under the oldest id. One
-   detection spanning two remembered objects says they were one object split in two.
+   detection spanning two remembered objects says they were one object split in two. Objects
+   mostly inside the detection's match already (nested parts: the mug within "the table with the
+   mug on it") are not merged; they stay as they were, as if out of view.
 3. Features: detections still unmatched against objects still unmatched whose boxes lie within
    ``neighbourhood`` metres, by cosine of features >= feature_threshold (again one to one): an
    object that moved a little, or whose mask changed shape, keeps its id.
@@ -51,6 +53,9 @@ KEY_LIMIT = 1 << (3 * voxel_keys.FIELD_BITS)
 # voxels (and at least MIN_FREE_VOXELS of them): one stray ray through a voxel proves nothing.
 FREE_FRACTION = 0.5
 MIN_FREE_VOXELS = 3
+# An unmatched object with more than this fraction of its voxels inside the object a detection
+# continues is nested in it (a part segmented apart before), not a second object to merge.
+NESTED_FRACTION = 0.5
 # Feature averaging weighs the stored feature by at most this many observations, so a feature
 # keeps following the object (new views, better masks) instead of freezing.
 MAX_FEATURE_WEIGHT = 10
@@ -60,6 +65,25 @@ MAX_LABEL_LENGTH = 256
 MAX_FEATURE_DIM = 4096
 MAX_OBJECTS_LIMIT = 1_000_000
 _UNIT_TOLERANCE = 1e-3
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int64 array, always a new array. Sorting is many times faster
+    than np.unique's hashing on packed voxel keys, and input already strictly increasing (keys
+    given back to the memory) costs one comparison pass."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if keys.shape[0] < 2 or bool(np.all(keys[1:] > keys[:-1])):
+        return keys.copy()
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]]
+
+
+def _members(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Mask of ``keys`` found in the sorted unique ``sorted_set`` (binary search, no sorting)."""
+    if sorted_set.shape[0] == 0:
+        return np.zeros(keys.shape[0], dtype=bool)
+    where = np.minimum(np.searchsorted(sorted_set, keys), sorted_set.shape[0] - 1)
+    return sorted_set[where] == keys
 
 
 def as_keys(keys, name: str = "keys") -> np.ndarray:
@@ -73,7 +97,7 @@ def as_keys(keys, name: str = "keys") -> np.ndarray:
         raise ValueError(f"{name} must be integer voxel keys, got dtype {array.dtype}")
     if array.dtype == np.uint64 and int(array.max()) >= KEY_LIMIT:
         raise ValueError(f"{name} hold keys outside the packed coordinate range")
-    array = np.unique(array.astype(np.int64))
+    array = sorted_unique(array.astype(np.int64))
     if array[0] < 0 or array[-1] >= KEY_LIMIT:
         raise ValueError(f"{name} hold keys outside the packed coordinate range")
     return array
@@ -92,7 +116,7 @@ def keys_from_centres(centres, voxel_size: float) -> np.ndarray:
     coords = np.floor(points / voxel_size).astype(np.int64)
     if not np.all(voxel_keys.coords_in_range(coords)):
         raise ValueError("centres lie outside the range voxel keys can hold")
-    return np.unique(voxel_keys.pack(coords))
+    return sorted_unique(voxel_keys.pack(coords))
 
 
 def detections_from_instances(instances, snapshot, features: bool = True) -> list["Detection"]:
@@ -222,7 +246,7 @@ def _intersections(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarra
     right_keys = np.concatenate(right)
     if left_keys.size == 0 or right_keys.size == 0:
         return np.zeros(out_shape, dtype=np.int64)
-    vocabulary = np.unique(left_keys)
+    vocabulary = sorted_unique(left_keys)
     left_rows = np.repeat(np.arange(len(left)), [k.shape[0] for k in left])
     right_rows = np.repeat(np.arange(len(right)), [k.shape[0] for k in right])
     left_cols = np.searchsorted(vocabulary, left_keys)
@@ -326,7 +350,7 @@ class ObjectMemory:
         with self._lock:
             if not self._objects:
                 return np.zeros(0, dtype=np.int64)
-            return np.unique(np.concatenate([o.keys for o in self._objects.values()]))
+            return sorted_unique(np.concatenate([o.keys for o in self._objects.values()]))
 
     def stats(self) -> dict:
         with self._lock:
@@ -407,6 +431,8 @@ class ObjectMemory:
                     groups.setdefault(d, []).append(o)
             absorbed_objects: set[int] = set()
             for d, extra in groups.items():
+                if d in match_of_det:
+                    extra = self._not_nested(objects, extra, objects[match_of_det[d]])
                 members = ([match_of_det[d]] if d in match_of_det else []) + extra
                 if len(members) < 2:
                     continue
@@ -454,10 +480,21 @@ class ObjectMemory:
         return UpdateReport([int(i) for i in ids], created, by_overlap, by_feature, merged, evicted)
 
     @staticmethod
+    def _not_nested(objects: list[MemoryObject], candidates: list[int], match: MemoryObject) -> list[int]:
+        """The candidates that are not mostly inside ``match`` already: an object nested in the
+        one a detection continues (the mug in "the table with the mug on it") was segmented apart
+        from it before and is left alone when its own mask is missing from one segmentation."""
+        if not candidates:
+            return candidates
+        inside = _intersections([objects[o].keys for o in candidates], [match.keys])[:, 0]
+        sizes = np.array([objects[o].keys.shape[0] for o in candidates])
+        return [o for o, keep in zip(candidates, inside <= NESTED_FRACTION * sizes) if keep]
+
+    @staticmethod
     def _merge(survivor: MemoryObject, others: list[MemoryObject]) -> None:
         """Fold ``others`` into ``survivor`` (keys united, feature averaged by observations)."""
         group = [survivor, *others]
-        survivor.keys = _frozen(np.unique(np.concatenate([o.keys for o in group])))
+        survivor.keys = _frozen(sorted_unique(np.concatenate([o.keys for o in group])))
         with_feature = [o for o in group if o.feature is not None]
         if with_feature:
             total = sum(o.feature.astype(np.float64) * o.observations for o in with_feature)
@@ -477,8 +514,8 @@ class ObjectMemory:
         old voxels the map no longer holds; feature averaged, label and score the latest."""
         keys, feature, label, score = detection
         if present is not None:
-            kept = obj.keys[~np.isin(obj.keys, present, assume_unique=True)]
-            keys = np.union1d(keys, kept) if kept.shape[0] else keys
+            kept = obj.keys[~_members(obj.keys, present)]
+            keys = sorted_unique(np.concatenate([keys, kept])) if kept.shape[0] else keys
         obj.keys = _frozen(keys)
         if feature is not None:
             if obj.feature is None:
@@ -615,9 +652,7 @@ def _members_per_owner(keys: np.ndarray, owner: np.ndarray, members: np.ndarray,
     """Per owner: how many of its keys are in the sorted unique ``members``."""
     if members.shape[0] == 0:
         return np.zeros(owners, dtype=np.int64)
-    where = np.minimum(np.searchsorted(members, keys), members.shape[0] - 1)
-    hit = members[where] == keys
-    return np.bincount(owner[hit], minlength=owners)
+    return np.bincount(owner[_members(keys, members)], minlength=owners)
 
 
 _ARRAY_DTYPES = {"ids": np.int64, "key_offsets": np.int64, "keys": np.int64, "features": np.float32,
