@@ -154,8 +154,11 @@ class Detection:
 @dataclass
 class MemoryObject:
     """A remembered object. ``keys``: its voxels (sorted unique int64 map keys), including those
-    the map has evicted; ``observations``: segmentations it was found in; ``free_votes``: depth
-    frames in a row (not counting frames that did not see it) that saw through its space."""
+    the map has evicted; ``feature``: unit vector averaged over its detections (None until one
+    had a feature); ``label``: the latest non-empty label given; ``score``: the latest detection's;
+    ``first_seen`` / ``last_seen``: stamps of the segmentations that first and last found it;
+    ``observations``: segmentations it was found in; ``free_votes``: depth frames that saw
+    through its space since one last saw its surface."""
 
     id: int
     keys: np.ndarray
