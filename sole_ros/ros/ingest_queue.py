@@ -12,6 +12,8 @@ import collections
 import threading
 from typing import Any, Callable
 
+from sole_ros.ros.thread_priority import lower_thread_priority
+
 
 class IngestQueue:
     """``put(item)`` from any thread; ``handle(item)`` runs on the worker, one item at a time, in order.
@@ -50,7 +52,7 @@ class IngestQueue:
             return len(self._items) + (1 if self._busy else 0)
 
     def _run(self) -> None:
-        _lower_priority()
+        lower_thread_priority()
         while True:
             with self._ready:
                 while not self._items and not self._stopped:
@@ -78,18 +80,6 @@ class IngestQueue:
             self._items.clear()
             self._ready.notify_all()
         self._thread.join(timeout=timeout)
-
-
-def _lower_priority(niceness: int = 10) -> None:
-    """Make this thread (and the torch/OpenMP threads it starts) yield the CPU to the middleware's
-    receive threads: starved of CPU by fusing, they acknowledge too late, and a reliable writer
-    with a short history (KEEP_LAST 5 is common) overwrites the samples before they are resent."""
-    import os
-
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)  # Linux: this thread only
-    except (AttributeError, OSError):
-        pass  # not Linux, or not allowed: fusing simply keeps the default priority
 
 
 __all__ = ["IngestQueue"]

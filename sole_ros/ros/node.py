@@ -508,16 +508,27 @@ class SoleNode(LifecycleNode):
                 self._segmented.notify_all()
 
     def _request_segmentation(self, timeout: float) -> bool:
-        """Wake the worker and wait until the map's current version is segmented."""
+        """Wake the worker and wait until the map as it is now is segmented. A camera that keeps
+        streaming changes the map meanwhile: waiting for the then-current version could last as
+        long as the stream."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return False
+        target = pipeline.map.version
+
+        def done() -> bool:
+            current = pipeline.segmentation
+            return current is not None and current.version >= target
+
         deadline = time.monotonic() + timeout
         with self._segmented:
-            while self.pipeline is not None and self.pipeline.needs_segmentation():
+            while not done():
                 self._wake.set()
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._last_segment_error:
+                if remaining <= 0 or self._last_segment_error or self.pipeline is not pipeline:
                     break
                 self._segmented.wait(timeout=min(remaining, 1.0))
-        return self.pipeline is not None and not self.pipeline.needs_segmentation()
+        return done()
 
     # --- services -------------------------------------------------------------------------------
     def _inactive_reason(self) -> str | None:
