@@ -2,7 +2,7 @@
 
 The node declares its parameters from here (sole_ros/ros/parameters.py adds the ROS descriptors),
 the `segment` and `bag` commands build their options from it (sole_ros/cli_model.py), and
-config/sole.yaml and the README table are checked against it by the tests. Both paths turn the
+config/sole.yaml and docs/PARAMETERS.md are checked against it by the tests. Both paths turn the
 values into PipelineSettings with ``PipelineSettings.from_parameters``.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Param:
             and not isinstance(self.default, bool)
 
     def range_text(self) -> str:
-        """"1..64", "0.05..20": the bounds as the README table writes them."""
+        """"1..64", "0.05..20": the bounds as docs/PARAMETERS.md writes them."""
         def number(x):
             return str(int(x)) if isinstance(self.default, int) or float(x).is_integer() else f"{x:g}"
 

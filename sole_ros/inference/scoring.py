@@ -1,4 +1,4 @@
-"""SOLE's open-vocabulary scoring (SOLE_REFERENCE.md, "Inference"), as plain tensor functions.
+"""SOLE's open-vocabulary scoring (the paper's inference, arXiv 2404.02157), as plain tensor functions.
 
 * CLIP branch: each query's mask logits, softmaxed over the voxels, weight the voxel CLIP
   features; the pooled feature is normalised and scored 100 x cosine against the text embeddings

@@ -1,4 +1,4 @@
-"""All sizes of the SOLE network in one place; the defaults are the paper's (SOLE_REFERENCE.md)."""
+"""All sizes of the SOLE network in one place; the defaults are the paper's (arXiv 2404.02157)."""
 from __future__ import annotations
 
 import dataclasses

@@ -11,7 +11,7 @@ The forward pass is split in two so that a scene can be encoded once and queried
   shared weights) and the heads.
 
 ``forward(scenes, text_keys)`` does both. Parameter names follow the published checkpoints
-(``model.`` prefix removed), see SOLE_REFERENCE.md.
+(``model.`` prefix removed; the layout is described in sole_ros/model/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ class SoleModel(nn.Module):
         return self
 
     def _apply(self, fn, recurse=True):
-        # MinkowskiEngine built without CUDA (the usual case, see ENVIRONMENT.md) runs the backbone
+        # MinkowskiEngine built without CUDA (setup.sh's build on a machine without a GPU) runs the backbone
         # on the CPU while everything else may live on the GPU.
         super()._apply(fn, recurse)
         if self.backbone is not None and not _minkowski_has_cuda():

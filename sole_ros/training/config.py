@@ -1,4 +1,4 @@
-"""Settings of a training or evaluation run; defaults follow SOLE (SOLE_REFERENCE.md)."""
+"""Settings of a training or evaluation run; defaults follow SOLE (arXiv 2404.02157 and its reference configuration)."""
 from __future__ import annotations
 
 import dataclasses

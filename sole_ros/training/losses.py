@@ -1,4 +1,4 @@
-"""SOLE's losses and Hungarian matching (facts: SOLE_REFERENCE.md and the reference criterion).
+"""SOLE's losses and Hungarian matching (the paper, arXiv 2404.02157, and the reference implementation's criterion).
 
 Per scene, with Q queries and K ground-truth instances:
   * mask losses on matched pairs over all voxels: BCE (weight 5) and dice (weight 2), each a mean
