@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sole_ros.memory import ObjectMemory, detections_from_instances, keys_from_centres
 from sole_ros.scene import DenseClipFeatures, KeyframeSelector, SceneSnapshot, VoxelMap
 
 
@@ -49,6 +50,9 @@ class Segmentation:
     snapshot: SceneSnapshot
     seconds: float
     finished_at: float = field(default_factory=time.time)
+    # (object id, Instance) for every part of the class-agnostic segmentation, when the pipeline
+    # keeps an object memory: the memory's stable ids (see sole_ros/memory)
+    objects: list = field(default_factory=list)
 
     @property
     def version(self) -> int:
@@ -59,6 +63,7 @@ class Segmentation:
 class QueryAnswer:
     instances: list
     segmentation: Segmentation
+    object_ids: list = field(default_factory=list)  # per instance: its stable object id, 0 when none
 
     @property
     def stamp(self) -> float:
@@ -95,6 +100,8 @@ class PipelineSettings:
     keyframe_period: float | None = 1.0
     max_phrases: int = 16
     max_phrase_length: int = 256
+    object_memory: bool = True  # stable object ids across segmentations (sole_ros/memory)
+    max_objects: int = 500
 
     @classmethod
     def from_parameters(cls, values: dict) -> "PipelineSettings":
@@ -120,7 +127,8 @@ class PipelineSettings:
             keyframe_translation=values["scene.keyframe_translation"],
             keyframe_rotation_deg=values["scene.keyframe_rotation_deg"],
             keyframe_period=positive_or_none(values["scene.keyframe_period"]),
-            max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"])
+            max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"],
+            object_memory=values["memory.enabled"], max_objects=values["memory.max_objects"])
 
 
 # Candidates (query x phrase) ranked per query when neither query.top_k nor the checkpoint sets it.
@@ -299,7 +307,9 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
                          keep_radius=settings.keep_radius, max_range=settings.max_range, feature_dim=feature_dim)
     pipeline = PerceptionPipeline(voxel_map, segmenter, dense, keyframes,
                                   QueryLimits(settings.max_phrases, settings.max_phrase_length),
-                                  min_points=settings.min_points)
+                                  min_points=settings.min_points,
+                                  memory=ObjectMemory(settings.voxel_size, max_objects=settings.max_objects)
+                                  if settings.object_memory else None)
     pipeline.device = device
     return pipeline
 
@@ -307,7 +317,7 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
 class PerceptionPipeline:
     def __init__(self, voxel_map: VoxelMap, segmenter=None, dense_features: DenseClipFeatures | None = None,
                  keyframes: KeyframeSelector | None = None, limits: QueryLimits | None = None,
-                 min_points: int = 0):
+                 min_points: int = 0, memory: ObjectMemory | None = None):
         self.map = voxel_map
         self.segmenter = segmenter
         self.dense_features = dense_features
@@ -315,6 +325,7 @@ class PerceptionPipeline:
         self.limits = limits or QueryLimits()
         self.min_points = min_points
         self.segmentation: Segmentation | None = None
+        self.memory = memory
         self.device = getattr(segmenter, "device", "cpu")
         self._segment_lock = threading.Lock()  # one segmentation at a time
         self._answer_lock = threading.Lock()   # queries, and swapping in a finished segmentation
@@ -378,7 +389,26 @@ class PerceptionPipeline:
                     raise QueryRejected("the scene was reset or replaced while it was being segmented")
                 self.segmenter.use_scene(prepared)
                 self.segmentation = segmentation
+            if self.memory is not None:
+                self._remember(segmentation)
             return segmentation
+
+    def _remember(self, segmentation: Segmentation) -> None:
+        """Give the parts of a finished segmentation the object memory's stable ids."""
+        with self._answer_lock:
+            if self.segmentation is not segmentation:
+                return
+            parts = self._large_enough(self.segmenter.segment_all())
+        snapshot = segmentation.snapshot
+        ids = self.memory.update(detections_from_instances(parts, snapshot), stamp=snapshot.stamp,
+                                 present_keys=keys_from_centres(snapshot.coords, snapshot.voxel_size))
+        segmentation.objects = list(zip(ids, parts))
+
+    def _object_ids(self, instances, snapshot) -> list[int]:
+        if self.memory is None:
+            return []
+        return [self.memory.identify(keys_from_centres(snapshot.coords[i.point_indices], snapshot.voxel_size)) or 0
+                for i in instances]
 
     def query(self, phrases, max_results: int, min_score: float = 0.0) -> QueryAnswer:
         phrases = self.limits.check(phrases)
@@ -389,12 +419,15 @@ class PerceptionPipeline:
         with self._answer_lock:
             if self.segmentation is None:
                 raise QueryRejected("no scene yet: nothing has been accumulated and segmented")
-            instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))
-            return QueryAnswer(instances[:max_results], self.segmentation)
+            instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))[:max_results]
+            return QueryAnswer(instances, self.segmentation, self._object_ids(instances, self.segmentation.snapshot))
 
     def full_segmentation(self) -> list:
         """The class-agnostic segmentation of the segmented scene (every part of every mask)."""
         with self._answer_lock:
+            current = self.segmentation
+            if current is not None and current.objects:  # computed for the memory already
+                return self._large_enough([instance for _, instance in current.objects])
             return self._large_enough(self.segmenter.segment_all())
 
     def _large_enough(self, instances) -> list:
@@ -406,6 +439,7 @@ class PerceptionPipeline:
             self._generation += 1
             self.map.reset()
             self.segmentation = None
+            self._forget_objects()
             if self.keyframes is not None:
                 self.keyframes.reset()
 
@@ -420,3 +454,9 @@ class PerceptionPipeline:
             self._generation += 1
             self.map.restore_saved(saved)
             self.segmentation = None
+            self._forget_objects()
+
+    def _forget_objects(self) -> None:
+        """A reset or replaced scene starts a new memory (new ids keep counting up)."""
+        if self.memory is not None:
+            self.memory = self.memory.emptied()

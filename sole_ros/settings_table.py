@@ -140,6 +140,11 @@ PARAMETERS: tuple[Param, ...] = (
     Param("query.contrast_phrases", "", "Comma-separated names of other things in the scene (e.g. "
           "'mug, bowl, bottle'). Each query must beat them, not only the background, but they are never "
           "answered; empty: SOLE's binary query."),
+    # memory
+    Param("memory.enabled", True, "Keep an object memory: objects keep their id across segmentations "
+          "(ObjectInstance.id, ~/objects); a reset or a loaded scene starts a new one."),
+    Param("memory.max_objects", 500, "Objects remembered at most; beyond it the least recently seen "
+          "leave first.", 1, 100_000),
     # outputs
     Param("output.full_segmentation", False, "Publish the full class-agnostic segmentation on "
           "~/instances after each segmentation instead of the latest answer.", read_only=False),

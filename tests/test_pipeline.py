@@ -251,3 +251,33 @@ def test_a_segmentation_of_content_reset_meanwhile_is_discarded(frames):
     assert p.segmentation is None
     with pytest.raises(QueryRejected, match="no scene yet"):
         p.query(["mug"], max_results=1)
+
+
+def test_answers_carry_stable_object_ids_across_segmentations(frames):
+    """With the object memory on (the default), every segmentation's parts get the memory's ids:
+    segmenting the same map again gives every part the id it had, and a query's answers carry
+    the id of the part they are; a reset starts a new memory whose ids never repeat old ones."""
+    p = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    assert p.memory is not None
+    for f in frames:
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
+    first = p.segment()
+    assert first.objects and len({object_id for object_id, _ in first.objects}) == len(first.objects)
+    answer = p.query(["mug"], max_results=3)
+    assert len(answer.object_ids) == len(answer.instances) > 0 and all(i > 0 for i in answer.object_ids)
+    by_points: dict[tuple, set] = {}  # the random model may give two parts the same points
+    for object_id, inst in first.objects:
+        by_points.setdefault(tuple(inst.point_indices), set()).add(object_id)
+    for inst, object_id in zip(answer.instances, answer.object_ids):
+        if tuple(inst.point_indices) in by_points:  # an answer that is a whole part has its id
+            assert object_id in by_points[tuple(inst.point_indices)]
+    again = p.segment(force=True)
+    assert again is not first
+    assert sorted((tuple(i.point_indices), o) for o, i in again.objects) == \
+        sorted((tuple(i.point_indices), o) for o, i in first.objects)
+    assert p.query(["mug"], max_results=3).object_ids == answer.object_ids
+    highest = max(o for o, _ in first.objects)
+    p.reset()
+    assert len(p.memory) == 0
+    p.ingest_rgbd(frames[0].depth, frames[0].K, frames[0].pose, color=frames[0].color, stamp=50.0)
+    assert min(o for o, _ in p.segment().objects) > highest

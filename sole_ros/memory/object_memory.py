@@ -329,6 +329,14 @@ class ObjectMemory:
                 "neighbourhood": self.neighbourhood, "retire_votes": self.retire_votes,
                 "occupied_fraction": self.occupied_fraction}
 
+    def emptied(self) -> "ObjectMemory":
+        """A memory with these settings and no objects, whose ids continue after this one's, so
+        that an id never names two objects (after a reset or a replaced scene)."""
+        with self._lock:
+            fresh = ObjectMemory(**self.settings())
+            fresh._next_id = self._next_id
+            return fresh
+
     @property
     def feature_dim(self) -> int | None:
         """Width of the features held (None until the first feature arrives)."""
@@ -354,6 +362,20 @@ class ObjectMemory:
             if not self._objects:
                 return np.zeros(0, dtype=np.int64)
             return sorted_unique(np.concatenate([o.keys for o in self._objects.values()]))
+
+    def identify(self, keys) -> int | None:
+        """The id of the remembered object that overlaps ``keys`` most, when their IoU reaches
+        overlap_threshold; else None. For naming a query's answers after a segmentation's."""
+        keys = as_keys(keys)
+        with self._lock:
+            objects = list(self._objects.values())
+            if not objects or keys.shape[0] == 0:
+                return None
+            shared = _intersections([keys], [o.keys for o in objects])[0]
+            sizes = np.array([o.keys.shape[0] for o in objects], dtype=np.int64)
+            iou = shared / np.maximum(sizes + keys.shape[0] - shared, 1)
+            best = int(np.argmax(iou))
+            return objects[best].id if iou[best] >= self.overlap_threshold else None
 
     def stats(self) -> dict:
         with self._lock:
