@@ -55,8 +55,9 @@ def _box_edges(center: np.ndarray, size: np.ndarray) -> list[Point]:
 
 def instance_markers(header, instances: Iterable, ns: str = "sole", lifetime: float = 0.0, *,
                      style: str = "cube", alpha: float = 0.4, line_width: float = 0.01,
-                     text_height: float = 0.06) -> MarkerArray:
-    """A MarkerArray: DELETEALL, then per instance a box and a "label 0.87" text above it.
+                     text_height: float = 0.06, show_score: bool = True) -> MarkerArray:
+    """A MarkerArray: DELETEALL, then per instance a box and a "label 0.87" text above it (the
+    label alone without ``show_score``).
 
     Instances are duck-typed: ``label, score, bbox_center (3,), bbox_size (3,)`` and ``id``
     (the position in ``instances`` when absent). The box is
@@ -90,7 +91,8 @@ def instance_markers(header, instances: Iterable, ns: str = "sole", lifetime: fl
             box.color = instance_color(instance_id, 1.0)
 
         text = Marker(header=header, ns=ns, id=2 * index + 1, action=Marker.ADD, lifetime=life,
-                      type=Marker.TEXT_VIEW_FACING, text=f"{instance.label} {float(instance.score):.2f}")
+                      type=Marker.TEXT_VIEW_FACING,
+                      text=f"{instance.label} {float(instance.score):.2f}" if show_score else str(instance.label))
         text.pose.position = Point(x=float(center[0]), y=float(center[1]),
                                    z=float(center[2] + size[2] / 2 + text_height))
         text.pose.orientation.w = 1.0

@@ -119,6 +119,9 @@ class SoleNode(LifecycleNode):
         self.instances_pub = self.create_lifecycle_publisher(PointCloud2, "~/instances", latched)
         self.markers_pub = self.create_lifecycle_publisher(MarkerArray, "~/markers", latched)
         self.scene_pub = self.create_lifecycle_publisher(PointCloud2, "~/scene", latched)
+        self.objects_pub = self.create_lifecycle_publisher(MarkerArray, "~/objects", latched)
+        self.object_points_pub = self.create_lifecycle_publisher(PointCloud2, "~/objects/points", latched)
+        self._object_labels: dict[int, str] = {}  # stable object id -> the label a query last gave it
         # Diagnostics in every state, so a failed configure is visible there too.
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.param("output.diagnostics_period"), self._publish_diagnostics,
@@ -501,6 +504,8 @@ class SoleNode(LifecycleNode):
                                        f"in {result.seconds:.2f} s")
                 if self.param("output.full_segmentation"):
                     self._publish_instances(pipeline.full_segmentation(), result)
+                if result.objects:
+                    self._publish_objects(result)
             except Exception as error:  # keep the worker alive; report through diagnostics
                 self._last_segment_error = str(error)
                 self.get_logger().error(f"segmentation failed: {error}")
@@ -560,8 +565,13 @@ class SoleNode(LifecycleNode):
         coords = answer.segmentation.snapshot.coords
         colors = answer.segmentation.snapshot.colors
         response.header = header
-        response.instances = [self._instance_msg(i, inst, header, coords, colors, request.include_points)
-                              for i, inst in enumerate(answer.instances)]
+        # the object memory's stable id; without the memory, the rank in this answer
+        ids = answer.object_ids or list(range(len(answer.instances)))
+        response.instances = [self._instance_msg(object_id, inst, header, coords, colors, request.include_points)
+                              for object_id, inst in zip(ids, answer.instances)]
+        for object_id, inst in zip(answer.object_ids, answer.instances):
+            if object_id:
+                self._object_labels[object_id] = inst.label
         response.success = True
         response.message = (f"{len(answer.instances)} instance(s) for {len(phrases)} phrase(s) "
                             f"in scene v{answer.segmentation.version}")
@@ -601,6 +611,20 @@ class SoleNode(LifecycleNode):
         labelled = [_Labelled(i, inst) for i, inst in enumerate(instances)]
         self.instances_pub.publish(cloud)
         self.markers_pub.publish(instance_markers(header, labelled))
+
+    def _publish_objects(self, segmentation) -> None:
+        """~/objects: a box and "#id label" per remembered object of this segmentation (labels from
+        the queries that named them), and ~/objects/points: their points with an object_id field."""
+        header = Header(frame_id=self.param("fixed_frame"), stamp=seconds_to_stamp(segmentation.snapshot.stamp))
+        coords, colors = segmentation.snapshot.coords, segmentation.snapshot.colors
+        objects = segmentation.objects
+        idx = np.concatenate([inst.point_indices for _, inst in objects])
+        ids = np.concatenate([np.full(len(inst.point_indices), object_id, np.uint32) for object_id, inst in objects])
+        self.object_points_pub.publish(make_cloud(header, coords[idx], (colors[idx] * 255).astype(np.uint8),
+                                                  {"object_id": ids}))
+        labelled = [_Labelled(object_id, inst, f"#{object_id} {self._object_labels.get(object_id, '')}".strip())
+                    for object_id, inst in objects]
+        self.objects_pub.publish(instance_markers(header, labelled, ns="sole_objects", show_score=False))
 
     def _on_segment(self, request, response):
         reason = self._inactive_reason()
@@ -694,6 +718,10 @@ class SoleNode(LifecycleNode):
                            "model device": str(pipeline.device)})
             seg = pipeline.segmentation
             values["last segmentation age (s)"] = f"{time.time() - seg.finished_at:.1f}" if seg else "never"
+            memory = pipeline.memory
+            if memory is not None:
+                values.update({"objects remembered" if name == "objects" else f"objects {name}": str(count)
+                               for name, count in memory.stats().items() if name != "voxels"})
         status.level = DiagnosticStatus.OK
         status.message = "ok"
         if self._model_error or self._last_segment_error:
@@ -735,9 +763,10 @@ def _reason(error: BaseException) -> str:
 class _Labelled:
     """An inference Instance with the id it has in this answer (what markers need)."""
 
-    def __init__(self, index: int, inst):
+    def __init__(self, index: int, inst, label: str | None = None):
         self.id = index
-        self.label, self.score, self.num_points = inst.label, inst.score, inst.num_points
+        self.label = inst.label if label is None else label
+        self.score, self.num_points = inst.score, inst.num_points
         self.centroid, self.bbox_center, self.bbox_size = inst.centroid, inst.bbox_center, inst.bbox_size
 
 
