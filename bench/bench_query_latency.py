@@ -15,9 +15,7 @@ also share the CPU, which slows every query of phase 2 alike.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +32,7 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from sole_ros.pipeline import find_default_checkpoint  # noqa: E402
-from sole_ros.ros.demo import DEMO_CLASSES, DEMO_SCENE_SEED, node_command  # noqa: E402
+from sole_ros.ros.demo import DEMO_CLASSES, DEMO_SCENE_SEED, node_command, stop_node_process  # noqa: E402
 from sole_ros.ros.sensor_player import SensorPlayer, render_demo_frames  # noqa: E402
 from sole_ros.srv import QueryObjects  # noqa: E402
 
@@ -164,12 +162,7 @@ def main(argv=None) -> int:
         player.destroy_node()
         client.destroy_node()
         rclpy.try_shutdown()
-        os.killpg(node_proc.pid, signal.SIGINT)
-        try:
-            node_proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(node_proc.pid, signal.SIGKILL)
-            node_proc.wait()
+        stop_node_process(node_proc)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import struct
-import tracemalloc
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from memory_bound import traced
 from sole_ros.scene import MapFileError, VoxelMap
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -34,16 +34,12 @@ def _load_bounded(tmp_path, data: bytes):
     path = tmp_path / "mutated.map"
     path.write_bytes(data)
     target = VoxelMap(voxel_size=0.05, max_voxels=2_000, feature_dim=4)
-    tracemalloc.start()
-    try:
+
+    def restore():
         target.restore(path)
-        outcome = target
-    except MapFileError as error:
-        outcome = str(error)
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return outcome, peak
+        return target
+
+    return traced(restore, MapFileError)
 
 
 def _assert_consistent(outcome, peak: int, size: int):

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from conftest import SOLE_NODE, TINY_NODE_ARGS, NodeProcess, call_service, wait_until_active
@@ -252,6 +253,33 @@ def test_fuzzed_inputs_leave_node_alive_and_scene_unchanged(node, client, fed_sc
     assert after["map voxels"] == before["map voxels"]
     for pub in pubs.values():
         client.node.destroy_publisher(pub)
+
+
+def test_implausible_stamps_are_dropped_and_counted(node, client, fed_scene):
+    """Clouds stamped zero and 100 years ahead (with a pose at that very stamp) never reach the
+    map: counted as implausible stamps, the map's version and stamp stay where they were."""
+    from sole_ros.ros.pointcloud import make_cloud
+    from sole_ros.ros.sensor_player import odometry
+    from sole_ros.ros.transforms import seconds_to_stamp
+
+    before = client.diagnostics()
+    dropped_before = int(before.get("points dropped: implausible stamp", 0))
+    points_pub = client.node.create_publisher(PointCloud2, "/points", 10)
+    pose_pub = client.node.create_publisher(Odometry, "/pose", 10)
+    xyz = np.random.default_rng(0).uniform(-0.5, 0.5, (500, 3)).astype(np.float32) + [0, 0, 1.0]
+    try:
+        time.sleep(1.0)  # discovery of the new publishers
+        for stamp in (0.0, time.time() + 100 * 365.25 * 86400):
+            header = Header(frame_id="camera", stamp=seconds_to_stamp(stamp))
+            pose_pub.publish(odometry(Header(frame_id="map", stamp=header.stamp), "camera", np.eye(4)))
+            points_pub.publish(make_cloud(header, xyz))
+        after = client.wait_for("/diagnostics", lambda m: int({kv.key: kv.value for kv in m.status[0].values}
+                                .get("points dropped: implausible stamp", 0)) >= dropped_before + 2)
+        values = {kv.key: kv.value for kv in after.status[0].values}
+        assert values["map version"] == before["map version"] and values["map stamp"] == before["map stamp"]
+    finally:
+        client.node.destroy_publisher(points_pub)
+        client.node.destroy_publisher(pose_pub)
 
 
 def test_declared_parameters_match_config(node, client):

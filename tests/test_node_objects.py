@@ -61,18 +61,22 @@ def test_objects_keep_their_ids_over_three_segmentations(node):
     client.create_subscription(PointCloud2, f"{NAMESPACE}/sole/objects/points", keeper("points"), latched)
     _, frames = render_demo_frames(seed=5, num_frames=4, width=160, height=120)
     player = SensorPlayer(frames, name="sole_objects_player", namespace=NAMESPACE, context=context)
-    executor.add_node(client)
 
     def wait_for_new(topic: str, after_stamp: float, timeout: float = 60.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.1)
-            with lock:
-                msg = latest.get(topic)
-            if msg is not None:
-                header = msg.markers[0].header if topic == "markers" else msg.header
-                if header.stamp.sec + header.stamp.nanosec * 1e-9 > after_stamp:
-                    return msg
+        # the client joins this executor only while waiting: call_service spins it in its own
+        executor.add_node(client)
+        try:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.1)
+                with lock:
+                    msg = latest.get(topic)
+                if msg is not None:
+                    header = msg.markers[0].header if topic == "markers" else msg.header
+                    if header.stamp.sec + header.stamp.nanosec * 1e-9 > after_stamp:
+                        return msg
+        finally:
+            executor.remove_node(client)
         pytest.fail(f"no new {topic} on {NAMESPACE}/sole/objects within {timeout} s\n{node.output()[-3000:]}")
 
     try:

@@ -4,13 +4,13 @@ never another exception, and never more memory than the file's size justifies.""
 from __future__ import annotations
 
 import io
-import tracemalloc
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from memory_bound import traced
 from sole_ros.pointfiles import MAX_COORDINATE, PointFileError, read_point_file, write_ply
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -61,15 +61,7 @@ def valid_files(tmp_path_factory):
 def _read_bounded(tmp_path, name: str, data: bytes):
     path = tmp_path / name
     path.write_bytes(data)
-    tracemalloc.start()
-    try:
-        outcome = read_point_file(path)
-    except PointFileError as error:
-        outcome = str(error)
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return outcome, peak
+    return traced(lambda: read_point_file(path), PointFileError)
 
 
 def _assert_consistent(outcome, peak: int, size: int):

@@ -187,13 +187,18 @@ def run(args) -> int:
         player.destroy_node()
         client.node.destroy_node()
         rclpy.try_shutdown()
-        os.killpg(node_proc.pid, signal.SIGINT)
-        try:
-            node_proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(node_proc.pid, signal.SIGKILL)
-            node_proc.wait()
+        stop_node_process(node_proc)
         log.close()
+
+
+def stop_node_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Ctrl-C to the node's process group (it shuts down cleanly), then SIGKILL after ``timeout``."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
