@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import rclpy
+    from rclpy.duration import Duration
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from tf2_msgs.msg import TFMessage
@@ -129,6 +130,9 @@ def main(argv=None) -> int:
             stamp = seconds_to_stamp(stamp_s)
             tf_pub.publish(TFMessage(transforms=[_transform(stamp, p, c, m) for (p, c), m in dynamic.items()]))
         time.sleep(1.0 / args.rate)
+    # A reliable writer's unacknowledged samples die with its process: let the readers have them.
+    for publisher in (depth_pub, color_pub, info_pub, tf_pub):
+        publisher.wait_for_all_acked(Duration(seconds=10))
     print(f"published {published} frames ({args.reliability})", flush=True)
     node.destroy_node()
     rclpy.shutdown()

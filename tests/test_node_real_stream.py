@@ -86,7 +86,7 @@ class Diagnostics:
             for status in msg.status:
                 self.latest[status.name] = {kv.key: kv.value for kv in status.values}
 
-    def wait(self, name: str, predicate, timeout: float = 30.0) -> dict[str, str]:
+    def wait(self, name: str, predicate, timeout: float = 90.0) -> dict[str, str]:
         """The first fresh status (published after this call) that satisfies ``predicate``."""
         self._executor.add_node(self.node)
         try:

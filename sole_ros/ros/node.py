@@ -625,6 +625,10 @@ class SoleNode(LifecycleNode):
         labelled = [_Labelled(object_id, inst, f"#{object_id} {self._object_labels.get(object_id, '')}".strip())
                     for object_id, inst in objects]
         self.objects_pub.publish(instance_markers(header, labelled, ns="sole_objects", show_score=False))
+        if len(self._object_labels) > 4 * len(objects) + 1000:  # ids keep counting up: keep the current ones
+            shown = {object_id for object_id, _ in objects}
+            labels = dict(self._object_labels)  # a copy: query threads add to it meanwhile
+            self._object_labels = {k: v for k, v in labels.items() if k in shown}
 
     def _on_segment(self, request, response):
         reason = self._inactive_reason()
