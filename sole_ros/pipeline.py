@@ -399,8 +399,9 @@ class PerceptionPipeline:
             if self.segmentation is not segmentation:
                 return
             parts = self._large_enough(self.segmenter.segment_all())
+            memory = self.memory  # a reset from now on starts another; this one may be updated
         snapshot = segmentation.snapshot
-        ids = self.memory.update(detections_from_instances(parts, snapshot), stamp=snapshot.stamp,
+        ids = memory.update(detections_from_instances(parts, snapshot), stamp=snapshot.stamp,
                                  present_keys=keys_from_centres(snapshot.coords, snapshot.voxel_size))
         segmentation.objects = list(zip(ids, parts))
 
