@@ -131,6 +131,10 @@ class PipelineSettings:
             object_memory=values["memory.enabled"], max_objects=values["memory.max_objects"])
 
 
+# Where the object memory travels in a map file.
+MEMORY_PREFIX = "memory/"
+MEMORY_HEADER = "object_memory"
+
 # Candidates (query x phrase) ranked per query when neither query.top_k nor the checkpoint sets it.
 DEFAULT_TOP_K = 100
 
@@ -420,8 +424,10 @@ class PerceptionPipeline:
         with self._answer_lock:
             if self.segmentation is None:
                 raise QueryRejected("no scene yet: nothing has been accumulated and segmented")
+            segmentation = self.segmentation
             instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))[:max_results]
-            return QueryAnswer(instances, self.segmentation, self._object_ids(instances, self.segmentation.snapshot))
+        # naming the answers needs no lock: they and their segmentation no longer change
+        return QueryAnswer(instances, segmentation, self._object_ids(instances, segmentation.snapshot))
 
     def full_segmentation(self) -> list:
         """The class-agnostic segmentation of the segmented scene (every part of every mask)."""
@@ -445,19 +451,42 @@ class PerceptionPipeline:
                 self.keyframes.reset()
 
     def save(self, path) -> None:
-        self.map.save(path)
+        """The map, and the object memory with it (arrays ``memory/...``, header ``object_memory``)."""
+        memory = self.memory
+        if memory is None:
+            self.map.save(path)
+            return
+        arrays, meta = memory.to_arrays()
+        self.map.save(path, {MEMORY_PREFIX + name: array for name, array in arrays.items()},
+                      {MEMORY_HEADER: meta})
+
+    def _saved_memory(self, saved):
+        """The memory a saved map carries (validated, ValueError with the reason), a new empty
+        one when it carries none, or None without a memory here."""
+        if self.memory is None:
+            return None
+        meta = saved.header.get(MEMORY_HEADER)
+        if meta is None:
+            return self.memory.emptied()
+        arrays = {name[len(MEMORY_PREFIX):]: array for name, array in saved.arrays.items()
+                  if name.startswith(MEMORY_PREFIX)}
+        try:
+            return ObjectMemory.from_arrays(arrays, meta, voxel_size=self.map.voxel_size)
+        except (TypeError, KeyError) as error:
+            raise ValueError(f"the object memory in the file is unusable: {error}") from None
 
     def load(self, path) -> None:
         """Replace the map with a saved one; the old map stays when the file is unusable. The file
         is read and validated before any lock is taken: only the swap waits for a running query."""
         saved = self.map.read_saved(path)
+        memory = self._saved_memory(saved)
         with self._answer_lock:
             self._generation += 1
             self.map.restore_saved(saved)
             self.segmentation = None
-            self._forget_objects()
+            self.memory = memory
 
     def _forget_objects(self) -> None:
-        """A reset or replaced scene starts a new memory (new ids keep counting up)."""
+        """A reset scene starts a new memory (new ids keep counting up)."""
         if self.memory is not None:
             self.memory = self.memory.emptied()

@@ -439,3 +439,26 @@ def test_ids_stay_stable_over_real_segmentations_of_an_unchanged_and_a_growing_m
     for mask, ids in fourth.items():  # nothing was evicted: an object is its latest mask
         for object_id in ids:
             np.testing.assert_array_equal(memory.get(object_id).keys, np.frombuffer(mask, dtype=np.int64))
+
+
+def test_identify_names_the_best_overlapping_object_and_follows_changes():
+    """identify() answers as a brute-force IoU over every object would, shared voxels included,
+    and its index follows updates (a merged or replaced object is no longer named)."""
+    rng = np.random.default_rng(5)
+    memory = ObjectMemory(voxel_size=VOXEL)
+    boxes = [box_keys((x, 0, 0), (x + 3, 3, 3)) for x in (0, 2, 10, 20)]  # the first two share voxels
+    ids = memory.update([Detection(k) for k in boxes], stamp=1.0)
+    for keys, object_id in zip(boxes, ids):
+        assert memory.identify(keys) == object_id
+    for _ in range(20):
+        query = np.unique(np.concatenate([rng.choice(k, size=rng.integers(1, k.shape[0]), replace=False)
+                                          for k in rng.choice(len(boxes), size=2, replace=False).tolist()
+                                          for k in [boxes[k]]]))
+        iou = [np.intersect1d(query, o.keys).shape[0] / np.union1d(query, o.keys).shape[0] for o in memory.objects()]
+        best = int(np.argmax(iou))
+        expected = memory.objects()[best].id if iou[best] >= memory.overlap_threshold else None
+        assert memory.identify(query) == expected
+    assert memory.identify(box_keys((50, 50, 50), (52, 52, 52))) is None
+    # one detection spanning the first two merges them: the survivor is named for both
+    memory.update([Detection(np.union1d(boxes[0], boxes[1]))], stamp=2.0)
+    assert memory.identify(boxes[0]) == memory.identify(boxes[1]) == min(ids[:2])

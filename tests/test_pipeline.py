@@ -281,3 +281,32 @@ def test_answers_carry_stable_object_ids_across_segmentations(frames):
     assert len(p.memory) == 0
     p.ingest_rgbd(frames[0].depth, frames[0].K, frames[0].pose, color=frames[0].color, stamp=50.0)
     assert min(o for o, _ in p.segment().objects) > highest
+
+
+def test_the_object_memory_travels_with_the_saved_map(frames, tmp_path):
+    """A saved map carries the object memory: loaded into a fresh pipeline, the objects keep their
+    ids, the next segmentation of the same map gives them back, and new ids continue after them.
+    A file whose memory is damaged is refused whole; the running map and memory stay."""
+    from map_file_support import rewrite_header
+
+    p = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    for f in frames:
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
+    first = p.segment()
+    path = tmp_path / "kitchen.map"
+    p.save(path)
+
+    fresh = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    fresh.segmenter = p.segmenter  # the same random network, so the same parts
+    fresh.load(path)
+    assert sorted(o.id for o in fresh.memory.objects()) == sorted(o.id for o in p.memory.objects())
+    again = fresh.segment()
+    assert sorted(o for o, _ in again.objects) == sorted(o for o, _ in first.objects)
+
+    damaged = tmp_path / "damaged.map"
+    damaged.write_bytes(path.read_bytes())
+    rewrite_header(damaged, lambda h: h["object_memory"].update(next_id=-5))
+    version, remembered = fresh.map.version, len(fresh.memory)
+    with pytest.raises(ValueError, match="next_id|memory"):
+        fresh.load(damaged)
+    assert fresh.map.version == version and len(fresh.memory) == remembered

@@ -321,6 +321,7 @@ class ObjectMemory:
         self._lock = threading.RLock()
         self.last_report: UpdateReport | None = None
         self.last_frame: FrameReport | None = None
+        self._index = None  # identify()'s index of every key; None after any change
 
     # --- settings and inspection ----------------------------------------------------------------
     def settings(self) -> dict:
@@ -365,17 +366,35 @@ class ObjectMemory:
 
     def identify(self, keys) -> int | None:
         """The id of the remembered object that overlaps ``keys`` most, when their IoU reaches
-        overlap_threshold; else None. For naming a query's answers after a segmentation's."""
+        overlap_threshold; else None. For naming a query's answers after a segmentation's: a
+        binary search into an index of every remembered key, built once per change."""
         keys = as_keys(keys)
         with self._lock:
-            objects = list(self._objects.values())
+            all_keys, owners, objects, sizes = self._key_index()
             if not objects or keys.shape[0] == 0:
                 return None
-            shared = _intersections([keys], [o.keys for o in objects])[0]
-            sizes = np.array([o.keys.shape[0] for o in objects], dtype=np.int64)
+            low = np.searchsorted(all_keys, keys, "left")
+            counts = np.searchsorted(all_keys, keys, "right") - low  # keys may belong to several objects
+            total = int(counts.sum())
+            if total == 0:
+                return None
+            rows = np.repeat(low - (np.cumsum(counts) - counts), counts) + np.arange(total)
+            shared = np.bincount(owners[rows], minlength=len(objects))
             iou = shared / np.maximum(sizes + keys.shape[0] - shared, 1)
             best = int(np.argmax(iou))
             return objects[best].id if iou[best] >= self.overlap_threshold else None
+
+    def _key_index(self):
+        """(every remembered key sorted, the position of its object, the objects, their sizes);
+        rebuilt after a change (the lock is held)."""
+        if self._index is None:
+            objects = list(self._objects.values())
+            sizes = np.array([o.keys.shape[0] for o in objects], dtype=np.int64)
+            keys = np.concatenate([o.keys for o in objects]) if objects else np.zeros(0, dtype=np.int64)
+            owners = np.repeat(np.arange(len(objects)), sizes)
+            order = np.argsort(keys, kind="stable")
+            self._index = (keys[order], owners[order], objects, sizes)
+        return self._index
 
     def stats(self) -> dict:
         with self._lock:
@@ -407,6 +426,7 @@ class ObjectMemory:
             if dims:
                 self._feature_dim = dims.pop()
             report = self._associate(clean, stamp, present)
+            self._index = None
             self.last_report = report
             return list(report.ids)
 
@@ -605,6 +625,8 @@ class ObjectMemory:
                 objects[i].free_votes = 0
                 reset.append(objects[i].id)
             self._counters["retired"] += len(retired)
+            if retired:
+                self._index = None
             self.last_frame = FrameReport(voted, reset, retired)
             return retired
 

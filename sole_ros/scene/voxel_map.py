@@ -478,13 +478,18 @@ class VoxelMap:
             return int(victims.shape[0])
 
     # --- persistence -----------------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write the map to `path` atomically: a crash leaves either the old file or the new one."""
+    def save(self, path, extra_arrays: dict | None = None, extra_header: dict | None = None) -> None:
+        """Write the map to `path` atomically: a crash leaves either the old file or the new one.
+        ``extra_arrays`` (names outside the map's own) and ``extra_header`` travel with it, for
+        what belongs with the map (the object memory); SavedMap hands them back unchecked."""
         with self._lock:
             arrays = self._raw_arrays()
             header = {"settings": self.settings(), "version": self._version, "stamp": self._stamp,
                       "voxels": self._store.size}
-        map_file.write(path, header, arrays)
+        clash = set(extra_arrays or ()) & set(arrays) or set(extra_header or ()) & set(header)
+        if clash:
+            raise ValueError(f"extra entries {sorted(clash)} would replace the map's own")
+        map_file.write(path, {**header, **(extra_header or {})}, {**arrays, **(extra_arrays or {})})
 
     @classmethod
     def load(cls, path, max_bytes: int | None = None) -> "VoxelMap":
@@ -667,6 +672,7 @@ class SavedMap:
     version: int
     stamp: float
     arrays: dict
+    header: dict  # the whole header, for extra entries saved with the map
 
     @classmethod
     def read(cls, path, max_bytes: int | None = None) -> "SavedMap":
@@ -683,7 +689,7 @@ class SavedMap:
             _validate_arrays(arrays, settings["feature_dim"])
         except MapFileError as error:
             raise MapFileError(f"{hint}: {error}") from None
-        return cls(settings, version, float(stamp), arrays)
+        return cls(settings, version, float(stamp), arrays, header)
 
 
 def _settings_from_header(header: dict) -> dict:
