@@ -100,7 +100,7 @@ class PipelineSettings:
     keyframe_period: float | None = 1.0
     max_phrases: int = 16
     max_phrase_length: int = 256
-    object_memory: bool = True  # stable object ids across segmentations (sole_ros/memory)
+    object_memory: bool = False  # stable object ids across segmentations (sole_ros/memory)
     max_objects: int = 500
 
     @classmethod

@@ -141,8 +141,8 @@ PARAMETERS: tuple[Param, ...] = (
           "'mug, bowl, bottle'). Each query must beat them, not only the background, but they are never "
           "answered; empty: SOLE's binary query."),
     # memory
-    Param("memory.enabled", True, "Keep an object memory: objects keep their id across segmentations "
-          "(ObjectInstance.id, ~/objects); a reset or a loaded scene starts a new one."),
+    Param("memory.enabled", False, "Keep an object memory: objects keep their id across segmentations "
+          "(ObjectInstance.id, ~/objects), saved with the scene; a reset starts a new one."),
     Param("memory.max_objects", 500, "Objects remembered at most; beyond it the least recently seen "
           "leave first.", 1, 100_000),
     # outputs

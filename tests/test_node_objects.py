@@ -24,7 +24,7 @@ NAMESPACE = "/robot7"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    proc = NodeProcess([str(SOLE_NODE), *TINY_NODE_ARGS, "-r", f"__ns:={NAMESPACE}"],
+    proc = NodeProcess([str(SOLE_NODE), *TINY_NODE_ARGS, "-r", f"__ns:={NAMESPACE}", "-p", "memory.enabled:=true"],
                        tmp_path_factory.mktemp("node") / "sole_node.log")
     yield proc
     proc.stop()

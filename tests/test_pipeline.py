@@ -254,10 +254,10 @@ def test_a_segmentation_of_content_reset_meanwhile_is_discarded(frames):
 
 
 def test_answers_carry_stable_object_ids_across_segmentations(frames):
-    """With the object memory on (the default), every segmentation's parts get the memory's ids:
+    """With the object memory on (memory.enabled), every segmentation's parts get the memory's ids:
     segmenting the same map again gives every part the id it had, and a query's answers carry
     the id of the part they are; a reset starts a new memory whose ids never repeat old ones."""
-    p = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    p = build_pipeline(PipelineSettings(**TINY, object_memory=True), log=lambda *_: None)
     assert p.memory is not None
     for f in frames:
         p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
@@ -289,14 +289,14 @@ def test_the_object_memory_travels_with_the_saved_map(frames, tmp_path):
     A file whose memory is damaged is refused whole; the running map and memory stay."""
     from map_file_support import rewrite_header
 
-    p = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    p = build_pipeline(PipelineSettings(**TINY, object_memory=True), log=lambda *_: None)
     for f in frames:
         p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
     first = p.segment()
     path = tmp_path / "kitchen.map"
     p.save(path)
 
-    fresh = build_pipeline(PipelineSettings(**TINY), log=lambda *_: None)
+    fresh = build_pipeline(PipelineSettings(**TINY, object_memory=True), log=lambda *_: None)
     fresh.segmenter = p.segmenter  # the same random network, so the same parts
     fresh.load(path)
     assert sorted(o.id for o in fresh.memory.objects()) == sorted(o.id for o in p.memory.objects())
