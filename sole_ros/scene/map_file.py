@@ -97,6 +97,8 @@ def _sync_folder(folder: pathlib.Path) -> None:
 MAX_HEADER_BYTES = 1 << 20   # a real header is a few kB: settings and one entry per array
 MAX_HEADER_DEPTH = 8         # a real header nests 4 deep (header > arrays > entry > shape)
 MAX_ARRAYS = 64
+# Opening for reading never blocks (a named pipe) and never follows a final link.
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 MAX_DIMENSION = 1 << 40      # any one axis of any array
 
 
@@ -119,9 +121,8 @@ def read(path, max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray
 
 
 def _read_regular_file(path: pathlib.Path, max_bytes: int | None) -> bytes:
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        handle = os.open(path, flags)
+        handle = os.open(path, READ_FLAGS)
     except OSError as error:
         raise MapFileError(f"{path}: cannot open ({error.strerror or error})") from None
     try:

@@ -22,7 +22,7 @@ import pathlib
 import stat
 
 from .errors import MapFileError
-from .map_file import MAGIC
+from .map_file import MAGIC, READ_FLAGS
 
 MAX_NAME_LENGTH = 255
 
@@ -87,9 +87,8 @@ class SceneFolder:
 
 
 def _starts_with_magic(path: pathlib.Path) -> bool:
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        handle = os.open(path, flags)
+        handle = os.open(path, READ_FLAGS)
     except OSError:
         return False
     try:
