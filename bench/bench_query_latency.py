@@ -28,10 +28,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import rclpy  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from sole_ros.pipeline import find_default_checkpoint  # noqa: E402
+from sole_ros.ros.callback_executor import PooledCallbackExecutor  # noqa: E402
 from sole_ros.ros.demo import DEMO_CLASSES, DEMO_SCENE_SEED, node_command, stop_node_process  # noqa: E402
 from sole_ros.ros.sensor_player import SensorPlayer, render_demo_frames  # noqa: E402
 from sole_ros.srv import QueryObjects  # noqa: E402
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     rclpy.init()
     player = SensorPlayer(frames, name="sole_bench_camera")
     client = rclpy.create_node("sole_bench_client")
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = PooledCallbackExecutor(num_threads=4)
     executor.add_node(player)
     executor.add_node(client)
     spinner = threading.Thread(target=executor.spin, daemon=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from nav_msgs.msg import Odometry
 from hypothesis import strategies as st
 from rclpy.executors import SingleThreadedExecutor
@@ -23,6 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
+from fuzzing import fuzz_settings
 from conftest import SOLE_NODE, TINY_NODE_ARGS, NodeProcess, call_service, wait_until_active
 from sole_ros.ros.pointcloud import read_points
 from sole_ros.ros.sensor_player import SensorPlayer, render_demo_frames
@@ -227,7 +228,7 @@ def test_fuzzed_inputs_leave_node_alive_and_scene_unchanged(node, client, fed_sc
         "pose": client.node.create_publisher(Odometry, "/pose", **pub_ctx),
     }
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @fuzz_settings(40, suppress_health_check=list(HealthCheck))
     @given(cloud=_cloud_strategy(), depth=_image_strategy(), color=_image_strategy(),
            k=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=9, max_size=9),
            pose=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=7, max_size=7))

@@ -7,13 +7,14 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
+from fuzzing import fuzz_settings
 from memory_bound import traced
 from sole_ros.pointfiles import MAX_COORDINATE, PointFileError, read_point_file, write_ply
 
-FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = fuzz_settings(80, suppress_health_check=[HealthCheck.function_scoped_fixture])
 RNG = np.random.default_rng(3)
 XYZ = RNG.uniform(-2, 2, (200, 3)).astype(np.float32)
 RGB = RNG.integers(0, 256, (200, 3)).astype(np.uint8)

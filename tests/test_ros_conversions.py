@@ -17,13 +17,14 @@ pytest.importorskip("sensor_msgs.msg")
 from builtin_interfaces.msg import Time  # noqa: E402
 from geometry_msgs.msg import (Point, Pose, PoseStamped, PoseWithCovarianceStamped,  # noqa: E402
                                Quaternion, Transform, TransformStamped, Vector3)
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
+from fuzzing import fuzz_settings  # noqa: E402
 from sole_ros.ros.errors import MalformedMessage, message_bytes  # noqa: E402
 from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres  # noqa: E402
 from sole_ros.ros.markers import PALETTE, instance_markers  # noqa: E402
@@ -34,7 +35,7 @@ from sole_ros.ros.transforms import (PoseBuffer, PoseLookupError, extrinsic_matr
                                      matrix_from_transform_stamped, pose_to_matrix,
                                      seconds_to_stamp, stamp_to_seconds)
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz_settings(300, suppress_health_check=[HealthCheck.too_slow])
 F32, F64, U32, U8 = PointField.FLOAT32, PointField.FLOAT64, PointField.UINT32, PointField.UINT8
 NP_OF = {PointField.FLOAT32: "f4", PointField.FLOAT64: "f8", PointField.UINT32: "u4", PointField.UINT8: "u1",
          PointField.INT32: "i4", PointField.UINT16: "u2"}

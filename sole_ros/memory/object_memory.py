@@ -46,6 +46,7 @@ from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
 from sole_ros.scene import voxel_keys
+from sole_ros.scene.errors import shown
 
 # Keys are three 21-bit fields: every valid key lies in [0, KEY_LIMIT).
 KEY_LIMIT = 1 << (3 * voxel_keys.FIELD_BITS)
@@ -674,9 +675,9 @@ class ObjectMemory:
         if not isinstance(meta, dict):
             raise ValueError("object memory meta must be a dict")
         if meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"not an object memory (format {str(meta.get('format'))[:40]!r})")
+            raise ValueError(f"not an object memory (format {shown(meta.get('format'))})")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"object memory format version {str(meta.get('format_version'))[:20]} "
+            raise ValueError(f"object memory format version {shown(meta.get('format_version'), 20)} "
                              f"is not supported (this reads {FORMAT_VERSION})")
         settings = meta.get("settings")
         if not isinstance(settings, dict) or set(settings) != set(cls(1.0).settings()):

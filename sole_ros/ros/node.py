@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped, TransformStamped, Vector3
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -33,6 +33,7 @@ from sole_ros.messages.input_counters import InputCounters
 from sole_ros.messages.transform_tree import frame_name
 from sole_ros.msg import ObjectInstance
 from sole_ros.ros import parameters
+from sole_ros.ros.callback_executor import PooledCallbackExecutor
 from sole_ros.ros.ingest_queue import IngestQueue
 from sole_ros.ros.input_qos import AdaptiveSubscriptions
 from sole_ros.ros.errors import MalformedMessage
@@ -47,6 +48,9 @@ from sole_ros.srv import LoadScene, QueryObjects, SaveScene
 
 NOT_ACTIVE = "node is not active (lifecycle state: {})"
 POSE_MESSAGES = {"odometry": Odometry, "pose_stamped": PoseStamped, "transform_stamped": TransformStamped}
+# Callbacks that may run at once: queries waiting for a segmentation hold a thread each while the
+# others keep ingesting; more requests wait in the middleware's queues.
+CALLBACK_THREADS = 8
 QUERY_SEGMENT_TIMEOUT = 300.0  # a query waits at most this long for the segmentation it needs (s)
 POSE_END_TOLERANCE = 0.1  # pose topic: a stamp this close past the newest pose takes it (no extrapolation)
 STALL_SECONDS = 5.0        # an input receiving but fusing nothing this long is warned about
@@ -777,7 +781,7 @@ class _Labelled:
 def main(args=None) -> int:
     rclpy.init(args=args)
     node = SoleNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = PooledCallbackExecutor(num_threads=CALLBACK_THREADS)
     executor.add_node(node)
     try:
         executor.spin()

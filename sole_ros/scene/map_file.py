@@ -23,7 +23,7 @@ import zlib
 
 import numpy as np
 
-from .errors import MapFileError
+from .errors import MapFileError, shown
 
 MAGIC = b"SOLEMAP\n"
 FORMAT_NAME = "sole_ros.voxel_map"
@@ -166,7 +166,7 @@ def _nesting_depth(text: str) -> int:
 
 def _integer(value, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise MapFileError(f"{name} must be an integer in {low}..{high}, got {str(value)[:40]}")
+        raise MapFileError(f"{name} must be an integer in {low}..{high}, got {shown(value)}")
     return value
 
 
@@ -188,15 +188,15 @@ def _parse(path: pathlib.Path, data: bytes) -> tuple[dict, dict[str, np.ndarray]
         raise MapFileError(f"{path}: corrupt header ({error})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise MapFileError(f"{path}: not a {FORMAT_NAME} file (format "
-                           f"{str(header.get('format'))[:40] if isinstance(header, dict) else None!r})")
+                           f"{shown(header.get('format')) if isinstance(header, dict) else 'none'})")
     version = header.get("format_version")
     if isinstance(version, bool) or version != FORMAT_VERSION:
-        raise MapFileError(f"{path}: format version {str(version)[:40]} is not supported "
+        raise MapFileError(f"{path}: format version {shown(version)} is not supported "
                            f"(this code reads {FORMAT_VERSION})")
     payload = memoryview(data)[start + header_length:]
     if header.get("payload_bytes") != len(payload):
         raise MapFileError(f"{path}: payload is {len(payload)} bytes, header says "
-                           f"{str(header.get('payload_bytes'))[:40]} (truncated or corrupt file)")
+                           f"{shown(header.get('payload_bytes'))} (truncated or corrupt file)")
     table = header.get("arrays")
     if not isinstance(table, list) or len(table) > MAX_ARRAYS:
         raise MapFileError(f"{path}: corrupt array table (not a list of at most {MAX_ARRAYS} entries)")
@@ -207,21 +207,21 @@ def _parse(path: pathlib.Path, data: bytes) -> tuple[dict, dict[str, np.ndarray]
                 raise MapFileError("an entry is not a named array")
             name, dtype, shape = entry["name"], entry.get("dtype"), entry.get("shape")
             if name in arrays:
-                raise MapFileError(f"array {name[:40]} appears twice")
+                raise MapFileError(f"array {shown(name)} appears twice")
             if dtype not in _ALLOWED_DTYPES or not isinstance(shape, list) or len(shape) > 4:
-                raise MapFileError(f"array {name[:40]} has unsupported dtype {str(dtype)[:20]} or shape")
-            shape = tuple(_integer(s, f"array {name[:40]} shape", 0, MAX_DIMENSION) for s in shape)
-            offset = _integer(entry.get("offset"), f"array {name[:40]} offset", 0, len(payload))
-            nbytes = _integer(entry.get("nbytes"), f"array {name[:40]} nbytes", 0, len(payload))
-            crc = _integer(entry.get("crc32"), f"array {name[:40]} crc32", 0, 0xFFFFFFFF)
+                raise MapFileError(f"array {shown(name)} has unsupported dtype {shown(dtype, 20)} or shape")
+            shape = tuple(_integer(s, f"array {shown(name)} shape", 0, MAX_DIMENSION) for s in shape)
+            offset = _integer(entry.get("offset"), f"array {shown(name)} offset", 0, len(payload))
+            nbytes = _integer(entry.get("nbytes"), f"array {shown(name)} nbytes", 0, len(payload))
+            crc = _integer(entry.get("crc32"), f"array {shown(name)} crc32", 0, 0xFFFFFFFF)
             count = 1
             for s in shape:  # Python integers: no overflow on a crafted shape
                 count *= s
             if nbytes != count * np.dtype(dtype).itemsize or offset + nbytes > len(payload):
-                raise MapFileError(f"array {name[:40]} does not fit the payload")
+                raise MapFileError(f"array {shown(name)} does not fit the payload")
             chunk = payload[offset:offset + nbytes]
             if zlib.crc32(chunk) != crc:
-                raise MapFileError(f"array {name[:40]} fails its checksum (corrupt file)")
+                raise MapFileError(f"array {shown(name)} fails its checksum (corrupt file)")
             arrays[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)
     except MapFileError as error:
         raise MapFileError(f"{path}: {error}") from None

@@ -26,7 +26,7 @@ import torch
 
 from . import map_file, voxel_keys
 from .camera import RayCache, world_to_camera_columns
-from .errors import InvalidInput, MapFileError
+from .errors import InvalidInput, MapFileError, shown
 from .eviction_policy import EvictionPolicy
 from .rendering import render_voxel_depth
 from .validation import (check_features, check_intrinsics, check_points, check_pose, check_stamp,
@@ -101,7 +101,7 @@ class VoxelMap:
         if not 0.0 <= evict_fraction < 1.0:
             raise ValueError(f"evict_fraction must be in [0, 1), got {evict_fraction}")
         if int(feature_dim) < 0:
-            raise ValueError(f"feature_dim must be >= 0, got {feature_dim}")
+            raise ValueError(f"feature_dim must be >= 0, got {shown(feature_dim)}")
         for name, value in (("keep_radius", keep_radius), ("max_range", max_range),
                             ("feature_depth_tolerance", feature_depth_tolerance)):
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -682,10 +682,10 @@ class SavedMap:
             settings = _settings_from_header(header)
             version = header.get("version")
             if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2 ** 62:
-                raise MapFileError(f"map version must be an integer in 0..2^62, got {str(version)[:40]}")
+                raise MapFileError(f"map version must be an integer in 0..2^62, got {shown(version)}")
             stamp = header.get("stamp", 0.0)
             if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not 0.0 <= stamp < 1e11:
-                raise MapFileError(f"stamp must be a time in seconds, got {str(stamp)[:40]}")
+                raise MapFileError(f"stamp must be a time in seconds, got {shown(stamp)}")
             _validate_arrays(arrays, settings["feature_dim"])
         except MapFileError as error:
             raise MapFileError(f"{hint}: {error}") from None
@@ -703,12 +703,14 @@ def _settings_from_header(header: dict) -> dict:
             else [value]
         if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e9)
                    for v in values):
-            raise MapFileError(f"setting {name} is not a number in range: {str(value)[:40]}")
+            raise MapFileError(f"setting {name} is not a number in range: {shown(value)}")
     feature_dim = settings["feature_dim"]
     if not isinstance(feature_dim, int) or not 0 <= feature_dim <= MAX_FEATURE_DIM:
-        raise MapFileError(f"feature_dim must be an integer in 0..{MAX_FEATURE_DIM}, got {feature_dim}")
+        raise MapFileError(f"feature_dim must be an integer in 0..{MAX_FEATURE_DIM}, got {shown(feature_dim)}")
+    if not isinstance(settings["voxel_size"], (int, float)) or isinstance(settings["voxel_size"], bool):
+        raise MapFileError(f"voxel_size must be a number, got {shown(settings['voxel_size'])}")
     if not isinstance(settings.get("max_voxels", 1), int):
-        raise MapFileError(f"max_voxels must be an integer, got {settings['max_voxels']}")
+        raise MapFileError(f"max_voxels must be an integer, got {shown(settings['max_voxels'])}")
     settings = {**settings, "voxel_size": float(settings["voxel_size"])}
     try:
         VoxelMap(**{**settings, "max_voxels": 1})  # the settings themselves must be valid
