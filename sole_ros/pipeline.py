@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sole_ros.memory import ObjectMemory, detections_from_instances, keys_from_centres
+from sole_ros.memory import ObjectMemory, detections_from_instances, keys_from_centres, observe_depth_frame
 from sole_ros.scene import DenseClipFeatures, KeyframeSelector, SceneSnapshot, VoxelMap
+from sole_ros.scene.validation import depth_in_metres
+
+# Voxel sizes in front of a depth reading that count as seen empty: half a voxel's diagonal (0.87),
+# depth noise and pose error.
+DEFAULT_FREE_SPACE_TOLERANCE = 2.5
 
 
 class QueryRejected(ValueError):
@@ -102,6 +107,7 @@ class PipelineSettings:
     max_phrase_length: int = 256
     object_memory: bool = False  # stable object ids across segmentations (sole_ros/memory)
     max_objects: int = 500
+    free_space_tolerance: float = DEFAULT_FREE_SPACE_TOLERANCE
 
     @classmethod
     def from_parameters(cls, values: dict) -> "PipelineSettings":
@@ -128,7 +134,8 @@ class PipelineSettings:
             keyframe_rotation_deg=values["scene.keyframe_rotation_deg"],
             keyframe_period=positive_or_none(values["scene.keyframe_period"]),
             max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"],
-            object_memory=values["memory.enabled"], max_objects=values["memory.max_objects"])
+            object_memory=values["memory.enabled"], max_objects=values["memory.max_objects"],
+            free_space_tolerance=values["memory.free_space_tolerance"])
 
 
 # Where the object memory travels in a map file.
@@ -313,7 +320,8 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
                                   QueryLimits(settings.max_phrases, settings.max_phrase_length),
                                   min_points=settings.min_points,
                                   memory=ObjectMemory(settings.voxel_size, max_objects=settings.max_objects)
-                                  if settings.object_memory else None)
+                                  if settings.object_memory else None,
+                                  free_space_tolerance=settings.free_space_tolerance)
     pipeline.device = device
     return pipeline
 
@@ -321,7 +329,8 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
 class PerceptionPipeline:
     def __init__(self, voxel_map: VoxelMap, segmenter=None, dense_features: DenseClipFeatures | None = None,
                  keyframes: KeyframeSelector | None = None, limits: QueryLimits | None = None,
-                 min_points: int = 0, memory: ObjectMemory | None = None):
+                 min_points: int = 0, memory: ObjectMemory | None = None,
+                 free_space_tolerance: float = DEFAULT_FREE_SPACE_TOLERANCE):
         self.map = voxel_map
         self.segmenter = segmenter
         self.dense_features = dense_features
@@ -330,6 +339,7 @@ class PerceptionPipeline:
         self.min_points = min_points
         self.segmentation: Segmentation | None = None
         self.memory = memory
+        self.free_space_tolerance = free_space_tolerance  # in voxel sizes
         self.device = getattr(segmenter, "device", "cpu")
         self._segment_lock = threading.Lock()  # one segmentation at a time
         self._answer_lock = threading.Lock()   # queries, and swapping in a finished segmentation
@@ -351,7 +361,17 @@ class PerceptionPipeline:
         summary = self.map.integrate_rgbd(depth, K, pose, color=color, stamp=stamp, features=features)
         if features is not None and self.keyframes is not None:
             self.keyframes.accept(pose, stamp)  # only once the frame really went in
+        memory = self.memory
+        if memory is not None:
+            self._clear_free_space(memory, depth, K, pose)
         return summary
+
+    def _clear_free_space(self, memory: ObjectMemory, depth, K, pose) -> None:
+        """With an object memory, what a depth frame sees through is gone: from the map, so the
+        next segmentation no longer finds it, and from the memory once seen so in several frames."""
+        tolerance = self.free_space_tolerance * self.map.voxel_size
+        self.map.clear_seen_through(depth, K, pose, tolerance)
+        observe_depth_frame(memory, depth_in_metres(depth, 0.001), K, pose, tolerance)
 
     # --- segmentation and queries -------------------------------------------------------------
     @property

@@ -145,6 +145,9 @@ PARAMETERS: tuple[Param, ...] = (
           "(ObjectInstance.id, ~/objects), saved with the scene; a reset starts a new one."),
     Param("memory.max_objects", 500, "Objects remembered at most; beyond it the least recently seen "
           "leave first.", 1, 100_000),
+    Param("memory.free_space_tolerance", 2.5, "With the memory on, what a depth frame sees through is gone: "
+          "map voxels more than this many voxel sizes in front of the measured surface are removed, and "
+          "an object seen through in 3 frames is retired (never merely for being out of view).", 0.5, 20.0),
     # outputs
     Param("output.full_segmentation", False, "Publish the full class-agnostic segmentation on "
           "~/instances after each segmentation instead of the latest answer.", read_only=False),

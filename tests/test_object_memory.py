@@ -10,7 +10,7 @@ import pytest
 from sole_ros.memory import (Detection, ObjectMemory, detections_from_instances, key_centres,
                              keys_from_centres, observe_depth_frame, seen_occupied, seen_through)
 from sole_ros.memory.object_memory import _intersections
-from sole_ros.scene import map_file, voxel_keys
+from sole_ros.scene import InvalidInput, VoxelMap, map_file, voxel_keys
 from sole_ros.scene.rendering import render_voxel_depth
 from sole_ros.synthetic.camera import kinect_intrinsics, look_at
 
@@ -462,3 +462,27 @@ def test_identify_names_the_best_overlapping_object_and_follows_changes():
     # one detection spanning the first two merges them: the survivor is named for both
     memory.update([Detection(np.union1d(boxes[0], boxes[1]))], stamp=2.0)
     assert memory.identify(boxes[0]) == memory.identify(boxes[1]) == min(ids[:2])
+
+
+def test_the_map_clears_what_a_frame_sees_through_but_never_a_silhouette():
+    voxel_map = VoxelMap(voxel_size=VOXEL, max_voxels=100_000)
+    voxel_map.integrate_points(key_centres(np.concatenate([WALL, CUBE]), VOXEL), np.eye(4), stamp=1.0)
+    total, version = voxel_map.num_voxels, voxel_map.version
+    # the cube still there, seen from three places: its silhouette voxels project next to pixels
+    # of the wall far behind, and must not be carved for that
+    for x in (-0.1, 0.0, 0.1):
+        pose = camera_pose(x)
+        assert voxel_map.clear_seen_through(depth_of(np.concatenate([WALL, CUBE]), pose), K, pose) == 0
+    assert voxel_map.num_voxels == total and voxel_map.version == version
+    # the cube taken away: the frame sees the wall through where it stood
+    pose = camera_pose(0.0)
+    cleared = voxel_map.clear_seen_through(depth_of(WALL, pose), K, pose, tolerance=TOLERANCE)
+    remaining = keys_from_centres(voxel_map.export().coords, VOXEL)
+    assert cleared > 0.8 * len(CUBE) and voxel_map.version == version + 1
+    assert np.isin(WALL, remaining).all() and np.isin(CUBE, remaining).mean() < 0.2
+    assert voxel_map.stats()["voxels_cleared_free"] == cleared
+    with pytest.raises(InvalidInput, match="tolerance"):
+        voxel_map.clear_seen_through(depth_of(WALL, pose), K, pose, tolerance=float("nan"))
+    with pytest.raises(InvalidInput):
+        voxel_map.clear_seen_through(depth_of(WALL, pose), np.eye(3) * 0, pose)
+    assert voxel_map.version == version + 1

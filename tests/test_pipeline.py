@@ -310,3 +310,58 @@ def test_the_object_memory_travels_with_the_saved_map(frames, tmp_path):
     with pytest.raises(ValueError, match="next_id|memory"):
         fresh.load(damaged)
     assert fresh.map.version == version and len(fresh.memory) == remembered
+
+
+def _voxels_inside(pipeline, low, high) -> int:
+    coords = pipeline.map.export().coords
+    return int(np.all((coords >= low) & (coords <= high), axis=1).sum())
+
+
+def test_an_object_taken_away_is_cleared_and_retired_and_one_out_of_view_is_kept():
+    """With the memory on, depth frames that see through where an object stood remove its voxels
+    from the map and, after retire_votes such frames, the object from the memory; the others stay.
+    Frames looking elsewhere retire nothing. The memory is seeded with the ground-truth objects
+    (the tiny random model's parts are arbitrary); the clearing and retiring are the pipeline's."""
+    import dataclasses
+
+    from sole_ros.memory import Detection, keys_from_centres
+    from sole_ros.synthetic import fuse_frames
+    from sole_ros.synthetic.camera import look_at
+
+    scene = generate_scene(seed=2, kind="tabletop", classes=["mug", "bowl", "bottle"])
+    seen = list(render_sequence(scene, 6, width=160, height=120, seed=2, noise=None))
+    p = build_pipeline(PipelineSettings(**{**TINY, "voxel_size": 0.02}, object_memory=True), log=lambda *_: None)
+    for f in seen:
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
+    cloud = fuse_frames(seen)
+    objects = [o for o in scene.objects if np.count_nonzero(cloud.instance_ids == o.instance_id) > 50]
+    ids = p.memory.update([Detection(keys_from_centres(cloud.points[cloud.instance_ids == o.instance_id], 0.02),
+                                     label=o.class_name) for o in objects], stamp=2.0)
+    remembered = dict(zip(ids, objects))
+    assert len(remembered) == len(objects) >= 3
+
+    # frames pointing away from the table: nothing is seen through, nothing retired
+    K = seen[0].K
+    away = look_at(scene.focus + np.array([0.0, 0.0, 0.5]), scene.focus + np.array([0.0, 0.0, 3.0]))
+    sky = np.zeros((120, 160), np.float32)  # nothing measured: says nothing about any voxel
+    for i in range(5):
+        p.ingest_rgbd(sky, K, away, stamp=3.0 + i)
+    assert sorted(o.id for o in p.memory.objects()) == sorted(remembered)
+    assert p.map.stats()["voxels_cleared_free"] == 0
+
+    taken = max((o for o in objects if o.class_name in ("mug", "bowl", "bottle")),
+                key=lambda o: np.count_nonzero(cloud.instance_ids == o.instance_id))
+    low, high = taken.bounds()
+    table_top = low[2] + 0.05  # within the tolerance (2.5 voxels) of the table's surface, voxels stay
+    before = _voxels_inside(p, [low[0], low[1], table_top], high)
+    assert before > 20
+    gone = dataclasses.replace(scene, objects=[o for o in scene.objects if o is not taken])
+    for f in render_sequence(gone, 6, width=160, height=120, seed=2, noise=None, poses=[f.pose for f in seen]):
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=10.0 + f.stamp)
+    after = _voxels_inside(p, [low[0], low[1], table_top], high)
+    assert after < 0.2 * before, f"{after} of {before} voxels of the taken {taken.class_name} remain"
+    left = {o.id for o in p.memory.objects()}
+    taken_id = next(i for i, o in remembered.items() if o is taken)
+    assert taken_id not in left and left == set(remembered) - {taken_id}
+    assert p.memory.stats()["retired"] == 1
+    assert p.map.stats()["voxels_cleared_free"] >= before - after

@@ -11,9 +11,11 @@
     retired = observe_depth_frame(memory, depth_m, K, pose, tolerance=2.5 * voxel_map.voxel_size)
 
 Modules: object_memory (association, merges, retirement, the size bound, arrays for saving),
-free_space (what a depth image says about remembered voxels).
+depth_observation (depth frames retire objects whose space is seen empty).
 """
-from .free_space import key_centres, observe_depth_frame, seen_occupied, seen_through
+from sole_ros.scene.free_space import seen_occupied, seen_through
+
+from .depth_observation import key_centres, observe_depth_frame
 from .object_memory import (Detection, FrameReport, MemoryObject, ObjectMemory, UpdateReport, as_keys,
                             detections_from_instances, keys_from_centres)
 

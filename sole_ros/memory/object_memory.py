@@ -25,7 +25,7 @@ A matched object's voxels become the detection's plus its old voxels the map no 
 forgotten for being evicted, and one out of view is simply not matched and stays as it was.
 
 Objects leave the memory in three ways: merged into another (above); retired when depth frames
-repeatedly see through the space they occupied (``observe_free``; see free_space.py for the
+repeatedly see through the space they occupied (``observe_free``; see depth_observation.py for the
 geometry); or evicted when the memory holds more than ``max_objects`` (least recently observed
 first). Segmentations do not count as evidence that an object is still there: the map keeps a
 removed object's voxels until they are evicted, so its instance keeps being segmented; only a

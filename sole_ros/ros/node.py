@@ -158,12 +158,24 @@ class SoleNode(LifecycleNode):
 
     def _autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        # rclpy turns an exception in a transition into ERROR without a word: say why here
+        configured = self.trigger_configure()
+        if configured != TransitionCallbackReturn.SUCCESS:
+            self.get_logger().error(f"autostart: configure did not succeed ({configured.name}): "
+                                    f"{self._model_error or 'see the error above'}; the node stays unconfigured")
+            return
+        activated = self.trigger_activate()
+        if activated != TransitionCallbackReturn.SUCCESS:
+            self.get_logger().error(f"autostart: activate did not succeed ({activated.name})")
 
     # --- lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from sole_ros.pipeline import PipelineSettings, build_pipeline
+        try:
+            from sole_ros.pipeline import PipelineSettings, build_pipeline
+        except Exception as error:  # a broken installation: a reason, not a silent ERROR
+            self._model_error = f"the library does not import: {type(error).__name__}: {error}"
+            self.get_logger().error(f"configure failed: {self._model_error}")
+            return TransitionCallbackReturn.FAILURE
 
         values = {p.name: self.param(p.name) for p in parameters.PARAMETERS}
         problems = parameters.validate(values)

@@ -28,6 +28,7 @@ from . import map_file, voxel_keys
 from .camera import RayCache, world_to_camera_columns
 from .errors import InvalidInput, MapFileError, shown
 from .eviction_policy import EvictionPolicy
+from .free_space import seen_through
 from .rendering import render_voxel_depth
 from .validation import (check_features, check_intrinsics, check_points, check_pose, check_stamp,
                          color_image_rgb, depth_in_metres, point_colors_rgb)
@@ -87,6 +88,7 @@ class _Counters:
     dropped_capacity: int = 0
     featured_views: int = 0
     cropped: int = 0
+    cleared_free: int = 0
 
 
 class VoxelMap:
@@ -185,6 +187,7 @@ class VoxelMap:
                 "voxels_evicted_region": c.evicted_region,
                 "voxels_dropped_capacity": c.dropped_capacity,
                 "voxels_cropped": c.cropped,
+                "voxels_cleared_free": c.cleared_free,
                 "feature_views": c.featured_views,
             }
 
@@ -473,6 +476,33 @@ class VoxelMap:
             self._store.remove(victims)
             if victims.shape[0]:
                 self._counters.cropped += int(victims.shape[0])
+                self._version += 1
+                self._snapshot = None
+            return int(victims.shape[0])
+
+    def clear_seen_through(self, depth, K, pose, tolerance: float | None = None, depth_scale: float = 0.001,
+                           depth_encoding: str | None = None) -> int:
+        """Remove the voxels this depth frame saw through: in view, under a valid reading, and more
+        than ``tolerance`` metres (default 2.5 voxel sizes) in front of it, so nothing is there any
+        more (an object taken away, a person who walked off). Voxels behind the measured surface,
+        out of view or under pixels without a reading stay. Returns how many were removed; the
+        version moves on only when some were. Costs one projection of every stored voxel."""
+        depth_m = depth_in_metres(depth, depth_scale, depth_encoding)
+        height, width = depth_m.shape
+        K = check_intrinsics(K, width, height)
+        pose = check_pose(pose)
+        if tolerance is None:
+            tolerance = 2.5 * self.voxel_size
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
+                or not (math.isfinite(tolerance) and tolerance >= 0):
+            raise InvalidInput(f"tolerance must be a finite number of metres >= 0, got {tolerance!r}")
+        with self._lock:
+            slots = self._store.live_slots()
+            centres = np.stack(self._store.centres(slots), axis=1)
+            victims = slots[seen_through(centres, depth_m, K, pose, float(tolerance))]
+            self._store.remove(victims)
+            if victims.shape[0]:
+                self._counters.cleared_free += int(victims.shape[0])
                 self._version += 1
                 self._snapshot = None
             return int(victims.shape[0])

@@ -1,9 +1,9 @@
-"""What one depth image says about remembered voxels: seen through (empty) or seen occupied.
+"""What one depth image says about points of the world: seen through (empty) or seen occupied.
 
 A depth pixel measures the first surface along its ray, so every point on that ray nearer than the
-measurement is empty space. A remembered voxel whose centre projects onto a pixel that measured
-farther than the centre (by more than a tolerance) was seen through: whatever occupied it has
-gone. One whose centre lies within the tolerance of the measurement was seen occupied. A voxel
+measurement is empty space. A voxel whose centre projects onto pixels that all measured farther
+than the centre (by more than a tolerance; all pixels within EDGE_MARGIN_PIXELS, so a silhouette
+is not carved) was seen through: whatever occupied it has gone. One whose centre lies within the tolerance of the measurement was seen occupied. A voxel
 behind the measured surface (occluded), outside the image, behind the camera or under a pixel
 without a reading is neither: the frame says nothing about it.
 
@@ -18,25 +18,24 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.ndimage import minimum_filter
 
-from sole_ros.scene import voxel_keys
-from sole_ros.scene.camera import project, world_to_camera
-from sole_ros.scene.validation import check_intrinsics, check_pose
+from .camera import project, world_to_camera
+from .validation import check_intrinsics, check_pose
 
 # Points nearer the camera plane than this (metres) are not projected (as in scene/rendering.py).
 MIN_POINT_DEPTH = 1e-3
 
-
-def key_centres(keys: np.ndarray, voxel_size: float) -> np.ndarray:
-    """(N,) packed voxel keys -> (N,3) float64 world centres, as the map exports them."""
-    if not (math.isfinite(voxel_size) and voxel_size > 0):
-        raise ValueError(f"voxel_size must be positive, got {voxel_size}")
-    return (voxel_keys.unpack(np.asarray(keys, dtype=np.int64)) + 0.5) * float(voxel_size)
+# A point counts as seen through only if every pixel within this many pixels of where it projects
+# measured farther: a voxel's centre on an object's silhouette often projects one or two pixels
+# off the object, onto the background far behind, and must not be carved for it.
+EDGE_MARGIN_PIXELS = 2
 
 
-def _measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance):
-    """Per point: its depth in the camera and the measured depth under it (NaN where the frame
-    has no reading there: outside the image, behind the camera, or no valid pixel)."""
+def measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance):
+    """Per point: its depth in the camera, the measured depth under it, and the nearest reading
+    within EDGE_MARGIN_PIXELS of it (both NaN where the frame has no reading under the point:
+    outside the image, behind the camera, no valid pixel)."""
     points = np.asarray(centres)
     if points.ndim != 2 or points.shape[1] != 3 or not np.issubdtype(points.dtype, np.number):
         raise ValueError(f"centres must be an (N,3) array of numbers, got shape {points.shape}, "
@@ -58,8 +57,9 @@ def _measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, toler
     pose = check_pose(pose_world_from_camera, "pose_world_from_camera")
     n = points.shape[0]
     measured = np.full(n, np.nan, dtype=np.float64)
+    nearest = np.full(n, np.nan, dtype=np.float64)
     if n == 0:
-        return np.zeros(0, dtype=np.float64), measured
+        return np.zeros(0, dtype=np.float64), measured, nearest
     camera = world_to_camera(points, pose)
     u, v, z = project(camera, K)
     z = z.astype(np.float64)
@@ -68,39 +68,28 @@ def _measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, toler
     visible = (z > MIN_POINT_DEPTH) & (column >= 0) & (column < width) & (row >= 0) & (row < height)
     index = np.flatnonzero(visible)
     pixel = row[index].astype(np.int64) * width + column[index].astype(np.int64)
-    reading = depth.reshape(-1)[pixel].astype(np.float64)
     with np.errstate(invalid="ignore"):
-        valid = np.isfinite(reading) & (reading > 0)
-    measured[index[valid]] = reading[valid]
-    return z, measured
+        readable = np.where(np.isfinite(depth) & (depth > 0), depth, np.inf)
+    # the nearest reading around each pixel; scattered missing readings neither help nor hinder
+    window = minimum_filter(readable, size=2 * EDGE_MARGIN_PIXELS + 1, mode="nearest")
+    under = readable.reshape(-1)[pixel].astype(np.float64)
+    found = np.isfinite(under)  # the pixel under the point itself must have a reading
+    measured[index[found]] = under[found]
+    nearest[index[found]] = window.reshape(-1)[pixel[found]]
+    return z, measured, nearest
 
 
 def seen_through(centres, depth_m, K, pose_world_from_camera, tolerance: float) -> np.ndarray:
     """Bool mask of the (N,3) world points the camera saw past: in view, under a valid depth
     reading, and nearer than it by more than ``tolerance`` metres, so the space is empty now."""
-    z, measured = _measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance)
+    z, _, nearest = measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance)
     with np.errstate(invalid="ignore"):
-        return measured > z + tolerance
+        return nearest > z + tolerance
 
 
 def seen_occupied(centres, depth_m, K, pose_world_from_camera, tolerance: float) -> np.ndarray:
     """Bool mask of the (N,3) world points whose depth is within ``tolerance`` metres of the
     reading under them: the camera saw a surface there."""
-    z, measured = _measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance)
+    z, measured, _ = measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance)
     with np.errstate(invalid="ignore"):
         return np.abs(measured - z) <= tolerance
-
-
-def observe_depth_frame(memory, depth_m, K, pose_world_from_camera, tolerance: float) -> list[int]:
-    """Show one depth frame to an ObjectMemory: the remembered voxels it saw through and those it
-    saw occupied go to ``memory.observe_free``. Returns the ids retired by this frame.
-
-    Every remembered voxel is tested, including those the map has evicted: an object is judged on
-    what it was, not on what the map still holds. Costs one projection of all remembered voxels."""
-    keys = memory.all_keys()
-    centres = key_centres(keys, memory.voxel_size)
-    z, measured = _measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance)
-    with np.errstate(invalid="ignore"):
-        through = measured > z + tolerance
-        occupied = np.abs(measured - z) <= tolerance
-    return memory.observe_free(keys[through], seen_occupied_keys=keys[occupied])
