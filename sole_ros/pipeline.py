@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sole_ros.inference.regions import RegionSegmenter
 from sole_ros.memory import ObjectMemory, detections_from_instances, keys_from_centres, observe_depth_frame
 from sole_ros.scene import DenseClipFeatures, KeyframeSelector, SceneSnapshot, VoxelMap
 from sole_ros.scene.validation import depth_in_metres
@@ -108,6 +109,9 @@ class PipelineSettings:
     object_memory: bool = False  # stable object ids across segmentations (sole_ros/memory)
     max_objects: int = 500
     free_space_tolerance: float = DEFAULT_FREE_SPACE_TOLERANCE
+    segmentation_mode: str = "auto"  # whole | regions | auto (sole_ros/inference/regions.py)
+    region_size: float = 4.0
+    region_overlap: float = 0.5
 
     @classmethod
     def from_parameters(cls, values: dict) -> "PipelineSettings":
@@ -135,7 +139,9 @@ class PipelineSettings:
             keyframe_period=positive_or_none(values["scene.keyframe_period"]),
             max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"],
             object_memory=values["memory.enabled"], max_objects=values["memory.max_objects"],
-            free_space_tolerance=values["memory.free_space_tolerance"])
+            free_space_tolerance=values["memory.free_space_tolerance"],
+            segmentation_mode=values["segmentation.mode"], region_size=values["segmentation.region_size"],
+            region_overlap=values["segmentation.region_overlap"])
 
 
 # Where the object memory travels in a map file.
@@ -291,6 +297,11 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
 
     device = resolve_device(settings.device)
     segmenter, clip = load_segmenter(settings, device, log)
+    if settings.segmentation_mode != "whole":
+        from sole_ros.inference.regions import RegionSegmenter
+
+        segmenter = RegionSegmenter(segmenter, settings.region_size, settings.region_overlap,
+                                    whole_when_it_fits=settings.segmentation_mode == "auto")
     dense = keyframes = None
     feature_dim = 0
     use_dense = settings.dense_features
@@ -405,8 +416,10 @@ class PerceptionPipeline:
                 return current
             generation = self._generation
             start = time.perf_counter()
+            # crops re-encode only when their voxels were observed again (RegionSegmenter)
+            extra = {"observations": snapshot.observations} if isinstance(self.segmenter, RegionSegmenter) else {}
             prepared = self.segmenter.prepare_scene(snapshot.coords, snapshot.colors, snapshot.features,
-                                                    version=snapshot.version)
+                                                    version=snapshot.version, **extra)
             segmentation = Segmentation(snapshot, time.perf_counter() - start)
             with self._answer_lock:
                 if generation != self._generation:

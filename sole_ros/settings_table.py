@@ -122,6 +122,13 @@ PARAMETERS: tuple[Param, ...] = (
     # segmentation and queries
     Param("segmentation.period", 5.0, "Segment the scene this often when it changed (s); 0: only "
           "on demand (~/segment).", 0.0, 3600.0),
+    Param("segmentation.mode", "auto", "whole: SOLE on the whole map at once; regions: the map cut into "
+          "overlapping square crops (segmentation.region_size), only crops that changed segmented again, "
+          "objects across crop borders merged; auto: whole while the map fits in one crop, regions beyond.",
+          choices=("auto", "whole", "regions")),
+    Param("segmentation.region_size", 4.0, "Side of a crop (m), all heights.", 1.0, 100.0),
+    Param("segmentation.region_overlap", 0.5, "How far neighbouring crops overlap (m); less than half "
+          "the crop's side.", 0.0, 49.0),
     Param("query.max_staleness", 10.0, "A query segments the map first (or waits for the running "
           "segmentation) when the last segmentation is older than the map's newest data by more than "
           "this (s).", 0.0, 3600.0),
@@ -172,4 +179,8 @@ def validate(values: dict[str, Any]) -> list[str]:
         reason = p.problem(value) if p else None
         if reason:
             problems.append(f"{name} {reason}, not {value!r}")
+    size, overlap = values.get("segmentation.region_size"), values.get("segmentation.region_overlap")
+    if isinstance(size, (int, float)) and isinstance(overlap, (int, float)) and not overlap < size / 2:
+        problems.append(f"segmentation.region_overlap must be less than half of segmentation.region_size "
+                        f"({size}), not {overlap!r}")
     return problems

@@ -1,0 +1,172 @@
+"""Region-wise segmentation (sole_ros/inference/regions.py): the crop grid, re-encoding only the
+crops that changed, merging instances across crop borders, and the node's auto mode."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sole_ros.inference.regions import (MERGE_AGREEMENT, WHOLE_SCENE, Crop, PreparedRegions, RegionSegmenter,
+                                        crop_cells, merge_across_crops)
+from sole_ros.inference.segmenter import make_instance
+from sole_ros.pipeline import PipelineSettings, build_pipeline, load_segmenter
+from sole_ros.synthetic import generate_scene, render_sequence
+
+TINY = dict(model_config="tiny", allow_random_weights=True, clip_model="sole-tiny", clip_pretrained=None,
+            device="cpu", voxel_size=0.03, keyframe_translation=0.0, keyframe_rotation_deg=0.0)
+
+
+def test_crops_are_cells_of_a_fixed_world_grid_and_overlap():
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(-3.0, 5.0, (5000, 2)), rng.uniform(0.0, 2.0, 5000)]
+    size, overlap = 2.0, 0.5
+    cells = crop_cells(points, size, overlap)
+    stride = size - overlap
+    held = np.zeros(len(points), dtype=int)
+    for (i, j), indices in cells.items():
+        assert np.all(np.diff(indices) > 0)
+        x, y = points[indices, 0], points[indices, 1]
+        assert np.all((x >= i * stride) & (x < i * stride + size) & (y >= j * stride) & (y < j * stride + size))
+        held[indices] += 1
+    # every point is in one to four crops, and in every crop whose square holds it
+    assert held.min() >= 1 and held.max() <= 4
+    for k in rng.choice(len(points), 200, replace=False):
+        x, y = points[k, :2]
+        expected = sum(1 for i in range(-5, 6) for j in range(-5, 6)
+                       if i * stride <= x < i * stride + size and j * stride <= y < j * stride + size)
+        assert held[k] == expected
+    # the grid is the world's: points added far away leave these crops' contents as they were
+    grown = np.r_[points, points[:100] + [30.0, 0.0, 0.0]]
+    regrown = crop_cells(grown, size, overlap)
+    for cell, indices in cells.items():
+        assert np.array_equal(regrown[cell], indices)
+
+
+@pytest.fixture(scope="module")
+def tiny_segmenter():
+    segmenter, _ = load_segmenter(PipelineSettings(**TINY), "cpu", log=lambda *_: None)
+    return segmenter
+
+
+def _room(seed: int, offset) -> tuple[np.ndarray, np.ndarray]:
+    scene = generate_scene(seed=seed, kind="tabletop", classes=["mug", "bowl"])
+    points, colors = [], []
+    for f in render_sequence(scene, 2, width=96, height=72, seed=seed):
+        v, u = np.nonzero(f.depth > 0)
+        z = f.depth[v, u]
+        cam = np.c_[(u - f.K[0, 2]) * z / f.K[0, 0], (v - f.K[1, 2]) * z / f.K[1, 1], z]
+        points.append(cam @ f.pose[:3, :3].T + f.pose[:3, 3])
+        colors.append(f.color[v, u] / 255.0)
+    points = np.concatenate(points)
+    keep = np.all(np.abs(points[:, :2] - scene.focus[:2]) < 1.2, axis=1)  # the table and around it
+    return points[keep] - [*scene.focus[:2], 0.0] + offset, np.concatenate(colors)[keep]
+
+
+def test_only_crops_whose_voxels_changed_are_encoded_again(tiny_segmenter):
+    """Two rooms 21 m apart, each inside one crop (stride 3.5 m, so cell i holds 3.5 i .. 3.5 i + 4): the second segmentation after one room changed encodes that room's
+    crops only and keeps the other's encodings as they were; answers index the whole scene."""
+    first_room, first_colors = _room(1, [2.0, 2.0, 0.0])
+    second_room, second_colors = _room(2, [23.0, 2.0, 0.0])
+    points, colors = np.r_[first_room, second_room], np.r_[first_colors, second_colors]
+    observations = np.ones(len(points), dtype=np.uint32)
+    regions = RegionSegmenter(tiny_segmenter, size=4.0, overlap=0.5)
+    before = regions.prepare_scene(points, colors, version=1, observations=observations)
+    assert before.encoded == len(before.crops) >= 2
+    assert {crop.cell for crop in before.crops} == {(0, 0), (6, 0)}
+    regions.use_scene(before)
+
+    seen_again = observations.copy()
+    seen_again[len(first_room):] += 1  # the camera looked at the second room again
+    after = regions.prepare_scene(points, colors, version=2, observations=seen_again)
+    assert after.encoded == 1
+    by_cell = {crop.cell: crop for crop in after.crops}
+    old = {crop.cell: crop for crop in before.crops}
+    assert by_cell[(0, 0)].prepared is old[(0, 0)].prepared and by_cell[(6, 0)].prepared is not old[(6, 0)].prepared
+    unchanged = regions.prepare_scene(points, colors, version=3, observations=seen_again)
+    assert unchanged.encoded == 0
+
+    regions.use_scene(after)
+    parts = regions.segment_all()
+    assert parts and all(p.point_indices.max() < len(points) for p in parts)
+    answers = regions.query(["mug"], top_k=5)
+    assert 0 < len(answers) <= 5 and [a.score for a in answers] == sorted((a.score for a in answers), reverse=True)
+    for inst in answers:  # boxes are of the whole scene's points
+        assert np.allclose(inst.centroid, points[inst.point_indices].mean(axis=0))
+
+
+def test_a_scene_that_fits_one_crop_is_segmented_whole_in_auto_mode(tiny_segmenter):
+    room, colors = _room(1, [3.4, 2.0, 0.0])  # across the grid's cell border at x = 3.5 m
+    auto = RegionSegmenter(tiny_segmenter, size=4.0, overlap=0.5, whole_when_it_fits=True)
+    prepared = auto.prepare_scene(room, colors, version=1)
+    assert [crop.cell for crop in prepared.crops] == [WHOLE_SCENE]
+    assert np.array_equal(prepared.crops[0].indices, np.arange(len(room)))
+    cut = RegionSegmenter(tiny_segmenter, size=4.0, overlap=0.5).prepare_scene(room, colors, version=1)
+    assert len(cut.crops) == 2
+
+
+def _crop(cell, indices) -> Crop:
+    return Crop(cell, np.asarray(indices), b"", None)
+
+
+def test_an_object_cut_by_a_crop_border_comes_back_as_one():
+    """Points 0.1 m apart along x (y = 2 m), crops 6 m wide overlapping by 2 m: crop A holds
+    0..59, crop B 40..99, their cores are x 1..5 and 5..9. A long object (15..79) is cut: A sees
+    15..59, B sees 40..79; they agree on the overlap and merge, named by A, which saw more of it.
+    A small object in the overlap (45..49 in A, 46..50 in B) merges with its twin, not with the
+    long object around it. A sliver at A's edge (55..59, outside its core) that B does not confirm
+    is dropped; objects that do not agree on the overlap stay apart, as do those of one crop."""
+    points = np.c_[np.linspace(0.0, 9.9, 100), np.full(100, 2.0), np.zeros(100)]
+    a, b = _crop((0, 0), np.arange(0, 60)), _crop((1, 0), np.arange(40, 100))
+    scene = PreparedRegions(1, points, [a, b], 2, size=6.0, overlap=2.0)
+
+    def local(crop, global_indices, score, label="thing"):
+        return make_instance(points[crop.indices], np.searchsorted(crop.indices, global_indices), label, score)
+
+    found = [
+        (a, [local(a, np.arange(15, 60), 0.7, "table"), local(a, np.arange(45, 50), 0.5),
+             local(a, np.arange(10, 20), 0.4), local(a, np.arange(20, 24), 0.3), local(a, np.arange(55, 60), 0.95)]),
+        (b, [local(b, np.arange(40, 80), 0.9, "desk"), local(b, np.arange(46, 51), 0.6),
+             local(b, np.arange(80, 90), 0.2)]),
+    ]
+    merged = merge_across_crops(found, scene)
+    as_sets = {tuple(m.point_indices): m for m in merged}
+    table = as_sets[tuple(range(15, 80))]
+    assert table.label == "table" and table.score == 0.7  # A saw more of it (45 points to B's 40)
+    assert tuple(range(45, 51)) in as_sets and as_sets[tuple(range(45, 51))].score == 0.6
+    assert tuple(range(10, 20)) in as_sets and tuple(range(20, 24)) in as_sets and tuple(range(80, 90)) in as_sets
+    assert tuple(range(55, 60)) not in as_sets
+    assert len(merged) == 5 and [m.score for m in merged] == sorted((m.score for m in merged), reverse=True)
+    assert np.allclose(table.centroid, points[15:80].mean(axis=0))
+
+    # disagreeing on the overlap (3 points in common of 20 there) stays two
+    found = [(a, [local(a, np.arange(40, 60), 0.9)]), (b, [local(b, np.arange(57, 80), 0.8)])]
+    assert 3 < MERGE_AGREEMENT * 20
+    assert len(merge_across_crops(found, scene)) == 2
+
+
+def test_region_settings_are_checked():
+    with pytest.raises(ValueError, match="overlap"):
+        RegionSegmenter(None, size=2.0, overlap=1.0)
+    with pytest.raises(ValueError, match="size"):
+        RegionSegmenter(None, size=float("nan"))
+    from sole_ros.settings_table import validate
+
+    assert any("region_overlap" in p for p in validate({"segmentation.region_size": 2.0,
+                                                        "segmentation.region_overlap": 1.5}))
+
+
+def test_the_pipeline_segments_by_regions_and_keeps_object_ids(tmp_path):
+    """segmentation.mode regions through the pipeline, with the object memory: the parts of a
+    map spanning several crops get ids, and segmenting it again keeps every id."""
+    p = build_pipeline(PipelineSettings(**TINY, segmentation_mode="regions", region_size=1.0, region_overlap=0.3,
+                                        object_memory=True), log=lambda *_: None)
+    assert isinstance(p.segmenter, RegionSegmenter)
+    scene = generate_scene(seed=2, kind="tabletop", classes=["mug", "bowl", "bottle"])
+    for f in render_sequence(scene, 4, width=128, height=96, seed=2):
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
+    first = p.segment()
+    assert len(p.segmenter._require_scene().crops) >= 4
+    assert first.objects
+    again = p.segment(force=True)
+    assert sorted(o for o, _ in again.objects) == sorted(o for o, _ in first.objects)
+    answer = p.query(["mug"], max_results=3)
+    assert answer.instances and len(answer.object_ids) == len(answer.instances)
