@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from sole_ros.inference.regions import (MERGE_AGREEMENT, WHOLE_SCENE, Crop, PreparedRegions, RegionSegmenter,
                                         crop_cells, merge_across_crops)
@@ -43,6 +44,7 @@ def test_crops_are_cells_of_a_fixed_world_grid_and_overlap():
 
 @pytest.fixture(scope="module")
 def tiny_segmenter():
+    torch.manual_seed(0)  # random weights, the same every run
     segmenter, _ = load_segmenter(PipelineSettings(**TINY), "cpu", log=lambda *_: None)
     return segmenter
 
@@ -84,8 +86,23 @@ def test_only_crops_whose_voxels_changed_are_encoded_again(tiny_segmenter):
     unchanged = regions.prepare_scene(points, colors, version=3, observations=seen_again)
     assert unchanged.encoded == 0
 
+    regions.use_scene(before)
+    parts_before = regions.segment_all()
     regions.use_scene(after)
-    parts = regions.segment_all()
+    decoded = []
+    segment_all = tiny_segmenter.segment_all
+    tiny_segmenter.segment_all = lambda *a, **k: decoded.append(1) or segment_all(*a, **k)  # counts calls
+    try:
+        parts = regions.segment_all()
+    finally:
+        del tiny_segmenter.segment_all
+    # only the changed crop was decoded again; the unchanged room gives the parts it gave
+    assert len(decoded) == 1
+
+    def in_first_room(instances):
+        return [tuple(i.point_indices) for i in instances if i.point_indices.max() < len(first_room)]
+
+    assert in_first_room(parts_before) and in_first_room(parts) == in_first_room(parts_before)
     assert parts and all(p.point_indices.max() < len(points) for p in parts)
     answers = regions.query(["mug"], top_k=5)
     assert 0 < len(answers) <= 5 and [a.score for a in answers] == sorted((a.score for a in answers), reverse=True)

@@ -129,6 +129,7 @@ class RegionSegmenter:
         self.whole_when_it_fits = bool(whole_when_it_fits)
         self._scene: PreparedRegions | None = None
         self._encoded: dict[tuple[int, int], Crop] = {}  # the last encoding of each cell, for reuse
+        self._parts: dict[tuple[int, int], tuple] = {}  # cell -> (encoding, request, its parts)
         self._lock = threading.RLock()  # the scene in use, and the base segmenter's current crop
         self._encode_lock = threading.Lock()
 
@@ -222,9 +223,22 @@ class RegionSegmenter:
         return merge_across_crops(found, self._require_scene())[:top_k]
 
     def segment_all(self, phrases=None, min_score: float = 0.0) -> list[Instance]:
-        """Every crop's parts, merged across borders, best first."""
-        found = self._per_crop(lambda: self.base.segment_all(phrases, min_score=min_score))
-        return merge_across_crops(found, self._require_scene())
+        """Every crop's parts, merged across borders, best first. A crop whose encoding did not
+        change gives the parts it gave before without running the decoder again."""
+        key = (None if phrases is None else tuple(phrases), float(min_score))
+        with self._lock:
+            scene = self._require_scene()
+            found = []
+            for crop in scene.crops:
+                kept = self._parts.get(crop.cell)
+                if kept is None or kept[0] is not crop.prepared or kept[1] != key:
+                    self.base.use_scene(crop.prepared)
+                    kept = (crop.prepared, key, self.base.segment_all(phrases, min_score=min_score))
+                    self._parts[crop.cell] = kept
+                found.append((crop, kept[2]))
+            current = {crop.cell for crop in scene.crops}
+            self._parts = {cell: kept for cell, kept in self._parts.items() if cell in current}
+        return merge_across_crops(found, scene)
 
     def _per_crop(self, ask) -> list[tuple[Crop, list[Instance]]]:
         with self._lock:

@@ -1,0 +1,184 @@
+"""A synthetic building explored room by room: the cost of each segmentation update as the map
+grows, whole map against regions, object id stability, and query latency. Prints figures and
+writes a plot; not a test.
+
+    python bench/bench_building.py [--rooms 12] [--frames 8] [--whole-rooms 3] [--plot PATH]
+
+The building is ``--rooms`` rooms of the project's scene generator (walled, a table, chairs,
+small objects), side by side 6 m apart along x, each seen by its own camera sweep (320 x 240,
+Kinect-like noise) with the poses moved into the building's frame. The map is 2 cm voxels; the
+model is the demo weights (random tiny weights when absent), on the CPU, with the object memory.
+
+After each room is mapped, the pipeline segments (``segment``) and the object memory takes the
+parts: the update's time and the process's peak resident memory during it are printed, for
+segmentation.mode regions (4 m crops, 0.5 m overlap) and, for the first ``--whole-rooms`` rooms,
+whole. Then: the share of remembered objects that keep their id from one update to the next, the
+old ids found again after revisiting the first room with a new sweep, and the latency of one query
+on the whole building against the same query after one room.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import threading
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sole_ros.pipeline import PipelineSettings, build_pipeline, find_default_checkpoint  # noqa: E402
+from sole_ros.synthetic import generate_scene, render_sequence  # noqa: E402
+
+ROOM_PITCH = 6.0  # metres between room centres along x
+
+
+def shifted(pose: np.ndarray, dx: float) -> np.ndarray:
+    moved = pose.copy()
+    moved[0, 3] += dx
+    return moved
+
+
+def room_frames(room: int, frames: int, sweep_seed: int):
+    """One room's frames with poses in the building's frame: room k's scene centred at x = 6 k."""
+    scene = generate_scene(seed=100 + room, kind="room")  # a room around the origin
+    dx = room * ROOM_PITCH
+    return [(f, shifted(f.pose, dx)) for f in render_sequence(scene, frames, width=320, height=240,
+                                                               seed=sweep_seed)]
+
+
+class PeakMemory:
+    """The process's peak resident memory while inside the block (sampled every 20 ms)."""
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def make_pipeline(mode: str):
+    weights = find_default_checkpoint()
+    model = dict(checkpoint=weights) if weights else dict(model_config="tiny", allow_random_weights=True,
+                                                          clip_model="sole-tiny", clip_pretrained=None)
+    settings = PipelineSettings(**model, device="cpu", voxel_size=0.02, max_voxels=4_000_000, object_memory=True, max_objects=5000,
+                                segmentation_mode=mode, region_size=4.0, region_overlap=0.5,
+                                keyframe_translation=0.0, keyframe_rotation_deg=0.0)
+    return build_pipeline(settings, log=lambda *_: None)
+
+
+def update(pipeline, label: str):
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        segmentation = pipeline.segment()
+        seconds = time.perf_counter() - start
+    crops = getattr(pipeline.segmenter, "_scene", None)
+    encoded = f", crops {len(crops.crops)} ({crops.encoded} encoded)" if crops is not None else ""
+    print(f"{label}: {len(segmentation.snapshot):,} voxels, update {seconds:.2f} s, peak RSS "
+          f"{memory.peak / 2 ** 20:,.0f} MiB, {len(segmentation.objects)} parts{encoded}", flush=True)
+    return seconds, memory.peak, {object_id for object_id, _ in segmentation.objects}
+
+
+def query_seconds(pipeline, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipeline.query(["chair"], max_results=10)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rooms", type=int, default=12)
+    parser.add_argument("--frames", type=int, default=8, help="frames per room")
+    parser.add_argument("--whole-rooms", type=int, default=3, help="rooms to run the whole-map mode for")
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "figures" / "building_updates.png"))
+    args = parser.parse_args()
+
+    print(f"weights: {find_default_checkpoint() or 'random tiny'}; {args.rooms} rooms x {args.frames} frames",
+          flush=True)
+    rendered = []
+    start = time.perf_counter()
+    for room in range(args.rooms):
+        rendered.append(room_frames(room, args.frames, sweep_seed=1))
+    print(f"rendered {args.rooms * args.frames} frames in {time.perf_counter() - start:.0f} s", flush=True)
+
+    figures = {}
+    for mode, rooms in (("regions", args.rooms), ("whole", min(args.whole_rooms, args.rooms))):
+        pipeline = make_pipeline(mode)
+        voxels, seconds, peaks, kept, present = [], [], [], [], []
+        first_query = None
+        for room in range(rooms):
+            for i, (frame, pose) in enumerate(rendered[room]):
+                pipeline.ingest_rgbd(frame.depth, frame.K, pose, color=frame.color, stamp=room * 100.0 + i)
+            took, peak, ids = update(pipeline, f"{mode} room {room + 1}")
+            if present:  # objects remembered before this update that it kept
+                kept.append(len(present[-1] & set(o.id for o in pipeline.memory.objects())) / max(1, len(present[-1])))
+            present.append(set(o.id for o in pipeline.memory.objects()))
+            voxels.append(pipeline.map.num_voxels)
+            seconds.append(took)
+            peaks.append(peak)
+            if room == 0:
+                first_query = query_seconds(pipeline)
+        last_query = query_seconds(pipeline)
+        figures[mode] = (voxels, seconds, peaks)
+        print(f"{mode}: last update / first update {seconds[-1] / seconds[0]:.2f}x; query 'chair' "
+              f"{first_query * 1000:.0f} ms after one room, {last_query * 1000:.0f} ms after {rooms} "
+              f"({last_query / first_query:.2f}x)", flush=True)
+        if kept:
+            print(f"{mode}: remembered objects kept from one update to the next: "
+                  f"{100 * np.mean(kept):.1f}% (lowest {100 * min(kept):.1f}%)", flush=True)
+        if mode == "regions":
+            first_room = {o.id for o in pipeline.memory.objects()
+                          if o.centroid(pipeline.map.voxel_size)[0] < ROOM_PITCH / 2}
+            again = room_frames(0, args.frames, sweep_seed=7)  # another sweep of the first room
+            for i, (frame, pose) in enumerate(again):
+                pipeline.ingest_rgbd(frame.depth, frame.K, pose, color=frame.color, stamp=10_000.0 + i)
+            _, _, ids = update(pipeline, "regions, first room revisited")
+            print(f"revisit: {len(first_room & ids)} of the first room's {len(first_room)} remembered objects "
+                  f"found again with their old ids ({100 * len(first_room & ids) / max(1, len(first_room)):.0f}%)",
+                  flush=True)
+
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib absent: no plot")
+        return 0
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode, (voxels, seconds, peaks) in figures.items():
+        millions = np.array(voxels) / 1e6
+        left.plot(millions, seconds, "o-", label=mode)
+        right.plot(millions, np.array(peaks) / 2 ** 30, "o-", label=mode)
+    left.set(xlabel="map size (million voxels)", ylabel="segmentation update (s)", title="update time")
+    right.set(xlabel="map size (million voxels)", ylabel="peak RSS (GiB)", title="peak memory")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=110)
+    print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
