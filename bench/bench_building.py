@@ -4,6 +4,8 @@ writes a plot; not a test.
 
     python bench/bench_building.py [--rooms 12] [--frames 8] [--whole-rooms 3] [--plot PATH]
 
+Each mode runs in a process of its own, so the peak memory printed and plotted is its own.
+
 The building is ``--rooms`` rooms of the project's scene generator (walled, a table, chairs,
 small objects), side by side 6 m apart along x, each seen by its own camera sweep (320 x 240,
 Kinect-like noise) with the poses moved into the building's frame. The map is 2 cm voxels; the
@@ -19,9 +21,12 @@ on the whole building against the same query after one room.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -106,7 +111,8 @@ def make_pipeline(mode: str):
     weights = find_default_checkpoint()
     model = dict(checkpoint=weights) if weights else dict(model_config="tiny", allow_random_weights=True,
                                                           clip_model="sole-tiny", clip_pretrained=None)
-    settings = PipelineSettings(**model, device="cpu", voxel_size=0.02, max_voxels=4_000_000, object_memory=True, max_objects=5000,
+    settings = PipelineSettings(**model, device="cpu", voxel_size=0.02, max_voxels=4_000_000,
+                                object_memory=True, max_objects=5000,
                                 segmentation_mode=mode, region_size=4.0, region_overlap=0.5,
                                 keyframe_translation=0.0, keyframe_rotation_deg=0.0)
     return build_pipeline(settings, log=lambda *_: None)
@@ -133,67 +139,86 @@ def query_seconds(pipeline, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
+def run_mode(mode: str, rooms: int, frames: int) -> dict:
+    """Map ``rooms`` rooms one after the other in ``mode``, segmenting after each; the figures."""
+    rendered = []
+    start = time.perf_counter()
+    for room in range(rooms):
+        rendered.append(room_frames(room, frames, sweep_seed=1))
+    print(f"{mode}: rendered {rooms * frames} frames in {time.perf_counter() - start:.0f} s", flush=True)
+    truths = [true_objects([(room, item) for item in frames_of_room], 0.02)
+              for room, frames_of_room in enumerate(rendered)]
+    pipeline = make_pipeline(mode)
+    voxels, seconds, peaks = [], [], []
+    named_before = None
+    kept, total, named_share = 0, 0, []
+    truth: dict = {}
+    first_query = None
+    for room in range(rooms):
+        for i, (frame, pose) in enumerate(rendered[room]):
+            pipeline.ingest_rgbd(frame.depth, frame.K, pose, color=frame.color, stamp=room * 100.0 + i)
+        took, peak, _ = update(pipeline, f"{mode} room {room + 1}")
+        truth.update(truths[room])
+        named = ids_of_true_objects(pipeline.memory, truth)
+        named_share.append(np.mean([v is not None for v in named.values()]))
+        if named_before is not None:
+            same, both = same_ids(named_before, named)
+            kept, total = kept + same, total + both
+        named_before = named
+        voxels.append(pipeline.map.num_voxels)
+        seconds.append(took)
+        peaks.append(peak)
+        if room == 0:
+            first_query = query_seconds(pipeline)
+    last_query = query_seconds(pipeline)
+    print(f"{mode}: last update / first update {seconds[-1] / seconds[0]:.2f}x; query 'chair' "
+          f"{first_query * 1000:.0f} ms after one room, {last_query * 1000:.0f} ms after {rooms} "
+          f"({last_query / first_query:.2f}x)", flush=True)
+    print(f"{mode}: true objects (>= 30 voxels seen) that the memory names: {100 * np.mean(named_share):.0f}% "
+          f"on average over the updates", flush=True)
+    if total:
+        print(f"{mode}: of the true objects named in two successive updates, {kept} of {total} "
+              f"({100 * kept / total:.1f}%) kept their id", flush=True)
+    if mode == "regions":
+        before = {name: v for name, v in named_before.items() if name[0] == 0}
+        again = room_frames(0, frames, sweep_seed=7)  # another sweep of the first room
+        for i, (frame, pose) in enumerate(again):
+            pipeline.ingest_rgbd(frame.depth, frame.K, pose, color=frame.color, stamp=10_000.0 + i)
+        update(pipeline, "regions, first room revisited")
+        after = ids_of_true_objects(pipeline.memory, {name: truth[name] for name in before})
+        same, both = same_ids(before, after)
+        print(f"revisit: of the first room's true objects named before and after another sweep, {same} of "
+              f"{both} have their old id ({100 * same / max(1, both):.0f}%)", flush=True)
+    return {"voxels": voxels, "seconds": seconds, "peaks": peaks}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rooms", type=int, default=12)
     parser.add_argument("--frames", type=int, default=8, help="frames per room")
     parser.add_argument("--whole-rooms", type=int, default=3, help="rooms to run the whole-map mode for")
+    parser.add_argument("--mode", choices=("both", "regions", "whole"), default="both",
+                        help="both: each mode in a process of its own, so their peak memory is their own")
+    parser.add_argument("--json", help="(with one --mode) write its figures here")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "figures" / "building_updates.png"))
     args = parser.parse_args()
 
     print(f"weights: {find_default_checkpoint() or 'random tiny'}; {args.rooms} rooms x {args.frames} frames",
           flush=True)
-    rendered = []
-    start = time.perf_counter()
-    for room in range(args.rooms):
-        rendered.append(room_frames(room, args.frames, sweep_seed=1))
-    print(f"rendered {args.rooms * args.frames} frames in {time.perf_counter() - start:.0f} s", flush=True)
-
-    truths = [true_objects([(room, item) for item in frames], 0.02) for room, frames in enumerate(rendered)]
+    if args.mode != "both":
+        rooms = args.rooms if args.mode == "regions" else min(args.whole_rooms, args.rooms)
+        figures = run_mode(args.mode, rooms, args.frames)
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(figures))
+        return 0
     figures = {}
-    for mode, rooms in (("regions", args.rooms), ("whole", min(args.whole_rooms, args.rooms))):
-        pipeline = make_pipeline(mode)
-        voxels, seconds, peaks = [], [], []
-        named_before = None
-        kept, total, named_share = 0, 0, []
-        truth: dict = {}
-        first_query = None
-        for room in range(rooms):
-            for i, (frame, pose) in enumerate(rendered[room]):
-                pipeline.ingest_rgbd(frame.depth, frame.K, pose, color=frame.color, stamp=room * 100.0 + i)
-            took, peak, _ = update(pipeline, f"{mode} room {room + 1}")
-            truth.update(truths[room])
-            named = ids_of_true_objects(pipeline.memory, truth)
-            named_share.append(np.mean([v is not None for v in named.values()]))
-            if named_before is not None:
-                same, both = same_ids(named_before, named)
-                kept, total = kept + same, total + both
-            named_before = named
-            voxels.append(pipeline.map.num_voxels)
-            seconds.append(took)
-            peaks.append(peak)
-            if room == 0:
-                first_query = query_seconds(pipeline)
-        last_query = query_seconds(pipeline)
-        figures[mode] = (voxels, seconds, peaks)
-        print(f"{mode}: last update / first update {seconds[-1] / seconds[0]:.2f}x; query 'chair' "
-              f"{first_query * 1000:.0f} ms after one room, {last_query * 1000:.0f} ms after {rooms} "
-              f"({last_query / first_query:.2f}x)", flush=True)
-        print(f"{mode}: true objects (>= 30 voxels seen) that the memory names: {100 * np.mean(named_share):.0f}% "
-              f"on average over the updates", flush=True)
-        if total:
-            print(f"{mode}: of the true objects named in two successive updates, {kept} of {total} "
-                  f"({100 * kept / total:.1f}%) kept their id", flush=True)
-        if mode == "regions":
-            before = {name: v for name, v in named_before.items() if name[0] == 0}
-            again = room_frames(0, args.frames, sweep_seed=7)  # another sweep of the first room
-            for i, (frame, pose) in enumerate(again):
-                pipeline.ingest_rgbd(frame.depth, frame.K, pose, color=frame.color, stamp=10_000.0 + i)
-            update(pipeline, "regions, first room revisited")
-            after = ids_of_true_objects(pipeline.memory, {name: truth[name] for name in before})
-            same, both = same_ids(before, after)
-            print(f"revisit: of the first room's true objects named before and after another sweep, {same} of "
-                  f"{both} have their old id ({100 * same / max(1, both):.0f}%)", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for mode in ("regions", "whole"):
+            out = pathlib.Path(folder) / f"{mode}.json"
+            subprocess.run([sys.executable, __file__, "--mode", mode, "--rooms", str(args.rooms), "--frames",
+                            str(args.frames), "--whole-rooms", str(args.whole_rooms), "--json", str(out)],
+                           check=True)
+            figures[mode] = json.loads(out.read_text())
 
     try:
         import matplotlib
@@ -203,7 +228,8 @@ def main() -> int:
         print("matplotlib absent: no plot")
         return 0
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for mode, (voxels, seconds, peaks) in figures.items():
+    for mode, measured in figures.items():
+        voxels, seconds, peaks = measured["voxels"], measured["seconds"], measured["peaks"]
         millions = np.array(voxels) / 1e6
         left.plot(millions, seconds, "o-", label=mode)
         right.plot(millions, np.array(peaks) / 2 ** 30, "o-", label=mode)

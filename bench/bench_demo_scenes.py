@@ -14,7 +14,8 @@ With --perfect-features (a checkpoint whose CLIP has a trained image tower) each
 features are replaced by what that tower is trained to give: every pixel the text embedding of its
 true class, floor or wall (sole_ros.training.image_tower). It is the bound a better tower can reach.
 
-    python bench/bench_demo_scenes.py [--checkpoints A.ckpt B.ckpt] [--seeds 1000-1019] [--scene-scale 1.0] [--queries 128]
+    python bench/bench_demo_scenes.py [--checkpoints A.ckpt B.ckpt] [--seeds 1000-1019]
+                                      [--scene-scale 1.0] [--queries 128]
 """
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def main(argv=None) -> int:
     scenes = [render_demo_frames(seed, 16, kind="tabletop", classes=DEMO_CLASSES, object_sizes=args.object_sizes)
               for seed in args.seeds]
     print(f"# demo-like scenes: seeds {args.seeds[0]}-{args.seeds[-1]} ({len(scenes)}), 16 frames each, "
-          f"{args.views} views, scene scale {args.scene_scale}, {args.threads} threads, {args.object_sizes} object sizes, "
+          f"{args.views} views, scene scale {args.scene_scale}, {args.threads} threads, "
+          f"{args.object_sizes} object sizes, "
           f"{args.queries or 'the trained number of'} queries")
     for path in checkpoints:
         pipeline = build_pipeline(PipelineSettings(device="cpu", checkpoint=path, contrast_phrases=tuple(CLASS_NAMES),

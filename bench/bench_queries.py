@@ -32,7 +32,8 @@ from sole_ros.training.evaluate import predict_agnostic, vocabulary  # noqa: E40
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="a checkpoint of `sole-ros train` (default: the demo weights)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a checkpoint of `sole-ros train` (default: the demo weights)")
     parser.add_argument("--queries", nargs="+", type=int, default=[0, 64, 128],
                         help="query counts to compare; 0: the trained count (default: 0 64 128)")
     parser.add_argument("--views", type=int, default=1, help="model.test_time_views (default: 1)")
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
         answers = statistics.mean(p.masks.shape[1] for _, p in pairs)
         row = (statistics.median(encode), statistics.median(segment))
         first = first or row
-        print(f"{segmenter.model.config.num_queries:>7} {covered:>8.3f} {ap['agnostic_ap']:>6.3f} {ap['agnostic_ap50']:>6.3f} "
+        print(f"{segmenter.model.config.num_queries:>7} {covered:>8.3f} {ap['agnostic_ap']:>6.3f} "
+              f"{ap['agnostic_ap50']:>6.3f} "
               f"{answers:>7.1f} {row[0]:>9.3f} {row[1]:>9.3f}   (encode {row[0] / first[0]:.1f}x, segment "
               f"{row[1] / first[1]:.1f}x the first count)", flush=True)
     return 0

@@ -42,7 +42,7 @@ def room_points(count: int, seed: int = 0) -> np.ndarray:
             low, high = corner.copy(), corner + extent
             high[axis] = low[axis]
             faces.append((low, high))
-    areas = np.array([np.prod([h - l for l, h in zip(low, high) if h > l]) for low, high in faces])
+    areas = np.array([np.prod([hi - lo for lo, hi in zip(low, high) if hi > lo]) for low, high in faces])
     per_face = rng.multinomial(count, areas / areas.sum())
     parts = [rng.uniform(low, high, size=(n, 3)) for (low, high), n in zip(faces, per_face)]
     xyz = np.concatenate(parts).astype(np.float32)

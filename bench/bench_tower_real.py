@@ -22,7 +22,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_scene import K, REDWOOD, load_frames  # noqa: E402  (this folder's scene benchmark reads the frames)
+from bench_scene import REDWOOD, K, load_frames  # noqa: E402  (this folder's scene benchmark reads the frames)
 
 SIZE = (320, 240)  # width, height: the size the tower was trained on
 FX, CX, CY = K[0, 0] / 2, K[0, 2] / 2, K[1, 2] / 2  # Redwood's intrinsics at half resolution
@@ -79,8 +79,13 @@ def main(argv=None) -> int:
 
     from sole_ros.model.checkpoint import read_checkpoint
     from sole_ros.scene.dense_clip import DenseClipFeatures
-    from sole_ros.training.image_tower import (clip_with_text_tower_of, render_labelled_images, sample_at_pixels,
-                                               vocabulary, vocabulary_embeddings)
+    from sole_ros.training.image_tower import (
+        clip_with_text_tower_of,
+        render_labelled_images,
+        sample_at_pixels,
+        vocabulary,
+        vocabulary_embeddings,
+    )
 
     data = read_checkpoint(args.checkpoint)
     hp = data.get("hyper_parameters", {})

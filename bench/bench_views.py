@@ -74,7 +74,8 @@ def main(argv=None) -> int:
             query.append(time.perf_counter() - start)
             agnostic.append(predict_agnostic(segmenter, sample))
             pairs.append((SceneGroundTruth(sample.semantic, sample.instance), agnostic[-1]))
-        ap = evaluate_instances(pairs, [OBJECT], ["object"], min_region_size=30, agnostic_predictions=agnostic).summary()
+        ap = evaluate_instances(pairs, [OBJECT], ["object"], min_region_size=30,
+                                agnostic_predictions=agnostic).summary()
         row = (statistics.median(encode), statistics.median(query))
         first = first or row
         used = segmenter.model.config.num_queries  # MultiViewSegmenter.model: its base's

@@ -29,9 +29,20 @@ from typing import Iterator
 
 import numpy as np
 
-from sole_ros.messages import (DEPTH_ENCODINGS, MalformedMessage, PoseBuffer, PoseLookupError, camera_matrix,
-                               color_to_rgb, depth_to_metres, extrinsic_matrix, matrix_from_pose_stamped,
-                               matrix_from_transform_stamped, read_points, stamp_to_seconds)
+from sole_ros.messages import (
+    DEPTH_ENCODINGS,
+    MalformedMessage,
+    PoseBuffer,
+    PoseLookupError,
+    camera_matrix,
+    color_to_rgb,
+    depth_to_metres,
+    extrinsic_matrix,
+    matrix_from_pose_stamped,
+    matrix_from_transform_stamped,
+    read_points,
+    stamp_to_seconds,
+)
 from sole_ros.messages.input_counters import INVALID, NO_COLOUR_PAIR, NO_POSE, REJECTED, InputCounters
 from sole_ros.messages.transform_tree import TransformTree, frame_name
 
@@ -125,7 +136,8 @@ def _open_reader(path):
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
     except ImportError:
-        raise BagError("replaying bags needs the rosbags package (pip install rosbags; version: constraints.txt)") from None
+        raise BagError("replaying bags needs the rosbags package "
+                       "(pip install rosbags; version: constraints.txt)") from None
 
     path = os.fspath(path)
     if not os.path.exists(path):

@@ -58,8 +58,12 @@ def _defaults():
 def run(args) -> int:
     from sole_ros.device import resolve_device
     from sole_ros.model.checkpoint import read_checkpoint
-    from sole_ros.training.image_tower import (attach_image_tower, clip_with_text_tower_of, train_image_tower,
-                                               vocabulary_embeddings)
+    from sole_ros.training.image_tower import (
+        attach_image_tower,
+        clip_with_text_tower_of,
+        train_image_tower,
+        vocabulary_embeddings,
+    )
 
     for name in ("scenes", "frames_per_scene", "epochs", "batch_size", "short_side"):
         if getattr(args, name) < 1:

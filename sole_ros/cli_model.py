@@ -88,7 +88,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                  "model.*, same names (--test-time-views is model.test_time_views); `sole-ros weights` "
                  "fetches weights")
     add_table_arguments(group, ("model",))
-    group.add_argument("--seed", type=int, default=0, help="seed of the random weights, so runs repeat (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed of the random weights, so runs repeat (default: %(default)s)")
 
 
 def add_query_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,7 +43,8 @@ def print_table(instances, phrases, out=sys.stdout) -> None:
         return
     print(f"{len(instances)} instance{'s' if len(instances) != 1 else ''} for {quoted}:", file=out)
     width = max(5, max(len(i.label) for i in instances))
-    print(f"  {'#':>2}  {'label':<{width}}  {'score':>5}  {'points':>7}  {'centroid x y z (m)':<26}  box size (m)", file=out)
+    print(f"  {'#':>2}  {'label':<{width}}  {'score':>5}  {'points':>7}  {'centroid x y z (m)':<26}  box size (m)",
+          file=out)
     for rank, inst in enumerate(instances, 1):
         c = np.asarray(inst.centroid, dtype=np.float64)
         s = np.asarray(inst.bbox_size, dtype=np.float64)

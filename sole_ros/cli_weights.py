@@ -187,8 +187,8 @@ def offline_help(files: Files, reason: str, args) -> None:
           "or point the node at the files directly:", file=err)
     print(f"  model.checkpoint: {files.checkpoint}", file=err)
     if not args.skip_clip:
-        print(f"  model.clip_model: {args.clip_model}   (a weights file needs the -quickgelu name for OpenAI's weights)",
-              file=err)
+        print(f"  model.clip_model: {args.clip_model}   "
+              "(a weights file needs the -quickgelu name for OpenAI's weights)", file=err)
         print(f"  model.clip_pretrained: {files.clip_dir / CLIP_FILES[0]}", file=err)
 
 

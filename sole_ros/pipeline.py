@@ -230,8 +230,12 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     from sole_ros.clip import ClipSpec, load_clip
     from sole_ros.inference import OpenVocabSegmenter
     from sole_ros.model import SoleConfig, SoleModel
-    from sole_ros.model.checkpoint import (config_from_checkpoint, load_sole_weights, read_checkpoint,
-                                           read_hyper_parameters)
+    from sole_ros.model.checkpoint import (
+        config_from_checkpoint,
+        load_sole_weights,
+        read_checkpoint,
+        read_hyper_parameters,
+    )
     from sole_ros.model.text import TextEncoder
 
     # Random weights are an explicit choice (tests); otherwise an empty setting means the demo weights.

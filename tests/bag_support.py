@@ -93,7 +93,8 @@ def transform_stamped(ts, seconds: float, parent: str, child: str, matrix: np.nd
     return t["geometry_msgs/msg/TransformStamped"](
         header=_header(ts, seconds, parent), child_frame_id=child,
         transform=t["geometry_msgs/msg/Transform"](
-            translation=t["geometry_msgs/msg/Vector3"](x=float(matrix[0, 3]), y=float(matrix[1, 3]), z=float(matrix[2, 3])),
+            translation=t["geometry_msgs/msg/Vector3"](x=float(matrix[0, 3]), y=float(matrix[1, 3]),
+                                                       z=float(matrix[2, 3])),
             rotation=t["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w))))
 
 
@@ -142,7 +143,8 @@ def write_cloud_tf_bag(path: pathlib.Path, frames, start: float = 100.0) -> path
             writer.write(cloud_c, int(t * 1e9), ts.serialize_cdr(
                 organised_cloud(ts, t, frame.depth, frame.K, frame.color), "sensor_msgs/msg/PointCloud2"))
             writer.write(tf_c, int((t + 0.01) * 1e9), ts.serialize_cdr(
-                tf_message(ts, [transform_stamped(ts, t, "odom", "base_link", odom_from_base)]), "tf2_msgs/msg/TFMessage"))
+                tf_message(ts, [transform_stamped(ts, t, "odom", "base_link", odom_from_base)]),
+                "tf2_msgs/msg/TFMessage"))
     return path
 
 

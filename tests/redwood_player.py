@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     tf_pubs = () if args.no_tf else (tf_pub, static_pub)
     while time.monotonic() < deadline and not (
             all(_settled(node, publisher, reliability) for publisher in (depth_pub, color_pub))
-            and all(publisher.get_subscription_count() > 0 for publisher in (depth_pub, color_pub, info_pub, *tf_pubs))):
+            and all(publisher.get_subscription_count() > 0
+                    for publisher in (depth_pub, color_pub, info_pub, *tf_pubs))):
         time.sleep(0.05)
     time.sleep(2.0)  # a driver that has been running: both sides have matched each other
     start = args.start or time.time()

@@ -19,16 +19,40 @@ from scipy.spatial.transform import Rotation
 
 pytest.importorskip("rosbags")
 
-from bag_support import (BASE_FROM_CAMERA, CAMERA_FRAME, camera_info, color_image, depth_image,  # noqa: E402
-                         odometry, organised_cloud, typestore, write_cloud_tf_bag, write_rgbd_bag,
-                         write_tf_rgbd_bag)
+from bag_support import (  # noqa: E402
+    BASE_FROM_CAMERA,
+    CAMERA_FRAME,
+    camera_info,
+    color_image,
+    depth_image,
+    odometry,
+    organised_cloud,
+    typestore,
+    write_cloud_tf_bag,
+    write_rgbd_bag,
+    write_tf_rgbd_bag,
+)
 from conftest import ROOT  # noqa: E402
-from redwood_support import (CAMERA_LINK, OPTICAL, direct_voxel_count, load_redwood, node_voxel_map,  # noqa: E402
-                             stream, tf_chain, world_from_camera_link)
+from redwood_support import (  # noqa: E402
+    CAMERA_LINK,
+    OPTICAL,
+    direct_voxel_count,
+    load_redwood,
+    node_voxel_map,
+    stream,
+    tf_chain,
+    world_from_camera_link,
+)
 
 from sole_ros.bag import BagError, BagReplay, BagTopics, ReplayOptions  # noqa: E402
-from sole_ros.messages import (MalformedMessage, camera_matrix, color_to_rgb, depth_to_metres,  # noqa: E402
-                               matrix_from_pose_stamped, read_points)
+from sole_ros.messages import (  # noqa: E402
+    MalformedMessage,
+    camera_matrix,
+    color_to_rgb,
+    depth_to_metres,
+    matrix_from_pose_stamped,
+    read_points,
+)
 from sole_ros.messages.input_counters import NO_COLOUR_PAIR, NO_POSE  # noqa: E402
 from sole_ros.messages.transform_tree import PoseLookupError, TransformTree  # noqa: E402
 from sole_ros.pointfiles import read_point_file  # noqa: E402
@@ -232,7 +256,8 @@ def test_bag_command_errors_are_one_line(bags, tmp_path, capsys):
     from sole_ros.cli import main
 
     for args, fragment in ((["bag", str(tmp_path / "absent"), "--query", "mug"], "no such bag"),
-                           (["bag", str(bags["sqlite3"]), "--query", "mug", "--color-topic", "/nope"], "no topic '/nope'"),
+                           (["bag", str(bags["sqlite3"]), "--query", "mug", "--color-topic", "/nope"],
+                            "no topic '/nope'"),
                            (["bag", str(bags["mcap"]), "--query", " "], "empty query"),
                            (["bag", str(bags["mcap"]), "--query", "mug", "--static-sensor", "--pose-topic", "/odom"],
                             "contradict")):

@@ -6,8 +6,6 @@ import os
 import numpy as np
 import pytest
 import torch
-
-
 from omegaconf import OmegaConf  # noqa: E402
 
 from sole_ros.model import SoleConfig, SoleModel  # noqa: E402

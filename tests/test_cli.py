@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, shared_data
 from PIL import Image
 
-from conftest import ROOT, shared_data
 from sole_ros.cli import main
 from sole_ros.pointfiles import read_point_file
 

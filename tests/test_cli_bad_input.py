@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
 from test_cli import TINY, sole_ros
 

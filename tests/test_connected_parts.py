@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import shared_data
 from sklearn.cluster import DBSCAN
 
 from sole_ros.inference.connected_parts import connected_parts
-from conftest import shared_data
 
 
 def _dbscan(points, eps):

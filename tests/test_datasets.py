@@ -9,9 +9,21 @@ import pytest
 import torch
 import yaml
 
-from sole_ros.datasets import (PointFeatureFolder, ProcessedScanNet, ReleasedTargets, SceneSample, SyntheticScenes,
-                               TextOracleFeatures, UnsafePickleError, load_mca, load_mea, load_point_features,
-                               save_openscene_features, scan_name, write_processed_scene)
+from sole_ros.datasets import (
+    PointFeatureFolder,
+    ProcessedScanNet,
+    ReleasedTargets,
+    SceneSample,
+    SyntheticScenes,
+    TextOracleFeatures,
+    UnsafePickleError,
+    load_mca,
+    load_mea,
+    load_point_features,
+    save_openscene_features,
+    scan_name,
+    write_processed_scene,
+)
 from sole_ros.synthetic import CLASS_NAMES
 
 WALL, CHAIR, FLOOR, TABLE = 1, 2, 3, 4  # ScanNet200 ids
@@ -218,6 +230,7 @@ def test_scene_sample_validates_shapes():
 
 def test_mosd_real_scans_load_with_objects_as_instances_and_a_level_table():
     from conftest import shared_data
+
     from sole_ros.datasets.mosd import OBJECT, TABLE, MosdScans
 
     scans = MosdScans(shared_data("mosd"), max_points=20000)

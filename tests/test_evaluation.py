@@ -6,8 +6,17 @@ import json
 import numpy as np
 import pytest
 
-from sole_ros.evaluation import (SCANNET200_INSTANCE, SceneGroundTruth, ScenePrediction, average_precision,
-                                 evaluate_instances, format_table, plot_per_class, write_csv, write_json)
+from sole_ros.evaluation import (
+    SCANNET200_INSTANCE,
+    SceneGroundTruth,
+    ScenePrediction,
+    average_precision,
+    evaluate_instances,
+    format_table,
+    plot_per_class,
+    write_csv,
+    write_json,
+)
 
 CHAIR, TABLE, WALL = 5, 7, 1  # ScanNet20 ids
 CLASSES = [CHAIR, TABLE]

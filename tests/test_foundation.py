@@ -1,7 +1,6 @@
 """The package builds, its interfaces are real rosidl types, sole_node answers over DDS."""
 import shutil
 
-
 from conftest import ROOT, SOLE_NODE, TINY_NODE_ARGS, call_service, run_python, wait_until_active
 
 

@@ -14,9 +14,18 @@ from sole_ros.scene.dense_clip import DenseClipFeatures
 from sole_ros.scene.voxel_map import sample_feature_grid
 from sole_ros.synthetic import CLASS_NAMES
 from sole_ros.training.components import CLASS_PROMPT
-from sole_ros.training.image_tower import (FLOOR_HEIGHT, ImageTowerConfig, attach_image_tower, evaluate_image_tower,
-                                           region_means, render_labelled_images, sample_at_pixels, train_image_tower,
-                                           vocabulary, vocabulary_embeddings)
+from sole_ros.training.image_tower import (
+    FLOOR_HEIGHT,
+    ImageTowerConfig,
+    attach_image_tower,
+    evaluate_image_tower,
+    region_means,
+    render_labelled_images,
+    sample_at_pixels,
+    train_image_tower,
+    vocabulary,
+    vocabulary_embeddings,
+)
 
 SMALL = ImageTowerConfig(scenes=2, frames_per_scene=2, eval_seeds=(300, 301), eval_frames_per_scene=1,
                          image_size=(128, 96), short_side=96, epochs=30, batch_size=2, lr=3e-3,

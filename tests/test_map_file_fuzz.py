@@ -8,11 +8,11 @@ import struct
 
 import numpy as np
 import pytest
+from fuzzing import fuzz_settings
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
-
-from fuzzing import fuzz_settings
 from memory_bound import traced
+
 from sole_ros.scene import MapFileError, VoxelMap
 
 FUZZ = fuzz_settings(150, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -13,21 +13,22 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from conftest import SOLE_NODE, TINY_NODE_ARGS, NodeProcess, call_service, wait_until_active
 from diagnostic_msgs.msg import DiagnosticArray
+from fuzzing import fuzz_settings
 from hypothesis import HealthCheck, given
-from nav_msgs.msg import Odometry
 from hypothesis import strategies as st
+from nav_msgs.msg import Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from fuzzing import fuzz_settings
-from conftest import SOLE_NODE, TINY_NODE_ARGS, NodeProcess, call_service, wait_until_active
 from sole_ros.ros.pointcloud import read_points
 from sole_ros.ros.sensor_player import SensorPlayer, render_demo_frames
 from sole_ros.ros.transforms import stamp_to_seconds
+
 
 class Client:
     """The test's ROS side: a node in its own context, spun on a background thread."""
@@ -349,9 +350,9 @@ def test_hostile_scene_files_are_refused_and_change_nothing(node, client, fed_sc
     quickly, while the node keeps answering; the map keeps its content."""
     import shutil
 
+    from map_file_support import duplicate_a_key, rewrite_header, rewrite_header_text
     from std_srvs.srv import Trigger
 
-    from map_file_support import duplicate_a_key, rewrite_header, rewrite_header_text
     from sole_ros.srv import LoadScene, SaveScene
 
     assert call_service(client.node, SaveScene, "/sole/save_scene", SaveScene.Request(path="good.map")).success
@@ -362,8 +363,10 @@ def test_hostile_scene_files_are_refused_and_change_nothing(node, client, fed_sc
         handle.write(b"SOLEMAP\n")
         handle.truncate(100 * 1024 ** 3)
     crafted = {
-        "infinite.map": lambda p: rewrite_header_text(p, lambda t: t.replace('"version": ', '"version": Infinity, "x": ', 1)),
-        "deep.map": lambda p: rewrite_header_text(p, lambda t: t[:-1] + ', "d": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        "infinite.map": lambda p: rewrite_header_text(
+            p, lambda t: t.replace('"version": ', '"version": Infinity, "x": ', 1)),
+        "deep.map": lambda p: rewrite_header_text(
+            p, lambda t: t[:-1] + ', "d": ' + "[" * 100_000 + "]" * 100_000 + "}"),
         "version.map": lambda p: rewrite_header(p, lambda h: h.update(version=10 ** 400)),
         "duplicates.map": duplicate_a_key,
     }

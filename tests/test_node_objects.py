@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from conftest import SOLE_NODE, TINY_NODE_ARGS, NodeProcess, call_service, wait_until_active
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from conftest import SOLE_NODE, TINY_NODE_ARGS, NodeProcess, call_service, wait_until_active
 from sole_ros.ros.sensor_player import SensorPlayer, render_demo_frames
 from sole_ros.srv import QueryObjects
 

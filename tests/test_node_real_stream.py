@@ -16,11 +16,9 @@ import threading
 import time
 
 import pytest
-import rclpy
+from conftest import ROOT, SOLE_NODE, NodeProcess, call_service, shared_data, wait_until_active
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
-
-from conftest import ROOT, SOLE_NODE, NodeProcess, call_service, shared_data, wait_until_active
 
 shared_data("redwood_rgbd")  # skips the module where the shared data is absent
 
@@ -265,9 +263,9 @@ def test_two_namespaced_nodes_run_side_by_side_without_crosstalk(tmp_path, ros_c
 def test_pose_topic_of_another_frame_than_the_sensor_is_warned_about(tmp_path, ros_client, frames):
     from nav_msgs.msg import Odometry
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from redwood_support import CAMERA_LINK, OPTICAL
     from sensor_msgs.msg import CameraInfo, Image
 
-    from redwood_support import CAMERA_LINK, OPTICAL
     from sole_ros.ros.transforms import seconds_to_stamp
 
     node = start_node(tmp_path, "sole", "-p", "pose.source:=topic", "-p", "inputs.use_color:=false")

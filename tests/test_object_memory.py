@@ -7,8 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from sole_ros.memory import (Detection, ObjectMemory, detections_from_instances, key_centres,
-                             keys_from_centres, observe_depth_frame, seen_occupied, seen_through)
+from sole_ros.memory import (
+    Detection,
+    ObjectMemory,
+    detections_from_instances,
+    key_centres,
+    keys_from_centres,
+    observe_depth_frame,
+    seen_occupied,
+    seen_through,
+)
 from sole_ros.memory.object_memory import _intersections
 from sole_ros.scene import InvalidInput, VoxelMap, map_file, voxel_keys
 from sole_ros.scene.rendering import render_voxel_depth
@@ -129,7 +137,7 @@ def test_voxels_the_map_evicted_stay_with_their_object():
     memory = ObjectMemory(VOXEL)
     (mug,) = memory.update([Detection(MUG)], stamp=1.0)
     coords = voxel_keys.unpack(MUG)
-    near_half, far_half = MUG[coords[:, 0] < 3], MUG[coords[:, 0] >= 3]
+    near_half = MUG[coords[:, 0] < 3]
     # the map evicted the far half: the segmentation sees only the near half (IoU 0.5)
     present = np.concatenate([near_half, BOWL])
     assert memory.update([Detection(near_half)], stamp=2.0, present_keys=present) == [mug]

@@ -5,8 +5,8 @@ import re
 
 import pytest
 import yaml
-
 from conftest import ROOT, run_python
+
 from sole_ros import settings_table
 from sole_ros.settings_table import BY_NAME, PARAMETERS, validate
 
@@ -91,7 +91,8 @@ def test_node_parameters_become_pipeline_settings():
     assert (defaults.test_time_views, defaults.scene_scale, defaults.view_scale_jitter) == (1, 1.0, 0.1)
     assert defaults.split_distance is None and defaults.contrast_phrases == () and defaults.min_points == 0
     assert defaults.num_queries == 0
-    values.update({"model.num_queries": 128, "query.min_points": 50, "model.test_time_views": 16, "model.scene_scale": 0.65, "model.view_scale_jitter": 0.15,
+    values.update({"model.num_queries": 128, "query.min_points": 50, "model.test_time_views": 16,
+                   "model.scene_scale": 0.65, "model.view_scale_jitter": 0.15,
                    "query.split_distance": 0.05, "query.contrast_phrases": "mug, bowl"})
     chosen = PipelineSettings.from_parameters(values)
     assert (chosen.test_time_views, chosen.scene_scale, chosen.view_scale_jitter) == (16, 0.65, 0.15)

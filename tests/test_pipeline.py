@@ -155,8 +155,9 @@ def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
 
 
 def test_split_distance_and_a_random_clips_image_features(tmp_path):
-    """query.split_distance, query.contrast_phrases and the test-time views reach the segmenter; a checkpoint whose CLIP was never trained (the
-    demo weights) gets no dense image features, since they would carry no meaning."""
+    """query.split_distance, query.contrast_phrases and the test-time views reach the segmenter; a
+    checkpoint whose CLIP was never trained (the demo weights) gets no dense image features, since
+    they would carry no meaning."""
     from sole_ros.clip import ClipSpec, load_clip
     from sole_ros.model import SoleConfig, SoleModel
     from sole_ros.training.checkpointing import save_checkpoint

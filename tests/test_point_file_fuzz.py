@@ -7,11 +7,11 @@ import io
 
 import numpy as np
 import pytest
+from fuzzing import fuzz_settings
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
-
-from fuzzing import fuzz_settings
 from memory_bound import traced
+
 from sole_ros.pointfiles import MAX_COORDINATE, PointFileError, read_point_file, write_ply
 
 FUZZ = fuzz_settings(80, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import shared_data
 from PIL import Image
 
 from sole_ros.pointfiles import PointFileError, read_point_file, write_ply
 from sole_ros.visualize import PALETTE, instance_colors, render_instances_png, scene_up
-from conftest import shared_data
 
 RNG = np.random.default_rng(7)
 POINTS = RNG.normal(size=(50, 3)).astype(np.float32)
@@ -211,7 +211,8 @@ class Found:
         p = points[indices]
         lo, hi = p.min(axis=0), p.max(axis=0)
         self.point_indices, self.label, self.score = np.asarray(indices), label, score
-        self.centroid, self.bbox_center, self.bbox_size, self.num_points = p.mean(0), (lo + hi) / 2, hi - lo, len(indices)
+        self.centroid, self.bbox_center = p.mean(0), (lo + hi) / 2
+        self.bbox_size, self.num_points = hi - lo, len(indices)
 
 
 def tabletop():

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_data
+
 from sole_ros.model import SoleConfig, voxelize
 from sole_ros.model.fps import kernel_block_size, reference_furthest_point_sample
 from sole_ros.pipeline import PipelineSettings, load_segmenter, with_input_mode

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from sole_ros.inference.regions import (MERGE_AGREEMENT, WHOLE_SCENE, Crop, PreparedRegions, RegionSegmenter,
-                                        crop_cells, merge_across_crops)
+from sole_ros.inference.regions import (
+    MERGE_AGREEMENT,
+    WHOLE_SCENE,
+    Crop,
+    PreparedRegions,
+    RegionSegmenter,
+    crop_cells,
+    merge_across_crops,
+)
 from sole_ros.inference.segmenter import make_instance
 from sole_ros.pipeline import PipelineSettings, build_pipeline, load_segmenter
 from sole_ros.synthetic import generate_scene, render_sequence
@@ -64,8 +71,9 @@ def _room(seed: int, offset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_only_crops_whose_voxels_changed_are_encoded_again(tiny_segmenter):
-    """Two rooms 21 m apart, each inside one crop (stride 3.5 m, so cell i holds 3.5 i .. 3.5 i + 4): the second segmentation after one room changed encodes that room's
-    crops only and keeps the other's encodings as they were; answers index the whole scene."""
+    """Two rooms 21 m apart, each inside one crop (stride 3.5 m, so cell i holds 3.5 i .. 3.5 i + 4):
+    the second segmentation after one room changed encodes that room's crops only and keeps the
+    other's encodings as they were; answers index the whole scene."""
     first_room, first_colors = _room(1, [2.0, 2.0, 0.0])
     second_room, second_colors = _room(2, [23.0, 2.0, 0.0])
     points, colors = np.r_[first_room, second_room], np.r_[first_colors, second_colors]

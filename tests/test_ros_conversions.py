@@ -15,8 +15,17 @@ import pytest
 pytest.importorskip("sensor_msgs.msg")
 
 from builtin_interfaces.msg import Time  # noqa: E402
-from geometry_msgs.msg import (Point, Pose, PoseStamped, PoseWithCovarianceStamped,  # noqa: E402
-                               Quaternion, Transform, TransformStamped, Vector3)
+from fuzzing import fuzz_settings  # noqa: E402
+from geometry_msgs.msg import (  # noqa: E402
+    Point,
+    Pose,
+    PoseStamped,
+    PoseWithCovarianceStamped,
+    Quaternion,
+    Transform,
+    TransformStamped,
+    Vector3,
+)
 from hypothesis import HealthCheck, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
@@ -24,16 +33,22 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: 
 from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from fuzzing import fuzz_settings  # noqa: E402
 from sole_ros.ros.errors import MalformedMessage, message_bytes  # noqa: E402
 from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres  # noqa: E402
 from sole_ros.ros.markers import PALETTE, instance_markers  # noqa: E402
 from sole_ros.ros.pointcloud import make_cloud, read_points  # noqa: E402
 from sole_ros.ros.sync import ApproximateTimeSync, subscribe_synchronized  # noqa: E402
-from sole_ros.ros.transforms import (PoseBuffer, PoseLookupError, extrinsic_matrix,  # noqa: E402
-                                     matrix_from_odometry, matrix_from_pose_stamped,
-                                     matrix_from_transform_stamped, pose_to_matrix,
-                                     seconds_to_stamp, stamp_to_seconds)
+from sole_ros.ros.transforms import (  # noqa: E402
+    PoseBuffer,
+    PoseLookupError,
+    extrinsic_matrix,
+    matrix_from_odometry,
+    matrix_from_pose_stamped,
+    matrix_from_transform_stamped,
+    pose_to_matrix,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 
 FUZZ = fuzz_settings(300, suppress_health_check=[HealthCheck.too_slow])
 F32, F64, U32, U8 = PointField.FLOAT32, PointField.FLOAT64, PointField.UINT32, PointField.UINT8
@@ -237,7 +252,8 @@ MALFORMED_CLOUDS = {
     "taller than data": (_break(height=5), "bytes"),
     "row_step too small": (_break(row_step=16), "row_step"),
     "point_step zero": (_break(point_step=0), "point_step"),
-    "duplicate field": (lambda m: setattr(m, "fields", list(m.fields) + [PointField(name="x", offset=0, datatype=F32, count=1)]) or m, "twice"),
+    "duplicate field": (lambda m: setattr(m, "fields", list(m.fields) + [PointField(name="x", offset=0, datatype=F32,
+                                                                                     count=1)]) or m, "twice"),
 }
 
 
@@ -628,7 +644,8 @@ def image_at(t: float, name: str = "") -> Image:
 
 def collector():
     got = []
-    return got, lambda *msgs: got.append(tuple((m.header.frame_id, round(stamp_to_seconds(m.header.stamp), 6)) for m in msgs))
+    return got, lambda *msgs: got.append(tuple((m.header.frame_id, round(stamp_to_seconds(m.header.stamp), 6))
+                                               for m in msgs))
 
 
 def test_sync_pairs_equal_stamps_immediately_in_any_arrival_order():
@@ -772,7 +789,8 @@ def test_subscribe_synchronized_backend_choice(ros_client):
             subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1, backend="message_filters")
         assert subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1).backend == "builtin"
     else:
-        assert subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1).backend == "message_filters"
+        synchronized = subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1)
+        assert synchronized.backend == "message_filters"
     with pytest.raises(ValueError, match="backend"):
         subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1, backend="magic")
 

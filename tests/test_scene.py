@@ -5,10 +5,9 @@ import threading
 
 import numpy as np
 import pytest
-
 from scene_support import box_scene_depth, rotation_z, snapshot_arrays, translation
-from sole_ros.scene import InvalidInput, VoxelMap, unpack_rgb
-from sole_ros.scene import voxel_keys
+
+from sole_ros.scene import InvalidInput, VoxelMap, unpack_rgb, voxel_keys
 
 
 def cube_points(rng, count, low=-1.0, high=1.0):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from scene_support import box_scene_depth, translation
+
 from sole_ros.clip import ClipSpec, load_clip
 from sole_ros.scene import DenseClipFeatures, InvalidInput, KeyframeSelector, VoxelMap
 from sole_ros.scene.voxel_map import sample_feature_grid

@@ -9,11 +9,10 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from map_file_support import duplicate_a_key, rewrite_header, rewrite_header_text
 from scene_support import box_scene_depth, translation
-from sole_ros.scene import MapFileError, VoxelMap
-from sole_ros.scene import map_file
+
+from sole_ros.scene import MapFileError, VoxelMap, map_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import shared_data
 from scene_support import K_PRIMESENSE, read_mosd, read_redwood, translation
+
 from sole_ros.scene import VoxelMap
 
 

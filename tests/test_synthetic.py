@@ -1,15 +1,25 @@
 """The synthetic scene generator: determinism, geometric and label consistency, sensor model, speed."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from sole_ros.synthetic import (CLASS_NAMES, KinectNoise, Scene, SceneObject, backproject, fuse_frames,
-                                generate_scene, look_at, kinect_intrinsics, render_frame, render_sequence,
-                                sample_point_cloud)
-from sole_ros.synthetic.primitives import Box, Cylinder, Sphere
+from sole_ros.synthetic import (
+    CLASS_NAMES,
+    KinectNoise,
+    Scene,
+    SceneObject,
+    backproject,
+    fuse_frames,
+    generate_scene,
+    kinect_intrinsics,
+    look_at,
+    render_frame,
+    render_sequence,
+    sample_point_cloud,
+)
+from sole_ros.synthetic.primitives import Box, Sphere
 
 
 @pytest.fixture(scope="module")

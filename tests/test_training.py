@@ -17,8 +17,14 @@ from sole_ros.training import TrainConfig
 from sole_ros.training.association_targets import ClassNameCaptioner, build_targets, entity_guides, visual_targets
 from sole_ros.training.batching import voxel_instances
 from sole_ros.training.checkpointing import load_checkpoint, model_state
-from sole_ros.training.losses import (association_logits, dice_loss, hungarian_match, scene_losses,
-                                      sigmoid_focal_loss, total_loss)
+from sole_ros.training.losses import (
+    association_logits,
+    dice_loss,
+    hungarian_match,
+    scene_losses,
+    sigmoid_focal_loss,
+    total_loss,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -258,7 +264,7 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path, 
     assert resumed["progress"]["step"] == 4
     assert resumed["parameter_digest"] == straight["parameter_digest"]
     lines = open(resumed["metrics"]).read().splitlines()
-    assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4]
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
 
 
 def test_training_on_one_thread_is_bit_repeatable(tmp_path, one_thread):
@@ -298,7 +304,7 @@ def test_ddp_two_cpu_processes_keep_identical_replicas(tmp_path):
     assert [r["ddp_alive"] for r in ranks] == [0, 0]
     assert ranks[0]["progress"]["step"] == 3
     # Each process saw its own half of the scenes: 2 steps per epoch of 4 scenes at batch 1.
-    records = [json.loads(l) for l in open(tmp_path / "ddp" / "metrics.jsonl")]
+    records = [json.loads(line) for line in open(tmp_path / "ddp" / "metrics.jsonl")]
     assert [r["epoch"] for r in records] == [0, 0, 1]
 
 

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sole_ros.datasets.scene_sample import SceneSample
-from sole_ros.synthetic import (CLASS_NAMES, fuse_frames, generate_scene, render_sequence, sample_point_cloud)
+from sole_ros.synthetic import CLASS_NAMES, fuse_frames, generate_scene, render_sequence, sample_point_cloud
 
 TextEncoder = Callable[[Sequence[str]], np.ndarray]  # phrases -> [n, D] L2-normalised
 

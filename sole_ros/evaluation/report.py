@@ -18,15 +18,17 @@ def format_table(result: InstanceAPResult) -> str:
     width = max([len(n) for n in result.class_names] + [24])
     lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}  {'AP25':>6}  {'#GT':>5}", "-" * (width + 32)]
     for name, row in result.per_class().items():
-        lines.append(f"{name:<{width}}  {_fmt(row['ap'])}  {_fmt(row['ap50'])}  {_fmt(row['ap25'])}  {row['gt_instances']:5d}")
+        lines.append(f"{name:<{width}}  {_fmt(row['ap'])}  {_fmt(row['ap50'])}  {_fmt(row['ap25'])}  "
+                     f"{row['gt_instances']:5d}")
     summary = result.summary()
     lines.append("-" * (width + 32))
-    lines.append(f"{'mean over classes':<{width}}  {_fmt(summary['ap'])}  {_fmt(summary['ap50'])}  {_fmt(summary['ap25'])}")
+    lines.append(f"{'mean over classes':<{width}}  {_fmt(summary['ap'])}  {_fmt(summary['ap50'])}  "
+                 f"{_fmt(summary['ap25'])}")
     lines.append(f"{'class-agnostic':<{width}}  {_fmt(summary['agnostic_ap'])}  {_fmt(summary['agnostic_ap50'])}  "
                  f"{_fmt(summary['agnostic_ap25'])}")
     for split_name, _ in result.splits:
-        lines.append(f"{split_name:<{width}}  {_fmt(summary[split_name + '_ap'])}  {_fmt(summary[split_name + '_ap50'])}  "
-                     f"{_fmt(summary[split_name + '_ap25'])}")
+        lines.append(f"{split_name:<{width}}  {_fmt(summary[split_name + '_ap'])}  "
+                     f"{_fmt(summary[split_name + '_ap50'])}  {_fmt(summary[split_name + '_ap25'])}")
     lines.append(f"matching rule: {result.matching}")
     for top1, how in ((result.query_top1, "asked alone"),
                       (result.query_top1_contrast, "the other class names as contrast phrases")):
@@ -59,7 +61,8 @@ def write_json(result: InstanceAPResult, path) -> None:
     pathlib.Path(path).write_text(json.dumps(payload, indent=2))
 
 
-def plot_per_class(result: InstanceAPResult, path, title: str = "instance segmentation", only_with_gt: bool = True) -> None:
+def plot_per_class(result: InstanceAPResult, path, title: str = "instance segmentation",
+                   only_with_gt: bool = True) -> None:
     """Horizontal bars of AP, AP50 and AP25 per class, with the summary in the title."""
     import matplotlib
     matplotlib.use("Agg")  # files only; never needs a display

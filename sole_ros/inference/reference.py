@@ -26,7 +26,8 @@ class ReferenceInstance:
 
 
 @torch.no_grad()
-def reference_instances(model, scene: VoxelScene, text: torch.Tensor, eps: float, top_k: int) -> list[ReferenceInstance]:
+def reference_instances(model, scene: VoxelScene, text: torch.Tensor, eps: float,
+                        top_k: int) -> list[ReferenceInstance]:
     from sklearn.cluster import DBSCAN
 
     device = model.device

@@ -504,7 +504,8 @@ class ObjectMemory:
                 det_lo, det_hi = _boxes([det_keys[d] for d in free_dets])
                 obj_lo, obj_hi = _boxes([objects[o].keys for o in free_objs])
                 near = _box_gaps(det_lo, det_hi, obj_lo, obj_hi, self.voxel_size) <= self.neighbourhood
-                cosine = np.stack([clean[d][1] for d in free_dets]) @ np.stack([objects[o].feature for o in free_objs]).T
+                detected = np.stack([clean[d][1] for d in free_dets])
+                cosine = detected @ np.stack([objects[o].feature for o in free_objs]).T
                 for i, j in _assign(cosine, near & (cosine >= self.feature_threshold)):
                     d, o = free_dets[i], free_objs[j]
                     self._continue(objects[o], clean[d], stamp, present)

@@ -35,8 +35,8 @@ source and checked in tests/test_reference_inputs.py against a literal thread-by
    so the number of seeds stays fixed.
 
 Distances are computed in float32 as ``(dx*dx + dy*dy) + dz*dz``; on integer coordinates of
-magnitude below 2**10 (20 m at 2 cm voxels) every product and sum is exact, so the choice is the kernel's whatever the rounding
-mode or fused multiply-adds of the GPU.
+magnitude below 2**10 (20 m at 2 cm voxels) every product and sum is exact, so the choice is the
+kernel's whatever the rounding mode or fused multiply-adds of the GPU.
 """
 from __future__ import annotations
 

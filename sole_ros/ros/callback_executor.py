@@ -12,8 +12,13 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from rclpy.executors import (ConditionReachedException, Executor, ExternalShutdownException, ShutdownException,
-                             TimeoutException)
+from rclpy.executors import (
+    ConditionReachedException,
+    Executor,
+    ExternalShutdownException,
+    ShutdownException,
+    TimeoutException,
+)
 
 _NOT_READY = (ConditionReachedException, ExternalShutdownException, ShutdownException, TimeoutException)
 

@@ -129,7 +129,8 @@ def run(args) -> int:
     log_path = Path(args.out_dir) / "sole_node.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "wb")
-    node_proc = subprocess.Popen(node_command(weights, args.device, args.contrast_phrases, args.views), stdout=log, stderr=subprocess.STDOUT,
+    node_proc = subprocess.Popen(node_command(weights, args.device, args.contrast_phrases, args.views),
+                                 stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     rclpy.init()
     client = DemoClient()

@@ -34,16 +34,15 @@ from sole_ros.messages.transform_tree import frame_name
 from sole_ros.msg import ObjectInstance
 from sole_ros.ros import parameters
 from sole_ros.ros.callback_executor import PooledCallbackExecutor
-from sole_ros.ros.ingest_queue import IngestQueue
-from sole_ros.ros.input_qos import AdaptiveSubscriptions
 from sole_ros.ros.errors import MalformedMessage
 from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres
+from sole_ros.ros.ingest_queue import IngestQueue
+from sole_ros.ros.input_qos import AdaptiveSubscriptions
 from sole_ros.ros.markers import instance_markers
 from sole_ros.ros.pointcloud import make_cloud, read_points
 from sole_ros.ros.sync import OUT_OF_ORDER, lost_events, subscribe_synchronized
 from sole_ros.ros.tf_listener import make_transform_listener, tf2_ros_available, tf_messages_available
-from sole_ros.ros.transforms import (PoseBuffer, PoseLookupError, extrinsic_matrix, seconds_to_stamp,
-                                     stamp_to_seconds)
+from sole_ros.ros.transforms import PoseBuffer, PoseLookupError, extrinsic_matrix, seconds_to_stamp, stamp_to_seconds
 from sole_ros.srv import LoadScene, QueryObjects, SaveScene
 
 NOT_ACTIVE = "node is not active (lifecycle state: {})"

@@ -34,8 +34,8 @@ class ApproximateTimeSync:
     than ``jump_back`` seconds older than the newest delivered one means time restarted (bag
     loop, simulator reset) and clears everything. ``on_drop(index, reason)``, when given, hears of
     every discarded message: reason UNMATCHED (no partner within slop, or pushed out of a full
-    queue) or OUT_OF_ORDER (not newer than the last delivered, or before a jump back). Thread-safe: ``add`` may be called from
-    several threads; callbacks run one at a time, in stamp order.
+    queue) or OUT_OF_ORDER (not newer than the last delivered, or before a jump back). Thread-safe:
+    ``add`` may be called from several threads; callbacks run one at a time, in stamp order.
     """
 
     def __init__(self, num_inputs: int, callback: Callable[..., Any] | None = None, *,

@@ -13,10 +13,21 @@ import math
 
 from builtin_interfaces.msg import Time
 
-from sole_ros.messages.poses import (QUATERNION_NORM_TOLERANCE, MalformedMessage, PoseBuffer,  # noqa: F401
-                                     PoseLookupError, check_rigid, extrinsic_matrix, matrix_from_odometry,
-                                     matrix_from_pose, matrix_from_pose_stamped, matrix_from_transform,
-                                     matrix_from_transform_stamped, pose_to_matrix, stamp_to_seconds)
+from sole_ros.messages.poses import (  # noqa: F401
+    QUATERNION_NORM_TOLERANCE,
+    MalformedMessage,
+    PoseBuffer,
+    PoseLookupError,
+    check_rigid,
+    extrinsic_matrix,
+    matrix_from_odometry,
+    matrix_from_pose,
+    matrix_from_pose_stamped,
+    matrix_from_transform,
+    matrix_from_transform_stamped,
+    pose_to_matrix,
+    stamp_to_seconds,
+)
 
 __all__ = [
     "MalformedMessage", "PoseLookupError", "PoseBuffer", "stamp_to_seconds", "seconds_to_stamp",

@@ -3,9 +3,10 @@
 A depth pixel measures the first surface along its ray, so every point on that ray nearer than the
 measurement is empty space. A voxel whose centre projects onto pixels that all measured farther
 than the centre (by more than a tolerance; all pixels within EDGE_MARGIN_PIXELS, so a silhouette
-is not carved) was seen through: whatever occupied it has gone. One whose centre lies within the tolerance of the measurement was seen occupied. A voxel
-behind the measured surface (occluded), outside the image, behind the camera or under a pixel
-without a reading is neither: the frame says nothing about it.
+is not carved) was seen through: whatever occupied it has gone. One whose centre lies within the
+tolerance of the measurement was seen occupied. A voxel behind the measured surface (occluded),
+outside the image, behind the camera or under a pixel without a reading is neither: the frame
+says nothing about it.
 
 Conventions are the map's (sole_ros/scene/camera.py): pinhole K with pixel centres at integer
 coordinates, poses camera-to-world in the optical frame (x right, y down, z forward), depth as

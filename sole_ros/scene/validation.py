@@ -118,7 +118,8 @@ def color_image_rgb(color, encoding: str, shape: tuple[int, int]) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] != channels:
         raise InvalidInput(f"color with encoding {encoding} must be (H,W,{channels}), got shape {array.shape}")
     if array.shape[:2] != tuple(shape):
-        raise InvalidInput(f"color size {array.shape[1]}x{array.shape[0]} does not match depth size {shape[1]}x{shape[0]}")
+        raise InvalidInput(f"color size {array.shape[1]}x{array.shape[0]} does not match depth size "
+                           f"{shape[1]}x{shape[0]}")
     if encoding == "mono8":
         return np.repeat(array, 3, axis=2)
     if encoding in ("bgr8", "bgra8"):

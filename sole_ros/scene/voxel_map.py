@@ -30,8 +30,16 @@ from .errors import InvalidInput, MapFileError, shown
 from .eviction_policy import EvictionPolicy
 from .free_space import seen_through
 from .rendering import render_voxel_depth
-from .validation import (check_features, check_intrinsics, check_points, check_pose, check_stamp,
-                         color_image_rgb, depth_in_metres, point_colors_rgb)
+from .validation import (
+    check_features,
+    check_intrinsics,
+    check_points,
+    check_pose,
+    check_stamp,
+    color_image_rgb,
+    depth_in_metres,
+    point_colors_rgb,
+)
 from .voxel_store import ATTRIBUTE_BYTES_PER_VOXEL, VoxelStore
 
 # Voxels whose colour was never observed export as mid-grey.

@@ -14,7 +14,8 @@ from . import voxel_keys
 # Per-voxel arrays other than the feature rows: key, centre, colour mean, colour count,
 # observations, last seen, feature count, alive flag, and the index (key + slot).
 ATTRIBUTE_BYTES_PER_VOXEL = 8 + 12 + 12 + 4 + 4 + 8 + 4 + 1 + 8 + 8
-_ROW_ARRAYS = ("key", "centre_x", "centre_y", "centre_z", "color", "color_count", "observations", "last_seen", "feature",
+_ROW_ARRAYS = ("key", "centre_x", "centre_y", "centre_z", "color", "color_count", "observations", "last_seen",
+               "feature",
                "feature_count", "alive")
 
 

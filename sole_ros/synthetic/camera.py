@@ -32,7 +32,8 @@ def look_at(position, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
 
 
 def orbit_trajectory(focus, num_frames: int, radius: float, height: float, rng: np.random.Generator,
-                     arc: float = np.pi / 2, start_angle: float | None = None, jitter: float = 0.02) -> list[np.ndarray]:
+                     arc: float = np.pi / 2, start_angle: float | None = None,
+                     jitter: float = 0.02) -> list[np.ndarray]:
     """A hand-held-like sweep: an arc around ``focus`` at ``height`` above it, looking at it, with a
     slow height wave and a little positional and aiming jitter."""
     focus = np.asarray(focus, dtype=np.float64)

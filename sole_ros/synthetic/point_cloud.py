@@ -71,7 +71,8 @@ def fuse_frames(frames: Iterable) -> LabelledPointCloud:
     parts = []
     for frame in frames:
         pts, flat = backproject(frame.depth, frame.K, frame.pose)
-        parts.append((pts, frame.color.reshape(-1, 3)[flat], frame.instance.ravel()[flat], frame.semantic.ravel()[flat]))
+        parts.append((pts, frame.color.reshape(-1, 3)[flat], frame.instance.ravel()[flat],
+                      frame.semantic.ravel()[flat]))
     points = np.concatenate([p[0] for p in parts]).astype(np.float32)
     return LabelledPointCloud(points, np.concatenate([p[1] for p in parts]), np.zeros_like(points),
                               np.concatenate([p[2] for p in parts]).astype(np.int32),

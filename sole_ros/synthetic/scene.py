@@ -10,8 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sole_ros.synthetic.catalogue import (BUILDERS, CLASS_IDS, CLASS_NAMES, OBJECT_SIZES, SMALL_OBJECT_CLASSES,
-                                          BuiltObject, build_table)
+from sole_ros.synthetic.catalogue import (
+    BUILDERS,
+    CLASS_IDS,
+    CLASS_NAMES,
+    OBJECT_SIZES,
+    SMALL_OBJECT_CLASSES,
+    BuiltObject,
+    build_table,
+)
 from sole_ros.synthetic.primitives import Box, Cylinder, Primitive, Sphere
 
 BACKGROUND_INSTANCE = 0
@@ -204,7 +211,8 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
 
     if classes is None:
         if kind == "room":
-            n_extra = int(rng.integers(0, 3)) if num_objects is None else max(0, num_objects - len(SMALL_OBJECT_CLASSES))
+            n_extra = int(rng.integers(0, 3)) if num_objects is None \
+                else max(0, num_objects - len(SMALL_OBJECT_CLASSES))
             classes = list(SMALL_OBJECT_CLASSES) + list(rng.choice(SMALL_OBJECT_CLASSES, n_extra))
         else:
             n = int(rng.integers(4, 8)) if num_objects is None else num_objects

@@ -171,9 +171,9 @@ def _run_train(args) -> int:
 
 def _run_eval(args) -> int:
     from sole_ros.cli import CliError
+    from sole_ros.evaluation import format_table
     from sole_ros.training.checkpointing import load_checkpoint
     from sole_ros.training.evaluate import evaluate_checkpoint
-    from sole_ros.evaluation import format_table
 
     try:
         stored = load_checkpoint(args.checkpoint).get("hyper_parameters", {}).get("train_config", {})

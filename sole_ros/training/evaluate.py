@@ -19,9 +19,21 @@ import pathlib
 
 import numpy as np
 
-from sole_ros.evaluation import (SCANNET20_INSTANCE, SCANNET200_INSTANCE, InstanceAPResult, QueryTop1,
-                                 SceneGroundTruth, ScenePrediction, classes_present, evaluate_instances, format_table,
-                                 plot_per_class, top1_hit, write_csv, write_json)
+from sole_ros.evaluation import (
+    SCANNET20_INSTANCE,
+    SCANNET200_INSTANCE,
+    InstanceAPResult,
+    QueryTop1,
+    SceneGroundTruth,
+    ScenePrediction,
+    classes_present,
+    evaluate_instances,
+    format_table,
+    plot_per_class,
+    top1_hit,
+    write_csv,
+    write_json,
+)
 from sole_ros.model.config import SoleConfig
 from sole_ros.training.checkpointing import load_checkpoint
 from sole_ros.training.components import CLASS_PROMPT, build_dataset, text_encoders

@@ -76,7 +76,7 @@ def hungarian_match(mask_logits: torch.Tensor, target_masks: torch.Tensor, assoc
     targets = target_masks.float()
     cost = weights.mask_bce * pairwise_bce(logits, targets) + weights.mask_dice * pairwise_dice(logits, targets)
     if assoc_logits:
-        probs = torch.stack([l.float().softmax(-1)[:, :-1] for l in assoc_logits.values()]).mean(0)
+        probs = torch.stack([logit.float().softmax(-1)[:, :-1] for logit in assoc_logits.values()]).mean(0)
         cost = cost - weights.match_class * probs
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     return rows, cols
@@ -102,14 +102,14 @@ def scene_losses(mask_logits: torch.Tensor, embeds: torch.Tensor, target_masks: 
            "mask_dice": dice_loss(matched, target).mean()}
     num_queries = embeds.shape[0]
     focal = dice = mask_logits.new_zeros(())
-    for name, l in logits.items():
-        k = l.shape[1] - 1
-        classes = torch.full((num_queries,), k, dtype=torch.long, device=l.device)
+    for name, logit in logits.items():
+        k = logit.shape[1] - 1
+        classes = torch.full((num_queries,), k, dtype=torch.long, device=logit.device)
         classes[rows_t] = cols_t
         one_hot = F.one_hot(classes, k + 1).float()
-        focal = focal + sigmoid_focal_loss(l.float(), one_hot).mean()
-        dice = dice + dice_loss(l.float(), one_hot).mean()
-        out[f"{name}_accuracy"] = (l[rows_t].argmax(-1) == cols_t).float().mean().detach()
+        focal = focal + sigmoid_focal_loss(logit.float(), one_hot).mean()
+        dice = dice + dice_loss(logit.float(), one_hot).mean()
+        out[f"{name}_accuracy"] = (logit[rows_t].argmax(-1) == cols_t).float().mean().detach()
     out["assoc_focal"] = focal
     out["assoc_dice"] = dice
     return out

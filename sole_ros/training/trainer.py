@@ -20,13 +20,31 @@ from torch import nn
 from sole_ros.device import autocast
 from sole_ros.model.sole import SoleModel
 from sole_ros.training.batching import prepare_item
-from sole_ros.training.checkpointing import (Progress, load_checkpoint, model_state, parameter_digest, restore_rng,
-                                             save_checkpoint)
-from sole_ros.training.components import (build_dataset, encode_each, item_rng, load_run_clip, sole_config_for,
-                                          text_encoders)
+from sole_ros.training.checkpointing import (
+    Progress,
+    load_checkpoint,
+    model_state,
+    parameter_digest,
+    restore_rng,
+    save_checkpoint,
+)
+from sole_ros.training.components import (
+    build_dataset,
+    encode_each,
+    item_rng,
+    load_run_clip,
+    sole_config_for,
+    text_encoders,
+)
 from sole_ros.training.config import TrainConfig
-from sole_ros.training.distributed import (all_true, barrier, init_distributed, local_device, mean_over_processes,
-                                           shutdown)
+from sole_ros.training.distributed import (
+    all_true,
+    barrier,
+    init_distributed,
+    local_device,
+    mean_over_processes,
+    shutdown,
+)
 from sole_ros.training.losses import LossWeights, total_loss
 from sole_ros.training.metrics_log import MetricsLog, plot_curves
 
