@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sole_ros.geometry import yaw_matrix
-from sole_ros.inference.segmenter import Instance, OpenVocabSegmenter, make_instance
+from sole_ros.inference.segmenter import Instance, OpenVocabSegmenter, SegmenterOver, make_instance
 
 
 def view_transforms(views: int, scale: float, scale_jitter: float, shift: float, seed: int = 0):
@@ -90,7 +90,7 @@ class _PreparedViews:
     version: object
 
 
-class MultiViewSegmenter:
+class MultiViewSegmenter(SegmenterOver):
     """OpenVocabSegmenter over several views of each scene; see the module docstring.
 
     ``base`` is used for view 0; the other views get their own segmenter on the same model and
@@ -121,26 +121,9 @@ class MultiViewSegmenter:
         self._encodings = 0
         self._lock = threading.RLock()
 
-    # what callers read from a segmenter
-    @property
-    def model(self):
-        return self.base.model
-
-    @property
-    def device(self):
-        return self.base.device
-
-    @property
-    def top_k(self) -> int:
-        return self.base.top_k
-
     @property
     def dbscan_eps(self) -> float:
-        return self.split_distance
-
-    @property
-    def contrast_phrases(self) -> list[str]:
-        return self.base.contrast_phrases
+        return self.split_distance  # the views' own are scaled with their view
 
     @property
     def scene_version(self):

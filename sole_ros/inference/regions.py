@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from sole_ros.inference.segmenter import Instance, make_instance
+from sole_ros.inference.segmenter import Instance, SegmenterOver, make_instance
 
 # Two instances of overlapping crops are one object when, on the voxels both crops hold, their
 # intersection over union is at least this.
@@ -111,7 +111,7 @@ def _fingerprint(coords: np.ndarray, observations: np.ndarray | None) -> bytes:
     return digest.digest()
 
 
-class RegionSegmenter:
+class RegionSegmenter(SegmenterOver):
     """Segments a scene crop by crop with ``base``; see the module docstring."""
 
     def __init__(self, base, size: float = 4.0, overlap: float = 0.5, min_crop_voxels: int = MIN_CROP_VOXELS,
@@ -132,27 +132,6 @@ class RegionSegmenter:
         self._parts: dict[tuple[int, int], tuple] = {}  # cell -> (encoding, request, its parts)
         self._lock = threading.RLock()  # the scene in use, and the base segmenter's current crop
         self._encode_lock = threading.Lock()
-
-    # the base segmenter's settings, as the pipeline reads them
-    @property
-    def model(self):
-        return self.base.model
-
-    @property
-    def device(self):
-        return self.base.device
-
-    @property
-    def top_k(self) -> int:
-        return self.base.top_k
-
-    @property
-    def dbscan_eps(self) -> float:
-        return self.base.dbscan_eps
-
-    @property
-    def contrast_phrases(self) -> list[str]:
-        return self.base.contrast_phrases
 
     @property
     def scene_version(self):

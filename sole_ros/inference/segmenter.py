@@ -187,6 +187,30 @@ def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.n
     return chosen
 
 
+class SegmenterOver:
+    """A segmenter built over another, ``self.base``: the settings callers read come from it."""
+
+    @property
+    def model(self):
+        return self.base.model
+
+    @property
+    def device(self):
+        return self.base.device
+
+    @property
+    def top_k(self) -> int:
+        return self.base.top_k
+
+    @property
+    def dbscan_eps(self) -> float:
+        return self.base.dbscan_eps
+
+    @property
+    def contrast_phrases(self) -> list[str]:
+        return self.base.contrast_phrases
+
+
 class OpenVocabSegmenter:
     """Query a scene with free-form phrases; see the module docstring.
 
