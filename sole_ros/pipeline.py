@@ -302,8 +302,6 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     device = resolve_device(settings.device)
     segmenter, clip = load_segmenter(settings, device, log)
     if settings.segmentation_mode != "whole":
-        from sole_ros.inference.regions import RegionSegmenter
-
         segmenter = RegionSegmenter(segmenter, settings.region_size, settings.region_overlap,
                                     whole_when_it_fits=settings.segmentation_mode == "auto")
     dense = keyframes = None

@@ -18,14 +18,14 @@ from sole_ros.scene.free_space import seen_occupied, seen_through
 
 from .depth_observation import key_centres, observe_depth_frame
 from .object_memory import (
-                            Detection,
-                            FrameReport,
-                            MemoryObject,
-                            ObjectMemory,
-                            UpdateReport,
-                            as_keys,
-                            detections_from_instances,
-                            keys_from_centres,
+    Detection,
+    FrameReport,
+    MemoryObject,
+    ObjectMemory,
+    UpdateReport,
+    as_keys,
+    detections_from_instances,
+    keys_from_centres,
 )
 
 __all__ = ["ObjectMemory", "MemoryObject", "Detection", "UpdateReport", "FrameReport", "as_keys",
