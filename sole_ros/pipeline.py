@@ -481,6 +481,7 @@ class PerceptionPipeline:
             self._generation += 1
             self.map.reset()
             self.segmentation = None
+            self._forget_encodings()
             self._forget_objects()
             if self.keyframes is not None:
                 self.keyframes.reset()
@@ -519,7 +520,13 @@ class PerceptionPipeline:
             self._generation += 1
             self.map.restore_saved(saved)
             self.segmentation = None
+            self._forget_encodings()
             self.memory = memory
+
+    def _forget_encodings(self) -> None:
+        """Crops encoded for the old map are not reused for a new one (RegionSegmenter)."""
+        if isinstance(self.segmenter, RegionSegmenter):
+            self.segmenter.forget_encodings()
 
     def _forget_objects(self) -> None:
         """A reset scene starts a new memory (new ids keep counting up)."""

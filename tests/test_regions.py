@@ -195,3 +195,10 @@ def test_the_pipeline_segments_by_regions_and_keeps_object_ids(tmp_path):
     assert sorted(o for o, _ in again.objects) == sorted(o for o, _ in first.objects)
     answer = p.query(["mug"], max_results=3)
     assert answer.instances and len(answer.object_ids) == len(answer.instances)
+    # a reset map seen again the same way is encoded afresh, not from the old map's crops
+    p.reset()
+    for f in render_sequence(scene, 4, width=128, height=96, seed=2):
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
+    p.segment()
+    regions = p.segmenter._require_scene()
+    assert regions.encoded == len(regions.crops)

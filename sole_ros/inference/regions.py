@@ -104,8 +104,9 @@ def crop_cells(points: np.ndarray, size: float, overlap: float) -> dict[tuple[in
     return {cell: np.sort(np.concatenate(parts)) for cell, parts in cells.items()}
 
 
-def _fingerprint(coords: np.ndarray, observations: np.ndarray | None) -> bytes:
+def _fingerprint(coords: np.ndarray, colors: np.ndarray, observations: np.ndarray | None) -> bytes:
     digest = hashlib.blake2b(np.ascontiguousarray(coords, dtype=np.float32).tobytes(), digest_size=16)
+    digest.update(np.ascontiguousarray(colors, dtype=np.float32).tobytes())
     if observations is not None:
         digest.update(np.ascontiguousarray(observations).tobytes())
     return digest.digest()
@@ -130,6 +131,7 @@ class RegionSegmenter(SegmenterOver):
         self._scene: PreparedRegions | None = None
         self._encoded: dict[tuple[int, int], Crop] = {}  # the last encoding of each cell, for reuse
         self._parts: dict[tuple[int, int], tuple] = {}  # cell -> (encoding, request, its parts)
+        self._epoch = 0  # moves on when the encodings are forgotten
         self._lock = threading.RLock()  # the scene in use, and the base segmenter's current crop
         self._encode_lock = threading.Lock()
 
@@ -154,11 +156,12 @@ class RegionSegmenter(SegmenterOver):
             raise ValueError(f"points must be a non-empty (N,3) array, got shape {points.shape}")
         colors = np.asarray(colors)
         with self._encode_lock:
+            epoch = self._epoch
             crops, encoded = [], 0
             for cell, indices in self._cells(points):
                 if indices.shape[0] < self.min_crop_voxels:
                     continue
-                fingerprint = _fingerprint(points[indices], None if observations is None
+                fingerprint = _fingerprint(points[indices], colors[indices], None if observations is None
                                            else np.asarray(observations)[indices])
                 previous = self._encoded.get(cell)
                 if previous is not None and previous.fingerprint == fingerprint:
@@ -170,7 +173,8 @@ class RegionSegmenter(SegmenterOver):
                 encoded += 1
             if not crops:
                 raise ValueError(f"no crop holds {self.min_crop_voxels} voxels or more: the scene is too sparse")
-            self._encoded = {crop.cell: crop for crop in crops}
+            if epoch == self._epoch:  # not forgotten meanwhile (a reset or a loaded map)
+                self._encoded = {crop.cell: crop for crop in crops}
             return PreparedRegions(version, points, crops, encoded, self.size, self.overlap)
 
     def _cells(self, points: np.ndarray) -> list[tuple[tuple[int, int], np.ndarray]]:
@@ -182,6 +186,13 @@ class RegionSegmenter(SegmenterOver):
     def use_scene(self, prepared: PreparedRegions) -> None:
         with self._lock:
             self._scene = prepared
+
+    def forget_encodings(self) -> None:
+        """Encode every crop afresh next time: the map was reset or replaced, and a crop whose
+        voxels, colours and counts happen to match its old ones may still differ in features."""
+        with self._lock:
+            self._epoch += 1
+            self._encoded, self._parts = {}, {}
 
     def clear_scene(self) -> None:
         with self._lock:
