@@ -1,6 +1,7 @@
-"""A synthetic building explored room by room: the cost of each segmentation update as the map
-grows, whole map against regions, object id stability, and query latency. Prints figures and
-writes a plot; not a test.
+"""A synthetic building explored room by room: update cost, object id stability, query latency.
+
+The cost of each segmentation update as the map grows, whole map against regions, object id
+stability, and query latency. Prints figures and writes a plot; not a test.
 
     python bench/bench_building.py [--rooms 12] [--frames 8] [--whole-rooms 3] [--plot PATH]
 
