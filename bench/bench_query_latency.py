@@ -90,15 +90,20 @@ def main(argv=None) -> int:
     parser.add_argument("--views", type=int, default=1, help="the node's model.test_time_views")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--memory", action="store_true", help="run the node with memory.enabled (object memory)")
     args = parser.parse_args(argv)
 
     weights = find_default_checkpoint()
     print(f"weights: {weights or 'random tiny (no demo weights)'}, device {args.device}, "
-          f"{args.views} view(s), {args.clients} clients x {args.queries} queries per phase", flush=True)
+          f"{args.views} view(s), {args.clients} clients x {args.queries} queries per phase"
+          f"{', object memory on' if args.memory else ''}", flush=True)
     _, frames = render_demo_frames(DEMO_SCENE_SEED, args.frames, kind="tabletop", classes=DEMO_CLASSES)
     log_path = pathlib.Path(tempfile.mkdtemp(prefix="sole_bench_")) / "sole_node.log"
     with open(log_path, "wb") as log:
-        node_proc = subprocess.Popen(node_command(weights, args.device, views=args.views), stdout=log,
+        command = node_command(weights, args.device, views=args.views)
+        if args.memory:
+            command += ["-p", "memory.enabled:=true"]
+        node_proc = subprocess.Popen(command, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
     rclpy.init()
     player = SensorPlayer(frames, name="sole_bench_camera")
