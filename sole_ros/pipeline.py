@@ -383,8 +383,9 @@ class PerceptionPipeline:
         """With an object memory, what a depth frame sees through is gone: from the map, so the
         next segmentation no longer finds it, and from the memory once seen so in several frames."""
         tolerance = self.free_space_tolerance * self.map.voxel_size
-        self.map.clear_seen_through(depth, K, pose, tolerance)
-        observe_depth_frame(memory, depth_in_metres(depth, 0.001), K, pose, tolerance)
+        depth_m = depth_in_metres(depth, 0.001)
+        self.map.clear_seen_through(depth_m, K, pose, tolerance)
+        observe_depth_frame(memory, depth_m, K, pose, tolerance)
 
     # --- segmentation and queries -------------------------------------------------------------
     @property

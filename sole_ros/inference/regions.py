@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from sole_ros.inference.segmenter import Instance, SegmenterOver, make_instance
 
@@ -155,19 +156,21 @@ class RegionSegmenter(SegmenterOver):
         if points.ndim != 2 or points.shape[1] != 3 or points.shape[0] == 0:
             raise ValueError(f"points must be a non-empty (N,3) array, got shape {points.shape}")
         colors = np.asarray(colors)
+        observations = None if observations is None else np.asarray(observations)
+        clip_features = None if clip_features is None else np.asarray(clip_features)
         with self._encode_lock:
             epoch = self._epoch
             crops, encoded = [], 0
             for cell, indices in self._cells(points):
                 if indices.shape[0] < self.min_crop_voxels:
                     continue
-                fingerprint = _fingerprint(points[indices], colors[indices], None if observations is None
-                                           else np.asarray(observations)[indices])
+                fingerprint = _fingerprint(points[indices], colors[indices],
+                                           None if observations is None else observations[indices])
                 previous = self._encoded.get(cell)
                 if previous is not None and previous.fingerprint == fingerprint:
                     crops.append(Crop(cell, indices, fingerprint, previous.prepared))
                     continue
-                features = None if clip_features is None else np.asarray(clip_features)[indices]
+                features = None if clip_features is None else clip_features[indices]
                 prepared = self.base.prepare_scene(points[indices], colors[indices], features, version=(version, cell))
                 crops.append(Crop(cell, indices, fingerprint, prepared))
                 encoded += 1
@@ -261,28 +264,21 @@ def merge_across_crops(found: list[tuple[Crop, list[Instance]]], scene: Prepared
     shared = (held @ held.T).tocoo()          # points two instances have in common
     inside = (held @ crop_points.T).toarray()  # points of each instance inside each crop
     crop_of = np.asarray(crop_of)
-    parent = np.arange(n)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b, common in zip(shared.row, shared.col, shared.data):
-        if a >= b or crop_of[a] == crop_of[b]:
-            continue  # within one crop, the segmenter has already dropped duplicates
-        # intersection over union of the two where both crops see (an instance lies in its own
-        # crop, so its part in the other crop is its part in the shared band): a mug on a table
-        # is a small part of the table's share of the band, and stays apart from it
-        union = inside[a, crop_of[b]] + inside[b, crop_of[a]] - common
-        if union > 0 and common >= MERGE_AGREEMENT * union:
-            parent[root(a)] = root(b)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(root(i), []).append(i)
+    a, b, common = shared.row, shared.col, shared.data
+    # pairs of different crops; within one crop the segmenter has already dropped duplicates
+    pairs = (a < b) & (crop_of[a] != crop_of[b])
+    a, b, common = a[pairs], b[pairs], common[pairs]
+    # intersection over union of the two where both crops see (an instance lies in its own crop,
+    # so its part in the other crop is its part in the shared band): a mug on a table is a small
+    # part of the table's share of the band, and stays apart from it
+    union = inside[a, crop_of[b]] + inside[b, crop_of[a]] - common
+    agree = (union > 0) & (common >= MERGE_AGREEMENT * union)
+    links = sparse.coo_matrix((np.ones(int(agree.sum())), (a[agree], b[agree])), shape=(n, n))
+    labels = connected_components(links, directed=False)[1]  # numbered by their smallest member
+    order = np.argsort(labels, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
     merged = []
-    for group in groups.values():
+    for group in groups:
         # a part seen only near a crop's edge, where a neighbour sees the place whole, is a sliver
         # of something cut by the crop: the crop whose core holds it answers for it
         if not any(scene.in_core(found[crop_of[i]][0].cell, instances[i].centroid[:2]) for i in group):

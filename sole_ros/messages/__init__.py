@@ -10,17 +10,17 @@ from sole_ros.messages.errors import MalformedMessage, message_bytes
 from sole_ros.messages.images import COLOR_ENCODINGS, DEPTH_ENCODINGS, camera_matrix, color_to_rgb, depth_to_metres
 from sole_ros.messages.pointcloud import POINT_FIELD_DTYPES, PointFieldType, read_points
 from sole_ros.messages.poses import (
-                                     PoseBuffer,
-                                     PoseLookupError,
-                                     check_rigid,
-                                     extrinsic_matrix,
-                                     matrix_from_odometry,
-                                     matrix_from_pose,
-                                     matrix_from_pose_stamped,
-                                     matrix_from_transform,
-                                     matrix_from_transform_stamped,
-                                     pose_to_matrix,
-                                     stamp_to_seconds,
+    PoseBuffer,
+    PoseLookupError,
+    check_rigid,
+    extrinsic_matrix,
+    matrix_from_odometry,
+    matrix_from_pose,
+    matrix_from_pose_stamped,
+    matrix_from_transform,
+    matrix_from_transform_stamped,
+    pose_to_matrix,
+    stamp_to_seconds,
 )
 
 __all__ = [

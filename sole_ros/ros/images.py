@@ -4,12 +4,12 @@ The decoding is ROS-free (sole_ros.messages.images, shared with the bag replay);
 where the ROS layer imports it from.
 """
 from sole_ros.messages.images import (
-                                      COLOR_ENCODINGS,
-                                      DEPTH_ENCODINGS,
-                                      MalformedMessage,
-                                      camera_matrix,
-                                      color_to_rgb,
-                                      depth_to_metres,
+    COLOR_ENCODINGS,
+    DEPTH_ENCODINGS,
+    MalformedMessage,
+    camera_matrix,
+    color_to_rgb,
+    depth_to_metres,
 )
 
 __all__ = ["MalformedMessage", "depth_to_metres", "color_to_rgb", "camera_matrix",

@@ -480,13 +480,9 @@ class VoxelMap:
             slots = self._store.live_slots()
             centres = np.stack(self._store.centres(slots), axis=1)
             outside = ~np.all((centres >= low) & (centres <= high), axis=1)
-            victims = slots[outside]
-            self._store.remove(victims)
-            if victims.shape[0]:
-                self._counters.cropped += int(victims.shape[0])
-                self._version += 1
-                self._snapshot = None
-            return int(victims.shape[0])
+            removed = self._remove(slots[outside])
+            self._counters.cropped += removed
+            return removed
 
     def clear_seen_through(self, depth, K, pose, tolerance: float | None = None, depth_scale: float = 0.001,
                            depth_encoding: str | None = None) -> int:
@@ -507,13 +503,17 @@ class VoxelMap:
         with self._lock:
             slots = self._store.live_slots()
             centres = np.stack(self._store.centres(slots), axis=1)
-            victims = slots[seen_through(centres, depth_m, K, pose, float(tolerance))]
-            self._store.remove(victims)
-            if victims.shape[0]:
-                self._counters.cleared_free += int(victims.shape[0])
-                self._version += 1
-                self._snapshot = None
-            return int(victims.shape[0])
+            removed = self._remove(slots[seen_through(centres, depth_m, K, pose, float(tolerance))])
+            self._counters.cleared_free += removed
+            return removed
+
+    def _remove(self, slots: np.ndarray) -> int:
+        """Drop these voxels (the lock is held); the version moves on only when there were some."""
+        self._store.remove(slots)
+        if slots.shape[0]:
+            self._version += 1
+            self._snapshot = None
+        return int(slots.shape[0])
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, path, extra_arrays: dict | None = None, extra_header: dict | None = None) -> None:
