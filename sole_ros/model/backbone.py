@@ -1,4 +1,5 @@
-"""Res16UNet34C on MinkowskiEngine, returning the five decoder-side feature maps.
+"""Res16UNet34C on MinkowskiEngine, returning the five decoder-side feature maps; SOLE's backbone,
+registered as "res16unet34c" (sole_ros/model/backbone_contract.py).
 
 Module names follow the published Mask3D/SOLE checkpoints (conv0p1s1, bn0, block1..8,
 convtr4p16s2.., bntr4..7) so their state_dict keys load without renaming. MinkowskiEngine stores
@@ -6,11 +7,17 @@ kernels as [K^3, C_in, C_out] and BatchNorm as ``<name>.bn.*``.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
 from sole_ros._minkowski import ME
-from sole_ros.model.config import SoleConfig
+from sole_ros.model.backbone_contract import Backbone, LevelShape, register_backbone
+from sole_ros.model.config import ConfigError, SoleConfig
+
+# Its settings are these flat SoleConfig fields (bounded by config.BOUNDS), not backbone_settings.
+RES16UNET_FIELDS = ("planes", "layers", "init_dim", "conv1_kernel_size", "bn_momentum")
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, bias: bool = False):
@@ -46,11 +53,14 @@ class BasicBlock(nn.Module):
         return self.relu(out + residual)
 
 
-class Res16UNet34C(nn.Module):
+@register_backbone("res16unet34c")
+class Res16UNet34C(Backbone):
     """Sparse U-Net; ``forward`` returns the maps at strides 16, 8, 4, 2, 1 (coarsest first)."""
 
+    ignored_keys = ("final.",)  # the published files' segmentation head, unused by SOLE
+
     def __init__(self, config: SoleConfig):
-        super().__init__()
+        super().__init__(config)
         p, n, m = config.planes, config.layers, config.bn_momentum
         init = config.init_dim
 
@@ -87,6 +97,51 @@ class Res16UNet34C(nn.Module):
         self.block8 = stage(p[7] + init, p[7], n[7])
         self.relu = ME.MinkowskiReLU(inplace=True)
         self._init_weights()
+
+    @classmethod
+    def output_shape(cls, config: SoleConfig) -> tuple[LevelShape, ...]:
+        p = config.planes
+        return tuple(LevelShape(channels, stride) for channels, stride in zip(p[3:], (16, 8, 4, 2, 1)))
+
+    @classmethod
+    def approximate_parameters(cls, config: SoleConfig) -> int:
+        """The second 3x3x3 convolution of every block."""
+        return sum(blocks * 27 * width * width for blocks, width in zip(config.layers, config.planes))
+
+    @classmethod
+    def settings(cls, config: SoleConfig) -> dict:
+        return {name: getattr(config, name) for name in RES16UNET_FIELDS}
+
+    @classmethod
+    def check_config(cls, config: SoleConfig) -> None:
+        if config.backbone_settings:
+            raise ConfigError(f"backbone {cls.name} takes its settings from {', '.join(RES16UNET_FIELDS)}, "
+                              f"not backbone_settings ({', '.join(sorted(map(str, config.backbone_settings)))})")
+
+    @classmethod
+    def recognises(cls, tensors: dict) -> bool:
+        return "conv0p1s1.kernel" in tensors
+
+    @classmethod
+    def config_from_state_dict(cls, tensors: dict) -> dict:
+        """in_channels, conv1_kernel_size and init_dim from the first kernel; planes and layers from
+        the blocks' names and widths when all eight stages are there."""
+        changes: dict = {}
+        first = tensors.get("conv0p1s1.kernel")
+        if first is not None:
+            changes["in_channels"] = int(first.shape[1])
+            changes["conv1_kernel_size"] = round(first.shape[0] ** (1 / 3))
+            changes["init_dim"] = int(first.shape[2])
+        planes, layers = [], []
+        for stage in range(1, 9):
+            blocks = {int(m.group(1)) for key in tensors
+                      for m in [re.match(rf"block{stage}\.(\d+)\.conv2\.kernel$", key)] if m}
+            if not blocks:
+                return changes
+            planes.append(int(tensors[f"block{stage}.{max(blocks)}.conv2.kernel"].shape[2]))
+            layers.append(len(blocks))
+        changes["planes"], changes["layers"] = tuple(planes), tuple(layers)
+        return changes
 
     def _init_weights(self) -> None:
         for module in self.modules():

@@ -6,7 +6,8 @@ plus an explicit allow-list of the OmegaConf classes that Lightning pickles for 
 ``UnsafeCheckpointError`` before anything from the file runs.
 
 Keys: the network's parameters are ``model.<name>`` (the SoleModel attribute names), plus
-``criterion.empty_weight`` and the backbone's unused ``final`` layer, which are ignored on purpose.
+``criterion.empty_weight`` and what the backbone names unused (``Backbone.ignored_keys``:
+Res16UNet34C's ``final`` layer), which are ignored on purpose.
 Every key is checked by name and shape; the ``LoadReport`` lists what was loaded, missing,
 unexpected, ignored and mismatched.
 """
@@ -22,11 +23,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sole_ros.model.backbone_contract import backbone_class, recognising_backbone
 from sole_ros.model.config import ConfigError, SoleConfig, bound_problem
 
-# Keys a published file holds that SOLE does not use (the reference never reads them either).
+# Keys a published file holds that SOLE does not use (the reference never reads them either); the
+# backbone adds its own (Backbone.ignored_keys: Res16UNet34C's "final." head).
 IGNORED_KEYS = ("criterion.empty_weight",)
-IGNORED_PREFIXES = ("model.backbone.final.",)
+BACKBONE = "backbone."  # SoleModel.backbone's keys (backbone_contract.STATE_DICT_PREFIX)
 
 
 class CheckpointError(RuntimeError):
@@ -163,6 +166,13 @@ def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], report: Loa
     return report
 
 
+def _backbone_ignored(model: torch.nn.Module) -> tuple[str, ...]:
+    """Keys (relative to "backbone.") of stored files that the model's backbone has no place for."""
+    config = getattr(model, "config", None)
+    name = config.backbone if isinstance(config, SoleConfig) else SoleConfig().backbone
+    return tuple(BACKBONE + key for key in backbone_class(name).ignored_keys)
+
+
 def load_sole_weights(model: torch.nn.Module, path: str | os.PathLike, strict: bool = True,
                       data: dict | None = None) -> LoadReport:
     """Load a full SOLE checkpoint into ``model`` (a SoleModel). The Fourier matrix comes from the file.
@@ -172,10 +182,11 @@ def load_sole_weights(model: torch.nn.Module, path: str | os.PathLike, strict: b
     """
     path = os.fspath(path)
     sd = state_dict_of(data if data is not None else read_checkpoint(path), path)
+    ignored = tuple("model." + key for key in _backbone_ignored(model))
     report = LoadReport()
     tensors = {}
     for key, value in sd.items():
-        if key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES):
+        if key in IGNORED_KEYS or (ignored and key.startswith(ignored)):
             report.ignored.append(key)
         elif key.startswith("model."):
             _check_finite(key, value, path)
@@ -194,18 +205,19 @@ def load_backbone_weights(model: torch.nn.Module, path: str | os.PathLike, freez
     """
     path = os.fspath(path)
     sd = state_dict_of(read_checkpoint(path), path)
+    ignored = _backbone_ignored(model)
     report = LoadReport()
     tensors = {}
     for key, value in sd.items():
         name = key[len("model."):] if key.startswith("model.") else key
-        if name.startswith("backbone.final.") or not name.startswith("backbone."):
+        if (ignored and name.startswith(ignored)) or not name.startswith(BACKBONE):
             report.ignored.append(key)
         else:
             _check_finite(key, value, path)
             tensors[name] = value
     if not tensors:
         raise CheckpointError(f"{path} holds no backbone weights (no 'model.backbone.*' keys)")
-    expected = {k for k in model.state_dict() if k.startswith("backbone.")}
+    expected = {k for k in model.state_dict() if k.startswith(BACKBONE)}
     report = _apply(model, tensors, report, expected, strict, path)
     model.set_backbone_frozen(freeze)
     return report
@@ -332,27 +344,20 @@ def read_hyper_parameters(data: dict) -> HyperParameters:
     return found
 
 
-def _backbone_sizes(sd: dict) -> dict:
-    """init_dim, planes and layers of the Res16UNet from its tensors' shapes and names."""
-    sizes: dict = {}
-    if "model.backbone.conv0p1s1.kernel" in sd:
-        sizes["init_dim"] = int(sd["model.backbone.conv0p1s1.kernel"].shape[2])
-    planes, layers = [], []
-    for stage in range(1, 9):
-        blocks = {int(m.group(1)) for key in sd
-                  for m in [re.match(rf"model\.backbone\.block{stage}\.(\d+)\.conv2\.kernel$", key)] if m}
-        if not blocks:
-            return sizes
-        planes.append(int(sd[f"model.backbone.block{stage}.{max(blocks)}.conv2.kernel"].shape[2]))
-        layers.append(len(blocks))
-    sizes["planes"], sizes["layers"] = tuple(planes), tuple(layers)
-    return sizes
+def backbone_tensors(sd: dict) -> dict[str, torch.Tensor]:
+    """A published state dict's backbone tensors, keyed as the backbone names them (no "model.backbone.")."""
+    prefix = "model." + BACKBONE
+    return {key[len(prefix):]: value for key, value in sd.items() if key.startswith(prefix)}
 
 
 def config_from_checkpoint(data: dict, base: SoleConfig | None = None,
                            hyper: HyperParameters | None = None) -> SoleConfig:
     """A SoleConfig for a published checkpoint: sizes read from its tensors, settings from its
     hyper-parameters (``read_hyper_parameters``; pass ``hyper`` when already read).
+
+    The backbone is the registered one that recognises the file's backbone tensors (``base``'s
+    first), and it says which settings they imply (``Backbone.config_from_state_dict``); with no
+    backbone tensors, or none recognised, ``base``'s backbone and settings stay.
 
     The input mode is "reference": a published network was trained on the reference's voxels
     (first point per voxel) and query seeds (sole_ros/model/voxel.py, sole_ros/model/fps.py).
@@ -366,11 +371,12 @@ def config_from_checkpoint(data: dict, base: SoleConfig | None = None,
         changes["hidden_dim"] = int(sd["model.decoder_norm.weight"].shape[0])
     if "model.ffn_attention.0.0.linear1.weight" in sd:
         changes["dim_feedforward"] = int(sd["model.ffn_attention.0.0.linear1.weight"].shape[0])
-    if "model.backbone.conv0p1s1.kernel" in sd:
-        k = sd["model.backbone.conv0p1s1.kernel"]
-        changes["in_channels"] = int(k.shape[1])
-        changes["conv1_kernel_size"] = round(k.shape[0] ** (1 / 3))
-    changes.update(_backbone_sizes(sd))
+    tensors = backbone_tensors(sd)
+    backbone = recognising_backbone(tensors, first=cfg.backbone)
+    if backbone is not None:
+        if backbone.name != cfg.backbone:
+            changes.update(backbone=backbone.name, backbone_settings={})
+        changes.update(backbone.config_from_state_dict(tensors))
     changes.update((hyper or read_hyper_parameters(data)).values)
     config = cfg.replace(**changes)
     try:  # sizes read from the file are checked before a network is built from them

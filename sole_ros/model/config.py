@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # ScanNet colour statistics used to normalise RGB in [0, 1] (Mask3D / SOLE input convention).
 SCANNET_COLOR_MEAN = (0.47793125906962, 0.4303257521323044, 0.3749598901421883)
@@ -63,15 +63,21 @@ def bound_problem(name: str, value) -> str | None:
     if name == "duplicate_iou" and value is None:
         return None
     low, high = BOUNDS[name]
-    if name in _TUPLE_LENGTHS:
-        shortest, longest = _TUPLE_LENGTHS[name]
+    return range_problem(name, value, low, high, whole=name in _INT_FIELDS, lengths=_TUPLE_LENGTHS.get(name))
+
+
+def range_problem(name: str, value, low: float, high: float, whole: bool = False,
+                  lengths: tuple[int, int] | None = None) -> str | None:
+    """Why ``value`` is not a number (``whole``: a whole number) in ``low..high``, or with ``lengths``
+    (shortest, longest) a list of such numbers; None when it is. Shared with the backbones' settings."""
+    if lengths is not None:
+        shortest, longest = lengths
         if not isinstance(value, (tuple, list)) or not shortest <= len(value) <= longest:
             count = str(shortest) if shortest == longest else f"{shortest}..{longest}"
             return f"{name} must be a list of {count} numbers, not {_shown(value)}"
         entries = list(value)
     else:
         entries = [value]
-    whole = name in _INT_FIELDS
     for entry in entries:
         # numbers.*: numpy's integers and floats count too
         if isinstance(entry, bool) or not isinstance(entry, numbers.Real) or \
@@ -86,6 +92,18 @@ def _number(x) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _tuples(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
 def _shown(value) -> str:
     text = repr(list(value) if isinstance(value, tuple) else value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -95,9 +113,12 @@ def _shown(value) -> str:
 class SoleConfig:
     """Architecture and inference settings of SOLE.
 
-    Backbone (Res16UNet34C): ``planes``/``layers`` per stage, first conv kernel, BN momentum.
-    The decoder-side feature maps have strides 16/8/4/2/1 and widths
-    ``(planes[3], planes[4], planes[5], planes[6], planes[7])`` = 256/256/128/96/96.
+    Backbone: ``backbone`` names a registered network (sole_ros/model/backbone_contract.py), which
+    reports the widths and strides of its maps to the decoder. The default, Res16UNet34C, takes its
+    settings from the flat fields ``planes``/``layers`` per stage, ``init_dim``, the first conv kernel
+    and the BN momentum (every stored configuration has them there); its decoder-side maps have
+    strides 16/8/4/2/1 and widths ``(planes[3], ..., planes[7])`` = 256/256/128/96/96. Any other
+    backbone takes its settings from ``backbone_settings``.
     """
 
     # input
@@ -111,7 +132,10 @@ class SoleConfig:
     # in arrival order and the seeds of its CUDA sampler (model/voxel.py, model/fps.py)
     input_mode: str = "averaged"
 
-    # backbone: Res16UNet34C
+    # backbone: a registered name, and the settings of a backbone other than Res16UNet34C
+    backbone: str = "res16unet34c"
+    backbone_settings: dict = field(default_factory=dict)
+    # Res16UNet34C's settings
     planes: tuple[int, ...] = (32, 64, 128, 256, 256, 128, 96, 96)
     layers: tuple[int, ...] = (2, 3, 4, 6, 2, 2, 2, 2)
     init_dim: int = 32
@@ -140,11 +164,27 @@ class SoleConfig:
     duplicate_iou: float | None = None
     freeze_backbone: bool = True
 
+    def __post_init__(self):
+        # lists inside the backbone's settings (a checkpoint's plain data) as tuples, like the flat
+        # fields, so that a configuration read back from a file equals the one saved
+        if isinstance(self.backbone_settings, dict):
+            self.backbone_settings = {k: _tuples(v) for k, v in self.backbone_settings.items()}
+
+    def backbone_class(self):
+        """The registered class ``backbone`` names (UnknownBackboneError, a ConfigError, if none)."""
+        from sole_ros.model.backbone_contract import backbone_class
+
+        return backbone_class(self.backbone)
+
     @property
-    def level_channels(self) -> tuple[int, int, int, int, int]:
-        """Widths of the 5 decoder-side backbone maps, coarsest (stride 16) first."""
-        p = self.planes
-        return (p[3], p[4], p[5], p[6], p[7])
+    def level_shapes(self):
+        """Widths and strides (LevelShape) of the backbone's maps, coarsest first, the last at stride 1."""
+        return self.backbone_class().output_shape(self)
+
+    @property
+    def level_channels(self) -> tuple[int, ...]:
+        """Widths of the backbone's maps, coarsest first (Res16UNet34C: 5, at strides 16/8/4/2/1)."""
+        return tuple(level.channels for level in self.level_shapes)
 
     @property
     def num_levels(self) -> int:
@@ -187,10 +227,10 @@ class SoleConfig:
         return config
 
     def approximate_parameters(self) -> int:
-        """A lower estimate of the network's parameter count, from the settings alone: the second
-        3x3x3 convolution of every backbone block, and per decoder level the attention (4 h^2
-        each, cross and self) and feed-forward (2 h f) weights."""
-        backbone = sum(blocks * 27 * width * width for blocks, width in zip(self.layers, self.planes))
+        """A lower estimate of the network's parameter count, from the settings alone: the backbone's
+        own (Res16UNet34C: the second 3x3x3 convolution of every block), and per decoder level the
+        attention (4 h^2 each, cross and self) and feed-forward (2 h f) weights."""
+        backbone = self.backbone_class().approximate_parameters(self)
         h = self.hidden_dim
         decoder = len(self.hlevels) * (8 * h * h + 2 * h * self.dim_feedforward)
         return backbone + decoder + self.clip_dim * h
@@ -206,12 +246,25 @@ class SoleConfig:
                 raise ConfigError(problem)
         if not isinstance(self.freeze_backbone, bool):
             raise ConfigError(f"freeze_backbone must be true or false, not {self.freeze_backbone!r}")
+        if not isinstance(self.backbone, str):
+            raise ConfigError(f"backbone must be a name, not {_shown(self.backbone)}")
+        if not isinstance(self.backbone_settings, dict) or not all(isinstance(k, str) for k in self.backbone_settings):
+            raise ConfigError("backbone_settings must be a dict of named settings, "
+                              f"not {_shown(self.backbone_settings)}")
+        backbone = self.backbone_class()
+        backbone.check_config(self)  # its own settings, before their parameter count is estimated
         parameters = self.approximate_parameters()
         if parameters > MAX_PARAMETERS:
+            size = ", ".join(f"{k} {_plain(v)}" for k, v in backbone.settings(self).items())
             raise ConfigError(f"the network these settings describe has over {parameters / 1e6:.0f} M parameters "
-                              f"(planes {list(self.planes)}, layers {list(self.layers)}, hidden_dim {self.hidden_dim}, "
+                              f"(backbone {self.backbone}: {size}; hidden_dim {self.hidden_dim}, "
                               f"dim_feedforward {self.dim_feedforward}), more than the {MAX_PARAMETERS / 1e6:.0f} M "
                               "allowed")
+        levels = backbone.output_shape(self)
+        deepest = max(self.hlevels)
+        if deepest >= len(levels) - 1:  # the last map (stride 1) gives the mask features, not decoder keys
+            raise ConfigError(f"hlevels {list(self.hlevels)}: backbone {self.backbone} has {len(levels)} maps, "
+                              f"so decoder levels index 0..{len(levels) - 2}")
         if self.hidden_dim % self.num_heads:
             raise ConfigError(f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads}")
         if self.hidden_dim % 2:

@@ -3,7 +3,7 @@
 The forward pass is split in two so that a scene can be encoded once and queried many times:
 
 * ``encode(scenes)`` runs what does not depend on the text: the sparse backbone, the fusion of
-  voxel CLIP features at all five resolutions, the per-level decoder keys ("lin_squeeze") and their
+  voxel CLIP features at each of its resolutions, the per-level decoder keys ("lin_squeeze") and their
   positional encodings, the pooling matrices, the mask features and the initial queries (farthest
   point sampling + Fourier positions). Its result, a list of ``SceneEncoding``, can be cached.
 * ``decode(encodings, text_keys)`` runs the Cross-Modality Decoder (masked cross-attention to the
@@ -12,6 +12,9 @@ The forward pass is split in two so that a scene can be encoded once and queried
 
 ``forward(scenes, text_keys)`` does both. Parameter names follow the published checkpoints
 (``model.`` prefix removed; the layout is described in sole_ros/model/checkpoint.py).
+
+The backbone is the one ``SoleConfig.backbone`` names (sole_ros/model/backbone_contract.py); the
+decoder's widths and pooling strides are the ones it reports (``output_shape``).
 """
 from __future__ import annotations
 
@@ -98,17 +101,15 @@ class SoleModel(nn.Module):
         config.validate()
         self.config = config
         d, clip = config.hidden_dim, config.clip_dim
-        widths = config.level_channels
-        if build_backbone:
-            from sole_ros.model.backbone import Res16UNet34C
-
-            self.backbone = Res16UNet34C(config)
-        else:
-            self.backbone = None
+        backbone = config.backbone_class()
+        self.level_shapes = _checked_levels(backbone, config)
+        widths = [level.channels for level in self.level_shapes]
+        self.backbone = backbone(config) if build_backbone else None
 
         self.semantic_proj = nn.Linear(clip, d)  # text keys of the CMD
-        self.clip_proj = nn.Linear(widths[4] + clip, d)  # query content from [backbone | CLIP]
-        self.mask_features_head = PointwiseConv(widths[4] + clip, d)
+        # the finest map (stride 1) gives the per-voxel features
+        self.clip_proj = nn.Linear(widths[-1] + clip, d)  # query content from [backbone | CLIP]
+        self.mask_features_head = PointwiseConv(widths[-1] + clip, d)
         self.query_projection = QueryPositionMLP(d)
         self.mask_embed_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
         self.class_embed_head = nn.Linear(d, clip)
@@ -173,12 +174,21 @@ class SoleModel(nn.Module):
             raise RuntimeError("this SoleModel was built without a backbone")
         from sole_ros.model.backbone import sparse_input
 
+        expected = self.backbone.input_channels(self.config)
+        for scene in scenes:
+            if scene.features.shape[1] != expected:
+                raise ValueError(f"backbone {self.config.backbone} takes {expected} input channels per voxel, "
+                                 f"the scene has {scene.features.shape[1]}")
         device = self.device
         backbone_device = next(self.backbone.parameters()).device
         grad = torch.is_grad_enabled() and not self._backbone_frozen
         with torch.set_grad_enabled(grad):
             x = sparse_input([s.coords for s in scenes], [s.features for s in scenes], backbone_device)
             maps = self.backbone(x)
+        reported = [level.channels for level in self.level_shapes]
+        if [m.F.shape[1] for m in maps] != reported:
+            raise RuntimeError(f"backbone {self.config.backbone} returned maps of widths "
+                               f"{[m.F.shape[1] for m in maps]}, its output_shape says {reported}")
         level_rows, level_feats = [], []
         for m in maps:
             coords = m.C.cpu()
@@ -186,15 +196,15 @@ class SoleModel(nn.Module):
             rows = [torch.nonzero(coords[:, 0] == b).squeeze(1) for b in range(len(scenes))]
             level_rows.append([(coords[r, 1:], r) for r in rows])
             level_feats.append(feats)
-        strides = (16, 8, 4, 2, 1)
+        strides = [level.stride for level in self.level_shapes]
 
         encodings = []
         for b, scene in enumerate(scenes):
             scene = scene.to(device)
-            fine_coords, fine_rows = level_rows[4][b]
+            fine_coords, fine_rows = level_rows[-1][b]
             if not torch.equal(fine_coords, scene.coords.cpu().to(fine_coords.dtype)):
                 raise RuntimeError("backbone output rows are not in input order")
-            fused_fine = torch.cat([level_feats[4][fine_rows.to(device)], scene.clip], dim=1)
+            fused_fine = torch.cat([level_feats[-1][fine_rows.to(device)], scene.clip], dim=1)
             mask_features = self.mask_features_head(fused_fine)
             levels = []
             for i, h in enumerate(self.config.hlevels):
@@ -327,6 +337,20 @@ class SoleModel(nn.Module):
     def forward(self, scenes: list[VoxelScene], text_keys: list[torch.Tensor]) -> dict:
         """encode + decode; see ``decode`` for the outputs."""
         return self.decode(self.encode(scenes), text_keys)
+
+
+def _checked_levels(backbone, config: SoleConfig) -> tuple:
+    """The backbone's reported maps, refused unless the decoder can use them: coarsest first, strides
+    powers of two (the pooling halves the resolution step by step), the last at stride 1."""
+    levels = tuple(backbone.output_shape(config))
+    strides = [level.stride for level in levels]
+    if (len(levels) < 2 or strides[-1] != 1 or any(s < 1 or s & (s - 1) for s in strides)
+            or any(a <= b for a, b in zip(strides, strides[1:]))
+            or any(level.channels < 1 for level in levels)):
+        raise ValueError(f"backbone {config.backbone}: output_shape must give at least two maps with positive "
+                         f"widths, coarsest first, at strides that are powers of two ending at 1, "
+                         f"not {[(level.channels, level.stride) for level in levels]}")
+    return levels
 
 
 def _minkowski_has_cuda() -> bool:
