@@ -304,6 +304,41 @@ def test_keep_radius_evicts_voxels_left_behind():
     assert voxel_map.stats()["voxels_evicted_region"] > 0
 
 
+def test_the_policy_decides_and_the_map_removes():
+    from sole_ros.scene.eviction_policy import OldestSeenFirst
+    from sole_ros.scene.voxel_store import VoxelStore
+
+    store = VoxelStore(voxel_size=1.0, feature_dim=0, capacity_limit=4)
+    slots = store.insert(voxel_keys.pack(np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]])))
+    store.last_seen[slots] = [4.0, 1.0, 3.0, 2.0]
+    policy = OldestSeenFirst(voxel_size=1.0, max_voxels=4, evict_fraction=0.5, keep_radius=None)
+    new_keys = voxel_keys.pack(np.array([[9, 0, 0]]))
+    room = policy.make_room(store, new_keys, observed_slots=slots[:1], origin=np.zeros(3))
+    assert sorted(room.victims.tolist()) == sorted(slots[[1, 3]].tolist())  # the two seen longest ago
+    assert room.new_index.tolist() == [0] and room.dropped == 0
+    assert store.size == 4  # nothing removed: that is the map's part
+
+
+def test_a_map_takes_its_eviction_policy_from_its_class():
+    from sole_ros.scene.eviction_policy import OldestSeenFirst
+
+    class NewestSeenFirst(OldestSeenFirst):
+        def victims(self, store, count, protected=None):
+            slots = store.live_slots()
+            if protected is not None:
+                slots = slots[~np.isin(slots, protected)]
+            return slots[np.argsort(-store.last_seen[slots], kind="stable")[:count]]
+
+    class KeepsTheOldest(VoxelMap):
+        eviction_policy = NewestSeenFirst
+
+    voxel_map = KeepsTheOldest(voxel_size=1.0, max_voxels=2, evict_fraction=0.5)
+    for stamp, x in enumerate((0.5, 1.5, 2.5)):
+        voxel_map.integrate_points(np.array([[x, 0.5, 0.5]]), np.eye(4), stamp=float(stamp))
+    assert sorted(voxel_map.export().coords[:, 0].tolist()) == [0.5, 2.5]
+    assert voxel_map.stats()["voxels_evicted_capacity"] == 1
+
+
 def test_memory_stays_flat_once_the_bound_is_reached():
     rng = np.random.default_rng(8)
     voxel_map = VoxelMap(voxel_size=0.05, max_voxels=20_000, feature_dim=16)

@@ -21,11 +21,13 @@ frames, with dense CLIP features fused over views.
     snapshot = scene.export()     # coords, colors, features (unit rows), has_feature, version
 
 Modules: voxel_map (the map: integration, bounds, export, persistence), eviction_policy (which
-voxels leave it, and when), voxel_store (slot storage and key index), voxel_keys (packing and
-grouping of voxel keys), validation (input checks), camera (rays and projection), dense_clip
-(MaskCLIP-style dense features), keyframes, rendering (depth images from the map), map_file
-(versioned, checksummed, atomic, bounded file format), scene_folder (the one folder the node's
-scene services read and write).
+voxels leave it, and when: the EvictionPolicy interface and the map's OldestSeenFirst),
+color_averaging and feature_fusion (per-voxel colour and CLIP feature means), voxel_store (slot
+storage and key index), voxel_keys (packing and grouping of voxel keys), validation (input
+checks), camera (rays and projection), dense_clip (MaskCLIP-style dense features), keyframes,
+rendering (depth images from the map), map_file (versioned, checksummed, atomic, bounded file
+format), saved_map (what a map file must hold), scene_folder (the one folder the node's scene
+services read and write), free_space (what a depth frame sees through).
 """
 from .dense_clip import DenseClipFeatures
 from .errors import InvalidInput, MapFileError

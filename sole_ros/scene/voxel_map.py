@@ -7,9 +7,13 @@ feature fusion; validation, back-projection and per-frame reduction run outside 
 
 Bounds: points outside the box [region_min, region_max] (world frame, metres), farther than
 max_range or (with keep_radius set) keep_radius from the sensor never enter the map. Which voxels
-leave it, and when, is the eviction policy (eviction_policy.py): the oldest-seen beyond
-max_voxels, and those beyond keep_radius of the sensor. Storage grows geometrically up to
-max_voxels slots and no further, so memory is bounded by max_voxels * bytes_per_voxel (stats()).
+leave it, and when, is the eviction policy (``VoxelMap.eviction_policy``, eviction_policy.py):
+the oldest-seen beyond max_voxels, and those beyond keep_radius of the sensor. Storage grows
+geometrically up to max_voxels slots and no further, so memory is bounded by
+max_voxels * bytes_per_voxel (stats()).
+
+Averaging: colours in color_averaging.py, CLIP features of a view in feature_fusion.py. Files:
+saved_map.py checks what a map file holds (map_file.py is the container).
 
 Versioning: `version` increases by one on every change of content (integration that touched a
 voxel, eviction, crop, reset, restore) and never otherwise, so it can key caches of results
@@ -25,11 +29,15 @@ import numpy as np
 import torch
 
 from . import map_file, voxel_keys
-from .camera import RayCache, world_to_camera_columns
+from .camera import RayCache
+from .color_averaging import first_colors, fold_colors, frame_mean_colors
 from .errors import InvalidInput, MapFileError, shown
-from .eviction_policy import EvictionPolicy
+from .eviction_policy import EvictionPolicy, OldestSeenFirst
+from .feature_fusion import fuse_view_features
+from .feature_fusion import sample_feature_grid as sample_feature_grid  # the map's sampler, also named from here
 from .free_space import seen_through
 from .rendering import render_voxel_depth
+from .saved_map import ARRAY_SPECS, LOAD_CAPACITY_FACTOR, SavedMap
 from .validation import (
     check_features,
     check_intrinsics,
@@ -100,6 +108,10 @@ class _Counters:
 
 
 class VoxelMap:
+    # Which voxels leave the map, and when: built with (voxel_size, max_voxels, evict_fraction,
+    # keep_radius); see eviction_policy.py.
+    eviction_policy: type[EvictionPolicy] = OldestSeenFirst
+
     def __init__(self, voxel_size: float = 0.02, max_voxels: int = 500_000,
                  region_min=None, region_max=None, keep_radius: float | None = None,
                  max_range: float | None = None, feature_dim: int = 0, evict_fraction: float = 0.1,
@@ -140,7 +152,7 @@ class VoxelMap:
         self._version = 0
         self._stamp = 0.0
         self._counters = _Counters()
-        self._eviction = EvictionPolicy(self.voxel_size, self.max_voxels, self.evict_fraction, keep_radius)
+        self._eviction = self.eviction_policy(self.voxel_size, self.max_voxels, self.evict_fraction, keep_radius)
         self._snapshot: SceneSnapshot | None = None
 
     # --- observable state ------------------------------------------------------------------
@@ -318,7 +330,7 @@ class VoxelMap:
         distinct, run_group = voxel_keys.group(keys[starts])
         mean_color = None
         if rgb is not None:
-            mean_color = _mean_colors(rgb, starts, run_group, distinct.shape[0])
+            mean_color = frame_mean_colors(rgb, starts, run_group, distinct.shape[0])
         return _FrameVoxels(distinct, mean_color, n)
 
     def _commit(self, frame: _FrameVoxels, stamp: float, pose: np.ndarray, total_points: int,
@@ -331,26 +343,25 @@ class VoxelMap:
             existing = slots[hit]
             new_index = np.flatnonzero(~hit)
             room = self._eviction.make_room(store, frame.keys[new_index], existing, origin)
+            store.remove(room.victims)
             new_index = new_index[room.new_index]
-            evicted, dropped_capacity = room.evicted, room.dropped
+            evicted, dropped_capacity = int(room.victims.shape[0]), room.dropped
             if existing.shape[0]:
                 store.observations[existing] += 1
                 # Stamps may arrive out of order (bag replays): last-seen only moves forward.
                 store.last_seen[existing] = np.maximum(store.last_seen[existing], stamp)
                 if frame.color is not None:
-                    count = store.color_count[existing] + 1
-                    current = store.color[existing]
-                    store.color[existing] = current + (frame.color[hit] - current) / count[:, None]
-                    store.color_count[existing] = count
+                    fold_colors(store, existing, frame.color[hit])
             added = store.insert(frame.keys[new_index])
             if added.shape[0]:
                 store.observations[added] = 1
                 store.last_seen[added] = stamp
                 if frame.color is not None:
-                    store.color[added] = frame.color[new_index]
-                    store.color_count[added] = 1
+                    first_colors(store, added, frame.color[new_index])
             changed = bool(existing.shape[0] or added.shape[0] or evicted)
-            swept = self._eviction.sweep(store, origin)
+            far = self._eviction.sweep(store, origin)
+            store.remove(far)
+            swept = int(far.shape[0])
             featured = 0
             if feature_frame is not None:
                 featured = self._fuse_features(*feature_frame, pose)
@@ -378,45 +389,10 @@ class VoxelMap:
 
     def _fuse_features(self, features: torch.Tensor, K: np.ndarray, depth_m: np.ndarray,
                        stride: int, image_size: tuple[int, int], pose: np.ndarray) -> int:
-        """Average this view's dense features into the voxels it sees (lock held).
-
-        Every stored voxel centre is projected into the image; it takes the feature under it only
-        if the measured depth at that pixel agrees with the centre's depth within
-        feature_depth_tolerance, so voxels hidden behind a nearer surface (or in front of it,
-        i.e. no longer there) get nothing from this view."""
-        store = self._store
-        slots = store.live_slots()
-        if slots.shape[0] == 0:
-            return 0
-        height, width = depth_m.shape
-        x, y, z = world_to_camera_columns(*store.centres(slots), pose)
-        ahead = np.flatnonzero(z > 1e-3)
-        x, y, z = x[ahead], y[ahead], z[ahead]
-        u = np.float32(K[0, 0]) * (x / z) + np.float32(K[0, 1]) * (y / z) + np.float32(K[0, 2])
-        v = np.float32(K[1, 1]) * (y / z) + np.float32(K[1, 2])
-        column = np.floor(u + 0.5).astype(np.int64)
-        row = np.floor(v + 0.5).astype(np.int64)
-        candidates = np.flatnonzero((column >= 0) & (column < width) & (row >= 0) & (row < height))
-        measured = depth_m[row[candidates], column[candidates]]
-        with np.errstate(invalid="ignore"):
-            agrees = np.isfinite(measured) & (measured > 0) & \
-                (np.abs(z[candidates] - measured) <= self.feature_depth_tolerance)
-        seen = candidates[agrees]
-        if seen.shape[0] == 0:
-            return 0
-        # The feature grid spans the full-resolution image; strided pixel u is full pixel stride*u.
-        samples = sample_feature_grid(features, u[seen] * stride, v[seen] * stride, *image_size)
-        rows = slots[ahead[seen]]
-        count = store.feature_count[rows] + 1
-        store.feature_count[rows] = count
-        # Running mean in float32, stored as float16 (torch converts half precision far faster
-        # than numpy on CPUs).
-        table = torch.from_numpy(store.feature)
-        index = torch.from_numpy(rows)
-        current = table.index_select(0, index).float()
-        current += (samples - current) / torch.from_numpy(count.astype(np.float32)).unsqueeze(1)
-        table.index_copy_(0, index, current.half())
-        return int(seen.shape[0])
+        """Average this view's dense features into the voxels it sees (lock held); see
+        feature_fusion.py for which voxels a view gives a feature to."""
+        return fuse_view_features(self._store, features, K, depth_m, stride, image_size, pose,
+                                  self.feature_depth_tolerance)
 
     # --- export ----------------------------------------------------------------------------
     def export(self) -> SceneSnapshot:
@@ -532,7 +508,7 @@ class VoxelMap:
     @classmethod
     def load(cls, path, max_bytes: int | None = None) -> "VoxelMap":
         """A new map with the settings and content of a file written by save()."""
-        saved = SavedMap.read(path, max_bytes=max_bytes)
+        saved = SavedMap.read(path, _check_settings, max_bytes=max_bytes)
         voxel_map = cls(**saved.settings)
         voxel_map._restore_arrays(saved)
         voxel_map._version = saved.version
@@ -542,13 +518,13 @@ class VoxelMap:
         """The largest map file this map accepts: LOAD_CAPACITY_FACTOR x max_voxels voxels of its
         feature size (a file may hold more voxels than the bound; the most recent are kept)."""
         bytes_per_voxel = sum(np.dtype(dtype).itemsize * int(np.prod(trailing(self.feature_dim), dtype=np.int64))
-                              for dtype, trailing in _ARRAY_SPECS.values())
+                              for dtype, trailing in ARRAY_SPECS.values())
         return map_file.MAX_HEADER_BYTES + LOAD_CAPACITY_FACTOR * self.max_voxels * bytes_per_voxel
 
     def read_saved(self, path) -> "SavedMap":
         """Read and validate a saved map for ``restore_saved`` without touching this map (and
         without its lock): MapFileError unless it fits this map's voxel and feature size."""
-        saved = SavedMap.read(path, max_bytes=self.file_size_limit())
+        saved = SavedMap.read(path, _check_settings, max_bytes=self.file_size_limit())
         settings = saved.settings
         if settings["voxel_size"] != self.voxel_size or settings["feature_dim"] != self.feature_dim:
             raise MapFileError(
@@ -597,161 +573,6 @@ class VoxelMap:
             self._snapshot = None
 
 
-# Colour channels packed into one int64, 21 bits apart: a run of equal keys lies within one image
-# row (or one cloud), so its channel sums stay below 2**21 (8,224 points of 255) and one cumulative
-# sum serves all three channels.
-_CHANNEL_BITS = 21
-_MAX_RUN_POINTS = (1 << _CHANNEL_BITS) // 255
-
-
-def _mean_colors(rgb: np.ndarray, starts: np.ndarray, run_group: np.ndarray, voxels: int) -> np.ndarray:
-    """Per-voxel mean colour (float32, 0..255) from (N,3) uint8 colours, the start of every run of
-    equal keys and the voxel of every run."""
-    n = rgb.shape[0]
-    ends = np.append(starts[1:], n)
-    run_length = ends - starts
-    if run_length.max() >= _MAX_RUN_POINTS:  # a huge run (unorganised cloud of one voxel): split it
-        extra = [np.arange(s + _MAX_RUN_POINTS, e, _MAX_RUN_POINTS) for s, e in zip(starts, ends)
-                 if e - s >= _MAX_RUN_POINTS]
-        split = np.concatenate([starts, *extra])
-        order = np.argsort(split, kind="stable")
-        run_group = np.concatenate([run_group, np.repeat(run_group[run_length >= _MAX_RUN_POINTS],
-                                                         [len(e) for e in extra])])[order]
-        starts = split[order]
-        ends = np.append(starts[1:], n)
-        run_length = ends - starts
-    packed = rgb[:, 0].astype(np.int64) << (2 * _CHANNEL_BITS)
-    packed |= rgb[:, 1].astype(np.int64) << _CHANNEL_BITS
-    packed |= rgb[:, 2]
-    running = np.cumsum(packed)
-    run_sum = running[ends - 1]
-    run_sum[1:] -= running[ends[:-1] - 1]
-    points = np.bincount(run_group, weights=run_length, minlength=voxels)
-    mask = (1 << _CHANNEL_BITS) - 1
-    mean = np.empty((voxels, 3), dtype=np.float32)
-    for channel, shift in enumerate((2 * _CHANNEL_BITS, _CHANNEL_BITS, 0)):
-        mean[:, channel] = np.bincount(run_group, weights=(run_sum >> shift) & mask, minlength=voxels) / points
-    return mean
-
-
-def sample_feature_grid(features: torch.Tensor, u: np.ndarray, v: np.ndarray,
-                        width: int, height: int) -> torch.Tensor:
-    """Bilinearly sample an (h,w,D) feature grid whose cells tile a width x height image at pixel
-    coordinates (u, v), clamping at the border: the grid is upsampled to the image only where it
-    is looked up. Returns (N,D) float32 on the CPU.
-
-    The four-tap weighted gather runs as one embedding_bag (much faster than grid_sample with a
-    channels-first layout for many points and few channels)."""
-    grid_h, grid_w, dim = features.shape
-    table = features.reshape(grid_h * grid_w, dim).float()
-    device = table.device
-    # Continuous grid coordinates with cell centres at integers.
-    gx = (torch.from_numpy(np.asarray(u, dtype=np.float32)) + 0.5) * (grid_w / width) - 0.5
-    gy = (torch.from_numpy(np.asarray(v, dtype=np.float32)) + 0.5) * (grid_h / height) - 0.5
-    gx = gx.to(device).clamp_(0, grid_w - 1)
-    gy = gy.to(device).clamp_(0, grid_h - 1)
-    x0 = gx.floor().clamp_(max=max(grid_w - 2, 0))
-    y0 = gy.floor().clamp_(max=max(grid_h - 2, 0))
-    fx, fy = gx - x0, gy - y0
-    x1 = (x0 + 1).clamp_(max=grid_w - 1).long()
-    y1 = (y0 + 1).clamp_(max=grid_h - 1).long()
-    x0, y0 = x0.long(), y0.long()
-    index = torch.stack([y0 * grid_w + x0, y0 * grid_w + x1, y1 * grid_w + x0, y1 * grid_w + x1], dim=1)
-    weight = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)
-    sampled = torch.nn.functional.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
-    return sampled.cpu()
-
-
-_ARRAY_SPECS = {  # name -> (dtype, trailing shape given feature_dim)
-    "keys": (np.int64, lambda d: ()),
-    "color": (np.float32, lambda d: (3,)),
-    "color_count": (np.uint32, lambda d: ()),
-    "observations": (np.uint32, lambda d: ()),
-    "last_seen": (np.float64, lambda d: ()),
-    "feature": (np.float16, lambda d: (d,)),
-    "feature_count": (np.uint32, lambda d: ()),
-}
-
-
-def _validate_arrays(arrays: dict, feature_dim: int) -> None:
-    missing = set(_ARRAY_SPECS) - set(arrays)
-    if missing:
-        raise MapFileError(f"arrays missing: {sorted(missing)}")
-    count = arrays["keys"].shape[0] if arrays["keys"].ndim == 1 else -1
-    for name, (dtype, trailing) in _ARRAY_SPECS.items():
-        array = arrays[name]
-        if array.dtype != dtype or array.shape != (count, *trailing(feature_dim)):
-            raise MapFileError(f"array {name} has {array.dtype} {array.shape}, "
-                               f"expected {np.dtype(dtype)} {(count, *trailing(feature_dim))}")
-    keys = arrays["keys"]
-    if count and (keys[0] < 0 or keys[-1] >= 1 << (3 * voxel_keys.FIELD_BITS)):
-        raise MapFileError("voxel keys outside the packed coordinate range")
-    if count > 1 and not np.all(keys[1:] > keys[:-1]):
-        raise MapFileError("voxel keys are not strictly increasing (each voxel once, in order)")
-    for name in ("color", "last_seen", "feature"):
-        if not np.all(np.isfinite(arrays[name])):
-            raise MapFileError(f"array {name} contains NaN or inf")
-    if count and (arrays["color"].min() < 0 or arrays["color"].max() > 255):
-        raise MapFileError("colours outside 0..255")
-
-
-# A map file may hold this many times the loading map's max_voxels (the newest are kept).
-LOAD_CAPACITY_FACTOR = 2
-MAX_FEATURE_DIM = 4096
-_SETTING_NAMES = ("voxel_size", "max_voxels", "region_min", "region_max", "keep_radius", "max_range",
-                  "feature_dim", "evict_fraction", "feature_depth_tolerance")
-
-
-@dataclass
-class SavedMap:
-    """A map file read and validated, ready to swap in: nothing about it is unchecked."""
-
-    settings: dict
-    version: int
-    stamp: float
-    arrays: dict
-    header: dict  # the whole header, for extra entries saved with the map
-
-    @classmethod
-    def read(cls, path, max_bytes: int | None = None) -> "SavedMap":
-        header, arrays = map_file.read(path, max_bytes=max_bytes)
-        hint = header.get("_path", "map file")
-        try:
-            settings = _settings_from_header(header)
-            version = header.get("version")
-            if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2 ** 62:
-                raise MapFileError(f"map version must be an integer in 0..2^62, got {shown(version)}")
-            stamp = header.get("stamp", 0.0)
-            if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not 0.0 <= stamp < 1e11:
-                raise MapFileError(f"stamp must be a time in seconds, got {shown(stamp)}")
-            _validate_arrays(arrays, settings["feature_dim"])
-        except MapFileError as error:
-            raise MapFileError(f"{hint}: {error}") from None
-        return cls(settings, version, float(stamp), arrays, header)
-
-
-def _settings_from_header(header: dict) -> dict:
-    """The map settings a header holds, each of the right type and in range."""
-    settings = header.get("settings")
-    if not isinstance(settings, dict) or not set(settings) <= set(_SETTING_NAMES) \
-            or not {"voxel_size", "feature_dim"} <= set(settings):
-        raise MapFileError("header has missing or unknown settings")
-    for name, value in settings.items():
-        values = value if name in ("region_min", "region_max") and isinstance(value, list) and len(value) == 3 \
-            else [value]
-        if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e9)
-                   for v in values):
-            raise MapFileError(f"setting {name} is not a number in range: {shown(value)}")
-    feature_dim = settings["feature_dim"]
-    if not isinstance(feature_dim, int) or not 0 <= feature_dim <= MAX_FEATURE_DIM:
-        raise MapFileError(f"feature_dim must be an integer in 0..{MAX_FEATURE_DIM}, got {shown(feature_dim)}")
-    if not isinstance(settings["voxel_size"], (int, float)) or isinstance(settings["voxel_size"], bool):
-        raise MapFileError(f"voxel_size must be a number, got {shown(settings['voxel_size'])}")
-    if not isinstance(settings.get("max_voxels", 1), int):
-        raise MapFileError(f"max_voxels must be an integer, got {shown(settings['max_voxels'])}")
-    settings = {**settings, "voxel_size": float(settings["voxel_size"])}
-    try:
-        VoxelMap(**{**settings, "max_voxels": 1})  # the settings themselves must be valid
-    except (TypeError, ValueError) as error:
-        raise MapFileError(f"header has invalid settings: {error}") from None
-    return settings
+def _check_settings(settings: dict) -> None:
+    """A saved map's settings are valid when a map can be made with them."""
+    VoxelMap(**{**settings, "max_voxels": 1})

@@ -125,26 +125,3 @@ class VoxelStore:
     def live_slots(self) -> np.ndarray:
         """Slots of all stored voxels, in key order (so exports and files are deterministic)."""
         return self.index_slots
-
-    # --- eviction --------------------------------------------------------------------------
-    def least_recently_seen(self, count: int, protected: np.ndarray | None = None) -> np.ndarray:
-        """Slots of the `count` voxels seen longest ago; ties on the last-seen stamp go to the
-        voxels with fewer observations. `protected` slots are never chosen. O(voxels)."""
-        slots = self.index_slots
-        if protected is not None and protected.shape[0]:
-            mask = np.ones(self.capacity, dtype=bool)
-            mask[protected] = False
-            slots = slots[mask[slots]]
-        count = min(int(count), int(slots.shape[0]))
-        if count <= 0:
-            return np.empty(0, dtype=np.int64)
-        if count == slots.shape[0]:
-            return slots.copy()
-        seen = self.last_seen[slots]
-        threshold = np.partition(seen, count - 1)[count - 1]
-        older = slots[seen < threshold]
-        tied = slots[seen == threshold]
-        needed = count - older.shape[0]
-        if needed < tied.shape[0]:
-            tied = tied[np.argpartition(self.observations[tied], needed - 1)[:needed]]
-        return np.concatenate([older, tied])
