@@ -13,6 +13,11 @@ has /tf; from a pose topic (Odometry / PoseStamped / TransformStamped) only when
 child frame, which is often not the camera's optical frame: that needs ``sensor_extrinsic``, and
 the replay warns when the frames differ and none is given.
 
+Depth and colour are paired, and frames built, by the node's own rules: the synchroniser of
+sole_ros.messages.sync (``sync_tolerance`` defaults to the node's ``inputs.sync_slop``) and the
+frame builder of sole_ros.messages.frames (a uniformly scaled colour image is resized to the depth
+image, any other size difference refused).
+
 Every input (points, depth, color) is counted: received, fused, and dropped by reason
 (sole_ros.messages.input_counters), so that a stream that fuses nothing says why.
 
@@ -29,22 +34,22 @@ from typing import Iterator
 
 import numpy as np
 
-from sole_ros.messages import (
-    DEPTH_ENCODINGS,
-    MalformedMessage,
+from sole_ros.messages.errors import MalformedMessage
+from sole_ros.messages.frames import COLOR, DEPTH, POINTS, SensorFrame, cloud_frame, fuse, rgbd_frame
+from sole_ros.messages.images import DEPTH_ENCODINGS
+from sole_ros.messages.input_counters import INVALID, NO_COLOUR_PAIR, NO_POSE, REJECTED, TOO_OLD, InputCounters
+from sole_ros.messages.poses import (
+    POSE_END_TOLERANCE,
     PoseBuffer,
     PoseLookupError,
-    camera_matrix,
-    color_to_rgb,
-    depth_to_metres,
     extrinsic_matrix,
     matrix_from_pose_stamped,
     matrix_from_transform_stamped,
-    read_points,
     stamp_to_seconds,
 )
-from sole_ros.messages.input_counters import INVALID, NO_COLOUR_PAIR, NO_POSE, REJECTED, InputCounters
+from sole_ros.messages.sync import OUT_OF_ORDER, ApproximateTimeSync
 from sole_ros.messages.transform_tree import TransformTree, frame_name
+from sole_ros.settings_table import BY_NAME
 
 POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
 IMAGE = "sensor_msgs/msg/Image"
@@ -54,10 +59,11 @@ POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped",
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 TF_TOPICS = ("/tf", "/tf_static")
 POSE_FROM_TF = "tf"
-# Input names in the counters; a frame is one point cloud or one depth image (with its colour).
-POINTS, DEPTH, COLOR = "points", "depth", "color"
+# A frame is one point cloud or one depth image (with its colour); the input names are the node's.
 FRAME_INPUTS = (POINTS, DEPTH)
-MAX_PENDING = 100  # unmatched depth or colour images kept while waiting for their partner
+# Depth or colour images kept per input while waiting for their partner: more than a live
+# subscription's queue, since a recording may have written one stream in bursts.
+MAX_PENDING = 100
 
 
 class BagError(ValueError):
@@ -79,22 +85,10 @@ class ReplayOptions:
     fixed_frame: str | None = None        # with /tf: the frame the scene is built in (default: the root)
     sensor_extrinsic: object = None       # with a pose topic: base_from_sensor, [x y z roll pitch yaw] or 4x4
     static_sensor: bool = False           # no poses: the sensor did not move (its frame is the fixed frame)
-    sync_tolerance: float = 0.03          # seconds between a depth image and its colour image
-    pose_tolerance: float = 0.1           # seconds a frame may lie beyond the first/last pose
+    # seconds between a depth image and its colour image: the node's inputs.sync_slop
+    sync_tolerance: float = BY_NAME["inputs.sync_slop"].default
+    pose_tolerance: float = POSE_END_TOLERANCE  # seconds a frame may lie beyond the first/last pose
     max_frames: int | None = None
-
-
-@dataclass
-class SensorFrame:
-    """One decoded input with its pose (fixed-frame-from-sensor): RGB-D or a point cloud."""
-    stamp: float
-    frame_id: str
-    pose: np.ndarray
-    depth: np.ndarray | None = None          # (H,W) float32 metres, NaN = no reading
-    K: np.ndarray | None = None
-    color: np.ndarray | None = None          # (H,W,3) uint8 RGB, registered to depth
-    points: np.ndarray | None = None         # (N,3) float32 in the sensor frame
-    point_colors: np.ndarray | None = None   # (N,3) uint8
 
 
 @dataclass
@@ -397,25 +391,11 @@ class BagReplay:
         return self._infos[max(i, 0)][1]
 
     def _rgbd_frame(self, stamp: float, depth_msg, color_msg) -> SensorFrame:
-        depth = depth_to_metres(depth_msg)
-        K = camera_matrix(self._camera_info(stamp), depth_msg)
-        color = None
-        if color_msg is not None:
-            color = color_to_rgb(color_msg)
-            if color.shape[:2] != depth.shape:
-                # Registered streams at another resolution share the optical centre: resize.
-                from PIL import Image
-
-                self._warn(f"colour {color.shape[1]}x{color.shape[0]} resized to the depth's "
-                           f"{depth.shape[1]}x{depth.shape[0]} (assumed registered)")
-                color = np.asarray(Image.fromarray(color).resize((depth.shape[1], depth.shape[0]), Image.BILINEAR))
-        frame_id = depth_msg.header.frame_id
-        return SensorFrame(stamp, frame_id, self._pose(stamp, frame_id), depth=depth, K=K, color=color)
+        return rgbd_frame(depth_msg, self._camera_info(stamp), color_msg, pose=self._pose, stamp=stamp,
+                          on_resize=self._warn)
 
     def _cloud_frame(self, stamp: float, msg) -> SensorFrame:
-        points, rgb = read_points(msg)
-        frame_id = msg.header.frame_id
-        return SensorFrame(stamp, frame_id, self._pose(stamp, frame_id), points=points, point_colors=rgb)
+        return cloud_frame(msg, pose=self._pose, stamp=stamp)
 
     def _drop(self, counters: InputCounters, dropped: collections.Counter | None, inputs, reason: str,
               detail: str = "") -> None:
@@ -437,8 +417,8 @@ class BagReplay:
         counters = InputCounters() if counters is None else counters
         self._load_context()
         sensor_topics = {t for t in (self.topics.points, self.topics.depth, self.topics.color) if t}
-        pending_depth: collections.deque = collections.deque()
-        pending_color: collections.deque = collections.deque()
+        tolerance = self.options.sync_tolerance
+        paired: collections.deque = collections.deque()  # (depth stamp, depth, colour) as the synchroniser decides
 
         def build(inputs, make, *args):
             try:
@@ -449,49 +429,25 @@ class BagReplay:
                 self._drop(counters, dropped, inputs, INVALID, _one_line(error))
             return None
 
-        def unpaired_colour(count: int, why: str) -> None:
-            for _ in range(count):
-                pending_color.popleft()
-                self._drop(counters, dropped, (COLOR,), NO_COLOUR_PAIR, why)
+        def unpaired(index: int, why: str) -> None:
+            name, other = ((DEPTH, "colour"), (COLOR, "depth"))[index]
+            if why == OUT_OF_ORDER:
+                self._drop(counters, dropped, (name,), TOO_OLD, "not newer than the last pair")
+            else:
+                self._drop(counters, dropped, (name,), NO_COLOUR_PAIR,
+                           f"no {other} image within {tolerance:g} s (--sync-tolerance)")
 
-        def matched(final: bool) -> Iterator[SensorFrame]:
-            tolerance = self.options.sync_tolerance
-            while pending_depth:
-                d_stamp, d_msg = pending_depth[0]
-                if self.topics.color is None:
-                    pending_depth.popleft()
-                    frame = build((DEPTH,), self._rgbd_frame, d_stamp, d_msg, None)
-                    if frame is not None:
-                        yield frame
-                    continue
-                best = min(range(len(pending_color)), key=lambda i: abs(pending_color[i][0] - d_stamp), default=None)
-                if best is not None and abs(pending_color[best][0] - d_stamp) <= tolerance:
-                    pending_depth.popleft()
-                    # The colour images older than the match are skipped (colour comes in stamp order).
-                    unpaired_colour(best, f"a newer colour image is nearer the depth image at {d_stamp:.3f} s")
-                    c_msg = pending_color.popleft()[1]
-                    frame = build((DEPTH, COLOR), self._rgbd_frame, d_stamp, d_msg, c_msg)
-                    if frame is not None:
-                        yield frame
-                    continue
-                # Colour arrives in stamp order: once one is newer than depth + tolerance, none will match.
-                newer = pending_color and pending_color[-1][0] > d_stamp + tolerance
-                if final or newer or len(pending_depth) > MAX_PENDING:
-                    pending_depth.popleft()
-                    nearest = ("no colour image near it" if best is None
-                               else f"the nearest is {abs(pending_color[best][0] - d_stamp):.3f} s away")
-                    self._drop(counters, dropped, (DEPTH,), NO_COLOUR_PAIR,
-                               f"no colour image within {tolerance:g} s of the depth image at {d_stamp:.3f} s "
-                               f"({nearest}; --sync-tolerance)")
-                    continue
-                break
-            # Colours older than every waiting depth image can never match.
-            horizon = pending_depth[0][0] - tolerance if pending_depth else None
-            while pending_color and ((horizon is not None and pending_color[0][0] < horizon)
-                                     or len(pending_color) > MAX_PENDING or final):
-                c_stamp = pending_color[0][0]
-                unpaired_colour(1, f"no depth image within {tolerance:g} s of the colour image at {c_stamp:.3f} s "
-                                   "(--sync-tolerance)")
+        sync = None
+        if self.topics.depth and self.topics.color:
+            sync = ApproximateTimeSync(2, lambda d, c: paired.append((d[0], d[1], c[1])), slop=tolerance,
+                                       queue_size=MAX_PENDING, on_drop=unpaired)
+
+        def ready() -> Iterator[SensorFrame]:
+            while paired:
+                d_stamp, d_msg, c_msg = paired.popleft()
+                frame = build((DEPTH, COLOR), self._rgbd_frame, d_stamp, d_msg, c_msg)
+                if frame is not None:
+                    yield frame
 
         names = {self.topics.points: POINTS, self.topics.depth: DEPTH, self.topics.color: COLOR}
         for connection, bag_time, raw in self._messages(sensor_topics):
@@ -504,16 +460,19 @@ class BagReplay:
                            f"cannot decode a message on {connection.topic}: {_one_line(error)}")
                 continue
             stamp = self._stamp(msg, bag_time)
+            frame = None
             if name == POINTS:
                 frame = build((POINTS,), self._cloud_frame, stamp, msg)
-                if frame is not None:
-                    yield frame
-            elif name == DEPTH:
-                pending_depth.append((stamp, msg))
-            else:
-                pending_color.append((stamp, msg))
-            yield from matched(final=False)
-        yield from matched(final=True)
+            elif sync is None:
+                frame = build((DEPTH,), self._rgbd_frame, stamp, msg, None)
+            else:  # the stamp the pairing uses travels with the message
+                sync.add(0 if name == DEPTH else 1, (stamp, msg), stamp=stamp)
+            if frame is not None:
+                yield frame
+            yield from ready()
+        if sync is not None:
+            sync.flush()
+            yield from ready()
 
     def _no_pose_detail(self, error: PoseLookupError) -> str:
         detail = _one_line(error)
@@ -530,12 +489,9 @@ class BagReplay:
         summary = ReplaySummary(self.topics, self.pose_source)
         counters = summary.counters
         for frame in self.frames(counters=counters):
-            inputs = (POINTS,) if frame.points is not None else (DEPTH, COLOR) if frame.color is not None else (DEPTH,)
+            inputs = frame.inputs
             try:
-                if frame.depth is not None:
-                    pipeline.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp)
-                else:
-                    pipeline.ingest_points(frame.points, frame.pose, colors=frame.point_colors, stamp=frame.stamp)
+                fuse(pipeline, frame)
             except InvalidInput as error:
                 self._drop(counters, None, inputs, REJECTED, _one_line(error))
                 continue

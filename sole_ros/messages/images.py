@@ -13,9 +13,11 @@ import numpy as np
 
 from sole_ros.messages.errors import MalformedMessage, message_bytes
 
-__all__ = ["MalformedMessage", "depth_to_metres", "color_to_rgb", "camera_matrix",
-           "DEPTH_ENCODINGS", "COLOR_ENCODINGS"]
+__all__ = ["MalformedMessage", "depth_to_metres", "color_to_rgb", "camera_matrix", "depth_image_fields",
+           "color_image_fields", "DEPTH_ENCODINGS", "COLOR_ENCODINGS"]
 
+# The package's one table of image encodings: decoding, encoding (the sensor player) and telling
+# depth topics from colour ones (the bag replay) all read it. A new encoding is a row here.
 # encoding -> (element dtype, metres per stored unit). REP 118: 16-bit depth is millimetres.
 DEPTH_ENCODINGS: dict[str, tuple[np.dtype, float]] = {
     "16UC1": (np.dtype(np.uint16), 1e-3),
@@ -79,6 +81,43 @@ def color_to_rgb(msg) -> np.ndarray:
     rows = _pixel_rows(msg, channels)  # 8-bit channels: byte order does not matter
     pixels = rows.reshape(msg.height, msg.width, channels)
     return np.ascontiguousarray(pixels[:, :, list(order)])
+
+
+def depth_image_fields(depth_m: np.ndarray, encoding: str = "16UC1") -> dict:
+    """The fields of a sensor_msgs/Image holding ``depth_m`` (H,W metres; NaN, inf or <= 0: no
+    reading) in ``encoding``: height, width, encoding, is_bigendian, step, data (little-endian).
+    The inverse of depth_to_metres, to its resolution (integer encodings round to the unit)."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise ValueError(f"unsupported depth encoding {encoding!r} (supported: {', '.join(DEPTH_ENCODINGS)})")
+    dtype, scale = DEPTH_ENCODINGS[encoding]
+    depth = np.asarray(depth_m, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth) & (depth > 0)
+    if dtype.kind == "f":
+        values = np.where(valid, depth / scale, np.nan).astype(dtype.newbyteorder("<"))
+    else:
+        top = np.iinfo(dtype).max
+        values = np.where(valid, np.clip(np.round(depth / scale), 0, top), 0).astype(dtype.newbyteorder("<"))
+    height, width = depth.shape
+    return dict(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * dtype.itemsize,
+                data=values.tobytes())
+
+
+def color_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
+    """The fields of a sensor_msgs/Image holding ``rgb`` (H,W,3 uint8) in ``encoding`` (alpha
+    opaque; mono8 the channels' mean). The inverse of color_to_rgb."""
+    if encoding not in COLOR_ENCODINGS:
+        raise ValueError(f"unsupported colour encoding {encoding!r} (supported: {', '.join(COLOR_ENCODINGS)})")
+    channels, order = COLOR_ENCODINGS[encoding]
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    if channels == 1:
+        pixels = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)[:, :, None]
+    else:
+        pixels = np.full((height, width, channels), 255, np.uint8)
+        pixels[:, :, list(order)] = rgb[:, :, :3]
+    return dict(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * channels,
+                data=np.ascontiguousarray(pixels).tobytes())
 
 
 def _image_size(image) -> tuple[int, int]:

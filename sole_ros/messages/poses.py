@@ -21,10 +21,13 @@ __all__ = [
     "MalformedMessage", "PoseLookupError", "PoseBuffer", "stamp_to_seconds",
     "pose_to_matrix", "matrix_from_pose", "matrix_from_transform", "matrix_from_odometry",
     "matrix_from_pose_stamped", "matrix_from_transform_stamped", "extrinsic_matrix",
-    "check_rigid",
+    "check_rigid", "POSE_END_TOLERANCE",
 ]
 
 QUATERNION_NORM_TOLERANCE = 1e-3  # well above float32 rounding, well below a real mistake
+# A stamp this close past the first or last pose of a pose stream takes that pose (no
+# extrapolation): node and bag replay alike.
+POSE_END_TOLERANCE = 0.1
 
 
 def stamp_to_seconds(stamp) -> float:

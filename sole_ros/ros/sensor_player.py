@@ -21,21 +21,20 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from sole_ros.ros.images import color_image_fields, depth_image_fields
 from sole_ros.ros.transforms import seconds_to_stamp
 
-
-def depth_image(header: Header, depth_m: np.ndarray) -> Image:
-    """16UC1 depth in millimetres (0 = no reading), the common driver output."""
-    mm = np.clip(np.nan_to_num(depth_m, nan=0.0) * 1000.0, 0, 65535).astype("<u2")
-    h, w = mm.shape
-    return Image(header=header, height=h, width=w, encoding="16UC1", is_bigendian=0, step=w * 2,
-                 data=mm.tobytes())
+DEPTH_ENCODING = "16UC1"  # millimetres, 0 = no reading: the common driver output
+COLOR_ENCODING = "rgb8"
 
 
-def color_image(header: Header, rgb: np.ndarray) -> Image:
-    h, w, _ = rgb.shape
-    return Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3,
-                 data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+def depth_image(header: Header, depth_m: np.ndarray, encoding: str = DEPTH_ENCODING) -> Image:
+    """Depth in any encoding of the package's table (default 16UC1 millimetres)."""
+    return Image(header=header, **depth_image_fields(depth_m, encoding))
+
+
+def color_image(header: Header, rgb: np.ndarray, encoding: str = COLOR_ENCODING) -> Image:
+    return Image(header=header, **color_image_fields(rgb, encoding))
 
 
 def camera_info(header: Header, K: np.ndarray, width: int, height: int) -> CameraInfo:

@@ -1,152 +1,18 @@
-"""Approximate-time pairing of (depth, colour[, camera info...]) messages.
+"""Depth/colour subscriptions joined by the package's synchroniser (or message_filters').
 
-message_filters is not on PyPI, so the package carries its own small synchroniser; on a full
-ROS 2 install ``subscribe_synchronized`` can use message_filters instead.
-
-Policy (ours): the set is built around the oldest queued message (the pivot) with the oldest
-message of every other input. A set is delivered when all its stamps lie within ``slop`` and the
-pivot's own next message would not make a tighter set; when that next message has not arrived
-yet and the stamps differ, the set waits for it (at most one frame of latency), so that a late
-or dropped frame on one stream never shifts the pairing by a frame. Pivots that cannot be
-matched within ``slop`` are dropped, as are messages not newer than the last one delivered on their input.
+The pairing rule itself is ROS-free, in sole_ros.messages.sync (the bag replay pairs with it too);
+this module subscribes a node to the inputs and feeds it. message_filters is not on PyPI; on a full
+ROS 2 install ``backend="message_filters"`` uses its ApproximateTimeSynchronizer instead (another
+rule, which does not report its drops).
 """
 from __future__ import annotations
 
-import bisect
-import collections
-import threading
 from typing import Any, Callable, Sequence
 
-from sole_ros.ros.transforms import stamp_to_seconds
-
-UNMATCHED = "unmatched"
-OUT_OF_ORDER = "out of order"
+from sole_ros.messages.sync import OUT_OF_ORDER, UNMATCHED, ApproximateTimeSync
 
 __all__ = ["ApproximateTimeSync", "UNMATCHED", "OUT_OF_ORDER", "SynchronizedSubscription", "subscribe_synchronized",
            "message_filters_available"]
-
-
-class ApproximateTimeSync:
-    """Groups one message per input whose header stamps lie within ``slop`` seconds.
-
-    ``add(i, msg)`` feeds input ``i``; ``callback(*msgs)`` gets one message per input, in input
-    order. Queues hold at most ``queue_size`` messages each (the oldest is dropped). A stamp more
-    than ``jump_back`` seconds older than the newest delivered one means time restarted (bag
-    loop, simulator reset) and clears everything. ``on_drop(index, reason)``, when given, hears of
-    every discarded message: reason UNMATCHED (no partner within slop, or pushed out of a full
-    queue) or OUT_OF_ORDER (not newer than the last delivered, or before a jump back). Thread-safe:
-    ``add`` may be called from several threads; callbacks run one at a time, in stamp order.
-    """
-
-    def __init__(self, num_inputs: int, callback: Callable[..., Any] | None = None, *,
-                 slop: float, queue_size: int = 10, jump_back: float = 1.0,
-                 on_drop: Callable[[int, str], Any] | None = None):
-        if num_inputs < 2:
-            raise ValueError("synchronising needs at least two inputs")
-        if not slop >= 0:
-            raise ValueError(f"slop must be >= 0 seconds, not {slop}")
-        if queue_size < 1:
-            raise ValueError("queue_size must be >= 1")
-        self.num_inputs = num_inputs
-        self.slop = float(slop)
-        self.queue_size = int(queue_size)
-        self.jump_back = float(jump_back)
-        self.dropped = 0  # messages discarded without being delivered (diagnostics)
-        self._on_drop = on_drop
-        self._callbacks: list[Callable[..., Any]] = [callback] if callback else []
-        self._queues: list[list[tuple[float, Any]]] = [[] for _ in range(num_inputs)]
-        self._last_delivered: list[float | None] = [None] * num_inputs  # per input
-        self._lock = threading.Lock()
-        self._ready: collections.deque = collections.deque()
-        self._delivering = threading.RLock()  # reentrant: a callback may feed the synchroniser
-
-    def register_callback(self, callback: Callable[..., Any]) -> None:
-        self._callbacks.append(callback)
-
-    def input(self, index: int) -> Callable[[Any], None]:
-        """A one-argument function feeding input ``index`` (for a subscription callback)."""
-        if not 0 <= index < self.num_inputs:
-            raise IndexError(f"input {index} out of range 0..{self.num_inputs - 1}")
-        return lambda msg: self.add(index, msg)
-
-    def reset(self) -> None:
-        with self._lock:
-            for queue in self._queues:
-                queue.clear()
-            self._last_delivered = [None] * self.num_inputs
-
-    def pending(self) -> list[int]:
-        """How many messages each input has queued."""
-        with self._lock:
-            return [len(q) for q in self._queues]
-
-    def add(self, index: int, msg, stamp: float | None = None) -> None:
-        """Feed ``msg`` to input ``index``; ``stamp`` (seconds) defaults to msg.header.stamp."""
-        if not 0 <= index < self.num_inputs:
-            raise IndexError(f"input {index} out of range 0..{self.num_inputs - 1}")
-        if stamp is None:
-            stamp = stamp_to_seconds(msg.header.stamp)
-        with self._lock:
-            queue = self._queues[index]
-            latest = max((t for t in self._last_delivered if t is not None), default=None)
-            if latest is not None and stamp < latest - self.jump_back:
-                for i, q in enumerate(self._queues):
-                    self._drop(i, OUT_OF_ORDER, len(q))
-                    q.clear()
-                self._last_delivered = [None] * self.num_inputs
-            last = self._last_delivered[index]
-            if last is not None and stamp <= last:
-                self._drop(index, OUT_OF_ORDER)  # it could only be delivered out of order
-                return
-            # Sorted by stamp, so a message that overtook an older one still finds its place.
-            bisect.insort(queue, (stamp, msg), key=lambda item: item[0])
-            if len(queue) > self.queue_size:
-                del queue[0]
-                self._drop(index, UNMATCHED)
-            self._collect()
-        self._deliver()
-
-    def _collect(self) -> None:
-        """Move every set that is decided from the queues to the ready list (lock held)."""
-        queues = self._queues
-        while all(queues):
-            stamps = [q[0][0] for q in queues]
-            pivot = min(range(self.num_inputs), key=stamps.__getitem__)
-            t0 = stamps[pivot]
-            others = [s for i, s in enumerate(stamps) if i != pivot]
-            spread = max(others) - t0  # every other head is >= t0
-            if spread > self.slop:
-                del queues[pivot][0]  # nothing now or later is close enough to the pivot
-                self._drop(pivot, UNMATCHED)
-                continue
-            if spread > 0:
-                if len(queues[pivot]) < 2:
-                    break  # the pivot's next message might match the others better: wait
-                t1 = queues[pivot][1][0]
-                if max(t1, max(others)) - min(t1, min(others)) < spread:
-                    del queues[pivot][0]
-                    self._drop(pivot, UNMATCHED)
-                    continue
-            self._ready.append(tuple(q.pop(0)[1] for q in queues))
-            self._last_delivered = stamps
-
-    def _drop(self, index: int, reason: str, count: int = 1) -> None:
-        if count <= 0:
-            return
-        self.dropped += count
-        if self._on_drop is not None:
-            for _ in range(count):
-                self._on_drop(index, reason)
-
-    def _deliver(self) -> None:
-        with self._delivering:
-            while True:
-                try:
-                    messages = self._ready.popleft()
-                except IndexError:
-                    return
-                for callback in self._callbacks:
-                    callback(*messages)
 
 
 def lost_events(on_lost: Callable[[Any, int], Any] | None, index):
