@@ -21,6 +21,7 @@ in float64, so borderline pairs are decided the same way.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -123,127 +124,180 @@ def connected_parts(points: np.ndarray, eps: float, groups: np.ndarray | None = 
     labels minus their minimum. One call for many small sets saves the per-call overhead that
     dominates when every query's mask is split on its own.
     """
+    points, group, n_groups = _checked_input(points, eps, groups)
+    m = points.shape[0]
+    if m <= 1:
+        return np.zeros(m, dtype=np.int64)
+    side = eps / np.sqrt(3.0) * (1 - _SAFETY)
+    lo = column_min(points)
+    cell = np.floor((points - lo) / side).astype(np.int64)
+    extent = column_max(cell) + 5  # room for offsets of -2..+2 without wrapping
+    if float(np.prod(extent.astype(np.float64))) * n_groups > 2.0 ** 62:
+        if group is not None:  # key space too large for all groups at once: one at a time
+            return _per_group(points, eps, group)
+        component = _kdtree_parts(points, eps)
+        return _first_occurrence_labels(component, np.arange(m), np.arange(m))
+    keys = ((cell[:, 0] + 2) * extent[1] + (cell[:, 1] + 2)) * extent[2] + (cell[:, 2] + 2)
+    if group is not None:
+        # the group is the most significant digit of the key: neighbour offsets (-2..+2 per axis,
+        # inside the padded extent) never reach another group's cells
+        keys = keys + group * int(np.prod(extent))
+    grid = _Grid.of(points, keys)
+    if grid.n_cells == 1:
+        return np.zeros(m, dtype=np.int64)
+    pairs = _candidate_pairs(grid, extent, eps)
+    if pairs is None:
+        return _first_occurrence_labels(np.arange(grid.n_cells), grid.point_cell, grid.cell_first_point)
+    pair_a, pair_b, pair_dir = pairs
+    centre = (cell[grid.order[grid.starts]] + 0.5) * side + lo
+    linked = _centre_links(grid, centre, pair_a, pair_b, eps)
+    cell_component = _components(grid.n_cells, pair_a[linked], pair_b[linked])
+    pending = np.flatnonzero(cell_component[pair_a] != cell_component[pair_b])
+    if pending.shape[0]:
+        linked[pending[_extreme_point_links(grid, pair_a[pending], pair_b[pending], pair_dir[pending], eps)]] = True
+        cell_component = _components(grid.n_cells, pair_a[linked], pair_b[linked])
+    cell_component = _exact_links(grid, pair_a, pair_b, linked, cell_component, eps)
+    return _first_occurrence_labels(cell_component, grid.point_cell, grid.cell_first_point)
+
+
+def _checked_input(points, eps: float, groups) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Points as (M,3) float64, each point's group numbered 0.. (None without groups), group count."""
     points = np.ascontiguousarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be (M, 3), got {points.shape}")
     if not eps > 0:
         raise ValueError("eps must be positive")
     m = points.shape[0]
-    if groups is not None:
-        groups = np.asarray(groups).reshape(-1)
-        if groups.shape[0] != m:
-            raise ValueError(f"{groups.shape[0]} group ids for {m} points")
-        ids, group = np.unique(groups, return_inverse=True)
-        group = group.reshape(-1).astype(np.int64)
-        if m and (np.diff(group) != 0).sum() != ids.shape[0] - 1:
-            raise ValueError("each group's points must be contiguous")
-    if m <= 1:
-        return np.zeros(m, dtype=np.int64)
+    if groups is None:
+        return points, None, 1
+    groups = np.asarray(groups).reshape(-1)
+    if groups.shape[0] != m:
+        raise ValueError(f"{groups.shape[0]} group ids for {m} points")
+    ids, group = np.unique(groups, return_inverse=True)
+    group = group.reshape(-1).astype(np.int64)
+    if m and (np.diff(group) != 0).sum() != ids.shape[0] - 1:
+        raise ValueError("each group's points must be contiguous")
+    return points, group, ids.shape[0]
 
-    side = eps / np.sqrt(3.0) * (1 - _SAFETY)
-    lo = column_min(points)
-    cell = np.floor((points - lo) / side).astype(np.int64)
-    extent = column_max(cell) + 5  # room for offsets of -2..+2 without wrapping
-    n_groups = ids.shape[0] if groups is not None else 1
-    if float(np.prod(extent.astype(np.float64))) * n_groups > 2.0 ** 62:
-        if groups is not None:  # key space too large for all groups at once: one at a time
-            return _per_group(points, eps, group)
-        component = _kdtree_parts(points, eps)
-        return _first_occurrence_labels(component, np.arange(m), np.arange(m))
-    keys = ((cell[:, 0] + 2) * extent[1] + (cell[:, 1] + 2)) * extent[2] + (cell[:, 2] + 2)
-    if groups is not None:
-        # the group is the most significant digit of the key: neighbour offsets (-2..+2 per axis,
-        # inside the padded extent) never reach another group's cells
-        keys = keys + group * int(np.prod(extent))
 
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    n_cells = starts.shape[0]
-    if n_cells == 1:
-        return np.zeros(m, dtype=np.int64)
-    cell_keys = sorted_keys[starts]
-    sizes = np.diff(np.r_[starts, m])
-    cell_sorted = np.repeat(np.arange(n_cells), sizes)  # cell of each sorted point
-    point_cell = np.empty(m, dtype=np.int64)
-    point_cell[order] = cell_sorted
-    # the stable sort keeps input order inside a cell: its first sorted point is its lowest index
-    cell_first_point = order[starts]
+@dataclass
+class _Grid:
+    """The occupied grid cells: points sorted by cell key, each cell a contiguous run of them."""
+    order: np.ndarray             # input index of each sorted point
+    sorted_points: np.ndarray     # points[order]
+    starts: np.ndarray            # first sorted point of each cell
+    sizes: np.ndarray             # points per cell
+    cell_keys: np.ndarray         # key of each cell, increasing
+    cell_sorted: np.ndarray       # cell of each sorted point
+    point_cell: np.ndarray        # cell of each input point
+    cell_first_point: np.ndarray  # lowest input index in each cell
 
-    # candidate pairs of occupied cells (A, B) with B = A + offset
+    @property
+    def n_cells(self) -> int:
+        return int(self.starts.shape[0])
+
+    @property
+    def bounds(self) -> np.ndarray:
+        return np.r_[self.starts, self.sorted_points.shape[0]]
+
+    @classmethod
+    def of(cls, points: np.ndarray, keys: np.ndarray) -> "_Grid":
+        m = points.shape[0]
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        n_cells = starts.shape[0]
+        sizes = np.diff(np.r_[starts, m])
+        cell_sorted = np.repeat(np.arange(n_cells), sizes)
+        point_cell = np.empty(m, dtype=np.int64)
+        point_cell[order] = cell_sorted
+        # the stable sort keeps input order inside a cell: its first sorted point is its lowest index
+        return cls(order, points[order], starts, sizes, sorted_keys[starts], cell_sorted, point_cell, order[starts])
+
+
+def _candidate_pairs(grid: _Grid, extent: np.ndarray, eps: float):
+    """Pairs of occupied cells (A, B = A + offset) whose boxes of points come within eps, with the
+    direction index of each offset; None when no two occupied cells are neighbours."""
+    n_cells = grid.n_cells
     strides = np.array([extent[1] * extent[2], extent[2], 1], dtype=np.int64)
-    target = cell_keys[:, None] + (_OFFSETS @ strides)[None, :]  # [cells, 62]
-    pos = np.minimum(np.searchsorted(cell_keys, target), n_cells - 1)
-    pair_a, which = np.nonzero(cell_keys[pos] == target)
+    target = grid.cell_keys[:, None] + (_OFFSETS @ strides)[None, :]  # [cells, 62]
+    pos = np.minimum(np.searchsorted(grid.cell_keys, target), n_cells - 1)
+    pair_a, which = np.nonzero(grid.cell_keys[pos] == target)
     if pair_a.shape[0] == 0:
-        return _first_occurrence_labels(np.arange(n_cells), point_cell, cell_first_point)
+        return None
     pair_b = pos[pair_a, which]
     pair_dir = _OFFSET_DIRECTION[which]
-
-    sorted_points = points[order]
-    box_lo = np.minimum.reduceat(sorted_points, starts, axis=0)
-    box_hi = np.maximum.reduceat(sorted_points, starts, axis=0)
+    box_lo = np.minimum.reduceat(grid.sorted_points, grid.starts, axis=0)
+    box_hi = np.maximum.reduceat(grid.sorted_points, grid.starts, axis=0)
     gap = np.maximum(0.0, np.maximum(box_lo[pair_b] - box_hi[pair_a], box_lo[pair_a] - box_hi[pair_b]))
     keep = (gap * gap).sum(axis=1) <= eps * eps * (1 + _SAFETY)
-    pair_a, pair_b, pair_dir = pair_a[keep], pair_b[keep], pair_dir[keep]
+    return pair_a[keep], pair_b[keep], pair_dir[keep]
 
-    # Certificate 1 (cheap, decides dense clouds): the points nearest the cell centres. Centres of
-    # cells touching by a face, edge or corner are <= eps apart, and links between farther cells
-    # are usually implied through the cells in between.
-    centre = (cell[order[starts]] + 0.5) * side + lo
+
+def _centre_links(grid: _Grid, centre: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
+                  eps: float) -> np.ndarray:
+    """Certificate 1 (cheap, decides dense clouds): the points nearest the cell centres are within
+    eps. Centres of cells touching by a face, edge or corner are <= eps apart, and links between
+    farther cells are usually implied through the cells in between. Per pair: linked."""
+    sorted_points, starts, cell_sorted = grid.sorted_points, grid.starts, grid.cell_sorted
     d2 = _sq_dist(sorted_points, centre[cell_sorted])
     nearest = np.flatnonzero(d2 == np.minimum.reduceat(d2, starts)[cell_sorted])
     nearest = nearest[np.r_[True, cell_sorted[nearest[1:]] != cell_sorted[nearest[:-1]]]]
     rep = sorted_points[nearest]
-    linked = _sq_dist(rep[pair_a], rep[pair_b]) <= eps * eps
-    cell_component = _components(n_cells, pair_a[linked], pair_b[linked])
-    pending = np.flatnonzero(cell_component[pair_a] != cell_component[pair_b])
+    return _sq_dist(rep[pair_a], rep[pair_b]) <= eps * eps
 
-    if pending.shape[0]:
-        # Certificate 2: the points of two cells lying farthest toward each other, for the cells
-        # of the pairs still undecided only.
-        cells = np.unique(np.r_[pair_a[pending], pair_b[pending]])
-        rows = np.concatenate([np.arange(starts[c], starts[c] + sizes[c]) for c in cells])
-        sub_starts = np.r_[0, np.cumsum(sizes[cells])[:-1]]
-        local = np.full(n_cells, -1)
-        local[cells] = np.arange(cells.shape[0])
-        proj = sorted_points[rows] @ _DIRECTIONS.T  # [rows, 26]
-        best = np.maximum.reduceat(proj, sub_starts, axis=0)
-        sub_cell = np.repeat(np.arange(cells.shape[0]), sizes[cells])
-        hit_row, hit_dir = np.nonzero(proj == best[sub_cell])
-        extreme = np.empty((cells.shape[0], _DIRECTIONS.shape[0]), dtype=np.int64)
-        extreme[sub_cell[hit_row[::-1]], hit_dir[::-1]] = rows[hit_row[::-1]]  # first hit wins
-        opposite = _DIRECTIONS.shape[0] - 1 - pair_dir[pending]  # the list is symmetric: -d mirrored
-        a_pt = sorted_points[extreme[local[pair_a[pending]], pair_dir[pending]]]
-        b_pt = sorted_points[extreme[local[pair_b[pending]], opposite]]
-        linked[pending[_sq_dist(a_pt, b_pt) <= eps * eps]] = True
-        cell_component = _components(n_cells, pair_a[linked], pair_b[linked])
 
-    bounds = np.r_[starts, m]
+def _extreme_point_links(grid: _Grid, pair_a: np.ndarray, pair_b: np.ndarray, pair_dir: np.ndarray,
+                         eps: float) -> np.ndarray:
+    """Certificate 2: the points of two cells lying farthest toward each other are within eps,
+    for the given (still undecided) pairs only. Per pair: linked."""
+    sorted_points, starts, sizes = grid.sorted_points, grid.starts, grid.sizes
+    cells = np.unique(np.r_[pair_a, pair_b])
+    rows = np.concatenate([np.arange(starts[c], starts[c] + sizes[c]) for c in cells])
+    sub_starts = np.r_[0, np.cumsum(sizes[cells])[:-1]]
+    local = np.full(grid.n_cells, -1)
+    local[cells] = np.arange(cells.shape[0])
+    proj = sorted_points[rows] @ _DIRECTIONS.T  # [rows, 26]
+    best = np.maximum.reduceat(proj, sub_starts, axis=0)
+    sub_cell = np.repeat(np.arange(cells.shape[0]), sizes[cells])
+    hit_row, hit_dir = np.nonzero(proj == best[sub_cell])
+    extreme = np.empty((cells.shape[0], _DIRECTIONS.shape[0]), dtype=np.int64)
+    extreme[sub_cell[hit_row[::-1]], hit_dir[::-1]] = rows[hit_row[::-1]]  # first hit wins
+    opposite = _DIRECTIONS.shape[0] - 1 - pair_dir  # the list is symmetric: -d mirrored
+    a_pt = sorted_points[extreme[local[pair_a], pair_dir]]
+    b_pt = sorted_points[extreme[local[pair_b], opposite]]
+    return _sq_dist(a_pt, b_pt) <= eps * eps
+
+
+def _exact_links(grid: _Grid, pair_a: np.ndarray, pair_b: np.ndarray, linked: np.ndarray,
+                 cell_component: np.ndarray, eps: float) -> np.ndarray:
+    """The exact test for pairs no certificate linked whose cells are still apart: small cell pairs
+    every point pair at once (vectorised), large ones by k-d tree. The cells' components after it."""
+    sorted_points, sizes, bounds = grid.sorted_points, grid.sizes, grid.bounds
     undecided = np.flatnonzero(~linked)
     undecided = undecided[cell_component[pair_a[undecided]] != cell_component[pair_b[undecided]]]
-    if undecided.shape[0]:
-        # Exact test. Small cell pairs: every point pair at once, vectorised.
-        cost = sizes[pair_a[undecided]] * sizes[pair_b[undecided]]
-        small = undecided[cost <= _BRUTE_FORCE_PAIR]
-        if small.shape[0]:
-            hit = _brute_force_links(sorted_points, bounds, pair_a[small], pair_b[small], eps)
-            extra_a = np.r_[pair_a[linked], pair_a[small[hit]]]
-            extra_b = np.r_[pair_b[linked], pair_b[small[hit]]]
-            cell_component = _components(n_cells, extra_a, extra_b)
-        large = undecided[cost > _BRUTE_FORCE_PAIR]
-        large = large[cell_component[pair_a[large]] != cell_component[pair_b[large]]]
-        if large.shape[0]:
-            forest = _UnionFind(np.arange(cell_component.max() + 1))
-            for i in large:
-                a, b = int(pair_a[i]), int(pair_b[i])
-                ca, cb = forest.find(int(cell_component[a])), forest.find(int(cell_component[b]))
-                if ca != cb and _cells_linked(sorted_points[bounds[a]:bounds[a + 1]],
-                                              sorted_points[bounds[b]:bounds[b + 1]], eps):
-                    forest.union(ca, cb)
-            roots = np.array([forest.find(c) for c in range(cell_component.max() + 1)])
-            cell_component = roots[cell_component]
-    return _first_occurrence_labels(cell_component, point_cell, cell_first_point)
+    if undecided.shape[0] == 0:
+        return cell_component
+    cost = sizes[pair_a[undecided]] * sizes[pair_b[undecided]]
+    small = undecided[cost <= _BRUTE_FORCE_PAIR]
+    if small.shape[0]:
+        hit = _brute_force_links(sorted_points, bounds, pair_a[small], pair_b[small], eps)
+        extra_a = np.r_[pair_a[linked], pair_a[small[hit]]]
+        extra_b = np.r_[pair_b[linked], pair_b[small[hit]]]
+        cell_component = _components(grid.n_cells, extra_a, extra_b)
+    large = undecided[cost > _BRUTE_FORCE_PAIR]
+    large = large[cell_component[pair_a[large]] != cell_component[pair_b[large]]]
+    if large.shape[0]:
+        forest = _UnionFind(np.arange(cell_component.max() + 1))
+        for i in large:
+            a, b = int(pair_a[i]), int(pair_b[i])
+            ca, cb = forest.find(int(cell_component[a])), forest.find(int(cell_component[b]))
+            if ca != cb and _cells_linked(sorted_points[bounds[a]:bounds[a + 1]],
+                                          sorted_points[bounds[b]:bounds[b + 1]], eps):
+                forest.union(ca, cb)
+        roots = np.array([forest.find(c) for c in range(cell_component.max() + 1)])
+        cell_component = roots[cell_component]
+    return cell_component
 
 
 def _per_group(points: np.ndarray, eps: float, group: np.ndarray) -> np.ndarray:
