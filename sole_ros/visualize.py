@@ -245,9 +245,27 @@ def render_instances_png(points, colors, instances: Sequence, path, title: str |
 
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
+    labels = _draw_boxes(draw, instances, project, font, region, line=max(2, width // 500))
+    # The scene region is clipped so that boxes reaching out of view do not run over the panels.
+    draw.rectangle([region[2], 0, width, height], fill=BACKGROUND)
+    if top:
+        draw.rectangle([0, 0, width, top - 1], fill=BACKGROUND)
+    for rect, text, colour, left, top_ in labels:
+        draw.rectangle(rect, fill=colour)
+        draw.text((rect[0] + 4 - left, rect[1] + 3 - top_), text, fill=_text_colour(colour), font=font)
+
+    if legend_width:
+        draw.line([(region[2], top + 8), (region[2], height - 8)], fill=(200, 200, 200), width=1)
+    _legend(draw, instances, font, (region[2] + 12, top + 8, width - 8, height - 8))
+    if title:
+        draw.text((12, 8), title, fill=(20, 20, 20), font=title_font)
+    return _save_png(image, path)
+
+
+def _draw_boxes(draw: ImageDraw.ImageDraw, instances: list, project, font, region, line: int) -> list:
+    """Each instance's 3D box, worst first so that the best one's is on top; returns where each
+    label goes (rect, text, colour, and the text's offsets) without drawing it yet."""
     taken: list[list[float]] = []
-    line = max(2, width // 500)
-    # Boxes and labels, worst first, so the best instance's label is on top.
     order = sorted(range(len(instances)), key=lambda i: float(getattr(instances[i], "score", 0.0)))
     labels = []
     for i in order:
@@ -265,19 +283,11 @@ def render_instances_png(points, colors, instances: Sequence, path, title: str |
         rect = _place([anchor[0] - w / 2, anchor[1] - h - 4, anchor[0] + w / 2, anchor[1] - 4], taken, region)
         taken.append(rect)
         labels.append((rect, text, colour, left, top_))
-    # The scene region is clipped so that boxes reaching out of view do not run over the panels.
-    draw.rectangle([region[2], 0, width, height], fill=BACKGROUND)
-    if top:
-        draw.rectangle([0, 0, width, top - 1], fill=BACKGROUND)
-    for rect, text, colour, left, top_ in labels:
-        draw.rectangle(rect, fill=colour)
-        draw.text((rect[0] + 4 - left, rect[1] + 3 - top_), text, fill=_text_colour(colour), font=font)
+    return labels
 
-    if legend_width:
-        draw.line([(region[2], top + 8), (region[2], height - 8)], fill=(200, 200, 200), width=1)
-    _legend(draw, instances, font, (region[2] + 12, top + 8, width - 8, height - 8))
-    if title:
-        draw.text((12, 8), title, fill=(20, 20, 20), font=title_font)
+
+def _save_png(image: Image.Image, path) -> str:
+    """Write the PNG under a temporary name, then rename it: a reader never sees half a file."""
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}.png"
     try:

@@ -181,6 +181,34 @@ def _walls(extent: float, height: float = 2.6) -> list[Box]:
             for sign in (-1, 1)]
 
 
+def _draw_classes(rng: np.random.Generator, kind: str, num_objects: int | None) -> list:
+    """The small objects' classes: every class once in a room (plus a few more), any in a tabletop."""
+    if kind == "room":
+        n_extra = int(rng.integers(0, 3)) if num_objects is None \
+            else max(0, num_objects - len(SMALL_OBJECT_CLASSES))
+        return list(SMALL_OBJECT_CLASSES) + list(rng.choice(SMALL_OBJECT_CLASSES, n_extra))
+    n = int(rng.integers(4, 8)) if num_objects is None else num_objects
+    return list(rng.choice(SMALL_OBJECT_CLASSES, n))
+
+
+def _chairs_around(rng: np.random.Generator, table: BuiltObject, table_xy: np.ndarray,
+                   table_yaw: float) -> list[BuiltObject]:
+    """Two to four chairs facing the table from different sides, a little way out."""
+    n_chairs = int(rng.integers(2, 5))
+    sides = rng.permutation(4)[:n_chairs]
+    w, d = table.support_size
+    chairs = []
+    for side in sides:
+        local = [(w / 2 + 0.35, 0.0), (-w / 2 - 0.35, 0.0), (0.0, d / 2 + 0.35), (0.0, -d / 2 - 0.35)][side]
+        offset = rng.uniform(-0.15, 0.15)
+        lx, ly = (local[0], offset) if side < 2 else (offset, local[1])
+        c, s = np.cos(table_yaw), np.sin(table_yaw)
+        x, y = table_xy[0] + c * lx - s * ly, table_xy[1] + s * lx + c * ly
+        facing = float(np.arctan2(table_xy[1] - y, table_xy[0] - x) + rng.uniform(-0.2, 0.2))
+        chairs.append(BUILDERS["chair"](rng, x, y, 0.0, facing))
+    return chairs
+
+
 def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = None,
                    classes: list[str] | None = None, clutter: float = 0.0, sizes: str = "compact") -> Scene:
     """A random scene.
@@ -209,15 +237,7 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
     table_xy = np.zeros(2) if kind == "tabletop" else rng.uniform(-0.3, 0.3, 2)
     table = build_table(rng, table_xy[0], table_xy[1], 0.0, table_yaw)
 
-    if classes is None:
-        if kind == "room":
-            n_extra = int(rng.integers(0, 3)) if num_objects is None \
-                else max(0, num_objects - len(SMALL_OBJECT_CLASSES))
-            classes = list(SMALL_OBJECT_CLASSES) + list(rng.choice(SMALL_OBJECT_CLASSES, n_extra))
-        else:
-            n = int(rng.integers(4, 8)) if num_objects is None else num_objects
-            classes = list(rng.choice(SMALL_OBJECT_CLASSES, n))
-    classes = [str(c) for c in classes]
+    classes = [str(c) for c in (classes if classes is not None else _draw_classes(rng, kind, num_objects))]
     placed: list[tuple[float, float, float]] = []
     small = _place_on_table(rng, table, table_xy, table_yaw, classes, placed, size_ranges)
 
@@ -227,19 +247,8 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
         built_objects += _add_clutter(np.random.default_rng([seed, 1]), table, table_xy, table_yaw, small,
                                       placed, clutter, size_ranges)
     if kind == "room":
-        n_chairs = int(rng.integers(2, 5))
-        sides = rng.permutation(4)[:n_chairs]
-        w, d = table.support_size
-        for side in sides:
-            # Chairs face the table from one of its four sides, a little way out.
-            local = [(w / 2 + 0.35, 0.0), (-w / 2 - 0.35, 0.0), (0.0, d / 2 + 0.35), (0.0, -d / 2 - 0.35)][side]
-            offset = rng.uniform(-0.15, 0.15)
-            lx, ly = (local[0], offset) if side < 2 else (offset, local[1])
-            c, s = np.cos(table_yaw), np.sin(table_yaw)
-            x, y = table_xy[0] + c * lx - s * ly, table_xy[1] + s * lx + c * ly
-            facing = float(np.arctan2(table_xy[1] - y, table_xy[0] - x) + rng.uniform(-0.2, 0.2))
-            chair = BUILDERS["chair"](rng, x, y, 0.0, facing)
-            built_objects.append(("chair", chair, "next to the table", "the table"))
+        built_objects += [("chair", chair, "next to the table", "the table")
+                          for chair in _chairs_around(rng, table, table_xy, table_yaw)]
 
     objects = []
     for instance_id, (name, built, relation, relation_phrase) in enumerate(built_objects, start=1):
