@@ -57,6 +57,18 @@ def test_help_lists_every_command():
         assert command in result.stdout
 
 
+def test_python_dash_m_runs_the_package():
+    """`python -m sole_ros.cli` is the same program: help, version, and a mistake as one line."""
+    result = sole_ros("--help", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: sole-ros") and result.stderr == ""
+    result = sole_ros("--version", timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().startswith("sole-ros ")
+    result = sole_ros("bench", "--bench-dir", str(ROOT / "no such folder"), timeout=120)
+    assert result.returncode == 2
+    one_line(result.stderr, "sole-ros bench: error: --bench-dir", "no such folder")
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -141,7 +153,7 @@ def test_segment_mistakes_are_one_line(tmp_path, capsys):
 
 # --- the node's settings as options ------------------------------------------------------------------
 
-# Left out of the commands on purpose (sole_ros/cli_model.py says why); everything else of model.*,
+# Left out of the commands on purpose (sole_ros/cli/model_options.py says why); everything else of model.*,
 # query.* (and scene.* for bag) must be an option.
 LEFT_OUT = {"query.default_max_results", "query.max_staleness", "scene.directory"}
 OFFERED = {"segment": ("model", "query"), "bag": ("model", "query", "scene")}
@@ -173,7 +185,7 @@ def _out_of_range(p) -> list:
 
 
 def test_left_out_settings_are_named_and_few():
-    from sole_ros.cli_model import LEFT_OUT as left_out_here
+    from sole_ros.cli.model_options import LEFT_OUT as left_out_here
     from sole_ros.settings_table import BY_NAME
 
     assert set(left_out_here) == LEFT_OUT and LEFT_OUT <= set(BY_NAME)
@@ -220,7 +232,7 @@ def test_out_of_range_settings_are_one_line(command, tmp_path, capsys):
 
 
 def test_options_reach_pipeline_settings_as_node_parameters_do():
-    from sole_ros.cli_model import settings_from_args
+    from sole_ros.cli.model_options import settings_from_args
     from sole_ros.pipeline import PipelineSettings
     from sole_ros.settings_table import defaults
 
@@ -278,7 +290,7 @@ def test_weights_offline_says_so_in_one_line_then_explains(tmp_path):
 
 
 def test_weights_without_network_for_real(tmp_path):
-    from sole_ros.cli_weights import hub_reachable
+    from sole_ros.cli.weights import hub_reachable
 
     reachable, _ = hub_reachable(3.0)
     if reachable:
@@ -366,7 +378,7 @@ def test_segment_point_bounds_are_options_and_their_mistakes_one_line(tmp_path, 
 
 
 def test_unexpected_errors_are_one_line_and_interrupts_quiet(capsys, monkeypatch):
-    import sole_ros.cli_segment as cli_segment
+    import sole_ros.cli.segment as cli_segment
 
     def fails(args):
         raise ValueError("bad\nthing")
@@ -386,3 +398,47 @@ def test_unexpected_errors_are_one_line_and_interrupts_quiet(capsys, monkeypatch
     monkeypatch.setattr(cli_segment, "run", interrupted)
     code, out, err = in_process(capsys, "segment", "x.ply", "--query", "mug")
     assert code == 130 and out == "" and err == ""
+
+
+# --- layout of sole_ros/cli ---------------------------------------------------------------------------
+
+CLI_DIR = ROOT / "sole_ros" / "cli"
+PROGRAM = {"__init__.py", "__main__.py", "app.py"}  # the program; every other module is a part of it
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (functions included), as absolute names."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against sole_ros.cli
+                base = "sole_ros.cli" + (f".{base}" if base else "")
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_cli_modules_never_import_the_program():
+    """No import cycle: commands and helpers import helpers, never the package or its app."""
+    parts = sorted(p for p in CLI_DIR.glob("*.py") if p.name not in PROGRAM)
+    assert {p.stem for p in parts} >= {"errors", "model_options", "results", "segment", "bag", "training", "weights",
+                                       "bench"}
+    for path in parts:
+        forbidden = {n for n in _imported_modules(path) if n in ("sole_ros.cli", "sole_ros.cli.app")
+                     or n.startswith("sole_ros.cli.app.")}
+        assert not forbidden, f"{path.name} imports {sorted(forbidden)}: import helpers by their full names"
+
+
+def test_every_command_module_is_registered_once():
+    from sole_ros.cli import app
+
+    with_register = {p.stem for p in CLI_DIR.glob("*.py")
+                     if p.name not in PROGRAM and "\ndef register(" in p.read_text(encoding="utf-8")}
+    registered = [m.__name__.rsplit(".", 1)[-1] for m in app.COMMANDS]
+    assert sorted(registered) == sorted(with_register) and len(set(registered)) == len(registered)
+    assert not list((ROOT / "sole_ros").glob("cli_*.py")) and not (ROOT / "sole_ros" / "cli.py").exists()

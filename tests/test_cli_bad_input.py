@@ -205,7 +205,7 @@ def test_empty_checkpoints_are_refused_with_a_reason(tiny_run):
 
 def _run_with_failing_handler(raised: str, env: dict | None = None):
     """`sole-ros segment` in its own process, its handler replaced by one that raises ``raised``."""
-    code = ("import sys, sole_ros.cli_segment as s\n"
+    code = ("import sys, sole_ros.cli.segment as s\n"
             f"def run(args):\n    raise {raised}\n"
             "s.run = run\n"
             "from sole_ros.cli import main\n"

@@ -9,20 +9,8 @@ line that works here works as a node configuration too.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from sole_ros.cli import CliError
-
-
-def log(message: str) -> None:
-    """Progress and warnings go to stderr, so that --json output stays one clean document."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return " ".join(line.strip() for line in lines) or type(error).__name__
-
+from sole_ros.cli.errors import CliError, log, one_line
 
 # Node parameters that are no option of `segment` / `bag`: the ones only a running node has
 # (fixed_frame, autostart, inputs.*, pose.*, segmentation.*, output.*: their groups are never

@@ -1,8 +1,9 @@
-"""sole-ros: the command line of the ROS-free library.
+"""The `sole-ros` program: its parser, made of the command modules, and main().
 
-Each sub-command lives in its own module and registers itself here; a mistake gets one clear line
-on stderr and a non-zero exit code. So does anything unexpected (one line naming the exception;
-SOLE_ROS_DEBUG=1 shows its traceback instead), and Ctrl-C exits 130 without one.
+Each command module has register(subparsers), which adds its sub-command(s) and sets a handler
+(args -> exit code). A mistake raised as CliError gets one clear line on stderr and exit code 2.
+So does anything unexpected (one line naming the exception, exit code 1; SOLE_ROS_DEBUG=1 shows its
+traceback instead), and Ctrl-C exits 130 without one.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import os
 import sys
 
 from sole_ros import __version__
+from sole_ros.cli import bag, bench, segment, training, weights
+from sole_ros.cli.errors import CliError
 
-
-class CliError(Exception):
-    """A user mistake: printed as one line, exit code 2."""
+# In the order `sole-ros --help` lists them.
+COMMANDS = (segment, bag, training, weights, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Open-vocabulary 3D instance segmentation (SOLE) from the command line.")
     parser.add_argument("--version", action="version", version=f"sole-ros {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from sole_ros.training.cli import register_eval, register_train
-
-    register_train(subparsers)
-    register_eval(subparsers)
-    from sole_ros import cli_average, cli_bag, cli_bench, cli_image_tower, cli_segment, cli_weights
-
-    for command in (cli_segment, cli_bag, cli_weights, cli_bench, cli_image_tower, cli_average):
+    for command in COMMANDS:
         command.register(subparsers)
     return parser
 
@@ -60,11 +56,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def _debug() -> bool:
     return os.environ.get("SOLE_ROS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
-
-
-if __name__ == "__main__":
-    # `python -m sole_ros.cli` runs this file as __main__, a second copy of the module: use the
-    # imported one, whose CliError is the class the sub-command modules raise.
-    from sole_ros.cli import main as imported_main
-
-    sys.exit(imported_main())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sole_ros.cli import CliError
+from sole_ros.cli.errors import CliError
 
 SOLE_REPO = "onandon/SOLE"          # a dataset repository (see the SOLE README, "Weights")
 SOLE_CHECKPOINTS = {

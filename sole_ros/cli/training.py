@@ -1,14 +1,17 @@
-"""The ``train`` and ``eval`` sub-commands of ``sole-ros`` (registered by sole_ros/cli.py).
+"""The training commands of ``sole-ros``: train, eval, train-image-tower and average-weights.
 
-Settings: a JSON file (``--config``, the fields of TrainConfig) and/or flags; flags win, and
-``--set dotted.name=value`` (value parsed as JSON when it parses) reaches any field. Heavy modules
-load only when a command runs. Multi-GPU / multi-node: start it under torchrun, e.g.
+train / eval: settings come from a JSON file (``--config``, the fields of TrainConfig) and/or flags;
+flags win, and ``--set dotted.name=value`` (value parsed as JSON when it parses) reaches any field.
+Heavy modules load only when a command runs. Multi-GPU / multi-node: start it under torchrun, e.g.
 ``torchrun --nproc_per_node 4 -m sole_ros.cli train --config run.json``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+
+from sole_ros.cli.errors import CliError
 
 _FLAGS = {  # flag -> dotted TrainConfig field
     "output_dir": "output_dir", "data": "data.kind", "data_root": "data.root", "features_dir": "data.features_dir",
@@ -45,6 +48,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any setting by dotted name, e.g. --set model_overrides.num_queries=50")
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
+
+
+def register(subparsers) -> None:
+    """The four training commands, in the order --help lists them."""
+    register_train(subparsers)
+    register_eval(subparsers)
+    register_image_tower(subparsers)
+    register_average(subparsers)
 
 
 def register_train(subparsers) -> None:
@@ -119,9 +130,8 @@ def _parse_value(text: str):
         return text
 
 
-def settings_from_args(args, base: dict | None = None):
+def train_config_from_args(args, base: dict | None = None):
     """A TrainConfig from --config, then the flags, then --set."""
-    from sole_ros.cli import CliError
     from sole_ros.training.config import TrainConfig
 
     values: dict = dict(base or {})
@@ -157,10 +167,9 @@ def settings_from_args(args, base: dict | None = None):
 
 
 def _run_train(args) -> int:
-    from sole_ros.cli import CliError
     from sole_ros.training.trainer import train
 
-    config = settings_from_args(args)
+    config = train_config_from_args(args)
     try:
         summary = train(config)
     except (ValueError, FileNotFoundError) as err:
@@ -170,7 +179,6 @@ def _run_train(args) -> int:
 
 
 def _run_eval(args) -> int:
-    from sole_ros.cli import CliError
     from sole_ros.evaluation import format_table
     from sole_ros.training.checkpointing import load_checkpoint
     from sole_ros.training.evaluate import evaluate_checkpoint
@@ -179,7 +187,7 @@ def _run_eval(args) -> int:
         stored = load_checkpoint(args.checkpoint).get("hyper_parameters", {}).get("train_config", {})
     except (FileNotFoundError, RuntimeError) as err:
         raise CliError(str(err)) from None
-    config = settings_from_args(args, base=stored)
+    config = train_config_from_args(args, base=stored)
     try:
         result = evaluate_checkpoint(args.checkpoint, config, output_dir=args.output_dir,
                                      device=args.device or "auto", max_scenes=args.max_scenes, top_k=args.top_k,
@@ -190,4 +198,139 @@ def _run_eval(args) -> int:
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     print(format_table(result))
+    return 0
+
+
+# --- train-image-tower ----------------------------------------------------------------------------
+
+IMAGE_TOWER_DESCRIPTION = (
+    "A run trained with a random CLIP (`--clip-pretrained none`, like the demo weights) carries that CLIP's "
+    "weights; its text tower defines the text space, its image tower is noise, so the node fuses no image "
+    "features with it. This trains the image tower on rendered synthetic frames so its dense per-pixel features "
+    "land on the text embeddings of the classes they show (sole_ros/training/image_tower.py), and writes the "
+    "checkpoint with it; the node then fuses image features into the map, as SOLE fuses OpenSeg's. The SOLE "
+    "network and the text tower are not changed.")
+
+TINY_DENSE = "sole-tiny-dense"  # sole_ros.clip.TINY_DENSE_MODEL_NAME (not imported: keeps --help light)
+
+
+def register_image_tower(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train-image-tower", help="train a random small CLIP's image tower on synthetic frames",
+        description=IMAGE_TOWER_DESCRIPTION)
+    parser.add_argument("checkpoint", help="a checkpoint of `sole-ros train` (or its export) with a random CLIP")
+    parser.add_argument("--output", required=True, help="where to write the checkpoint with the trained tower")
+    defaults = _tower_defaults()
+    parser.add_argument("--scenes", type=int, default=defaults.scenes, help="training scenes (default: %(default)s)")
+    parser.add_argument("--frames-per-scene", type=int, default=defaults.frames_per_scene,
+                        help="rendered frames per scene (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="(default: %(default)s)")
+    parser.add_argument("--channel-shuffle", type=float, default=defaults.channel_shuffle,
+                        help="share of frames with their RGB channels permuted (default: %(default)s)")
+    parser.add_argument("--grey", type=float, default=defaults.grey,
+                        help="share of frames turned grey (default: %(default)s)")
+    parser.add_argument("--region-weight", type=float, default=defaults.region_weight,
+                        help="weight of the loss on each class region's mean feature in a frame, as the map "
+                             "pools an object's voxels; 0: the per-pixel loss only (default: %(default)s)")
+    parser.add_argument("--short-side", type=int, default=defaults.short_side,
+                        help="network input short side in pixels; the node uses the same (default: %(default)s)")
+    parser.add_argument("--clip-model", default=TINY_DENSE,
+                        help="the CLIP architecture to write: the checkpoint's own (its image tower trained "
+                             "further) or one with the same text tower, whose image tower starts from random "
+                             "weights (default: %(default)s)")
+    parser.add_argument("--object-sizes", choices=("compact", "household"),
+                        help="the scenes' object size ranges (default: those the checkpoint's run trained on)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
+    parser.set_defaults(handler=_run_image_tower)
+
+
+def _tower_defaults():
+    from sole_ros.training.image_tower import ImageTowerConfig
+
+    return ImageTowerConfig()
+
+
+def _run_image_tower(args) -> int:
+    from sole_ros.device import resolve_device
+    from sole_ros.model.checkpoint import read_checkpoint
+    from sole_ros.training.image_tower import (
+        attach_image_tower,
+        clip_with_text_tower_of,
+        train_image_tower,
+        vocabulary_embeddings,
+    )
+
+    for name in ("scenes", "frames_per_scene", "epochs", "batch_size", "short_side"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("channel_shuffle", "grey"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise CliError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    if args.region_weight < 0:
+        raise CliError("--region-weight must not be negative")
+    if args.scenes * args.frames_per_scene < args.batch_size:
+        raise CliError("fewer frames than one batch: raise --scenes or --frames-per-scene")
+    try:
+        data = read_checkpoint(args.checkpoint)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise CliError(f"cannot read {args.checkpoint}: {error}") from None
+    hp = data.get("hyper_parameters") if isinstance(data, dict) else None
+    if "clip_state_dict" not in data or not isinstance(hp, dict) or "clip" not in hp:
+        raise CliError(f"{args.checkpoint} carries no CLIP weights: only runs trained with a random CLIP "
+                       "(--clip-pretrained none) have an image tower to train; a pretrained CLIP's is used as is")
+    device = resolve_device(args.device)
+    try:
+        clip = clip_with_text_tower_of(data, args.clip_model, device, args.seed)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    embeddings = vocabulary_embeddings(clip)
+    run_data = (hp.get("train_config") or {}).get("data") or {}
+    object_sizes = args.object_sizes or run_data.get("synthetic_object_sizes", "compact")
+    config = dataclasses.replace(_tower_defaults(), scenes=args.scenes, frames_per_scene=args.frames_per_scene,
+                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                 short_side=args.short_side, channel_shuffle=args.channel_shuffle,
+                                 grey=args.grey, region_weight=args.region_weight, object_sizes=object_sizes,
+                                 seed=args.seed)
+    try:
+        figures = train_image_tower(clip, embeddings, config)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    path = attach_image_tower(data, clip, config, figures, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+# --- average-weights ------------------------------------------------------------------------------
+
+AVERAGE_DESCRIPTION = (
+    "The first file gives everything but the network's tensors (settings, post-processing, the CLIP and its "
+    "image tower); each floating-point tensor becomes (1 - w) * first + w * second. Meant for a network and a "
+    "continuation of its training (sole_ros/training/weight_average.py); the demo weights are made this way "
+    "(scripts/train_demo_weights.sh).")
+
+
+def register_average(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "average-weights", help="average the networks of two checkpoints of one architecture",
+        description=AVERAGE_DESCRIPTION)
+    parser.add_argument("first", help="checkpoint whose settings, CLIP and counters the result keeps")
+    parser.add_argument("second", help="checkpoint of the same network (e.g. trained further)")
+    parser.add_argument("--weight", type=float, default=0.5,
+                        help="share of the second network, in [0, 1] (default: %(default)s)")
+    parser.add_argument("--output", required=True, help="where to write the averaged checkpoint")
+    parser.set_defaults(handler=_run_average)
+
+
+def _run_average(args) -> int:
+    from sole_ros.model.checkpoint import CheckpointError
+    from sole_ros.training.weight_average import average_checkpoints
+
+    try:
+        path = average_checkpoints(args.first, args.second, args.output, args.weight)
+    except (ValueError, FileNotFoundError, CheckpointError) as error:
+        raise CliError(str(error)) from None
+    print(f"wrote {path}: {1 - args.weight:g} x {args.first} + {args.weight:g} x {args.second}")
     return 0

@@ -11,8 +11,17 @@ from __future__ import annotations
 import os
 import time
 
-from sole_ros.cli import CliError
-from sole_ros.cli_model import add_model_arguments, add_query_arguments, add_scene_arguments, check_queries, log
+from sole_ros.cli.errors import CliError, log
+from sole_ros.cli.model_options import (
+    add_model_arguments,
+    add_query_arguments,
+    add_scene_arguments,
+    build_pipeline,
+    check_queries,
+    describe_model,
+    settings_from_args,
+)
+from sole_ros.cli.results import instance_record, print_json, print_table, title_for, write_outputs
 
 # the node's parameter groups offered as options
 GROUPS = ("model", "query", "scene")
@@ -58,8 +67,6 @@ def _topics(args):
 
 def run(args) -> int:
     from sole_ros.bag import BagError, BagReplay, ReplayOptions
-    from sole_ros.cli_model import build_pipeline, describe_model, settings_from_args
-    from sole_ros.cli_results import instance_record, print_json, print_table, title_for, write_outputs
     from sole_ros.pipeline import QueryRejected
 
     settings = settings_from_args(args, GROUPS)

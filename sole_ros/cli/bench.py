@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sole_ros.cli import CliError
+from sole_ros.cli.errors import CliError
 
 PREFIX = "bench_"
 
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 def bench_dir(explicit: str | None = None) -> Path:
     candidates = [explicit] if explicit else [os.environ.get("SOLE_ROS_BENCH_DIR"), "bench",
-                                              Path(__file__).resolve().parents[1] / "bench"]
+                                              Path(__file__).resolve().parents[2] / "bench"]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)

@@ -11,8 +11,16 @@ import time
 
 import numpy as np
 
-from sole_ros.cli import CliError
-from sole_ros.cli_model import add_model_arguments, add_query_arguments, check_queries, log
+from sole_ros.cli.errors import CliError, log
+from sole_ros.cli.model_options import (
+    add_model_arguments,
+    add_query_arguments,
+    check_queries,
+    describe_model,
+    load_segmenter,
+    settings_from_args,
+)
+from sole_ros.cli.results import instance_record, print_json, print_table, title_for, write_outputs
 
 # the node's parameter groups offered as options (a point file needs no scene map: no scene.*)
 GROUPS = ("model", "query")
@@ -49,8 +57,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from sole_ros.cli_model import describe_model, load_segmenter, settings_from_args
-    from sole_ros.cli_results import instance_record, print_json, print_table, title_for, write_outputs
     settings = settings_from_args(args, GROUPS)
     phrases = check_queries(args, settings)
     scene = read_scene(args)

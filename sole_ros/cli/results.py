@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from sole_ros.cli import CliError
+from sole_ros.cli.errors import CliError
 
 
 def _vector(value) -> list[float]:
