@@ -112,8 +112,7 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     from sole_ros.pipeline import PipelineSettings, load_segmenter
 
     device = resolve_device(device)
-    data = load_checkpoint(checkpoint)
-    hp = data.get("hyper_parameters", {})
+    hp = load_checkpoint(checkpoint).get("hyper_parameters", {})
     if config is None:
         if "train_config" not in hp:
             raise ValueError(f"{checkpoint} has no training settings: pass a TrainConfig")
@@ -129,9 +128,28 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     class_ids, class_names, splits = vocabulary(config, dataset)
     if min_region_size is None:
         min_region_size = 100 if config.data.kind in ("scannet", "scannet200") else 30
+    count = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
+    pairs, agnostic, alone, contrasted = _predict_scenes(segmenter, dataset, count, class_ids, class_names, top_k,
+                                                         min_region_size, query_top1)
+    result = evaluate_instances(pairs, class_ids, class_names, splits=splits, min_region_size=min_region_size,
+                                agnostic_predictions=agnostic, matching=matching)
+    result.query_top1, result.query_top1_contrast = alone, contrasted
+    if output_dir is not None:
+        _write_report(result, pathlib.Path(output_dir), f"{config.data.kind} ({count} scenes)", {
+            "checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
+            "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device),
+            "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter,
+            "point_features": point_features, "num_queries": segmenter.model.config.num_queries,
+            "matching": matching})
+    return result
+
+
+def _predict_scenes(segmenter, dataset, count: int, class_ids: list[int], class_names: list[str],
+                    top_k: int | None, min_region_size: int, query_top1: bool):
+    """The first ``count`` scenes predicted: (ground truth, prediction) pairs, class-agnostic
+    predictions, and the query top-1 tallies asked alone and with contrast (None without)."""
     pairs, agnostic = [], []
     alone, contrasted = (QueryTop1(), QueryTop1()) if query_top1 else (None, None)
-    count = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
     for index in range(count):
         sample = dataset[index]
         prediction = predict_scene(segmenter, sample, class_ids, class_names, top_k)
@@ -141,21 +159,14 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
             score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, alone)
             score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, contrasted,
                                contrast_phrases=class_names)
-    result = evaluate_instances(pairs, class_ids, class_names, splits=splits, min_region_size=min_region_size,
-                                agnostic_predictions=agnostic, matching=matching)
-    result.query_top1, result.query_top1_contrast = alone, contrasted
-    if output_dir is not None:
-        out = pathlib.Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ap_table.txt").write_text(format_table(result) + "\n")
-        write_csv(result, out / "ap_per_class.csv")
-        write_json(result, out / "ap.json")
-        plot_per_class(result, out / "ap_per_class.png", title=f"{config.data.kind} ({count} scenes)")
-        (out / "eval_settings.json").write_text(json.dumps(
-            {"checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
-             "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device),
-             "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter,
-             "point_features": point_features, "num_queries": segmenter.model.config.num_queries,
-             "matching": matching}, indent=2))
-    return result
+    return pairs, agnostic, alone, contrasted
 
+
+def _write_report(result: InstanceAPResult, out: pathlib.Path, title: str, settings: dict) -> None:
+    """The table, CSV, JSON and plot of an evaluation, and the settings it ran with."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ap_table.txt").write_text(format_table(result) + "\n")
+    write_csv(result, out / "ap_per_class.csv")
+    write_json(result, out / "ap.json")
+    plot_per_class(result, out / "ap_per_class.png", title=title)
+    (out / "eval_settings.json").write_text(json.dumps(settings, indent=2))

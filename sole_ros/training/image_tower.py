@@ -162,7 +162,7 @@ def region_means(features: torch.Tensor, labels: torch.Tensor, frame_of: torch.T
 
 def sample_at_pixels(grid: torch.Tensor, pixels: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """(h,w,D) feature grid tiling a width x height image -> features at flat pixel indices, bilinear
-    with cell centres as sole_ros.scene.voxel_map.sample_feature_grid takes them; differentiable."""
+    with cell centres as sole_ros.scene.feature_fusion.sample_feature_grid takes them; differentiable."""
     width, height = image_size
     pixels = pixels.to(grid.device)
     u = (pixels % width).float()
@@ -244,24 +244,7 @@ def train_image_tower(clip, phrase_embeddings: torch.Tensor, config: ImageTowerC
             totals = []
             for step in range(steps_per_epoch):
                 chosen = np.sort(order[step * config.batch_size:(step + 1) * config.batch_size])
-                colors, targets = _augment(train.colors[chosen], train.targets[chosen], config, rng)
-                grids = dense.grid_features(dense.network_input(colors))
-                features, labels, frame_of = [], [], []
-                for frame, (grid, target) in enumerate(zip(grids, targets)):
-                    pixels = _balanced_pixels(target, config.pixels_per_image, rng)
-                    features.append(sample_at_pixels(grid, pixels, config.image_size))
-                    labels.append(target.reshape(-1)[pixels])
-                    frame_of.append(torch.full((len(pixels),), frame, dtype=torch.long))
-                device = features[0].device
-                features, labels = torch.cat(features), torch.cat(labels).to(device)
-                similarity = features @ targets_embedded.t()
-                loss = F.cross_entropy(config.logit_scale * similarity, labels) + \
-                    config.cosine_weight * (1 - similarity.gather(1, labels[:, None])).mean()
-                if config.region_weight:
-                    means, classes = region_means(features, labels, torch.cat(frame_of).to(device),
-                                                  len(targets_embedded))
-                    loss = loss + config.region_weight * F.cross_entropy(
-                        config.logit_scale * means @ targets_embedded.t(), classes)
+                loss = _tower_loss(dense, targets_embedded, train.colors[chosen], train.targets[chosen], config, rng)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -278,6 +261,30 @@ def train_image_tower(clip, phrase_embeddings: torch.Tensor, config: ImageTowerC
         f"{figures['pixel_accuracy']:.3f}, mean over classes {figures['mean_class_accuracy']:.3f}, "
         f"regions {figures['region_accuracy']:.3f} of {figures['regions']}")
     return figures
+
+
+def _tower_loss(dense, targets_embedded: torch.Tensor, colors: np.ndarray, targets: np.ndarray,
+                config: ImageTowerConfig, rng: np.random.Generator) -> torch.Tensor:
+    """The loss of one batch of frames: each sampled pixel's feature against its class's phrase
+    (cross-entropy and cosine), plus the region loss on each frame's class means."""
+    colors, targets = _augment(colors, targets, config, rng)
+    grids = dense.grid_features(dense.network_input(colors))
+    features, labels, frame_of = [], [], []
+    for frame, (grid, target) in enumerate(zip(grids, targets)):
+        pixels = _balanced_pixels(target, config.pixels_per_image, rng)
+        features.append(sample_at_pixels(grid, pixels, config.image_size))
+        labels.append(target.reshape(-1)[pixels])
+        frame_of.append(torch.full((len(pixels),), frame, dtype=torch.long))
+    device = features[0].device
+    features, labels = torch.cat(features), torch.cat(labels).to(device)
+    similarity = features @ targets_embedded.t()
+    loss = F.cross_entropy(config.logit_scale * similarity, labels) + \
+        config.cosine_weight * (1 - similarity.gather(1, labels[:, None])).mean()
+    if config.region_weight:
+        means, classes = region_means(features, labels, torch.cat(frame_of).to(device), len(targets_embedded))
+        loss = loss + config.region_weight * F.cross_entropy(
+            config.logit_scale * means @ targets_embedded.t(), classes)
+    return loss
 
 
 def clip_with_text_tower_of(data: dict, model_name: str, device, seed: int = 0):

@@ -94,136 +94,188 @@ def train(config: TrainConfig) -> dict:
 
 
 def _train(config, device, dist, out_dir, resume) -> dict:
-    torch.manual_seed(config.seed)  # identical initial weights in every process
-    clip = load_run_clip(config, device, resume.get("clip_state_dict") if resume else None)
-    caption_encoder, phrase_encoder = text_encoders(clip, device)
-    encode_caption, encode_phrase = encode_each(caption_encoder), encode_each(phrase_encoder)
-    sole_config = sole_config_for(config, clip.embed_dim)
-    model = SoleModel(sole_config)
-    if config.backbone_checkpoint and resume is None:
-        from sole_ros.model.checkpoint import load_backbone_weights
+    return _TrainingRun(config, device, dist, out_dir, resume).run()
 
-        load_backbone_weights(model, config.backbone_checkpoint, freeze=config.backbone_frozen)
-    if config.init_checkpoint and resume is None:
-        from sole_ros.model.checkpoint import load_sole_weights
 
-        load_sole_weights(model, config.init_checkpoint, strict=False)
-    if resume is not None:
-        model.load_state_dict(model_state(resume))
-    model.set_backbone_frozen(config.backbone_frozen)
-    model.to(device).train()
-    module = SoleTrainingModule(model, LossWeights(**config.loss_weights))
-    if dist.enabled:
-        module = nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None)
+class _TrainingRun:
+    """One run of the loop: the network, its optimisation, its progress and its outputs. Built in
+    the order the random streams are drawn (seed, network, data, optimiser, resumed state)."""
 
-    dataset = build_dataset(config, "train", phrase_encoder)
-    cache: dict = {}
+    def __init__(self, config: TrainConfig, device, dist, out_dir: pathlib.Path, resume: dict | None):
+        self.config, self.device, self.dist, self.out_dir = config, device, dist, out_dir
+        self._build_network(resume)
+        self.dataset = build_dataset(config, "train", self.phrase_encoder)
+        self._cache: dict = {}
+        steps_per_epoch = max(len(_batches(np.arange(len(self.dataset) // dist.world_size), config.batch_size)), 1)
+        self.total_steps = config.epochs * steps_per_epoch
+        self._build_optimisation(resume)
+        self._open_outputs()
+        self.last_logs: dict = {}
 
-    def load(index: int):
-        if not config.cache_scenes:
-            return dataset[index]
-        if index not in cache:
-            cache[index] = dataset[index]
-        return cache[index]
+    def _build_network(self, resume: dict | None) -> None:
+        """The run's CLIP, text encoders and SOLE network (initial, pretrained or resumed weights)."""
+        config, device = self.config, self.device
+        torch.manual_seed(config.seed)  # identical initial weights in every process
+        self.clip = load_run_clip(config, device, resume.get("clip_state_dict") if resume else None)
+        caption_encoder, self.phrase_encoder = text_encoders(self.clip, device)
+        self.encode_caption, self.encode_phrase = encode_each(caption_encoder), encode_each(self.phrase_encoder)
+        self.sole_config = sole_config_for(config, self.clip.embed_dim)
+        model = SoleModel(self.sole_config)
+        if config.backbone_checkpoint and resume is None:
+            from sole_ros.model.checkpoint import load_backbone_weights
 
-    steps_per_epoch = max(len(_batches(np.arange(len(dataset) // dist.world_size), config.batch_size)), 1)
-    total_steps = config.epochs * steps_per_epoch
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
-    use_amp = config.mixed_precision and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    progress = Progress()
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        if "scaler" in resume:
-            scaler.load_state_dict(resume["scaler"])
-        progress = Progress(**resume["progress"])
-        restore_rng(resume)
+            load_backbone_weights(model, config.backbone_checkpoint, freeze=config.backbone_frozen)
+        if config.init_checkpoint and resume is None:
+            from sole_ros.model.checkpoint import load_sole_weights
 
-    log = MetricsLog(out_dir / "metrics.jsonl")
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_config.json").write_text(_json(config.to_dict()))
-        log.truncate_after(progress.step)
-    bar = None
-    if dist.is_main and config.progress:
-        from tqdm import tqdm
+            load_sole_weights(model, config.init_checkpoint, strict=False)
+        if resume is not None:
+            model.load_state_dict(model_state(resume))
+        model.set_backbone_frozen(config.backbone_frozen)
+        model.to(device).train()
+        module = SoleTrainingModule(model, LossWeights(**config.loss_weights))
+        if self.dist.enabled:
+            module = nn.parallel.DistributedDataParallel(
+                module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.model, self.module = model, module
 
-        bar = tqdm(total=total_steps if config.max_steps is None else min(total_steps, config.max_steps),
-                   initial=progress.step, desc="train", unit="step", dynamic_ncols=True)
+    def _build_optimisation(self, resume: dict | None) -> None:
+        """AdamW under a OneCycle schedule, gradient scaling for mixed precision, the progress;
+        all as they were when the run resumes."""
+        config = self.config
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr,
+                                                             total_steps=self.total_steps)
+        self.use_amp = config.mixed_precision and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.progress = Progress()
+        if resume is not None:
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.scheduler.load_state_dict(resume["scheduler"])
+            if "scaler" in resume:
+                self.scaler.load_state_dict(resume["scaler"])
+            self.progress = Progress(**resume["progress"])
+            restore_rng(resume)
 
-    def checkpoint(name="last.pt"):
+    def _open_outputs(self) -> None:
+        """The metrics log (cut back to the resumed step), the run's settings and a progress bar."""
+        config, dist, out_dir = self.config, self.dist, self.out_dir
+        self.log = MetricsLog(out_dir / "metrics.jsonl")
         if dist.is_main:
-            save_checkpoint(out_dir / name, model, sole_config, config, clip, optimizer, scheduler, scaler, progress)
-        barrier(dist)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "train_config.json").write_text(_json(config.to_dict()))
+            self.log.truncate_after(self.progress.step)
+        self.bar = None
+        if dist.is_main and config.progress:
+            from tqdm import tqdm
 
-    last_logs: dict = {}
-    stop = False
-    while progress.epoch < config.epochs and not stop:
-        share = _epoch_share(len(dataset), config.seed, progress.epoch, dist.rank, dist.world_size)
+            total = self.total_steps if config.max_steps is None else min(self.total_steps, config.max_steps)
+            self.bar = tqdm(total=total, initial=self.progress.step, desc="train", unit="step", dynamic_ncols=True)
+
+    def load(self, index: int):
+        if not self.config.cache_scenes:
+            return self.dataset[index]
+        if index not in self._cache:
+            self._cache[index] = self.dataset[index]
+        return self._cache[index]
+
+    def checkpoint(self, name: str = "last.pt") -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.out_dir / name, self.model, self.sole_config, self.config, self.clip,
+                            self.optimizer, self.scheduler, self.scaler, self.progress)
+        barrier(self.dist)
+
+    def run(self) -> dict:
+        config, progress = self.config, self.progress
+        stopped = False
+        while progress.epoch < config.epochs and not stopped:
+            stopped = self._run_epoch()
+            if not stopped:
+                progress.epoch += 1
+                progress.batch = 0
+                self.checkpoint()
+                self.checkpoint(f"epoch_{progress.epoch:04d}.pt")
+                self._plot()
+        if stopped:
+            self.checkpoint()
+        self._plot()
+        if self.bar is not None:
+            self.bar.close()
+        digest = _check_replicas(self.model, self.dist)
+        out_dir, dist = self.out_dir, self.dist
+        return {"progress": progress.__dict__, "last": self.last_logs, "checkpoint": str(out_dir / "last.pt"),
+                "metrics": str(out_dir / "metrics.jsonl"), "curves": str(out_dir / "curves.png"),
+                "rank": dist.rank, "world_size": dist.world_size, "parameter_digest": digest}
+
+    def _run_epoch(self) -> bool:
+        """This process's remaining batches of the epoch; True when max_steps stopped it early."""
+        config, dist, progress = self.config, self.dist, self.progress
+        share = _epoch_share(len(self.dataset), config.seed, progress.epoch, dist.rank, dist.world_size)
         batches = _batches(share, config.batch_size)
         for batch_index in range(progress.batch, len(batches)):
             if config.max_steps is not None and progress.step >= config.max_steps:
-                stop = True
-                break
+                return True
             started = time.perf_counter()
-            items = []
-            for index in batches[batch_index]:
-                item = prepare_item(load(int(index)), sole_config, encode_caption,
-                                    item_rng(config.seed, progress.epoch, int(index)),
-                                    elastic=config.elastic_distortion, feature_dropout=config.feature_dropout,
-                                    encode_phrases=encode_phrase, color_drop=config.color_drop,
-                                    texture=config.color_texture, scale_range=tuple(config.scale_range))
-                if item is not None:
-                    items.append(item)
-            if all_true(bool(items), dist, device):
-                with autocast(device, use_amp):
-                    loss, logs = module(items)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if not math.isfinite(logs["loss"]):
-                    raise FloatingPointError(f"loss became {logs['loss']} at step {progress.step}")
-                logs = mean_over_processes(logs, dist, device)
-            else:
-                logs = {}  # a batch without any instance in some process: skipped everywhere
-            scheduler.step()
+            logs = self._step(self._prepare(batches[batch_index]))
+            self.scheduler.step()
             progress.step += 1
             progress.batch = batch_index + 1
-            if dist.is_main and logs:
-                last_logs = {"kind": "train", "step": progress.step, "epoch": progress.epoch,
-                             "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started, **logs}
-                log.append(last_logs)
-            if bar is not None:
-                bar.update(1)
-                if logs:
-                    bar.set_postfix(loss=f"{logs['loss']:.3f}", epoch=progress.epoch)
+            self._report(logs, started)
             if config.checkpoint_every_steps and progress.step % config.checkpoint_every_steps == 0:
-                checkpoint()
-        else:
-            progress.epoch += 1
-            progress.batch = 0
-            checkpoint()
-            checkpoint(f"epoch_{progress.epoch:04d}.pt")
-            if dist.is_main:
-                plot_curves(log.read(), out_dir / "curves.png", title=f"SOLE training ({config.data.kind})")
-    if stop:
-        checkpoint()
-    if dist.is_main:
-        plot_curves(log.read(), out_dir / "curves.png", title=f"SOLE training ({config.data.kind})")
-    if bar is not None:
-        bar.close()
-    digest = _check_replicas(model, dist)
-    return {"progress": progress.__dict__, "last": last_logs, "checkpoint": str(out_dir / "last.pt"),
-            "metrics": str(out_dir / "metrics.jsonl"), "curves": str(out_dir / "curves.png"),
-            "rank": dist.rank, "world_size": dist.world_size, "parameter_digest": digest}
+                self.checkpoint()
+        return False
+
+    def _prepare(self, batch: np.ndarray) -> list:
+        """The batch's scenes augmented and made into training items (scenes without any go)."""
+        config, progress = self.config, self.progress
+        items = []
+        for index in batch:
+            item = prepare_item(self.load(int(index)), self.sole_config, self.encode_caption,
+                                item_rng(config.seed, progress.epoch, int(index)),
+                                elastic=config.elastic_distortion, feature_dropout=config.feature_dropout,
+                                encode_phrases=self.encode_phrase, color_drop=config.color_drop,
+                                texture=config.color_texture, scale_range=tuple(config.scale_range))
+            if item is not None:
+                items.append(item)
+        return items
+
+    def _step(self, items: list) -> dict:
+        """One optimiser step on the items; the losses averaged over processes, or {} when some
+        process has no item (the batch is then skipped everywhere)."""
+        dist, device = self.dist, self.device
+        if not all_true(bool(items), dist, device):
+            return {}
+        with autocast(device, self.use_amp):
+            loss, logs = self.module(items)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(f"loss became {logs['loss']} at step {self.progress.step}")
+        return mean_over_processes(logs, dist, device)
+
+    def _report(self, logs: dict, started: float) -> None:
+        """The step's numbers into the metrics log and onto the progress bar."""
+        progress = self.progress
+        if self.dist.is_main and logs:
+            self.last_logs = {"kind": "train", "step": progress.step, "epoch": progress.epoch,
+                              "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
+                              **logs}
+            self.log.append(self.last_logs)
+        if self.bar is not None:
+            self.bar.update(1)
+            if logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.3f}", epoch=progress.epoch)
+
+    def _plot(self) -> None:
+        if self.dist.is_main:
+            plot_curves(self.log.read(), self.out_dir / "curves.png",
+                        title=f"SOLE training ({self.config.data.kind})")
 
 
 def _check_replicas(model, dist) -> str:
