@@ -11,12 +11,14 @@ progress (``_answer_lock``), so a query never sees half of each.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sole_ros.inference.object_ranking import RememberedParts, estimate_scores
 from sole_ros.inference.regions import RegionSegmenter
 from sole_ros.memory import ObjectMemory, detections_from_instances, keys_from_centres, observe_depth_frame
 from sole_ros.scene import DenseClipFeatures, KeyframeSelector, SceneSnapshot, VoxelMap
@@ -59,6 +61,8 @@ class Segmentation:
     # (object id, Instance) for every part of the class-agnostic segmentation, when the pipeline
     # keeps an object memory: the memory's stable ids (see sole_ros/memory)
     objects: list = field(default_factory=list)
+    # the same parts with what ranks them for a phrase without the whole map's decoder pass
+    remembered: RememberedParts | None = None
 
     @property
     def version(self) -> int:
@@ -112,6 +116,7 @@ class PipelineSettings:
     segmentation_mode: str = "auto"  # whole | regions | auto (sole_ros/inference/regions.py)
     region_size: float = 4.0
     region_overlap: float = 0.5
+    decoded_crops: int = 4  # queries from the memory decode at most this many crops; 0: every crop
 
     @classmethod
     def from_parameters(cls, values: dict) -> "PipelineSettings":
@@ -141,7 +146,7 @@ class PipelineSettings:
             object_memory=values["memory.enabled"], max_objects=values["memory.max_objects"],
             free_space_tolerance=values["memory.free_space_tolerance"],
             segmentation_mode=values["segmentation.mode"], region_size=values["segmentation.region_size"],
-            region_overlap=values["segmentation.region_overlap"])
+            region_overlap=values["segmentation.region_overlap"], decoded_crops=values["query.decoded_crops"])
 
 
 # Where the object memory travels in a map file.
@@ -334,7 +339,8 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
                                   min_points=settings.min_points,
                                   memory=ObjectMemory(settings.voxel_size, max_objects=settings.max_objects)
                                   if settings.object_memory else None,
-                                  free_space_tolerance=settings.free_space_tolerance)
+                                  free_space_tolerance=settings.free_space_tolerance,
+                                  decoded_crops=settings.decoded_crops)
     pipeline.device = device
     return pipeline
 
@@ -343,7 +349,7 @@ class PerceptionPipeline:
     def __init__(self, voxel_map: VoxelMap, segmenter=None, dense_features: DenseClipFeatures | None = None,
                  keyframes: KeyframeSelector | None = None, limits: QueryLimits | None = None,
                  min_points: int = 0, memory: ObjectMemory | None = None,
-                 free_space_tolerance: float = DEFAULT_FREE_SPACE_TOLERANCE):
+                 free_space_tolerance: float = DEFAULT_FREE_SPACE_TOLERANCE, decoded_crops: int = 4):
         self.map = voxel_map
         self.segmenter = segmenter
         self.dense_features = dense_features
@@ -353,6 +359,7 @@ class PerceptionPipeline:
         self.segmentation: Segmentation | None = None
         self.memory = memory
         self.free_space_tolerance = free_space_tolerance  # in voxel sizes
+        self.decoded_crops = int(decoded_crops)
         self.device = getattr(segmenter, "device", "cpu")
         self._segment_lock = threading.Lock()  # one segmentation at a time
         self._answer_lock = threading.Lock()   # queries, and swapping in a finished segmentation
@@ -441,9 +448,11 @@ class PerceptionPipeline:
             parts = self._large_enough(self.segmenter.segment_all())
             memory = self.memory  # a reset from now on starts another; this one may be updated
         snapshot = segmentation.snapshot
-        ids = memory.update(detections_from_instances(parts, snapshot), stamp=snapshot.stamp,
-                                 present_keys=keys_from_centres(snapshot.coords, snapshot.voxel_size))
+        detections = detections_from_instances(parts, snapshot)
+        ids = memory.update(detections, stamp=snapshot.stamp,
+                            present_keys=keys_from_centres(snapshot.coords, snapshot.voxel_size))
         segmentation.objects = list(zip(ids, parts))
+        segmentation.remembered = RememberedParts.build(ids, parts, [d.feature for d in detections])
 
     def _object_ids(self, instances, snapshot) -> list[int]:
         if self.memory is None:
@@ -461,9 +470,45 @@ class PerceptionPipeline:
             if self.segmentation is None:
                 raise QueryRejected("no scene yet: nothing has been accumulated and segmented")
             segmentation = self.segmentation
+            if self._answers_from_memory(segmentation):
+                instances, ids = self._query_memory(segmentation.remembered, phrases, max_results, min_score)
+                return QueryAnswer(instances, segmentation, ids)
             instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))[:max_results]
         # naming the answers needs no lock: they and their segmentation no longer change
         return QueryAnswer(instances, segmentation, self._object_ids(instances, segmentation.snapshot))
+
+    def _answers_from_memory(self, segmentation: Segmentation) -> bool:
+        """Whether a query ranks the remembered objects instead of decoding every crop: with the
+        memory, in regions mode, once the map has more crops than a query may decode."""
+        segmenter = self.segmenter
+        return (segmentation.remembered is not None and self.decoded_crops > 0
+                and isinstance(segmenter, RegionSegmenter) and segmenter.crop_count() > self.decoded_crops)
+
+    def _query_memory(self, remembered: RememberedParts, phrases, max_results: int, min_score: float):
+        """The remembered objects for the phrases, best first, with their ids: every object ranked
+        by its stored embedding and pooled CLIP feature (object_ranking.py), then the best of them
+        scored again by SOLE with the phrases as the decoder's text keys, on the cached encodings of
+        at most ``decoded_crops`` crops (RegionSegmenter.score_objects)."""
+        segmenter = self.segmenter
+        contrast = [c for c in segmenter.contrast_phrases if c not in phrases]
+        text = segmenter.encode_text(phrases + contrast)
+        model = segmenter.model
+        estimated, phrase_of = estimate_scores(remembered, text, model.bg_feature, len(phrases),
+                                               scale=model.config.logit_scale)
+        order = [int(i) for i in np.argsort(-estimated, kind="stable")
+                 if remembered.instances[i].num_points >= self.min_points]
+        exact = segmenter.score_objects(phrases, [remembered.instances[i] for i in order], self.decoded_crops,
+                                        contrast_phrases=contrast)
+        answers = []
+        for i, scored in zip(order, exact):
+            score, phrase = (float(estimated[i]), int(phrase_of[i])) if scored is None else scored
+            if score >= min_score and score > 0:
+                answers.append((score, i, phrase))
+        answers.sort(key=lambda answer: -answer[0])
+        answers = answers[:max_results]
+        instances = [dataclasses.replace(remembered.instances[i], label=phrases[phrase], score=score)
+                     for score, i, phrase in answers]
+        return instances, [remembered.ids[i] for _, i, _ in answers]
 
     def full_segmentation(self) -> list:
         """The class-agnostic segmentation of the segmented scene (every part of every mask)."""

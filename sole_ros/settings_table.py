@@ -129,6 +129,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("segmentation.region_size", 4.0, "Side of a crop (m), all heights.", 1.0, 100.0),
     Param("segmentation.region_overlap", 0.5, "How far neighbouring crops overlap (m); less than half "
           "the crop's side.", 0.0, 49.0),
+    Param("query.decoded_crops", 4, "With the object memory and a map of more crops than this, a query "
+          "ranks the remembered objects (their decoder embeddings and pooled CLIP features) and runs the "
+          "decoder, with the phrase as its text key, on the crops of the best of them only: at most this "
+          "many. 0: the decoder on every crop (a query's time then grows with the map).", 0, 10_000),
     Param("query.max_staleness", 10.0, "A query segments the map first (or waits for the running "
           "segmentation) when the last segmentation is older than the map's newest data by more than "
           "this (s).", 0.0, 3600.0),

@@ -202,3 +202,41 @@ def test_the_pipeline_segments_by_regions_and_keeps_object_ids(tmp_path):
     p.segment()
     regions = p.segmenter._require_scene()
     assert regions.encoded == len(regions.crops)
+
+
+def test_a_query_on_a_map_of_many_crops_ranks_remembered_objects_and_decodes_few_crops():
+    """With the object memory and more crops than query.decoded_crops, a query answers with the
+    remembered parts (their points and stable ids) and runs the decoder on at most that many crops;
+    with decoded_crops 0 it runs the decoder on every crop, as before."""
+    torch.manual_seed(0)
+    p = build_pipeline(PipelineSettings(**TINY, segmentation_mode="regions", region_size=1.0, region_overlap=0.3,
+                                        object_memory=True, decoded_crops=2), log=lambda *_: None)
+    scene = generate_scene(seed=2, kind="tabletop", classes=["mug", "bowl", "bottle"])
+    for f in render_sequence(scene, 4, width=128, height=96, seed=2):
+        p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
+    segmentation = p.segment()
+    crops = p.segmenter.crop_count()
+    assert crops > 2 and segmentation.remembered is not None
+    assert segmentation.remembered.has_embed.all()  # every part carries its query's embedding
+    base = p.segmenter.base
+    decoded = []
+    real_decode = base._decode
+
+    def counting_decode(phrases):  # a spy: counts the real decoder's runs and returns its results
+        decoded.append(list(phrases))
+        return real_decode(phrases)
+
+    base._decode = counting_decode
+    answer = p.query(["mug"], max_results=5)
+    assert 1 <= len(decoded) <= 2
+    parts = {object_id: part for object_id, part in segmentation.objects}
+    assert answer.instances and len(answer.object_ids) == len(answer.instances)
+    for object_id, instance in zip(answer.object_ids, answer.instances):
+        assert np.array_equal(instance.point_indices, parts[object_id].point_indices)
+        assert instance.label == "mug" and 0 < instance.score <= 1
+    scores = [i.score for i in answer.instances]
+    assert scores == sorted(scores, reverse=True)
+    decoded.clear()
+    p.decoded_crops = 0
+    p.query(["mug"], max_results=5)
+    assert len(decoded) == crops

@@ -79,6 +79,7 @@ def merge_views(answers: list[list[Instance]], points: np.ndarray, num_views: in
         best = flat[j][1]
         score = float(sum(flat[m][1].score for m in voters)) / num_views
         merged.append(make_instance(points, indices, best.label, score, best.query_index))
+        merged[-1].embed = best.embed
     merged.sort(key=lambda a: -a.score)
     return merged
 

@@ -47,6 +47,9 @@ class Instance:
     query_index: int = -1  # which decoder query produced it (diagnostics)
     # its voxels in the segmenter's voxelisation; empty when merged over views (multi_view.py)
     voxel_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    # the decoder's semantic embedding (unit, CLIP text space) of the query that produced it, from
+    # a class-agnostic segmentation: what the object memory ranks phrases against (None elsewhere)
+    embed: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -210,6 +213,9 @@ class SegmenterOver:
     def contrast_phrases(self) -> list[str]:
         return self.base.contrast_phrases
 
+    def encode_text(self, phrases: list[str]):
+        return self.base.encode_text(phrases)
+
 
 class OpenVocabSegmenter:
     """Query a scene with free-form phrases; see the module docstring.
@@ -296,17 +302,27 @@ class OpenVocabSegmenter:
     @torch.no_grad()
     def predict(self, phrases: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits [N_voxels, Q] and class probabilities p [Q, P] for the phrases."""
+        masks, probs, _ = self._decode(phrases)
+        return masks, probs
+
+    @torch.no_grad()
+    def _decode(self, phrases: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """predict's masks and probabilities, and the queries' semantic embeddings [Q, clip_dim]."""
         phrases = self._check_phrases(phrases)
         with self._lock:
             cached = self._require_scene()
-            text = self.text_encoder.encode(phrases).to(self.device)
+            text = self.encode_text(phrases)
             with autocast(self.device, self.use_autocast):
                 out = self.model.decode([cached.encoding], [text], return_aux=False)
             masks = out["pred_masks"][0].float()
             probs = class_probabilities(masks, out["pred_logits"][0], cached.encoding.clip, text,
                                         self.model.bg_feature, use_clip=cached.encoding.has_clip,
                                         scale=self.model.config.logit_scale)
-            return masks, probs
+            return masks, probs, out["pred_embeds"][0].float()
+
+    def encode_text(self, phrases: list[str]) -> torch.Tensor:
+        """The phrases' unit CLIP text embeddings [P, clip_dim] on the segmenter's device (cached per phrase)."""
+        return self.text_encoder.encode(phrases).to(self.device)
 
     def query(self, phrases: list[str], top_k: int | None = None, min_score: float = 0.0,
               contrast_phrases: list[str] | None = None) -> list[Instance]:
@@ -339,7 +355,8 @@ class OpenVocabSegmenter:
         phrases = ["object"] if agnostic else self._check_phrases(phrases)
         with self._lock:
             cached = self._require_scene()
-            masks, probs = self.predict(phrases)
+            masks, probs, embeds = self._decode(phrases)
+            embeds = embeds.cpu().numpy()
             masks_t = np.ascontiguousarray(masks.cpu().numpy().T)
             best_p, best_t = probs.cpu().max(dim=1)
             parts = []
@@ -355,7 +372,10 @@ class OpenVocabSegmenter:
             parts.sort(key=lambda c: -c.score)
             if self.duplicate_iou is not None:
                 parts = drop_duplicates(parts, cached.raw.shape[0], self.duplicate_iou)
-            return [self._instance(cached, c, "" if agnostic else phrases[c.phrase]) for c in parts]
+            found = [self._instance(cached, c, "" if agnostic else phrases[c.phrase]) for c in parts]
+            for c, instance in zip(parts, found):
+                instance.embed = embeds[c.query]
+            return found
 
     @staticmethod
     def _instance(cached: _CachedScene, c: Candidate, label: str) -> Instance:
