@@ -27,6 +27,12 @@ from sole_ros.scene.validation import depth_in_metres
 # Voxel sizes in front of a depth reading that count as seen empty: half a voxel's diagonal (0.87),
 # depth noise and pose error.
 DEFAULT_FREE_SPACE_TOLERANCE = 2.5
+# A depth frame clears what it sees through (an O(map) projection) once the camera moved this far or
+# turned this much since the last frame that did, or this many seconds later: a 30 Hz camera's
+# frames mostly repeat each other, and retiring an object takes three frames that see through it.
+CLEAR_TRANSLATION = 0.05
+CLEAR_ROTATION_DEG = 5.0
+CLEAR_PERIOD = 0.5
 
 
 class QueryRejected(ValueError):
@@ -365,6 +371,9 @@ class PerceptionPipeline:
         self._answer_lock = threading.Lock()   # queries, and swapping in a finished segmentation
         self._generation = 0  # moves on reset and load: a segmentation of older content is discarded
         self._feature_lock = threading.Lock()
+        self._clearing = KeyframeSelector(min_translation=CLEAR_TRANSLATION, min_rotation_deg=CLEAR_ROTATION_DEG,
+                                          max_interval=CLEAR_PERIOD)
+        self._clearing_lock = threading.Lock()
 
     # --- ingest --------------------------------------------------------------------------------
     def ingest_points(self, points, pose, colors=None, stamp: float = 0.0):
@@ -383,7 +392,10 @@ class PerceptionPipeline:
             self.keyframes.accept(pose, stamp)  # only once the frame really went in
         memory = self.memory
         if memory is not None:
-            self._clear_free_space(memory, depth, K, pose)
+            with self._clearing_lock:
+                clears = self._clearing.accept(pose, stamp)
+            if clears:
+                self._clear_free_space(memory, depth, K, pose)
         return summary
 
     def _clear_free_space(self, memory: ObjectMemory, depth, K, pose) -> None:
@@ -531,6 +543,8 @@ class PerceptionPipeline:
             self._forget_objects()
             if self.keyframes is not None:
                 self.keyframes.reset()
+            with self._clearing_lock:
+                self._clearing.reset()
 
     def save(self, path) -> None:
         """The map, and the object memory with it (arrays ``memory/...``, header ``object_memory``)."""

@@ -152,13 +152,15 @@ PARAMETERS: tuple[Param, ...] = (
           "'mug, bowl, bottle'). Each query must beat them, not only the background, but they are never "
           "answered; empty: SOLE's binary query."),
     # memory
-    Param("memory.enabled", False, "Keep an object memory: objects keep their id across segmentations "
-          "(ObjectInstance.id, ~/objects), saved with the scene; a reset starts a new one."),
+    Param("memory.enabled", True, "Keep an object memory: objects keep their id across segmentations "
+          "(ObjectInstance.id, ~/objects), saved with the scene; a reset starts a new one. On maps of many "
+          "crops, queries rank its objects (query.decoded_crops)."),
     Param("memory.max_objects", 500, "Objects remembered at most; beyond it the least recently seen "
           "leave first.", 1, 100_000),
     Param("memory.free_space_tolerance", 2.5, "With the memory on, what a depth frame sees through is gone: "
           "map voxels more than this many voxel sizes in front of the measured surface are removed, and "
-          "an object seen through in 3 frames is retired (never merely for being out of view).", 0.5, 20.0),
+          "an object seen through in 3 frames is retired (never merely for being out of view). A frame clears "
+          "once the camera moved 5 cm or turned 5 degrees since the last one that did, or 0.5 s later.", 0.5, 20.0),
     # outputs
     Param("output.full_segmentation", False, "Publish the full class-agnostic segmentation on "
           "~/instances after each segmentation instead of the latest answer.", read_only=False),

@@ -366,3 +366,31 @@ def test_an_object_taken_away_is_cleared_and_retired_and_one_out_of_view_is_kept
     assert taken_id not in left and left == set(remembered) - {taken_id}
     assert p.memory.stats()["retired"] == 1
     assert p.map.stats()["voxels_cleared_free"] >= before - after
+
+
+def test_a_still_camera_clears_free_space_twice_a_second_and_a_moving_one_as_it_moves():
+    """Clearing what a frame sees through projects the whole map: a 30 Hz camera standing still
+    clears with one frame per 0.5 s, a moving one once it moved 5 cm, a replay going back in time
+    at once."""
+    scene = generate_scene(seed=2, kind="tabletop", classes=["mug", "bowl"])
+    frame = next(iter(render_sequence(scene, 1, width=96, height=72, seed=2)))
+    p = build_pipeline(PipelineSettings(**TINY, object_memory=True), log=lambda *_: None)
+    cleared = []
+    real_clear = p.map.clear_seen_through
+
+    def counting_clear(*args, **kwargs):  # a spy: counts the real clearing's runs
+        cleared.append(1)
+        return real_clear(*args, **kwargs)
+
+    p.map.clear_seen_through = counting_clear
+    for i in range(15):  # 0.47 s of a still camera at 30 Hz
+        p.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=10.0 + i / 30)
+    assert len(cleared) == 1
+    p.ingest_rgbd(frame.depth, frame.K, frame.pose, stamp=10.5)
+    assert len(cleared) == 2
+    moved = frame.pose.copy()
+    moved[0, 3] += 0.06
+    p.ingest_rgbd(frame.depth, frame.K, moved, stamp=10.52)
+    assert len(cleared) == 3
+    p.ingest_rgbd(frame.depth, frame.K, moved, stamp=1.0)  # the replay started over
+    assert len(cleared) == 4
