@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sole_ros.model.backbone_contract import STATE_DICT_PREFIX as BACKBONE
 from sole_ros.model.backbone_contract import backbone_class, recognising_backbone
 from sole_ros.model.config import ConfigError, SoleConfig, bound_problem
 
 # Keys a published file holds that SOLE does not use (the reference never reads them either); the
 # backbone adds its own (Backbone.ignored_keys: Res16UNet34C's "final." head).
 IGNORED_KEYS = ("criterion.empty_weight",)
-BACKBONE = "backbone."  # SoleModel.backbone's keys (backbone_contract.STATE_DICT_PREFIX)
 
 
 class CheckpointError(RuntimeError):
