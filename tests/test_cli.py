@@ -155,7 +155,7 @@ def test_segment_mistakes_are_one_line(tmp_path, capsys):
 
 # Left out of the commands on purpose (sole_ros/cli/model_options.py says why); everything else of model.*,
 # query.* (and scene.* for bag) must be an option.
-LEFT_OUT = {"query.default_max_results", "query.max_staleness", "scene.directory"}
+LEFT_OUT = {"query.default_max_results", "query.max_staleness", "query.decoded_crops", "scene.directory"}
 OFFERED = {"segment": ("model", "query"), "bag": ("model", "query", "scene")}
 
 

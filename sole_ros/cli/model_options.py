@@ -17,6 +17,7 @@ from sole_ros.cli.errors import CliError, log, one_line
 # offered) and these, which concern the node's query service rather than the answer.
 LEFT_OUT = {
     "query.default_max_results": "the command's answer count is its own --top-k",
+    "query.decoded_crops": "a bound on the node's query time over a map of many crops; the default is used",
     "query.max_staleness": "the command segments everything it read before it answers",
     "scene.directory": "the folder of the node's scene services; the command saves nothing",
 }
