@@ -17,7 +17,16 @@ parts: the update's time and the process's peak resident memory during it are pr
 segmentation.mode regions (4 m crops, 0.5 m overlap) and, for the first ``--whole-rooms`` rooms,
 whole. Then: the share of remembered objects that keep their id from one update to the next, the
 old ids found again after revisiting the first room with a new sweep, and the latency of one query
-on the whole building against the same query after one room.
+on the whole building against the same query after one room (queries from the memory, at most
+query.decoded_crops crops decoded, and with every crop decoded).
+
+Once ``--whole-rooms`` rooms are mapped, both modes are compared on the same map (the frames and
+their order are the same in both processes, so the maps are): class-agnostic AP and AP50 against
+the rendered instances (every object seen in at least 100 voxels, walls and floor included) of
+the memory's objects (regions) and of the whole-map pass's parts (whole), and how the answers to
+eight phrases agree: of the whole-map pass's first five answers (100 voxels or more), the share
+that one of the memory's first ten answers covers with IoU above 0.5 (and the same for the answers
+of regions with the decoder on every crop).
 """
 from __future__ import annotations
 
@@ -36,12 +45,15 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sole_ros.evaluation.instance_ap import SceneGroundTruth, ScenePrediction, evaluate_instances  # noqa: E402
 from sole_ros.inference.regions import RegionSegmenter  # noqa: E402
 from sole_ros.memory import keys_from_centres  # noqa: E402
 from sole_ros.pipeline import PipelineSettings, build_pipeline, find_default_checkpoint  # noqa: E402
+from sole_ros.scene import voxel_keys  # noqa: E402
 from sole_ros.synthetic import backproject, generate_scene, render_sequence  # noqa: E402
 
 ROOM_PITCH = 6.0  # metres between room centres along x
+PHRASES = ("chair", "table", "mug", "book", "bottle", "bowl", "lamp", "plant")
 
 
 def shifted(pose: np.ndarray, dx: float) -> np.ndarray:
@@ -140,8 +152,48 @@ def query_seconds(pipeline, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
-def run_mode(mode: str, rooms: int, frames: int) -> dict:
-    """Map ``rooms`` rooms one after the other in ``mode``, segmenting after each; the figures."""
+def ground_truth(snapshot, truth: dict) -> SceneGroundTruth:
+    """Per map voxel the true object it belongs to (the first one listed, where noise makes two
+    claim a voxel), one class for all."""
+    keys = voxel_keys.pack(np.floor(np.asarray(snapshot.coords) / snapshot.voxel_size).astype(np.int64))
+    instances = np.zeros(keys.shape[0], dtype=np.int64)
+    for number, object_keys in enumerate(truth.values(), start=1):
+        instances[np.isin(keys, object_keys) & (instances == 0)] = number
+    return SceneGroundTruth((instances > 0).astype(np.int64), instances)
+
+
+def agnostic_ap(snapshot, truth: dict, parts) -> dict:
+    """Class-agnostic AP and AP50 of ``parts`` (Instances over the snapshot's voxels)."""
+    masks = np.zeros((snapshot.coords.shape[0], len(parts)), dtype=bool)
+    for column, part in enumerate(parts):
+        masks[part.point_indices, column] = True
+    prediction = ScenePrediction(masks, np.ones(len(parts)), [part.score for part in parts])
+    result = evaluate_instances([(ground_truth(snapshot, truth), prediction)], class_ids=[1],
+                                agnostic_predictions=[prediction]).summary()
+    return {"ap": result["agnostic_ap"], "ap50": result["agnostic_ap50"], "parts": len(parts)}
+
+
+def answers(pipeline) -> dict:
+    """Per phrase, the point indices of the first ten answers."""
+    return {phrase: [inst.point_indices.tolist() for inst in pipeline.query([phrase], max_results=10).instances]
+            for phrase in PHRASES}
+
+
+def agreement(reference: dict, other: dict, first: int = 5, min_voxels: int = 100) -> tuple[int, int]:
+    """(reference answers covered, reference answers): of each phrase's first ``first`` reference
+    answers of ``min_voxels`` or more, those one of the other's answers covers with IoU > 0.5."""
+    covered = total = 0
+    for phrase, mine in reference.items():
+        theirs = [set(a) for a in other.get(phrase, [])]
+        for answer in [set(a) for a in mine if len(a) >= min_voxels][:first]:
+            total += 1
+            covered += any(len(answer & t) > 0.5 * len(answer | t) for t in theirs)
+    return covered, total
+
+
+def run_mode(mode: str, rooms: int, frames: int, compare_at: int) -> dict:
+    """Map ``rooms`` rooms one after the other in ``mode``, segmenting after each; the figures,
+    with the comparison's (AP, answers) after ``compare_at`` rooms."""
     rendered = []
     start = time.perf_counter()
     for room in range(rooms):
@@ -155,6 +207,7 @@ def run_mode(mode: str, rooms: int, frames: int) -> dict:
     kept, total, named_share = 0, 0, []
     truth: dict = {}
     first_query = None
+    compared: dict = {}
     for room in range(rooms):
         for i, (frame, pose) in enumerate(rendered[room]):
             pipeline.ingest_rgbd(frame.depth, frame.K, pose, color=frame.color, stamp=room * 100.0 + i)
@@ -171,10 +224,26 @@ def run_mode(mode: str, rooms: int, frames: int) -> dict:
         peaks.append(peak)
         if room == 0:
             first_query = query_seconds(pipeline)
+        if room + 1 == compare_at:
+            snapshot = pipeline.segmentation.snapshot
+            parts = [inst for _, inst in pipeline.segmentation.objects]
+            compared = {"ap": agnostic_ap(snapshot, truth, parts), "answers": answers(pipeline)}
+            if mode == "regions":  # the same map's answers with the decoder on every crop
+                decoded, pipeline.decoded_crops = pipeline.decoded_crops, 0
+                compared["every_crop"] = answers(pipeline)
+                pipeline.decoded_crops = decoded
+            print(f"{mode} after {compare_at} rooms: class-agnostic AP {compared['ap']['ap']:.3f}, AP50 "
+                  f"{compared['ap']['ap50']:.3f} ({len(parts)} parts)", flush=True)
     last_query = query_seconds(pipeline)
     print(f"{mode}: last update / first update {seconds[-1] / seconds[0]:.2f}x; query 'chair' "
           f"{first_query * 1000:.0f} ms after one room, {last_query * 1000:.0f} ms after {rooms} "
           f"({last_query / first_query:.2f}x)", flush=True)
+    if mode == "regions":
+        decoded, pipeline.decoded_crops = pipeline.decoded_crops, 0
+        every_crop = query_seconds(pipeline, repeats=3)
+        pipeline.decoded_crops = decoded
+        print(f"{mode}: with the decoder on every crop (query.decoded_crops 0) the same query takes "
+              f"{every_crop * 1000:.0f} ms after {rooms} rooms ({every_crop / first_query:.2f}x)", flush=True)
     print(f"{mode}: true objects (>= 30 voxels seen) that the memory names: {100 * np.mean(named_share):.0f}% "
           f"on average over the updates", flush=True)
     if total:
@@ -190,7 +259,7 @@ def run_mode(mode: str, rooms: int, frames: int) -> dict:
         same, both = same_ids(before, after)
         print(f"revisit: of the first room's true objects named before and after another sweep, {same} of "
               f"{both} have their old id ({100 * same / max(1, both):.0f}%)", flush=True)
-    return {"voxels": voxels, "seconds": seconds, "peaks": peaks}
+    return {"voxels": voxels, "seconds": seconds, "peaks": peaks, "compared": compared}
 
 
 def main() -> int:
@@ -208,7 +277,7 @@ def main() -> int:
           flush=True)
     if args.mode != "both":
         rooms = args.rooms if args.mode == "regions" else min(args.whole_rooms, args.rooms)
-        figures = run_mode(args.mode, rooms, args.frames)
+        figures = run_mode(args.mode, rooms, args.frames, compare_at=min(args.whole_rooms, args.rooms))
         if args.json:
             pathlib.Path(args.json).write_text(json.dumps(figures))
         return 0
@@ -220,6 +289,18 @@ def main() -> int:
                             str(args.frames), "--whole-rooms", str(args.whole_rooms), "--json", str(out)],
                            check=True)
             figures[mode] = json.loads(out.read_text())
+    regions, whole = figures["regions"]["compared"], figures["whole"]["compared"]
+    if regions and whole:
+        at = min(args.whole_rooms, args.rooms)
+        mine, theirs = regions["ap"], whole["ap"]
+        print(f"after {at} rooms, class-agnostic AP / AP50: memory (regions) {mine['ap']:.3f} / {mine['ap50']:.3f}, "
+              f"whole-map pass {theirs['ap']:.3f} / {theirs['ap50']:.3f}; difference "
+              f"{mine['ap'] - theirs['ap']:+.3f} / {mine['ap50'] - theirs['ap50']:+.3f}")
+        for name, key in (("the memory's (at most query.decoded_crops crops decoded)", "answers"),
+                          ("those of every crop decoded", "every_crop")):
+            covered, total = agreement(whole["answers"], regions[key])
+            print(f"answers to {len(PHRASES)} phrases after {at} rooms: {covered} of the whole-map pass's {total} "
+                  f"first answers are among {name} ({100 * covered / max(1, total):.0f}%)")
 
     try:
         import matplotlib

@@ -483,7 +483,7 @@ class PerceptionPipeline:
                 raise QueryRejected("no scene yet: nothing has been accumulated and segmented")
             segmentation = self.segmentation
             if self._answers_from_memory(segmentation):
-                instances, ids = self._query_memory(segmentation.remembered, phrases, max_results, min_score)
+                instances, ids = self._query_memory(segmentation, phrases, max_results, min_score)
                 return QueryAnswer(instances, segmentation, ids)
             instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))[:max_results]
         # naming the answers needs no lock: they and their segmentation no longer change
@@ -496,31 +496,33 @@ class PerceptionPipeline:
         return (segmentation.remembered is not None and self.decoded_crops > 0
                 and isinstance(segmenter, RegionSegmenter) and segmenter.crop_count() > self.decoded_crops)
 
-    def _query_memory(self, remembered: RememberedParts, phrases, max_results: int, min_score: float):
-        """The remembered objects for the phrases, best first, with their ids: every object ranked
-        by its stored embedding and pooled CLIP feature (object_ranking.py), then the best of them
-        scored again by SOLE with the phrases as the decoder's text keys, on the cached encodings of
-        at most ``decoded_crops`` crops (RegionSegmenter.score_objects)."""
-        segmenter = self.segmenter
+    def _query_memory(self, segmentation: Segmentation, phrases, max_results: int, min_score: float):
+        """Answers and ids for a map of many crops: every remembered part ranked by its stored
+        embedding and pooled CLIP feature (object_ranking.py); the crops holding the best of them,
+        at most ``decoded_crops``, answered by SOLE itself (the decoder with the phrases as text
+        keys, on their cached encodings); the parts of the other crops with their estimates."""
+        segmenter, remembered = self.segmenter, segmentation.remembered
         contrast = [c for c in segmenter.contrast_phrases if c not in phrases]
-        text = segmenter.encode_text(phrases + contrast)
         model = segmenter.model
-        estimated, phrase_of = estimate_scores(remembered, text, model.bg_feature, len(phrases),
-                                               scale=model.config.logit_scale)
+        estimated, phrase_of = estimate_scores(remembered, segmenter.encode_text(phrases + contrast),
+                                               model.bg_feature, len(phrases), scale=model.config.logit_scale)
         order = [int(i) for i in np.argsort(-estimated, kind="stable")
                  if remembered.instances[i].num_points >= self.min_points]
-        exact = segmenter.score_objects(phrases, [remembered.instances[i] for i in order], self.decoded_crops,
-                                        contrast_phrases=contrast)
-        answers = []
-        for i, scored in zip(order, exact):
-            score, phrase = (float(estimated[i]), int(phrase_of[i])) if scored is None else scored
-            if score >= min_score and score > 0:
-                answers.append((score, i, phrase))
-        answers.sort(key=lambda answer: -answer[0])
-        answers = answers[:max_results]
-        instances = [dataclasses.replace(remembered.instances[i], label=phrases[phrase], score=score)
-                     for score, i, phrase in answers]
-        return instances, [remembered.ids[i] for _, i, _ in answers]
+        cells = segmenter.cells_holding([remembered.instances[i] for i in order], self.decoded_crops)
+        decoded = self._large_enough(segmenter.query(phrases, min_score=min_score, cells=cells))
+        found = [(instance.score, instance, None) for instance in decoded]
+        for i in order:
+            instance = remembered.instances[i]
+            score = float(estimated[i])
+            if score > 0 and score >= min_score and segmenter.core_cell(instance.centroid[:2]) not in cells:
+                found.append((score, dataclasses.replace(instance, label=phrases[int(phrase_of[i])], score=score),
+                              remembered.ids[i]))
+        found.sort(key=lambda item: -item[0])
+        found = found[:max_results]
+        instances = [instance for _, instance, _ in found]
+        named = iter(self._object_ids([instance for _, instance, known in found if known is None],
+                                      segmentation.snapshot))
+        return instances, [known if known is not None else next(named) for _, _, known in found]
 
     def full_segmentation(self) -> list:
         """The class-agnostic segmentation of the segmented scene (every part of every mask)."""

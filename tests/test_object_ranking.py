@@ -1,12 +1,11 @@
-"""Ranking remembered objects for a phrase (sole_ros/inference/object_ranking.py) and the exact
-score of one object from a crop's decoder outputs (regions._best_query_score)."""
+"""Ranking remembered objects for a phrase from their stored embeddings and pooled CLIP features
+(sole_ros/inference/object_ranking.py)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from sole_ros.inference.object_ranking import RememberedParts, estimate_scores
-from sole_ros.inference.regions import _best_query_score
 from sole_ros.inference.segmenter import make_instance
 
 
@@ -37,20 +36,3 @@ def test_a_phrase_ranks_parts_by_both_branches_and_never_answers_a_contrast_phra
     # part 2 has no pooled feature: the model branch alone, as SOLE scores without CLIP features
     p_model = torch.softmax(torch.tensor([100.0, 0.0, 100.0 * 0.0]), 0)[0]
     assert abs(scores[2] - 0.5 * float(p_model)) < 1e-4
-
-
-def test_an_object_is_scored_by_the_query_whose_mask_covers_it_best():
-    # 6 voxels, 3 queries: query 1's mask is the object exactly, query 0 covers part of it and more
-    masks = np.full((6, 3), -2.0, dtype=np.float32)
-    masks[[0, 1, 2, 3, 4], 0] = 1.0
-    masks[[0, 1], 1] = [3.0, 1.0]
-    masks[5, 2] = 4.0
-    positive = masks > 0
-    probs = np.array([[0.9, 0.1], [0.2, 0.6], [0.99, 0.0]])
-    score, phrase = _best_query_score(np.array([0, 1]), masks, positive, positive.sum(axis=0), probs)
-    sigmoid = 1 / (1 + np.exp(-np.array([3.0, 1.0])))
-    assert phrase == 1 and abs(score - 0.6 * sigmoid.sum() / (2 + 1e-6)) < 1e-6
-    # an object no mask touches scores 0
-    masks[3, :] = -1.0
-    positive = masks > 0
-    assert _best_query_score(np.array([3]), masks, positive, positive.sum(axis=0), probs) == (0.0, 0)

@@ -9,8 +9,9 @@ the same (100 x cosine, softmax), the two combined by the soft geometric mean, t
 mean mask probability. Contrast phrases join the softmax and are never answered.
 
 This is an estimate: in SOLE the phrase is also a key of the decoder's cross-attention, which
-changes the queries. ``RegionSegmenter.score_objects`` re-scores the best parts exactly, with the
-phrase as the decoder's text key, over the cached encodings of the few crops that hold them.
+changes the queries. The pipeline therefore asks SOLE itself (the decoder with the phrase as text
+key, on the cached encodings) in the few crops that hold the best estimated parts, and answers
+with the estimates only elsewhere (PerceptionPipeline._query_memory).
 """
 from __future__ import annotations
 

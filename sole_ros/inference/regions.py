@@ -32,12 +32,10 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from sole_ros.inference.scoring import mean_mask_probability
-from sole_ros.inference.segmenter import Instance, OpenVocabSegmenter, SegmenterOver, make_instance
+from sole_ros.inference.segmenter import Instance, SegmenterOver, make_instance
 
 # Two instances of overlapping crops are one object when, on the voxels both crops hold, their
 # intersection over union is at least this.
@@ -223,11 +221,13 @@ class RegionSegmenter(SegmenterOver):
         return self._scene
 
     # ---------------------------------------------------------------------------------- query
-    def query(self, phrases, top_k: int | None = None, min_score: float = 0.0, contrast_phrases=None) -> list[Instance]:
-        """Every crop's answers, merged across borders, best first; at most ``top_k``."""
+    def query(self, phrases, top_k: int | None = None, min_score: float = 0.0, contrast_phrases=None,
+              cells=None) -> list[Instance]:
+        """Every crop's answers (only the crops of ``cells``, when given), merged across borders,
+        best first; at most ``top_k``."""
         top_k = self.top_k if top_k is None else int(top_k)
         found = self._per_crop(lambda: self.base.query(phrases, top_k=top_k, min_score=min_score,
-                                                       contrast_phrases=contrast_phrases))
+                                                       contrast_phrases=contrast_phrases), cells)
         return merge_across_crops(found, self._require_scene())[:top_k]
 
     def segment_all(self, phrases=None, min_score: float = 0.0) -> list[Instance]:
@@ -248,89 +248,35 @@ class RegionSegmenter(SegmenterOver):
             self._parts = {cell: kept for cell, kept in self._parts.items() if cell in current}
         return merge_across_crops(found, scene)
 
-    def score_objects(self, phrases, objects, max_crops: int, contrast_phrases=None) -> list:
-        """SOLE's score of given objects (Instances over the scene in use, best first by some
-        estimate) with the phrases as the decoder's text keys, reusing the crops' cached encodings.
-        Only the crops whose cores hold the centres of the first objects are decoded, at most
-        ``max_crops`` of them. Per object: (score, phrase index), or None where its crop was not
-        decoded (or the base segmenter cannot be asked per query, as over several views).
-
-        An object's score comes from the query whose mask (logit > 0) overlaps its voxels most
-        (intersection over union): that query's class probability for its best phrase times its mean
-        mask probability over the object's voxels inside the mask; 0 when no mask touches it."""
-        phrases = list(phrases)
-        contrast = self.contrast_phrases if contrast_phrases is None else list(contrast_phrases)
-        keys = phrases + [c for c in contrast if c not in phrases]
-        scored: list = [None] * len(objects)
-        base = self.base
-        if not isinstance(base, OpenVocabSegmenter) or max_crops <= 0:
-            return scored
+    def cells_holding(self, objects, max_crops: int) -> list[tuple[int, int]]:
+        """The cells whose cores hold the centres of the first ``objects`` (Instances over the scene
+        in use, in the order given), at most ``max_crops`` of them, in the order first reached."""
         with self._lock:
             scene = self._require_scene()
-            members = self._objects_per_crop(scene, objects, max_crops)
-            for crop_index, chosen in members.items():
-                crop = scene.crops[crop_index]
-                base.use_scene(crop.prepared)
-                masks, probs, _ = base._decode(keys)
-                probs = probs[:, :len(phrases)].cpu().numpy()
-                masks = masks.cpu().numpy()
-                positive = masks > 0
-                sizes = positive.sum(axis=0)
-                point_to_voxel = np.asarray(crop.prepared.scene.point_to_voxel)
-                for index in chosen:
-                    voxels = _voxels_in_crop(crop, point_to_voxel, objects[index].point_indices)
-                    scored[index] = _best_query_score(voxels, masks, positive, sizes, probs)
-        return scored
+            present = {crop.cell for crop in scene.crops}
+            cells: list[tuple[int, int]] = []
+            for instance in objects:
+                if len(cells) >= max_crops:
+                    break
+                cell = scene.core_cell(instance.centroid[:2])
+                if cell in present and cell not in cells:
+                    cells.append(cell)
+            return cells
 
-    @staticmethod
-    def _objects_per_crop(scene: PreparedRegions, objects, max_crops: int) -> dict[int, list[int]]:
-        """Crop index -> the objects whose centres its core holds, for the crops of the first
-        objects (in the order given), at most ``max_crops`` crops."""
-        index_of = {crop.cell: i for i, crop in enumerate(scene.crops)}
-        chosen: dict[int, list[int]] = {}
-        for index, instance in enumerate(objects):
-            crop = index_of.get(scene.core_cell(instance.centroid[:2]))
-            if crop is None:
-                continue
-            if crop not in chosen:
-                if len(chosen) >= max_crops:
-                    continue
-                chosen[crop] = []
-            chosen[crop].append(index)
-        return chosen
+    def core_cell(self, xy) -> tuple[int, int]:
+        """The cell whose core holds ``xy`` in the scene in use."""
+        return self._require_scene().core_cell(xy)
 
-    def _per_crop(self, ask) -> list[tuple[Crop, list[Instance]]]:
+    def _per_crop(self, ask, cells=None) -> list[tuple[Crop, list[Instance]]]:
         with self._lock:
             scene = self._require_scene()
             answers = []
             for crop in scene.crops:
+                if cells is not None and crop.cell not in cells:
+                    continue
                 self.base.use_scene(crop.prepared)
                 answers.append((crop, ask()))
             return answers
-
-
-def _voxels_in_crop(crop: Crop, point_to_voxel: np.ndarray, point_indices: np.ndarray) -> np.ndarray:
-    """The crop's voxels holding the given scene points (those of them the crop holds)."""
-    points = np.asarray(point_indices, dtype=np.int64)
-    where = np.minimum(np.searchsorted(crop.indices, points), crop.indices.shape[0] - 1)
-    inside = crop.indices[where] == points
-    return np.unique(point_to_voxel[where[inside]])
-
-
-def _best_query_score(voxels: np.ndarray, masks: np.ndarray, positive: np.ndarray, sizes: np.ndarray,
-                      probs: np.ndarray) -> tuple[float, int]:
-    """(score, phrase) of the query whose mask best covers ``voxels``; see score_objects."""
-    if voxels.shape[0] == 0:
-        return 0.0, 0
-    common = positive[voxels].sum(axis=0)
-    iou = common / np.maximum(voxels.shape[0] + sizes - common, 1)
-    query = int(np.argmax(iou))
-    if common[query] == 0:
-        return 0.0, 0
-    inside = voxels[positive[voxels, query]]
-    mask_probability = mean_mask_probability(torch.from_numpy(masks[inside, query]))
-    phrase = int(np.argmax(probs[query]))
-    return float(probs[query, phrase]) * mask_probability, phrase
 
 
 def merge_across_crops(found: list[tuple[Crop, list[Instance]]], scene: PreparedRegions) -> list[Instance]:
