@@ -123,6 +123,7 @@ class PipelineSettings:
     region_size: float = 4.0
     region_overlap: float = 0.5
     decoded_crops: int = 4  # queries from the memory decode at most this many crops; 0: every crop
+    max_encoded_crops: int = 16  # crops' encodings kept for reuse (regions); 0: all
 
     @classmethod
     def from_parameters(cls, values: dict) -> "PipelineSettings":
@@ -152,7 +153,8 @@ class PipelineSettings:
             object_memory=values["memory.enabled"], max_objects=values["memory.max_objects"],
             free_space_tolerance=values["memory.free_space_tolerance"],
             segmentation_mode=values["segmentation.mode"], region_size=values["segmentation.region_size"],
-            region_overlap=values["segmentation.region_overlap"], decoded_crops=values["query.decoded_crops"])
+            region_overlap=values["segmentation.region_overlap"], decoded_crops=values["query.decoded_crops"],
+            max_encoded_crops=values["segmentation.max_encoded_crops"])
 
 
 # Where the object memory travels in a map file.
@@ -314,7 +316,8 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     segmenter, clip = load_segmenter(settings, device, log)
     if settings.segmentation_mode != "whole":
         segmenter = RegionSegmenter(segmenter, settings.region_size, settings.region_overlap,
-                                    whole_when_it_fits=settings.segmentation_mode == "auto")
+                                    whole_when_it_fits=settings.segmentation_mode == "auto",
+                                    max_encodings=settings.max_encoded_crops)
     dense = keyframes = None
     feature_dim = 0
     use_dense = settings.dense_features

@@ -129,6 +129,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("segmentation.region_size", 4.0, "Side of a crop (m), all heights.", 1.0, 100.0),
     Param("segmentation.region_overlap", 0.5, "How far neighbouring crops overlap (m); less than half "
           "the crop's side.", 0.0, 49.0),
+    Param("segmentation.max_encoded_crops", 16, "Crops whose encodings are kept for reuse, at most; beyond it "
+          "the oldest are released (memory stays bounded on a growing map) and encoded again only when a "
+          "segmentation or query needs them; queries from the memory decode only kept crops. 0: keep all.",
+          0, 100_000),
     Param("query.decoded_crops", 4, "With the object memory and a map of more crops than this, a query "
           "ranks the remembered objects (their decoder embeddings and pooled CLIP features) and runs the "
           "decoder, with the phrase as its text key, on the crops of the best of them only: at most this "

@@ -118,6 +118,38 @@ def test_only_crops_whose_voxels_changed_are_encoded_again(tiny_segmenter):
         assert np.allclose(inst.centroid, points[inst.point_indices].mean(axis=0))
 
 
+def test_encodings_beyond_the_bound_are_released_and_encoded_again_only_when_needed(tiny_segmenter):
+    """max_encodings 1 over three rooms of one crop each: once segmented, one encoding is held (the
+    newest); segmenting the unchanged map again decodes nothing (the parts are kept); a query over
+    every crop encodes the released ones again, one at a time, and the bound holds afterwards; the
+    crops a query from the memory may decode are the held ones only."""
+    rooms = [_room(seed, [2.0 + 21.0 * k, 2.0, 0.0]) for k, seed in enumerate((1, 2, 3))]
+    points, colors = np.concatenate([r[0] for r in rooms]), np.concatenate([r[1] for r in rooms])
+    regions = RegionSegmenter(tiny_segmenter, size=4.0, overlap=0.5, max_encodings=1)
+    encoded = []
+    prepare = tiny_segmenter.prepare_scene
+    tiny_segmenter.prepare_scene = lambda *a, **k: encoded.append(1) or prepare(*a, **k)  # counts encodings
+    try:
+        scene = regions.prepare_scene(points, colors, version=1)
+        regions.use_scene(scene)
+        assert len(encoded) == 3 and regions.encodings_held() == 3  # the new ones wait for their parts
+        parts = regions.segment_all()
+        assert parts and regions.encodings_held() == 1
+        newest = max(scene.crops, key=lambda crop: crop.encoded_at)
+        assert newest.prepared is not None
+        again = regions.prepare_scene(points, colors, version=2)
+        regions.use_scene(again)
+        assert again.encoded == 0 and len(encoded) == 3
+        assert [tuple(p.point_indices) for p in regions.segment_all()] == [tuple(p.point_indices) for p in parts]
+        assert len(encoded) == 3
+        held = {crop.cell for crop in again.crops if crop.prepared is not None}
+        assert set(regions.cells_holding(parts, max_crops=3)) <= held
+        answers = regions.query(["mug"], top_k=5)
+        assert answers and len(encoded) == 5 and regions.encodings_held() == 1
+    finally:
+        del tiny_segmenter.prepare_scene
+
+
 def test_a_scene_that_fits_one_crop_is_segmented_whole_in_auto_mode(tiny_segmenter):
     room, colors = _room(1, [3.4, 2.0, 0.0])  # across the grid's cell border at x = 3.5 m
     auto = RegionSegmenter(tiny_segmenter, size=4.0, overlap=0.5, whole_when_it_fits=True)

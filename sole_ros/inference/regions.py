@@ -49,12 +49,14 @@ WHOLE_SCENE = (2 ** 62, 2 ** 62)
 @dataclass
 class Crop:
     """One crop of one scene: its grid cell, its points (indices into the scene, ascending) and
-    the encoding its content had when prepared."""
+    the encoding its content had when prepared (None once released for the bound on encodings:
+    encoded again when needed). ``encoded_at`` orders encodings by age."""
 
     cell: tuple[int, int]
     indices: np.ndarray
     fingerprint: bytes
     prepared: object
+    encoded_at: int = 0
 
 
 @dataclass
@@ -65,6 +67,9 @@ class PreparedRegions:
     encoded: int  # crops encoded for this scene (the others were reused)
     size: float = math.inf
     overlap: float = 0.0
+    colors: np.ndarray | None = None  # the scene's, to encode a released crop again
+    clip_features: np.ndarray | None = None
+    fresh_after: int = 0  # crops encoded after this (encoded_at) were encoded for this scene
 
     def core_cell(self, xy: np.ndarray) -> tuple[int, int]:
         """The cell whose core holds ``xy`` (the one cell of a scene segmented whole)."""
@@ -125,7 +130,7 @@ class RegionSegmenter(SegmenterOver):
     """Segments a scene crop by crop with ``base``; see the module docstring."""
 
     def __init__(self, base, size: float = 4.0, overlap: float = 0.5, min_crop_voxels: int = MIN_CROP_VOXELS,
-                 whole_when_it_fits: bool = False):
+                 whole_when_it_fits: bool = False, max_encodings: int = 0):
         if not (math.isfinite(size) and size > 0):
             raise ValueError(f"region size must be a positive number of metres, got {size}")
         if not (math.isfinite(overlap) and 0 <= overlap < size / 2):
@@ -137,6 +142,12 @@ class RegionSegmenter(SegmenterOver):
         # a scene no wider than one crop is segmented whole (as SOLE segments a room), wherever
         # the grid would cut it
         self.whole_when_it_fits = bool(whole_when_it_fits)
+        if max_encodings < 0:
+            raise ValueError(f"max_encodings must be 0 (no bound) or more, got {max_encodings}")
+        # crops' encodings kept at most (0: all): beyond it the oldest are released, so memory stays
+        # bounded on a growing map; the newest are where the map changes, around the robot
+        self.max_encodings = int(max_encodings)
+        self._clock = 0  # counts encodings, to order them by age
         self._scene: PreparedRegions | None = None
         self._encoded: dict[tuple[int, int], Crop] = {}  # the last encoding of each cell, for reuse
         self._parts: dict[tuple[int, int], tuple] = {}  # cell -> (encoding, request, its parts)
@@ -168,6 +179,7 @@ class RegionSegmenter(SegmenterOver):
         clip_features = None if clip_features is None else np.asarray(clip_features)
         with self._encode_lock:
             epoch = self._epoch
+            fresh_after = self._clock
             crops, encoded = [], 0
             for cell, indices in self._cells(points):
                 if indices.shape[0] < self.min_crop_voxels:
@@ -178,15 +190,48 @@ class RegionSegmenter(SegmenterOver):
                 if previous is not None and previous.fingerprint == fingerprint:
                     crops.append(Crop(cell, indices, fingerprint, previous.prepared))
                     continue
-                features = None if clip_features is None else clip_features[indices]
-                prepared = self.base.prepare_scene(points[indices], colors[indices], features, version=(version, cell))
-                crops.append(Crop(cell, indices, fingerprint, prepared))
+                crop = Crop(cell, indices, fingerprint, None)
+                self._encode(crop, points, colors, clip_features, version)
+                crops.append(crop)
                 encoded += 1
             if not crops:
                 raise ValueError(f"no crop holds {self.min_crop_voxels} voxels or more: the scene is too sparse")
             if epoch == self._epoch:  # not forgotten meanwhile (a reset or a loaded map)
                 self._encoded = {crop.cell: crop for crop in crops}
-            return PreparedRegions(version, points, crops, encoded, self.size, self.overlap)
+            return PreparedRegions(version, points, crops, encoded, self.size, self.overlap, colors, clip_features,
+                                   fresh_after)
+
+    def _encode(self, crop: Crop, points, colors, clip_features, version) -> None:
+        indices = crop.indices
+        features = None if clip_features is None else clip_features[indices]
+        crop.prepared = self.base.prepare_scene(points[indices], colors[indices], features,
+                                                version=(version, crop.cell))
+        self._clock += 1
+        crop.encoded_at = self._clock
+
+    def _encoded_crop(self, scene: PreparedRegions, crop: Crop):
+        """The crop's encoding, encoded again when it was released."""
+        if crop.prepared is None:
+            with self._encode_lock:
+                if crop.prepared is None:
+                    self._encode(crop, scene.points, scene.colors, scene.clip_features, scene.version)
+        return crop.prepared
+
+    def _release_oldest(self, scene: PreparedRegions, keep_fresh: bool = False) -> None:
+        """Release the oldest encodings beyond ``max_encodings`` (the crops keep their parts);
+        with ``keep_fresh``, not those encoded for this scene (its segmentation still needs them)."""
+        held = [crop for crop in scene.crops if crop.prepared is not None]
+        if self.max_encodings <= 0 or len(held) <= self.max_encodings:
+            return
+        held.sort(key=lambda crop: crop.encoded_at)
+        for crop in held[:len(held) - self.max_encodings]:
+            if not (keep_fresh and crop.encoded_at > scene.fresh_after):
+                crop.prepared = None
+
+    def encodings_held(self) -> int:
+        """Crops of the scene in use whose encodings are held."""
+        scene = self._scene
+        return 0 if scene is None else sum(crop.prepared is not None for crop in scene.crops)
 
     def _cells(self, points: np.ndarray) -> list[tuple[tuple[int, int], np.ndarray]]:
         extent = points[:, :2].max(axis=0) - points[:, :2].min(axis=0)
@@ -202,6 +247,7 @@ class RegionSegmenter(SegmenterOver):
     def use_scene(self, prepared: PreparedRegions) -> None:
         with self._lock:
             self._scene = prepared
+            self._release_oldest(prepared, keep_fresh=True)
 
     def forget_encodings(self) -> None:
         """Encode every crop afresh next time: the map was reset or replaced, and a crop whose
@@ -239,21 +285,23 @@ class RegionSegmenter(SegmenterOver):
             found = []
             for crop in scene.crops:
                 kept = self._parts.get(crop.cell)
-                if kept is None or kept[0] is not crop.prepared or kept[1] != key:
-                    self.base.use_scene(crop.prepared)
-                    kept = (crop.prepared, key, self.base.segment_all(phrases, min_score=min_score))
+                if kept is None or kept[0] != crop.fingerprint or kept[1] != key:
+                    self.base.use_scene(self._encoded_crop(scene, crop))
+                    kept = (crop.fingerprint, key, self.base.segment_all(phrases, min_score=min_score))
                     self._parts[crop.cell] = kept
                 found.append((crop, kept[2]))
             current = {crop.cell for crop in scene.crops}
             self._parts = {cell: kept for cell, kept in self._parts.items() if cell in current}
+            self._release_oldest(scene)
         return merge_across_crops(found, scene)
 
     def cells_holding(self, objects, max_crops: int) -> list[tuple[int, int]]:
         """The cells whose cores hold the centres of the first ``objects`` (Instances over the scene
-        in use, in the order given), at most ``max_crops`` of them, in the order first reached."""
+        in use, in the order given), at most ``max_crops`` of them, in the order first reached; only
+        crops whose encodings are held (no query waits for a far crop to be encoded again)."""
         with self._lock:
             scene = self._require_scene()
-            present = {crop.cell for crop in scene.crops}
+            present = {crop.cell for crop in scene.crops if crop.prepared is not None}
             cells: list[tuple[int, int]] = []
             for instance in objects:
                 if len(cells) >= max_crops:
@@ -270,13 +318,15 @@ class RegionSegmenter(SegmenterOver):
     def _per_crop(self, ask, cells=None) -> list[tuple[Crop, list[Instance]]]:
         with self._lock:
             scene = self._require_scene()
-            answers = []
-            for crop in scene.crops:
-                if cells is not None and crop.cell not in cells:
-                    continue
-                self.base.use_scene(crop.prepared)
-                answers.append((crop, ask()))
-            return answers
+            asked = [i for i, crop in enumerate(scene.crops) if cells is None or crop.cell in cells]
+            answers = {}
+            # the crops whose encodings are held first, so a released one never displaces one still to ask
+            for i in sorted(asked, key=lambda i: scene.crops[i].prepared is None):
+                crop = scene.crops[i]
+                self.base.use_scene(self._encoded_crop(scene, crop))
+                answers[i] = (crop, ask())
+                self._release_oldest(scene)  # a crop already asked may go
+            return [answers[i] for i in asked]
 
 
 def merge_across_crops(found: list[tuple[Crop, list[Instance]]], scene: PreparedRegions) -> list[Instance]:
