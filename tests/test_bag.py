@@ -53,7 +53,7 @@ from sole_ros.messages import (  # noqa: E402
     matrix_from_pose_stamped,
     read_points,
 )
-from sole_ros.messages.input_counters import NO_COLOUR_PAIR, NO_POSE  # noqa: E402
+from sole_ros.messages.input_counters import NO_COLOUR_PAIR, NO_POSE, InputCounters  # noqa: E402
 from sole_ros.messages.transform_tree import PoseLookupError, TransformTree  # noqa: E402
 from sole_ros.pointfiles import read_point_file  # noqa: E402
 
@@ -172,6 +172,31 @@ def test_replay_gives_back_the_recorded_frames(bags, frames, storage):
         np.testing.assert_allclose(np.nan_to_num(frame.depth), truth.depth, atol=5e-4)
         np.testing.assert_array_equal(frame.color, truth.color)
         np.testing.assert_allclose(frame.K, truth.K)
+
+
+def test_replay_pairs_and_sizes_colour_by_the_nodes_rules(frames, tmp_path):
+    """The bag replay's tolerance is the node's inputs.sync_slop, and colour of another size is
+    resized when it is a scaled view of the depth image, refused (counted) otherwise, as in the node."""
+    import dataclasses
+
+    from sole_ros.messages.input_counters import INVALID
+    from sole_ros.settings_table import BY_NAME
+
+    assert ReplayOptions().sync_tolerance == BY_NAME["inputs.sync_slop"].default
+    doubled = [dataclasses.replace(f, color=f.color.repeat(2, axis=0).repeat(2, axis=1)) for f in frames]
+    logs = []
+    with BagReplay(write_rgbd_bag(tmp_path / "doubled", doubled), log=logs.append) as replay:
+        got = list(replay.frames())
+    assert len(got) == NUM_FRAMES and len([line for line in logs if "resized" in line]) == 1, logs
+    for frame, truth in zip(got, frames):
+        assert frame.color.shape == truth.color.shape
+        assert np.abs(frame.color.astype(int) - truth.color).mean() < 10  # bilinear: edges blur a little
+    wide = [dataclasses.replace(f, color=f.color.repeat(2, axis=1)) for f in frames]
+    counters = InputCounters()
+    with BagReplay(write_rgbd_bag(tmp_path / "wide", wide), log=logs.append) as replay:
+        assert list(replay.frames(counters=counters)) == []
+    assert counters.snapshot()["depth"].dropped == {INVALID: NUM_FRAMES}
+    assert any("aspect ratios differ" in line for line in logs), logs
 
 
 def test_replay_of_clouds_with_poses_from_tf(frames, tmp_path):

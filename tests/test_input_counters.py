@@ -86,3 +86,26 @@ def test_subscription_follows_what_publishers_offer():
     assert offered_reliability([_publisher(reliable), _publisher(reliable)]) == reliable
     # One best-effort publisher among reliable ones: only best effort matches them all.
     assert offered_reliability([_publisher(reliable), _publisher(best_effort)]) == best_effort
+
+
+def test_diagnostic_status_carries_the_counters_and_says_what_is_wrong():
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from sole_ros.ros.node_diagnostics import perception_status
+
+    counters = InputCounters()
+    counters.received("depth")
+    counters.dropped("depth", reasons.NO_POSE, "no transform")
+    inputs = {"input rate depth (Hz)": "1.0", **dict(counters.key_values()), "depth waiting for its pair": "0"}
+
+    def values(status):
+        return {kv.key: kv.value for kv in status.values}
+
+    active = perception_status("/robot1/sole", "active", inputs, None)
+    assert active.name == "/robot1/sole: perception" and active.level == DiagnosticStatus.OK
+    assert list(values(active))[:2] == ["input rate depth (Hz)", "lifecycle state"]
+    assert values(active)["depth dropped: no pose at the stamp"] == "1"
+    inactive = perception_status("/sole", "inactive", inputs, None)
+    assert inactive.level == DiagnosticStatus.WARN and "inactive" in inactive.message
+    broken = perception_status("/sole", "unconfigured", inputs, None, model_error="model not loaded: gone")
+    assert broken.level == DiagnosticStatus.ERROR and broken.message == "model not loaded: gone"

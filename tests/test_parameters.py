@@ -98,3 +98,27 @@ def test_node_parameters_become_pipeline_settings():
     assert (chosen.test_time_views, chosen.scene_scale, chosen.view_scale_jitter) == (16, 0.65, 0.15)
     assert chosen.split_distance == 0.05 and chosen.contrast_phrases == ("mug", "bowl")
     assert chosen.min_points == 50 and chosen.num_queries == 128
+
+
+def test_library_defaults_of_the_model_are_the_tables():
+    """The CLIP model, its weights tag and the prompt are repeated as library defaults (pipeline,
+    CLIP loader, text encoder): they must stay the table's, which the node, config and docs show."""
+    from sole_ros.clip import ClipSpec
+    from sole_ros.model.text import DEFAULT_PROMPT
+    from sole_ros.pipeline import PipelineSettings
+
+    table = settings_table.defaults()
+    library = PipelineSettings()
+    assert (library.clip_model, library.clip_pretrained, library.prompt) == \
+        (table["model.clip_model"], table["model.clip_pretrained"], table["model.prompt"])
+    assert (ClipSpec().model_name, ClipSpec().pretrained) == (table["model.clip_model"], table["model.clip_pretrained"])
+    assert DEFAULT_PROMPT == table["model.prompt"]
+
+
+def test_the_bag_replay_pairs_at_the_nodes_tolerance():
+    from sole_ros.bag import ReplayOptions
+    from sole_ros.messages.poses import POSE_END_TOLERANCE
+
+    options = ReplayOptions()
+    assert options.sync_tolerance == BY_NAME["inputs.sync_slop"].default
+    assert options.pose_tolerance == POSE_END_TOLERANCE

@@ -33,11 +33,20 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: 
 from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
+from sole_ros.messages.frames import rgbd_frame  # noqa: E402
 from sole_ros.ros.errors import MalformedMessage, message_bytes  # noqa: E402
-from sole_ros.ros.images import camera_matrix, color_to_rgb, depth_to_metres  # noqa: E402
+from sole_ros.ros.images import (  # noqa: E402
+    COLOR_ENCODINGS,
+    DEPTH_ENCODINGS,
+    camera_matrix,
+    color_image_fields,
+    color_to_rgb,
+    depth_image_fields,
+    depth_to_metres,
+)
 from sole_ros.ros.markers import PALETTE, instance_markers  # noqa: E402
 from sole_ros.ros.pointcloud import make_cloud, read_points  # noqa: E402
-from sole_ros.ros.sync import ApproximateTimeSync, subscribe_synchronized  # noqa: E402
+from sole_ros.ros.sync import UNMATCHED, ApproximateTimeSync, subscribe_synchronized  # noqa: E402
 from sole_ros.ros.transforms import (  # noqa: E402
     PoseBuffer,
     PoseLookupError,
@@ -429,6 +438,68 @@ def test_fuzzed_images_give_a_valid_result_or_malformed_message(msg):
             assert out.dtype == np.uint8 and out.shape[2] == 3
 
 
+@pytest.mark.parametrize("encoding", sorted(DEPTH_ENCODINGS))
+def test_depth_encoder_and_decoder_read_the_same_table(encoding):
+    metres = np.array([[1.25, np.nan, 0.0], [-1.0, 2.5, 0.002]])
+    msg = Image(**depth_image_fields(metres, encoding))
+    assert msg.encoding == encoding and msg.step == 3 * DEPTH_ENCODINGS[encoding][0].itemsize
+    back = depth_to_metres(msg)
+    np.testing.assert_allclose(back[[0, 1, 1], [0, 1, 2]], [1.25, 2.5, 0.002], atol=5e-4)
+    assert np.isnan(back[[0, 0, 1], [1, 2, 0]]).all()  # no reading stays no reading
+
+
+@pytest.mark.parametrize("encoding", sorted(COLOR_ENCODINGS))
+def test_colour_encoder_and_decoder_read_the_same_table(rng, encoding):
+    rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    if encoding == "mono8":
+        rgb[:] = rgb[:, :, :1]  # grey survives a round trip through one channel
+    np.testing.assert_array_equal(color_to_rgb(Image(**color_image_fields(rgb, encoding))), rgb)
+
+
+def test_the_map_accepts_every_encoding_the_messages_decode():
+    """The scene's input checks list encodings too: they must be the decoders' table."""
+    from sole_ros.scene import validation
+
+    assert set(validation.COLOR_ENCODINGS) == set(COLOR_ENCODINGS)
+    assert {k: np.dtype(v) for k, v in validation.DEPTH_ENCODINGS.items()} == \
+        {k: dtype for k, (dtype, _) in DEPTH_ENCODINGS.items()}
+
+
+def _sensor_messages(depth_size=(8, 6), color_size=(8, 6)):
+    (dw, dh), (cw, ch) = depth_size, color_size
+    header = Header(stamp=seconds_to_stamp(5.0), frame_id="cam")
+    depth = Image(header=header, **depth_image_fields(np.full((dh, dw), 1.5)))
+    rgb = np.zeros((ch, cw, 3), np.uint8)
+    rgb[:, : cw // 2] = [200, 10, 10]
+    color = Image(header=header, **color_image_fields(rgb))
+    info = camera_info(width=dw, height=dh, fx=10.0, fy=10.0, cx=3.5, cy=2.5)
+    return depth, info, color
+
+
+def test_frame_builder_decodes_and_asks_the_pose_last():
+    depth, info, color = _sensor_messages()
+    asked = []
+    frame = rgbd_frame(depth, info, color, pose=lambda stamp, frame_id: asked.append((stamp, frame_id)) or np.eye(4))
+    assert asked == [(5.0, "cam")] and frame.inputs == ("depth", "color")
+    np.testing.assert_allclose(frame.depth, 1.5)
+    assert frame.color.shape == (6, 8, 3) and frame.K[0, 0] == 10.0
+    with pytest.raises(MalformedMessage):  # a bad message never waits for its pose
+        rgbd_frame(_with(depth, step=1), info, color, pose=lambda *_: pytest.fail("pose asked"))
+
+
+def test_colour_of_another_size_is_resized_when_scaled_and_refused_otherwise():
+    """The one rule for node and bag: a uniformly scaled colour view is resized to the depth
+    image; another aspect ratio is not registered to it and is refused with the reason."""
+    notes = []
+    depth, info, color = _sensor_messages(color_size=(16, 12))
+    frame = rgbd_frame(depth, info, color, pose=lambda *_: np.eye(4), on_resize=notes.append)
+    assert frame.color.shape == (6, 8, 3) and len(notes) == 1 and "16x12" in notes[0]
+    np.testing.assert_array_equal(frame.color[:, 0], [[200, 10, 10]] * 6)  # the left half stays red
+    depth, info, color = _sensor_messages(color_size=(16, 6))
+    with pytest.raises(MalformedMessage, match="aspect ratios differ"):
+        rgbd_frame(depth, info, color, pose=lambda *_: np.eye(4))
+
+
 def camera_info(width=640, height=480, fx=525.0, fy=526.0, cx=319.5, cy=239.5) -> CameraInfo:
     info = CameraInfo(width=width, height=height)
     info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
@@ -740,6 +811,42 @@ def test_sync_is_thread_safe_and_delivers_in_order():
     for thread in threads:
         thread.join()
     assert delivered == [(t, t) for t in range(300)]
+
+
+def test_sync_at_the_end_of_the_streams_pairs_what_waits_oldest_first():
+    """What a bag replay sees: colour 0.3 s late, within the slop, and no depth image ever at the
+    colour's stamps: once the streams end the frames pair in order."""
+    got, callback = collector()
+    sync = ApproximateTimeSync(2, callback, slop=0.5)
+    for i in range(3):
+        sync.add(0, image_at(1.0 + 0.1 * i, "d"))
+        sync.add(1, image_at(1.3 + 0.1 * i, "c"))
+    assert got == []  # a depth image stamped like the colour may still come
+    sync.flush()
+    assert [(d[1], c[1]) for d, c in got] == [(1.0, 1.3), (1.1, 1.4), (1.2, 1.5)] and sync.dropped == 0
+
+
+def test_sync_several_lost_frames_do_not_shift_the_pairing():
+    got, callback = collector()
+    sync = ApproximateTimeSync(2, callback, slop=0.15)  # more than the three lost frames span
+    for t in (0.0, 0.033, 0.066, 0.1):
+        sync.add(0, image_at(t, "d"))
+    sync.add(1, image_at(0.1, "c"))  # colour 0.0, 0.033 and 0.066 were lost
+    assert got == [(("d", 0.1), ("c", 0.1))] and sync.dropped == 3
+
+
+def test_sync_flush_delivers_what_waits_and_drops_the_rest():
+    got, callback = collector()
+    drops = []
+    sync = ApproximateTimeSync(2, callback, slop=0.02, on_drop=lambda i, r: drops.append((i, r)))
+    sync.add(0, image_at(1.0, "d"))
+    sync.add(1, image_at(1.01, "c"))
+    sync.add(1, image_at(2.0, "c"))
+    assert got == []  # a depth image stamped 1.01 may still come
+    sync.add(0, image_at(3.0, "d"))  # now none can: the pair goes, colour 2.0 can never pair
+    assert got == [(("d", 1.0), ("c", 1.01))] and drops == [(1, UNMATCHED)]
+    sync.flush()
+    assert drops == [(1, UNMATCHED), (0, UNMATCHED)] and sync.pending() == [0, 0]
 
 
 def test_sync_validates_arguments():

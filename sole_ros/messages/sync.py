@@ -3,17 +3,17 @@
 The one pairing rule of the package: sole_node pairs its subscriptions with it (through
 sole_ros.ros.sync), the bag replay pairs recorded messages with it (sole_ros.bag).
 
-The rule. A set is built around the oldest queued message (the pivot) with the oldest message of
-every other input. It is delivered when all its stamps lie within ``slop``, unless the others
-belong to a later message of the pivot's own input: when a later message of the pivot's input has
-every other stamp within half its gap to the message before it (the others' slot of that frame),
-the pivot's partner was lost and the pivot is dropped, so that a lost frame never shifts the
-pairing. A set whose stamps differ waits until the pivot's input has a message at or past the
-others' newest stamp (at most ``slop`` of latency, one frame at a usual ``slop``); an offset
-between the streams larger than a frame but within ``slop`` pairs the frames in order. Pivots
+The rule: stamps are the truth. A set is built around the oldest queued message (the pivot) with
+the oldest message of every other input. When a later message of the pivot's own input has every
+other stamp within half its gap to the message before it (the others lie in that frame's slot),
+those are its partners: the pivot's own were lost, and the pivot is dropped, so that lost frames
+never shift the pairing. Otherwise the set is delivered when all its stamps lie within ``slop``,
+once the pivot's input has a message at or past the others' newest stamp (until then a better
+partner may still come: at most ``slop``, one frame at a usual ``slop``, of latency). Pivots
 that cannot be matched within ``slop`` are dropped, as are messages not newer than the last one
-delivered on their input. ``flush()`` ends the stream: what is waiting is decided as if nothing
-more came.
+delivered on their input. ``flush()`` ends the streams: what waits is decided as if nothing more
+came, oldest first (a recording whose colour lags its depth by more than a frame, within
+``slop``, and has no depth image at the colour's stamps, pairs its frames in order).
 """
 from __future__ import annotations
 
