@@ -128,6 +128,22 @@ def direct_voxel_count(frames: Iterable[RedwoodFrame], voxel_size: float = 0.02,
     return len(voxel_map)
 
 
+def node_default_voxel_count(frames: Iterable[RedwoodFrame], voxel_size: float = 0.02) -> int:
+    """Voxels in the map after ingesting ``frames`` with their own poses through the library's
+    pipeline as sole_node (and a replay with its defaults) builds it: with the node's default
+    object memory, depth frames also clear what they see through."""
+    from sole_ros.memory import ObjectMemory
+    from sole_ros.pipeline import PerceptionPipeline
+    from sole_ros.settings_table import defaults
+
+    memory = ObjectMemory(voxel_size) if defaults()["memory.enabled"] else None
+    pipeline = PerceptionPipeline(node_voxel_map(voxel_size), memory=memory)
+    for stamp, frame in stream(frames):
+        pipeline.ingest_rgbd(frame.depth_mm, frame.K, frame.world_from_camera, color=frame.rgb, stamp=stamp)
+    return len(pipeline.map)
+
+
 __all__ = ["REDWOOD", "RedwoodFrame", "load_redwood", "tf_chain", "stream", "direct_voxel_count", "node_voxel_map",
+           "node_default_voxel_count",
            "world_from_camera_link", "FIXED", "ODOM", "BASE", "CAMERA_LINK", "OPTICAL", "BASE_FROM_CAMERA_LINK",
            "CAMERA_LINK_FROM_OPTICAL", "MAP_FROM_ODOM"]

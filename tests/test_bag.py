@@ -38,6 +38,7 @@ from redwood_support import (  # noqa: E402
     OPTICAL,
     direct_voxel_count,
     load_redwood,
+    node_default_voxel_count,
     node_voxel_map,
     stream,
     tf_chain,
@@ -415,6 +416,6 @@ def test_bag_command_reports_counters_and_tf_poses(redwood, redwood_bag, tmp_pat
     n = len(redwood) * REPEATS
     assert answer["pose_source"] == "/tf" and answer["frames"] == n and answer["dropped"] == {}
     assert answer["counters"] == {name: {"received": n, "fused": n, "dropped": {}} for name in ("color", "depth")}
-    assert answer["map_voxels"] == direct_voxel_count(redwood, voxel_size=0.05)
+    assert answer["map_voxels"] == node_default_voxel_count(redwood, voxel_size=0.05)
     assert f"color: {n} received, {n} fused; depth: {n} received, {n} fused" in result.stderr  # the summary
     assert CAMERA_LINK not in result.stderr, result.stderr[-3000:]

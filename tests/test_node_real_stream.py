@@ -22,7 +22,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 shared_data("redwood_rgbd")  # skips the module where the shared data is absent
 
-from redwood_support import direct_voxel_count, load_redwood  # noqa: E402
+from redwood_support import load_redwood, node_default_voxel_count  # noqa: E402
 
 PLAYER = ROOT / "tests" / "redwood_player.py"
 # Model and device only: every input, pose and QoS parameter keeps its default.
@@ -119,7 +119,7 @@ def frames():
 
 @pytest.fixture(scope="module")
 def expected_voxels(frames):
-    return direct_voxel_count(frames)
+    return node_default_voxel_count(frames)
 
 
 def test_reliable_driver_stream_fuses_every_frame_with_default_parameters(tmp_path, ros_client, expected_voxels):

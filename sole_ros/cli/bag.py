@@ -22,6 +22,8 @@ from sole_ros.cli.model_options import (
     settings_from_args,
 )
 from sole_ros.cli.results import instance_record, print_json, print_table, title_for, write_outputs
+from sole_ros.messages.poses import POSE_END_TOLERANCE
+from sole_ros.settings_table import BY_NAME
 
 # the node's parameter groups offered as options
 GROUPS = ("model", "query", "scene")
@@ -48,9 +50,10 @@ def register(subparsers) -> None:
     poses.add_argument("--sensor-extrinsic", type=float, nargs=6, metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
                        help="with a pose topic: the sensor's pose on the base (metres, radians; default: none)")
     poses.add_argument("--static-sensor", action="store_true", help="no poses: the sensor did not move")
-    poses.add_argument("--sync-tolerance", type=float, default=0.03, metavar="S",
-                       help="seconds between a depth image and its colour image (default: %(default)s)")
-    poses.add_argument("--pose-tolerance", type=float, default=0.1, metavar="S",
+    poses.add_argument("--sync-tolerance", type=float, default=BY_NAME["inputs.sync_slop"].default, metavar="S",
+                       help="seconds between a depth image and its colour image, as the node's inputs.sync_slop "
+                            "(default: %(default)s)")
+    poses.add_argument("--pose-tolerance", type=float, default=POSE_END_TOLERANCE, metavar="S",
                        help="seconds a frame may lie outside the recorded poses (default: %(default)s)")
     scene = add_scene_arguments(parser)
     scene.add_argument("--max-frames", type=int, metavar="N", help="stop after N fused frames")
