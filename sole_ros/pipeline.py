@@ -23,6 +23,7 @@ from sole_ros.inference.regions import RegionSegmenter
 from sole_ros.memory import ObjectMemory, detections_from_instances, keys_from_centres, observe_depth_frame
 from sole_ros.scene import DenseClipFeatures, KeyframeSelector, SceneSnapshot, VoxelMap
 from sole_ros.scene.validation import depth_in_metres
+from sole_ros.settings_table import BY_NAME
 
 # Voxel sizes in front of a depth reading that count as seen empty: half a voxel's diagonal (0.87),
 # depth noise and pose error.
@@ -93,9 +94,9 @@ class PipelineSettings:
     checkpoint: str = ""
     model_config: str = "paper"          # architecture when no checkpoint carries one
     allow_random_weights: bool = False
-    clip_model: str = "ViT-L-14"
-    clip_pretrained: str | None = "openai"
-    prompt: str = "a {} in a scene."
+    clip_model: str = BY_NAME["model.clip_model"].default
+    clip_pretrained: str | None = BY_NAME["model.clip_pretrained"].default
+    prompt: str = BY_NAME["model.prompt"].default
     autocast: bool = False
     top_k: int = 0  # candidates ranked per query; 0: the checkpoint's topk_per_image, else DEFAULT_TOP_K
     min_points: int = 0  # answers (and full-segmentation parts) with fewer points are dropped

@@ -1,7 +1,7 @@
 """Every parameter of sole_node in one table, without ROS.
 
 The node declares its parameters from here (sole_ros/ros/parameters.py adds the ROS descriptors),
-the `segment` and `bag` commands build their options from it (sole_ros/cli_model.py), and
+the `segment` and `bag` commands build their options from it (sole_ros/cli/model_options.py), and
 config/sole.yaml and docs/PARAMETERS.md are checked against it by the tests. Both paths turn the
 values into PipelineSettings with ``PipelineSettings.from_parameters``.
 """

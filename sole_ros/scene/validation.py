@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 
+from sole_ros.messages.images import COLOR_ENCODINGS as _COLOR_TABLE
+from sole_ros.messages.images import DEPTH_ENCODINGS as _DEPTH_TABLE
+
 from .errors import InvalidInput
 
 # A rotation block R is accepted when max|R^T R - I| and |det R - 1| are below this: loose enough
@@ -13,9 +16,10 @@ from .errors import InvalidInput
 # a shear or a mirror.
 ROTATION_TOLERANCE = 1e-3
 
-COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
-# ROS depth image encodings and the array dtype each one arrives as.
-DEPTH_ENCODINGS = {"32FC1": np.float32, "64FC1": np.float64, "16UC1": np.uint16, "mono16": np.uint16}
+# The encodings of the package's one table (sole_ros/messages/images.py): colour names, and each
+# depth encoding's array dtype.
+COLOR_ENCODINGS = tuple(_COLOR_TABLE)
+DEPTH_ENCODINGS = {name: dtype.type for name, (dtype, _) in _DEPTH_TABLE.items()}
 
 
 def _as_array(value, name: str) -> np.ndarray:
@@ -112,7 +116,7 @@ def color_image_rgb(color, encoding: str, shape: tuple[int, int]) -> np.ndarray:
     array = _as_array(color, "color")
     if array.dtype != np.uint8:
         raise InvalidInput(f"color must be uint8, got dtype {array.dtype}")
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}[encoding]
+    channels = _COLOR_TABLE[encoding][0]
     if encoding == "mono8" and array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] != channels:
