@@ -5,14 +5,27 @@ For machines without ROS (a GPU cluster for training, a laptop for offline use):
 The ROS node and the interfaces are built with colcon (see README.md). Versions are read from
 constraints.txt, the one place where they are pinned.
 """
+
 import pathlib
 import re
 
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
-LIBRARY_DEPS = ["torch", "torchvision", "open_clip_torch", "numpy", "scipy", "pillow", "omegaconf", "matplotlib",
-                "tqdm", "PyYAML", "pypcd4", "rosbags"]
+LIBRARY_DEPS = [
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "numpy",
+    "scipy",
+    "pillow",
+    "omegaconf",
+    "matplotlib",
+    "tqdm",
+    "PyYAML",
+    "pypcd4",
+    "rosbags",
+]
 
 
 def pinned(names):
@@ -32,7 +45,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["sole_ros", "sole_ros.*"], exclude=["sole_ros.ros", "sole_ros.ros.*"]),
+    packages=find_packages(
+        include=["sole_ros", "sole_ros.*"], exclude=["sole_ros.ros", "sole_ros.ros.*"]
+    ),
     # The demo weights (a small model trained here) ship with the library.
     package_data={"sole_ros": ["weights/*.ckpt", "weights/README.md"]},
     install_requires=pinned(LIBRARY_DEPS),

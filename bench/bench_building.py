@@ -28,6 +28,7 @@ eight phrases agree: of the whole-map pass's first five answers (100 voxels or m
 that one of the memory's first ten answers covers with IoU above 0.5 (and the same for the answers
 of regions with the decoder on every crop).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,11 +67,15 @@ def room_frames(room: int, frames: int, sweep_seed: int):
     """One room's frames with poses in the building's frame: room k's scene centred at x = 6 k."""
     scene = generate_scene(seed=100 + room, kind="room")  # a room around the origin
     dx = room * ROOM_PITCH
-    return [(f, shifted(f.pose, dx)) for f in render_sequence(scene, frames, width=320, height=240,
-                                                               seed=sweep_seed)]
+    return [
+        (f, shifted(f.pose, dx))
+        for f in render_sequence(scene, frames, width=320, height=240, seed=sweep_seed)
+    ]
 
 
-def true_objects(frames, voxel_size: float, min_voxels: int = 30) -> dict[tuple[int, int], np.ndarray]:
+def true_objects(
+    frames, voxel_size: float, min_voxels: int = 30
+) -> dict[tuple[int, int], np.ndarray]:
     """The ground-truth objects the frames saw: (room, instance id) -> their voxel keys."""
     keys: dict[tuple[int, int], list[np.ndarray]] = {}
     for room, (frame, pose) in frames:
@@ -78,7 +83,8 @@ def true_objects(frames, voxel_size: float, min_voxels: int = 30) -> dict[tuple[
         instance = frame.instance.reshape(-1)[pixels]
         for object_id in np.unique(instance[instance > 0]):
             keys.setdefault((room, int(object_id)), []).append(
-                keys_from_centres(points[instance == object_id], voxel_size))
+                keys_from_centres(points[instance == object_id], voxel_size)
+            )
     merged = {name: np.unique(np.concatenate(parts)) for name, parts in keys.items()}
     return {name: k for name, k in merged.items() if k.shape[0] >= min_voxels}
 
@@ -122,12 +128,29 @@ class PeakMemory:
 
 def make_pipeline(mode: str):
     weights = find_default_checkpoint()
-    model = dict(checkpoint=weights) if weights else dict(model_config="tiny", allow_random_weights=True,
-                                                          clip_model="sole-tiny", clip_pretrained=None)
-    settings = PipelineSettings(**model, device="cpu", voxel_size=0.02, max_voxels=4_000_000,
-                                object_memory=True, max_objects=5000,
-                                segmentation_mode=mode, region_size=4.0, region_overlap=0.5,
-                                keyframe_translation=0.0, keyframe_rotation_deg=0.0)
+    model = (
+        dict(checkpoint=weights)
+        if weights
+        else dict(
+            model_config="tiny",
+            allow_random_weights=True,
+            clip_model="sole-tiny",
+            clip_pretrained=None,
+        )
+    )
+    settings = PipelineSettings(
+        **model,
+        device="cpu",
+        voxel_size=0.02,
+        max_voxels=4_000_000,
+        object_memory=True,
+        max_objects=5000,
+        segmentation_mode=mode,
+        region_size=4.0,
+        region_overlap=0.5,
+        keyframe_translation=0.0,
+        keyframe_rotation_deg=0.0,
+    )
     return build_pipeline(settings, log=lambda *_: None)
 
 
@@ -138,8 +161,11 @@ def update(pipeline, label: str):
         seconds = time.perf_counter() - start
     crops = pipeline.segmenter._scene if isinstance(pipeline.segmenter, RegionSegmenter) else None
     encoded = f", crops {len(crops.crops)} ({crops.encoded} encoded)" if crops is not None else ""
-    print(f"{label}: {len(segmentation.snapshot):,} voxels, update {seconds:.2f} s, peak RSS "
-          f"{memory.peak / 2 ** 20:,.0f} MiB, {len(segmentation.objects)} parts{encoded}", flush=True)
+    print(
+        f"{label}: {len(segmentation.snapshot):,} voxels, update {seconds:.2f} s, peak RSS "
+        f"{memory.peak / 2**20:,.0f} MiB, {len(segmentation.objects)} parts{encoded}",
+        flush=True,
+    )
     return seconds, memory.peak, {object_id for object_id, _ in segmentation.objects}
 
 
@@ -155,7 +181,9 @@ def query_seconds(pipeline, repeats: int = 5) -> float:
 def ground_truth(snapshot, truth: dict) -> SceneGroundTruth:
     """Per map voxel the true object it belongs to (the first one listed, where noise makes two
     claim a voxel), one class for all."""
-    keys = voxel_keys.pack(np.floor(np.asarray(snapshot.coords) / snapshot.voxel_size).astype(np.int64))
+    keys = voxel_keys.pack(
+        np.floor(np.asarray(snapshot.coords) / snapshot.voxel_size).astype(np.int64)
+    )
     instances = np.zeros(keys.shape[0], dtype=np.int64)
     for number, object_keys in enumerate(truth.values(), start=1):
         instances[np.isin(keys, object_keys) & (instances == 0)] = number
@@ -168,18 +196,28 @@ def agnostic_ap(snapshot, truth: dict, parts) -> dict:
     for column, part in enumerate(parts):
         masks[part.point_indices, column] = True
     prediction = ScenePrediction(masks, np.ones(len(parts)), [part.score for part in parts])
-    result = evaluate_instances([(ground_truth(snapshot, truth), prediction)], class_ids=[1],
-                                agnostic_predictions=[prediction]).summary()
+    result = evaluate_instances(
+        [(ground_truth(snapshot, truth), prediction)],
+        class_ids=[1],
+        agnostic_predictions=[prediction],
+    ).summary()
     return {"ap": result["agnostic_ap"], "ap50": result["agnostic_ap50"], "parts": len(parts)}
 
 
 def answers(pipeline) -> dict:
     """Per phrase, the point indices of the first ten answers."""
-    return {phrase: [inst.point_indices.tolist() for inst in pipeline.query([phrase], max_results=10).instances]
-            for phrase in PHRASES}
+    return {
+        phrase: [
+            inst.point_indices.tolist()
+            for inst in pipeline.query([phrase], max_results=10).instances
+        ]
+        for phrase in PHRASES
+    }
 
 
-def agreement(reference: dict, other: dict, first: int = 5, min_voxels: int = 100) -> tuple[int, int]:
+def agreement(
+    reference: dict, other: dict, first: int = 5, min_voxels: int = 100
+) -> tuple[int, int]:
     """(reference answers covered, reference answers): of each phrase's first ``first`` reference
     answers of ``min_voxels`` or more, those one of the other's answers covers with IoU > 0.5."""
     covered = total = 0
@@ -198,9 +236,14 @@ def run_mode(mode: str, rooms: int, frames: int, compare_at: int) -> dict:
     start = time.perf_counter()
     for room in range(rooms):
         rendered.append(room_frames(room, frames, sweep_seed=1))
-    print(f"{mode}: rendered {rooms * frames} frames in {time.perf_counter() - start:.0f} s", flush=True)
-    truths = [true_objects([(room, item) for item in frames_of_room], 0.02)
-              for room, frames_of_room in enumerate(rendered)]
+    print(
+        f"{mode}: rendered {rooms * frames} frames in {time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
+    truths = [
+        true_objects([(room, item) for item in frames_of_room], 0.02)
+        for room, frames_of_room in enumerate(rendered)
+    ]
     pipeline = make_pipeline(mode)
     voxels, seconds, peaks = [], [], []
     named_before = None
@@ -210,7 +253,9 @@ def run_mode(mode: str, rooms: int, frames: int, compare_at: int) -> dict:
     compared: dict = {}
     for room in range(rooms):
         for i, (frame, pose) in enumerate(rendered[room]):
-            pipeline.ingest_rgbd(frame.depth, frame.K, pose, color=frame.color, stamp=room * 100.0 + i)
+            pipeline.ingest_rgbd(
+                frame.depth, frame.K, pose, color=frame.color, stamp=room * 100.0 + i
+            )
         took, peak, _ = update(pipeline, f"{mode} room {room + 1}")
         truth.update(truths[room])
         named = ids_of_true_objects(pipeline.memory, truth)
@@ -232,23 +277,38 @@ def run_mode(mode: str, rooms: int, frames: int, compare_at: int) -> dict:
                 decoded, pipeline.decoded_crops = pipeline.decoded_crops, 0
                 compared["every_crop"] = answers(pipeline)
                 pipeline.decoded_crops = decoded
-            print(f"{mode} after {compare_at} rooms: class-agnostic AP {compared['ap']['ap']:.3f}, AP50 "
-                  f"{compared['ap']['ap50']:.3f} ({len(parts)} parts)", flush=True)
+            print(
+                f"{mode} after {compare_at} rooms: class-agnostic AP {compared['ap']['ap']:.3f}, AP50 "
+                f"{compared['ap']['ap50']:.3f} ({len(parts)} parts)",
+                flush=True,
+            )
     last_query = query_seconds(pipeline)
-    print(f"{mode}: last update / first update {seconds[-1] / seconds[0]:.2f}x; query 'chair' "
-          f"{first_query * 1000:.0f} ms after one room, {last_query * 1000:.0f} ms after {rooms} "
-          f"({last_query / first_query:.2f}x)", flush=True)
+    print(
+        f"{mode}: last update / first update {seconds[-1] / seconds[0]:.2f}x; query 'chair' "
+        f"{first_query * 1000:.0f} ms after one room, {last_query * 1000:.0f} ms after {rooms} "
+        f"({last_query / first_query:.2f}x)",
+        flush=True,
+    )
     if mode == "regions":
         decoded, pipeline.decoded_crops = pipeline.decoded_crops, 0
         every_crop = query_seconds(pipeline, repeats=3)
         pipeline.decoded_crops = decoded
-        print(f"{mode}: with the decoder on every crop (query.decoded_crops 0) the same query takes "
-              f"{every_crop * 1000:.0f} ms after {rooms} rooms ({every_crop / first_query:.2f}x)", flush=True)
-    print(f"{mode}: true objects (>= 30 voxels seen) that the memory names: {100 * np.mean(named_share):.0f}% "
-          f"on average over the updates", flush=True)
+        print(
+            f"{mode}: with the decoder on every crop (query.decoded_crops 0) the same query takes "
+            f"{every_crop * 1000:.0f} ms after {rooms} rooms ({every_crop / first_query:.2f}x)",
+            flush=True,
+        )
+    print(
+        f"{mode}: true objects (>= 30 voxels seen) that the memory names: {100 * np.mean(named_share):.0f}% "
+        f"on average over the updates",
+        flush=True,
+    )
     if total:
-        print(f"{mode}: of the true objects named in two successive updates, {kept} of {total} "
-              f"({100 * kept / total:.1f}%) kept their id", flush=True)
+        print(
+            f"{mode}: of the true objects named in two successive updates, {kept} of {total} "
+            f"({100 * kept / total:.1f}%) kept their id",
+            flush=True,
+        )
     if mode == "regions":
         before = {name: v for name, v in named_before.items() if name[0] == 0}
         again = room_frames(0, frames, sweep_seed=7)  # another sweep of the first room
@@ -257,8 +317,11 @@ def run_mode(mode: str, rooms: int, frames: int, compare_at: int) -> dict:
         update(pipeline, "regions, first room revisited")
         after = ids_of_true_objects(pipeline.memory, {name: truth[name] for name in before})
         same, both = same_ids(before, after)
-        print(f"revisit: of the first room's true objects named before and after another sweep, {same} of "
-              f"{both} have their old id ({100 * same / max(1, both):.0f}%)", flush=True)
+        print(
+            f"revisit: of the first room's true objects named before and after another sweep, {same} of "
+            f"{both} have their old id ({100 * same / max(1, both):.0f}%)",
+            flush=True,
+        )
     return {"voxels": voxels, "seconds": seconds, "peaks": peaks, "compared": compared}
 
 
@@ -266,18 +329,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rooms", type=int, default=12)
     parser.add_argument("--frames", type=int, default=8, help="frames per room")
-    parser.add_argument("--whole-rooms", type=int, default=3, help="rooms to run the whole-map mode for")
-    parser.add_argument("--mode", choices=("both", "regions", "whole"), default="both",
-                        help="both: each mode in a process of its own, so their peak memory is their own")
+    parser.add_argument(
+        "--whole-rooms", type=int, default=3, help="rooms to run the whole-map mode for"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("both", "regions", "whole"),
+        default="both",
+        help="both: each mode in a process of its own, so their peak memory is their own",
+    )
     parser.add_argument("--json", help="(with one --mode) write its figures here")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "figures" / "building_updates.png"))
     args = parser.parse_args()
 
-    print(f"weights: {find_default_checkpoint() or 'random tiny'}; {args.rooms} rooms x {args.frames} frames",
-          flush=True)
+    print(
+        f"weights: {find_default_checkpoint() or 'random tiny'}; {args.rooms} rooms x {args.frames} frames",
+        flush=True,
+    )
     if args.mode != "both":
         rooms = args.rooms if args.mode == "regions" else min(args.whole_rooms, args.rooms)
-        figures = run_mode(args.mode, rooms, args.frames, compare_at=min(args.whole_rooms, args.rooms))
+        figures = run_mode(
+            args.mode, rooms, args.frames, compare_at=min(args.whole_rooms, args.rooms)
+        )
         if args.json:
             pathlib.Path(args.json).write_text(json.dumps(figures))
         return 0
@@ -285,25 +358,46 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         for mode in ("regions", "whole"):
             out = pathlib.Path(folder) / f"{mode}.json"
-            subprocess.run([sys.executable, __file__, "--mode", mode, "--rooms", str(args.rooms), "--frames",
-                            str(args.frames), "--whole-rooms", str(args.whole_rooms), "--json", str(out)],
-                           check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--mode",
+                    mode,
+                    "--rooms",
+                    str(args.rooms),
+                    "--frames",
+                    str(args.frames),
+                    "--whole-rooms",
+                    str(args.whole_rooms),
+                    "--json",
+                    str(out),
+                ],
+                check=True,
+            )
             figures[mode] = json.loads(out.read_text())
     regions, whole = figures["regions"]["compared"], figures["whole"]["compared"]
     if regions and whole:
         at = min(args.whole_rooms, args.rooms)
         mine, theirs = regions["ap"], whole["ap"]
-        print(f"after {at} rooms, class-agnostic AP / AP50: memory (regions) {mine['ap']:.3f} / {mine['ap50']:.3f}, "
-              f"whole-map pass {theirs['ap']:.3f} / {theirs['ap50']:.3f}; difference "
-              f"{mine['ap'] - theirs['ap']:+.3f} / {mine['ap50'] - theirs['ap50']:+.3f}")
-        for name, key in (("the memory's (at most query.decoded_crops crops decoded)", "answers"),
-                          ("those of every crop decoded", "every_crop")):
+        print(
+            f"after {at} rooms, class-agnostic AP / AP50: memory (regions) {mine['ap']:.3f} / {mine['ap50']:.3f}, "
+            f"whole-map pass {theirs['ap']:.3f} / {theirs['ap50']:.3f}; difference "
+            f"{mine['ap'] - theirs['ap']:+.3f} / {mine['ap50'] - theirs['ap50']:+.3f}"
+        )
+        for name, key in (
+            ("the memory's (at most query.decoded_crops crops decoded)", "answers"),
+            ("those of every crop decoded", "every_crop"),
+        ):
             covered, total = agreement(whole["answers"], regions[key])
-            print(f"answers to {len(PHRASES)} phrases after {at} rooms: {covered} of the whole-map pass's {total} "
-                  f"first answers are among {name} ({100 * covered / max(1, total):.0f}%)")
+            print(
+                f"answers to {len(PHRASES)} phrases after {at} rooms: {covered} of the whole-map pass's {total} "
+                f"first answers are among {name} ({100 * covered / max(1, total):.0f}%)"
+            )
 
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -314,8 +408,10 @@ def main() -> int:
         voxels, seconds, peaks = measured["voxels"], measured["seconds"], measured["peaks"]
         millions = np.array(voxels) / 1e6
         left.plot(millions, seconds, "o-", label=mode)
-        right.plot(millions, np.array(peaks) / 2 ** 30, "o-", label=mode)
-    left.set(xlabel="map size (million voxels)", ylabel="segmentation update (s)", title="update time")
+        right.plot(millions, np.array(peaks) / 2**30, "o-", label=mode)
+    left.set(
+        xlabel="map size (million voxels)", ylabel="segmentation update (s)", title="update time"
+    )
     right.set(xlabel="map size (million voxels)", ylabel="peak RSS (GiB)", title="peak memory")
     for axis in (left, right):
         axis.grid(alpha=0.3)

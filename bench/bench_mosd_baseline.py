@@ -10,6 +10,7 @@ RANSAC draws at random, so the figure depends on the draw: each of ``--seeds`` s
 generator is one run, and every run's figures are printed, then their median. (Unseeded, 19 of
 21 runs gave AP50 0.830-0.834 and 2 gave 0.725: a plane fit that cuts one object.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,19 @@ from sole_ros.evaluation.instance_ap import SceneGroundTruth, ScenePrediction, e
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mosd"
 
 
-def geometric_instances(points: np.ndarray, plane_distance: float, eps: float, min_points: int,
-                        min_cluster: int) -> ScenePrediction:
+def geometric_instances(
+    points: np.ndarray, plane_distance: float, eps: float, min_points: int, min_cluster: int
+) -> ScenePrediction:
     import open3d as o3d
 
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
-    _, plane = cloud.segment_plane(distance_threshold=plane_distance, ransac_n=3, num_iterations=1000)
+    _, plane = cloud.segment_plane(
+        distance_threshold=plane_distance, ransac_n=3, num_iterations=1000
+    )
     rest = np.setdiff1d(np.arange(len(points)), np.asarray(plane, dtype=np.int64))
-    labels = np.asarray(cloud.select_by_index(rest.tolist()).cluster_dbscan(eps=eps, min_points=min_points))
+    labels = np.asarray(
+        cloud.select_by_index(rest.tolist()).cluster_dbscan(eps=eps, min_points=min_points)
+    )
     masks, scores = [], []
     for cluster in np.unique(labels[labels >= 0]):
         members = rest[labels == cluster]
@@ -48,18 +54,28 @@ def geometric_instances(points: np.ndarray, plane_distance: float, eps: float, m
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA, help="folder of mOSD .pcd scans")
-    parser.add_argument("--plane-distance", type=float, default=0.01, help="RANSAC inlier distance (m)")
+    parser.add_argument(
+        "--data", type=pathlib.Path, default=DEFAULT_DATA, help="folder of mOSD .pcd scans"
+    )
+    parser.add_argument(
+        "--plane-distance", type=float, default=0.01, help="RANSAC inlier distance (m)"
+    )
     parser.add_argument("--eps", type=float, default=0.02, help="DBSCAN radius (m)")
     parser.add_argument("--min-points", type=int, default=10, help="DBSCAN core point neighbours")
-    parser.add_argument("--min-cluster", type=int, default=100, help="smallest cluster kept (points)")
-    parser.add_argument("--seeds", type=int, default=5, help="RANSAC runs, seeded 0, 1, ... (default: %(default)s)")
+    parser.add_argument(
+        "--min-cluster", type=int, default=100, help="smallest cluster kept (points)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="RANSAC runs, seeded 0, 1, ... (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         import open3d as o3d
     except ImportError as error:
-        print(f"bench_mosd_baseline: Open3D is not installed ({error}); see this script's docstring",
-              file=sys.stderr)
+        print(
+            f"bench_mosd_baseline: Open3D is not installed ({error}); see this script's docstring",
+            file=sys.stderr,
+        )
         return 2
     scans = MosdScans(args.data)
     samples = [scans[i] for i in range(len(scans))]
@@ -68,17 +84,28 @@ def main(argv=None) -> int:
     figures = []
     for seed in range(args.seeds):
         o3d.utility.random.seed(seed)
-        pairs = [(SceneGroundTruth(s.semantic, s.instance),
-                  geometric_instances(s.points, args.plane_distance, args.eps, args.min_points, args.min_cluster))
-                 for s in samples]
+        pairs = [
+            (
+                SceneGroundTruth(s.semantic, s.instance),
+                geometric_instances(
+                    s.points, args.plane_distance, args.eps, args.min_points, args.min_cluster
+                ),
+            )
+            for s in samples
+        ]
         # min region 30 points, as `sole-ros eval` scores mOSD
         summary = evaluate_instances(pairs, [OBJECT], ["object"], min_region_size=30).summary()
         figures.append([summary[k] for k in ("agnostic_ap", "agnostic_ap50", "agnostic_ap25")])
-        print(f"RANSAC seed {seed}: {sum(p.masks.shape[1] for _, p in pairs)} clusters; class-agnostic "
-              f"AP {figures[-1][0]:.3f}  AP50 {figures[-1][1]:.3f}  AP25 {figures[-1][2]:.3f}", flush=True)
+        print(
+            f"RANSAC seed {seed}: {sum(p.masks.shape[1] for _, p in pairs)} clusters; class-agnostic "
+            f"AP {figures[-1][0]:.3f}  AP50 {figures[-1][1]:.3f}  AP25 {figures[-1][2]:.3f}",
+            flush=True,
+        )
     ap, ap50, ap25 = np.median(np.array(figures), axis=0)
-    print(f"geometric baseline on {len(samples)} mOSD scans (class-agnostic, median of {args.seeds} RANSAC seeds): "
-          f"AP {ap:.3f}  AP50 {ap50:.3f}  AP25 {ap25:.3f}")
+    print(
+        f"geometric baseline on {len(samples)} mOSD scans (class-agnostic, median of {args.seeds} RANSAC seeds): "
+        f"AP {ap:.3f}  AP50 {ap50:.3f}  AP25 {ap25:.3f}"
+    )
     return 0
 
 

@@ -12,6 +12,7 @@ answer, service round trip included. The node answers from the last finished seg
 new one runs, so under load p99 should stay within 2x p50; on a 2-core machine the two phases
 also share the CPU, which slows every query of phase 2 alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,16 @@ from sole_ros.ros.demo import DEMO_CLASSES, DEMO_SCENE_SEED, node_command, stop_
 from sole_ros.ros.sensor_player import SensorPlayer, render_demo_frames  # noqa: E402
 from sole_ros.srv import QueryObjects  # noqa: E402
 
-PHRASES = ("mug", "bowl", "bottle", "box", "can", "a red mug", "something to drink from", "the table")
+PHRASES = (
+    "mug",
+    "bowl",
+    "bottle",
+    "box",
+    "can",
+    "a red mug",
+    "something to drink from",
+    "the table",
+)
 
 
 def call(node, srv_type, name: str, request, timeout: float = 600.0):
@@ -63,7 +73,9 @@ def run_clients(node, clients: int, queries: int) -> tuple[list[float], list[str
     def client(index: int):
         for q in range(queries):
             phrase = PHRASES[(index + q) % len(PHRASES)]
-            answer, seconds = call(node, QueryObjects, "/sole/query", QueryObjects.Request(phrases=[phrase]))
+            answer, seconds = call(
+                node, QueryObjects, "/sole/query", QueryObjects.Request(phrases=[phrase])
+            )
             with lock:
                 latencies.append(seconds)
                 if not answer.success:
@@ -78,8 +90,11 @@ def run_clients(node, clients: int, queries: int) -> tuple[list[float], list[str
 def describe(name: str, latencies: list[float]) -> tuple[float, float]:
     values = np.asarray(latencies)
     p50, p99 = np.percentile(values, 50), np.percentile(values, 99)
-    print(f"{name}: {values.size} queries, p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-          f"max {values.max() * 1000:.0f} ms, p99/p50 {p99 / p50:.2f}", flush=True)
+    print(
+        f"{name}: {values.size} queries, p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"max {values.max() * 1000:.0f} ms, p99/p50 {p99 / p50:.2f}",
+        flush=True,
+    )
     return p50, p99
 
 
@@ -90,21 +105,29 @@ def main(argv=None) -> int:
     parser.add_argument("--views", type=int, default=1, help="the node's model.test_time_views")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--memory", action="store_true", help="run the node with memory.enabled (object memory)")
+    parser.add_argument(
+        "--memory", action="store_true", help="run the node with memory.enabled (object memory)"
+    )
     args = parser.parse_args(argv)
 
     weights = find_default_checkpoint()
-    print(f"weights: {weights or 'random tiny (no demo weights)'}, device {args.device}, "
-          f"{args.views} view(s), {args.clients} clients x {args.queries} queries per phase"
-          f"{', object memory on' if args.memory else ''}", flush=True)
-    _, frames = render_demo_frames(DEMO_SCENE_SEED, args.frames, kind="tabletop", classes=DEMO_CLASSES)
+    print(
+        f"weights: {weights or 'random tiny (no demo weights)'}, device {args.device}, "
+        f"{args.views} view(s), {args.clients} clients x {args.queries} queries per phase"
+        f"{', object memory on' if args.memory else ''}",
+        flush=True,
+    )
+    _, frames = render_demo_frames(
+        DEMO_SCENE_SEED, args.frames, kind="tabletop", classes=DEMO_CLASSES
+    )
     log_path = pathlib.Path(tempfile.mkdtemp(prefix="sole_bench_")) / "sole_node.log"
     with open(log_path, "wb") as log:
         command = node_command(weights, args.device, views=args.views)
         if args.memory:
             command += ["-p", "memory.enabled:=true"]
-        node_proc = subprocess.Popen(command, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        node_proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     rclpy.init()
     player = SensorPlayer(frames, name="sole_bench_camera")
     client = rclpy.create_node("sole_bench_client")
@@ -135,7 +158,9 @@ def main(argv=None) -> int:
 
         def camera():
             while not stop.is_set():
-                player.start = time.time()  # the same frames again, stamped now: the map keeps changing
+                player.start = (
+                    time.time()
+                )  # the same frames again, stamped now: the map keeps changing
                 for i in range(len(frames)):
                     if stop.is_set():
                         return
@@ -148,17 +173,27 @@ def main(argv=None) -> int:
                 if answer.success:
                     segmentations.append(seconds)
 
-        background = [threading.Thread(target=camera, daemon=True), threading.Thread(target=segmenter, daemon=True)]
+        background = [
+            threading.Thread(target=camera, daemon=True),
+            threading.Thread(target=segmenter, daemon=True),
+        ]
         [t.start() for t in background]
         time.sleep(2.0)  # the first of the continuous segmentations is under way
         busy, busy_failures = run_clients(client, args.clients, args.queries)
         stop.set()
         [t.join(600) for t in background]
         p50, p99 = describe("while segmenting", busy)
-        print(f"segmentations finished during the busy phase: {len(segmentations)}, median "
-              f"{np.median(segmentations):.1f} s each" if segmentations else "no segmentation finished", flush=True)
-        print(f"failed queries: idle {len(failures)}, busy {len(busy_failures)}"
-              + (f" (first: {(failures + busy_failures)[0]})" if failures or busy_failures else ""))
+        print(
+            f"segmentations finished during the busy phase: {len(segmentations)}, median "
+            f"{np.median(segmentations):.1f} s each"
+            if segmentations
+            else "no segmentation finished",
+            flush=True,
+        )
+        print(
+            f"failed queries: idle {len(failures)}, busy {len(busy_failures)}"
+            + (f" (first: {(failures + busy_failures)[0]})" if failures or busy_failures else "")
+        )
         print(f"target p99 <= 2 x p50 while segmenting: {'met' if p99 <= 2 * p50 else 'NOT met'}")
         return 0
     finally:

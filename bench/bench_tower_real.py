@@ -11,6 +11,7 @@ are taken) and the share of the other pixels it calls floor; then the same recal
 synthetic frames rendered in this run (their ground truth), and the ratio of the two. --png
 writes each real frame beside its per-pixel names.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,22 @@ from bench_scene import REDWOOD, K, load_frames  # noqa: E402  (this folder's sc
 SIZE = (320, 240)  # width, height: the size the tower was trained on
 FX, CX, CY = K[0, 0] / 2, K[0, 2] / 2, K[1, 2] / 2  # Redwood's intrinsics at half resolution
 # one colour per vocabulary phrase (mug ... table, floor, wall) for --png
-PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-                    [70, 240, 240], [240, 50, 230], [210, 245, 60], [128, 128, 128], [255, 255, 255]], np.uint8)
+PALETTE = np.array(
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [128, 128, 128],
+        [255, 255, 255],
+    ],
+    np.uint8,
+)
 
 
 def redwood_frames():
@@ -37,8 +52,11 @@ def redwood_frames():
 
     depths, colors, _, _ = load_frames()
     for depth, color in zip(depths, colors):
-        yield (np.array(Image.fromarray(color).resize(SIZE, Image.BILINEAR)),
-               np.array(Image.fromarray(depth).resize(SIZE, Image.NEAREST)).astype(np.float64) / 1000.0)
+        yield (
+            np.array(Image.fromarray(color).resize(SIZE, Image.BILINEAR)),
+            np.array(Image.fromarray(depth).resize(SIZE, Image.NEAREST)).astype(np.float64)
+            / 1000.0,
+        )
 
 
 def geometric_floor(depth: np.ndarray, tries: int = 500, band: float = 0.02) -> np.ndarray:
@@ -67,8 +85,12 @@ def geometric_floor(depth: np.ndarray, tries: int = 500, band: float = 0.02) -> 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=str(ROOT / "sole_ros" / "weights" / "demo.ckpt"))
-    parser.add_argument("--synthetic-frames", type=int, default=16,
-                        help="held-out synthetic frames to compare with (scenes 300-, 2 each; default: %(default)s)")
+    parser.add_argument(
+        "--synthetic-frames",
+        type=int,
+        default=16,
+        help="held-out synthetic frames to compare with (scenes 300-, 2 each; default: %(default)s)",
+    )
     parser.add_argument("--png", help="write the real frames beside their per-pixel names here")
     args = parser.parse_args(argv)
     if not REDWOOD.is_dir():
@@ -93,7 +115,9 @@ def main(argv=None) -> int:
     if "clip_state_dict" not in data or not tower:
         print(f"{args.checkpoint} has no image tower trained by sole-ros train-image-tower")
         return 1
-    clip = clip_with_text_tower_of(data, hp["clip"]["model_name"], "cpu")  # the checkpoint's own CLIP
+    clip = clip_with_text_tower_of(
+        data, hp["clip"]["model_name"], "cpu"
+    )  # the checkpoint's own CLIP
     dense = DenseClipFeatures(clip, short_side=int(tower["short_side"]))
     embeddings = vocabulary_embeddings(clip).float()
     names = vocabulary()
@@ -102,12 +126,16 @@ def main(argv=None) -> int:
     @torch.no_grad()
     def nearest_phrase(color: np.ndarray) -> np.ndarray:
         grid = dense.grid_features(dense.network_input(color[None]))[0]
-        features = sample_at_pixels(grid, torch.arange(color.shape[0] * color.shape[1]), SIZE).float()
+        features = sample_at_pixels(
+            grid, torch.arange(color.shape[0] * color.shape[1]), SIZE
+        ).float()
         return (features @ embeddings.t()).argmax(dim=1).reshape(color.shape[:2]).numpy()
 
     real_hits = real_total = 0
     rows = []
-    print(f"{args.checkpoint}: image tower trained on synthetic frames, per-pixel nearest of {len(names)} phrases")
+    print(
+        f"{args.checkpoint}: image tower trained on synthetic frames, per-pixel nearest of {len(names)} phrases"
+    )
     for index, (color, depth) in enumerate(redwood_frames()):
         truth = geometric_floor(depth)
         named = nearest_phrase(color)
@@ -115,21 +143,27 @@ def main(argv=None) -> int:
         real_total += int(truth.sum())
         shares = np.bincount(named.reshape(-1), minlength=len(names)) / named.size
         top = ", ".join(f"{names[i]} {shares[i]:.2f}" for i in np.argsort(-shares)[:4])
-        print(f"  Redwood {index:05d}: floor {truth.mean():.2f} of the frame; named floor "
-              f"{np.mean(named[truth] == floor):.2f} of it, {np.mean(named[~truth] == floor):.2f} of the rest; "
-              f"most named: {top}")
+        print(
+            f"  Redwood {index:05d}: floor {truth.mean():.2f} of the frame; named floor "
+            f"{np.mean(named[truth] == floor):.2f} of it, {np.mean(named[~truth] == floor):.2f} of the rest; "
+            f"most named: {top}"
+        )
         rows.append(np.concatenate([color, PALETTE[named]], axis=1))
 
     frames = render_labelled_images(range(300, 300 + (args.synthetic_frames + 1) // 2), 2, SIZE)
     synthetic_hits = synthetic_total = 0
-    for color, target in zip(frames.colors[:args.synthetic_frames], frames.targets[:args.synthetic_frames]):
+    for color, target in zip(
+        frames.colors[: args.synthetic_frames], frames.targets[: args.synthetic_frames]
+    ):
         truth = target == floor
         synthetic_hits += int((nearest_phrase(color)[truth] == floor).sum())
         synthetic_total += int(truth.sum())
     real = real_hits / max(real_total, 1)
     synthetic = synthetic_hits / max(synthetic_total, 1)
-    print(f"floor recall: real {real:.3f} ({real_total} px), held-out synthetic {synthetic:.3f} "
-          f"({synthetic_total} px); real / synthetic {real / max(synthetic, 1e-9):.2f}")
+    print(
+        f"floor recall: real {real:.3f} ({real_total} px), held-out synthetic {synthetic:.3f} "
+        f"({synthetic_total} px); real / synthetic {real / max(synthetic, 1e-9):.2f}"
+    )
     if args.png:
         from PIL import Image
 

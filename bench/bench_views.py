@@ -8,6 +8,7 @@ first setting is SOLE's single pass; the others are reported against it.
 
     python bench/bench_views.py [--data ../shared/data/mosd] [--settings 1x1.0 16x1.0 16x0.65 1x1.0x128] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,23 +31,34 @@ DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" /
 
 
 def parse_setting(text: str) -> tuple[int, float, int]:
-    """"16x0.65" -> (16, 0.65, 0); "1x1.0x128" -> (1, 1.0, 128 queries; 0: the trained count)."""
+    """ "16x0.65" -> (16, 0.65, 0); "1x1.0x128" -> (1, 1.0, 128 queries; 0: the trained count)."""
     views, _, rest = text.partition("x")
     scale, _, queries = rest.partition("x")
     try:
         return int(views), float(scale or 1.0), int(queries or 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected VIEWSxSCALE[xQUERIES], e.g. 16x0.65") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected VIEWSxSCALE[xQUERIES], e.g. 16x0.65"
+        ) from None
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA, help="folder of mOSD .pcd scans")
+    parser.add_argument(
+        "--data", type=pathlib.Path, default=DEFAULT_DATA, help="folder of mOSD .pcd scans"
+    )
     parser.add_argument("--checkpoint", default=None, help="default: the demo weights")
-    parser.add_argument("--settings", nargs="+", type=parse_setting, default=[(1, 1.0, 0), (16, 1.0, 0), (16, 0.65, 0)],
-                        metavar="VIEWSxSCALE[xQUERIES]",
-                        help="settings to compare (default: 1x1.0 16x1.0 16x0.65; xQUERIES: model.num_queries)")
-    parser.add_argument("--jitter", type=float, default=0.15, help="model.view_scale_jitter (default: %(default)s)")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        type=parse_setting,
+        default=[(1, 1.0, 0), (16, 1.0, 0), (16, 0.65, 0)],
+        metavar="VIEWSxSCALE[xQUERIES]",
+        help="settings to compare (default: 1x1.0 16x1.0 16x0.65; xQUERIES: model.num_queries)",
+    )
+    parser.add_argument(
+        "--jitter", type=float, default=0.15, help="model.view_scale_jitter (default: %(default)s)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -57,12 +69,21 @@ def main(argv=None) -> int:
     samples = [scans[i] for i in range(len(scans))]
     contrast = tuple(CLASS_NAMES)
     print(f"{len(samples)} scans from {args.data}, checkpoint {checkpoint}, {args.threads} threads")
-    print(f"{'views x scale':>14} {'queries':>7} {'encode s':>9} {'query s':>8} {'AP':>6} {'AP50':>6}")
+    print(
+        f"{'views x scale':>14} {'queries':>7} {'encode s':>9} {'query s':>8} {'AP':>6} {'AP50':>6}"
+    )
     first = None
     for views, scale, queries in args.settings:
-        settings = PipelineSettings(checkpoint=checkpoint, device="cpu", dense_features=False, test_time_views=views,
-                                    scene_scale=scale, view_scale_jitter=args.jitter, contrast_phrases=contrast,
-                                    num_queries=queries)
+        settings = PipelineSettings(
+            checkpoint=checkpoint,
+            device="cpu",
+            dense_features=False,
+            test_time_views=views,
+            scene_scale=scale,
+            view_scale_jitter=args.jitter,
+            contrast_phrases=contrast,
+            num_queries=queries,
+        )
         segmenter, _ = load_segmenter(settings, torch.device("cpu"), log=lambda *_: None)
         encode, query, pairs, agnostic = [], [], [], []
         for index, sample in enumerate(samples):
@@ -74,14 +95,18 @@ def main(argv=None) -> int:
             query.append(time.perf_counter() - start)
             agnostic.append(predict_agnostic(segmenter, sample))
             pairs.append((SceneGroundTruth(sample.semantic, sample.instance), agnostic[-1]))
-        ap = evaluate_instances(pairs, [OBJECT], ["object"], min_region_size=30,
-                                agnostic_predictions=agnostic).summary()
+        ap = evaluate_instances(
+            pairs, [OBJECT], ["object"], min_region_size=30, agnostic_predictions=agnostic
+        ).summary()
         row = (statistics.median(encode), statistics.median(query))
         first = first or row
         used = segmenter.model.config.num_queries  # MultiViewSegmenter.model: its base's
-        print(f"{views:>6} x {scale:<5} {used:>7} {row[0]:>9.3f} {row[1]:>8.3f} {ap['agnostic_ap']:>6.3f} "
-              f"{ap['agnostic_ap50']:>6.3f}   (encode {row[0] / first[0]:.1f}x, query {row[1] / first[1]:.1f}x "
-              f"the first setting)", flush=True)
+        print(
+            f"{views:>6} x {scale:<5} {used:>7} {row[0]:>9.3f} {row[1]:>8.3f} {ap['agnostic_ap']:>6.3f} "
+            f"{ap['agnostic_ap50']:>6.3f}   (encode {row[0] / first[0]:.1f}x, query {row[1] / first[1]:.1f}x "
+            f"the first setting)",
+            flush=True,
+        )
     return 0
 
 

@@ -4,6 +4,7 @@
         points:=/camera/depth/points depth_image:=/camera/depth/image_rect_raw \
         depth_info:=/camera/depth/camera_info color_image:=/camera/color/image_raw rviz:=true
 """
+
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -27,22 +28,40 @@ TOPIC_ARGUMENTS = {
 def generate_launch_description():
     share = get_package_share_directory("sole_ros")
     arguments = [
-        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "sole.yaml"),
-                              description="parameter file for sole_node"),
+        DeclareLaunchArgument(
+            "config",
+            default_value=os.path.join(share, "config", "sole.yaml"),
+            description="parameter file for sole_node",
+        ),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
-        DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda or cuda:N"),
-        DeclareLaunchArgument("rviz", default_value="false", description="also start RViz with config/sole.rviz"),
+        DeclareLaunchArgument(
+            "device", default_value="auto", description="auto, cpu, cuda or cuda:N"
+        ),
+        DeclareLaunchArgument(
+            "rviz", default_value="false", description="also start RViz with config/sole.rviz"
+        ),
     ]
-    arguments += [DeclareLaunchArgument(arg, default_value=topic, description=f"topic for {topic}")
-                  for arg, topic in TOPIC_ARGUMENTS.items()]
+    arguments += [
+        DeclareLaunchArgument(arg, default_value=topic, description=f"topic for {topic}")
+        for arg, topic in TOPIC_ARGUMENTS.items()
+    ]
     node = Node(
-        package="sole_ros", executable="sole_node", name="sole", namespace=LaunchConfiguration("namespace"),
+        package="sole_ros",
+        executable="sole_node",
+        name="sole",
+        namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("config"), {"device": LaunchConfiguration("device")}],
         remappings=[(topic, LaunchConfiguration(arg)) for arg, topic in TOPIC_ARGUMENTS.items()],
-        output="screen")
+        output="screen",
+    )
     # RViz in the node's namespace: config/sole.rviz names the topics relatively (sole/scene, ...),
     # so they resolve to this robot's node, and two robots' RViz windows never show each other's.
-    rviz = Node(package="rviz2", executable="rviz2", name="sole_rviz", namespace=LaunchConfiguration("namespace"),
-                arguments=["-d", os.path.join(share, "config", "sole.rviz")],
-                condition=IfCondition(LaunchConfiguration("rviz")))
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="sole_rviz",
+        namespace=LaunchConfiguration("namespace"),
+        arguments=["-d", os.path.join(share, "config", "sole.rviz")],
+        condition=IfCondition(LaunchConfiguration("rviz")),
+    )
     return LaunchDescription(arguments + [node, rviz])

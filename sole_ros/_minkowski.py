@@ -3,6 +3,7 @@
 MinkowskiEngine 0.5.4 does ``from collections import Sequence`` at import time, which Python 3.10
 removed; the alias below restores it before the import. Import ``ME`` from here, never directly.
 """
+
 import collections
 import collections.abc
 

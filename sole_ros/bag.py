@@ -24,6 +24,7 @@ Every input (points, depth, color) is counted: received, fused, and dropped by r
     with BagReplay("run.mcap") as replay:
         summary = replay.replay(pipeline)
 """
+
 from __future__ import annotations
 
 import collections
@@ -35,9 +36,24 @@ from typing import Iterator
 import numpy as np
 
 from sole_ros.messages.errors import MalformedMessage
-from sole_ros.messages.frames import COLOR, DEPTH, POINTS, SensorFrame, cloud_frame, fuse, rgbd_frame
+from sole_ros.messages.frames import (
+    COLOR,
+    DEPTH,
+    POINTS,
+    SensorFrame,
+    cloud_frame,
+    fuse,
+    rgbd_frame,
+)
 from sole_ros.messages.images import DEPTH_ENCODINGS
-from sole_ros.messages.input_counters import INVALID, NO_COLOUR_PAIR, NO_POSE, REJECTED, TOO_OLD, InputCounters
+from sole_ros.messages.input_counters import (
+    INVALID,
+    NO_COLOUR_PAIR,
+    NO_POSE,
+    REJECTED,
+    TOO_OLD,
+    InputCounters,
+)
 from sole_ros.messages.poses import (
     POSE_END_TOLERANCE,
     PoseBuffer,
@@ -54,8 +70,12 @@ from sole_ros.settings_table import BY_NAME
 POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
 IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped",
-              "geometry_msgs/msg/PoseWithCovarianceStamped", "geometry_msgs/msg/TransformStamped")
+POSE_TYPES = (
+    "nav_msgs/msg/Odometry",
+    "geometry_msgs/msg/PoseStamped",
+    "geometry_msgs/msg/PoseWithCovarianceStamped",
+    "geometry_msgs/msg/TransformStamped",
+)
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 TF_TOPICS = ("/tf", "/tf_static")
 POSE_FROM_TF = "tf"
@@ -73,6 +93,7 @@ class BagError(ValueError):
 @dataclass
 class BagTopics:
     """Which topics feed the replay; None: found by type (see the module docstring)."""
+
     points: str | None = None
     depth: str | None = None
     color: str | None = None
@@ -82,9 +103,11 @@ class BagTopics:
 
 @dataclass
 class ReplayOptions:
-    fixed_frame: str | None = None        # with /tf: the frame the scene is built in (default: the root)
-    sensor_extrinsic: object = None       # with a pose topic: base_from_sensor, [x y z roll pitch yaw] or 4x4
-    static_sensor: bool = False           # no poses: the sensor did not move (its frame is the fixed frame)
+    fixed_frame: str | None = None  # with /tf: the frame the scene is built in (default: the root)
+    sensor_extrinsic: object = (
+        None  # with a pose topic: base_from_sensor, [x y z roll pitch yaw] or 4x4
+    )
+    static_sensor: bool = False  # no poses: the sensor did not move (its frame is the fixed frame)
     # seconds between a depth image and its colour image: the node's inputs.sync_slop
     sync_tolerance: float = BY_NAME["inputs.sync_slop"].default
     pose_tolerance: float = POSE_END_TOLERANCE  # seconds a frame may lie beyond the first/last pose
@@ -95,6 +118,7 @@ class ReplayOptions:
 class ReplaySummary:
     """What went in: ``counters`` per input (points, depth, color); ``frames`` the fused frames and
     ``dropped`` the frames (point clouds, depth images) not fused, by reason."""
+
     topics: BagTopics
     pose_source: str
     counters: InputCounters = field(default_factory=InputCounters)
@@ -115,8 +139,10 @@ class ReplaySummary:
 
     def input_counts(self) -> dict:
         """{input: {"received": n, "fused": n, "dropped": {reason: n}}}, for JSON."""
-        return {name: {"received": c.received, "fused": c.fused, "dropped": dict(c.dropped)}
-                for name, c in sorted(self.counters.snapshot().items())}
+        return {
+            name: {"received": c.received, "fused": c.fused, "dropped": dict(c.dropped)}
+            for name, c in sorted(self.counters.snapshot().items())
+        }
 
     def describe(self) -> str:
         used = ", ".join(f"{k}={v}" for k, v in vars(self.topics).items() if v)
@@ -130,15 +156,20 @@ def _open_reader(path):
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
     except ImportError:
-        raise BagError("replaying bags needs the rosbags package "
-                       "(pip install rosbags; version: constraints.txt)") from None
+        raise BagError(
+            "replaying bags needs the rosbags package "
+            "(pip install rosbags; version: constraints.txt)"
+        ) from None
 
     path = os.fspath(path)
     if not os.path.exists(path):
         raise BagError(f"{path}: no such bag (give the bag folder, or its .mcap / .db3 file)")
     # A bag folder's storage file may be named directly; rosbags wants the folder then.
-    if os.path.isfile(path) and os.path.exists(os.path.join(os.path.dirname(path) or ".", "metadata.yaml")) \
-            and path.endswith((".db3", ".mcap")):
+    if (
+        os.path.isfile(path)
+        and os.path.exists(os.path.join(os.path.dirname(path) or ".", "metadata.yaml"))
+        and path.endswith((".db3", ".mcap"))
+    ):
         path = os.path.dirname(path) or "."
     # The default type store decodes bags recorded without message definitions (older sqlite3).
     try:
@@ -159,7 +190,9 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 class BagReplay:
-    def __init__(self, path, topics: BagTopics | None = None, options: ReplayOptions | None = None, log=print):
+    def __init__(
+        self, path, topics: BagTopics | None = None, options: ReplayOptions | None = None, log=print
+    ):
         self.path = os.fspath(path)
         self.options = options or ReplayOptions()
         self.log = log
@@ -175,8 +208,11 @@ class BagReplay:
         self._tf: TransformTree | None = None
         self._infos: list[tuple[float, object]] = []
         self._fixed_frame = self.options.fixed_frame
-        self._extrinsic = (None if self.options.sensor_extrinsic is None
-                           else extrinsic_matrix(self.options.sensor_extrinsic))
+        self._extrinsic = (
+            None
+            if self.options.sensor_extrinsic is None
+            else extrinsic_matrix(self.options.sensor_extrinsic)
+        )
         self._pose_child_frame = ""  # the pose topic's child_frame_id (Odometry, TransformStamped)
         self._warned: set[str] = set()
         self._shown: set[tuple] = set()  # (inputs, reason) drops already shown with their detail
@@ -200,7 +236,9 @@ class BagReplay:
 
     # --- topics ------------------------------------------------------------------------------------
     def _listing(self) -> str:
-        return ", ".join(f"{t} ({m.split('/')[-1]})" for t, m in sorted(self._types.items())) or "none"
+        return (
+            ", ".join(f"{t} ({m.split('/')[-1]})" for t, m in sorted(self._types.items())) or "none"
+        )
 
     def _of_type(self, *types: str) -> list[str]:
         return sorted(t for t, m in self._types.items() if m in types)
@@ -213,10 +251,14 @@ class BagReplay:
         if topic is None:
             return
         if topic not in self._types:
-            raise BagError(f"{self.path}: no topic {topic!r} for {what} in the bag (topics: {self._listing()})")
+            raise BagError(
+                f"{self.path}: no topic {topic!r} for {what} in the bag (topics: {self._listing()})"
+            )
         if self._types[topic] not in types:
-            raise BagError(f"{self.path}: topic {topic!r} is {self._types[topic]}, but {what} must be "
-                           f"{' or '.join(types)}")
+            raise BagError(
+                f"{self.path}: topic {topic!r} is {self._types[topic]}, but {what} must be "
+                f"{' or '.join(types)}"
+            )
 
     def _messages(self, topics):
         """(connection, bag time ns, raw) of the topics in bag order; a damaged bag -> BagError."""
@@ -257,35 +299,49 @@ class BagReplay:
         if chosen.pose != POSE_FROM_TF:
             self._check(chosen.pose, "poses", POSE_TYPES)
         elif not self._of_type(TF_MESSAGE):
-            raise BagError(f"{self.path}: poses from tf asked for, but the bag has no /tf (topics: {self._listing()})")
+            raise BagError(
+                f"{self.path}: poses from tf asked for, but the bag has no /tf (topics: {self._listing()})"
+            )
 
         if chosen.points is None and chosen.depth is None:
             images = self._of_type(IMAGE)
             depth = [t for t in images if self._is_depth_topic(t)]
             if len(depth) > 1:
-                raise BagError(f"{self.path}: several depth image topics ({', '.join(depth)}): "
-                               "choose one with --depth-topic")
+                raise BagError(
+                    f"{self.path}: several depth image topics ({', '.join(depth)}): "
+                    "choose one with --depth-topic"
+                )
             if depth:
                 chosen.depth = depth[0]
             else:
                 clouds = self._of_type(POINT_CLOUD)
                 if len(clouds) > 1:
-                    raise BagError(f"{self.path}: several point cloud topics ({', '.join(clouds)}): "
-                                   "choose one with --points-topic")
+                    raise BagError(
+                        f"{self.path}: several point cloud topics ({', '.join(clouds)}): "
+                        "choose one with --points-topic"
+                    )
                 if not clouds:
-                    raise BagError(f"{self.path}: no depth images (16UC1/32FC1) or point clouds in the bag "
-                                   f"(topics: {self._listing()})")
+                    raise BagError(
+                        f"{self.path}: no depth images (16UC1/32FC1) or point clouds in the bag "
+                        f"(topics: {self._listing()})"
+                    )
                 chosen.points = clouds[0]
         if chosen.depth is not None:
             if chosen.color is None:
-                colours = [t for t in self._of_type(IMAGE) if t != chosen.depth and not self._is_depth_topic(t)]
+                colours = [
+                    t
+                    for t in self._of_type(IMAGE)
+                    if t != chosen.depth and not self._is_depth_topic(t)
+                ]
                 if colours:  # the colour stream nearest the depth topic by name (same camera)
                     chosen.color = max(colours, key=lambda t: (_common_prefix(t, chosen.depth), t))
             if chosen.info is None:
                 infos = self._of_type(CAMERA_INFO)
                 if not infos:
-                    raise BagError(f"{self.path}: depth images need a CameraInfo topic, and the bag has none "
-                                   f"(topics: {self._listing()})")
+                    raise BagError(
+                        f"{self.path}: depth images need a CameraInfo topic, and the bag has none "
+                        f"(topics: {self._listing()})"
+                    )
                 chosen.info = max(infos, key=lambda t: (_common_prefix(t, chosen.depth), t))
         if chosen.pose is None and not self.options.static_sensor:
             # /tf has the chain to each message's own frame; a pose topic only that of its child frame.
@@ -293,19 +349,25 @@ class BagReplay:
             if self._dynamic_tf():
                 chosen.pose = POSE_FROM_TF
             elif len(poses) > 1:
-                raise BagError(f"{self.path}: several pose topics ({', '.join(poses)}) and no /tf: "
-                               "choose one with --pose-topic")
+                raise BagError(
+                    f"{self.path}: several pose topics ({', '.join(poses)}) and no /tf: "
+                    "choose one with --pose-topic"
+                )
             elif poses:
                 chosen.pose = poses[0]
             elif self._of_type(TF_MESSAGE):  # /tf_static only: a sensor fixed in its tree
                 chosen.pose = POSE_FROM_TF
             else:
-                raise BagError(f"{self.path}: no poses in the bag (no Odometry/PoseStamped/TransformStamped topic, "
-                               "no /tf): record one, or pass --static-sensor if the sensor did not move")
+                raise BagError(
+                    f"{self.path}: no poses in the bag (no Odometry/PoseStamped/TransformStamped topic, "
+                    "no /tf): record one, or pass --static-sensor if the sensor did not move"
+                )
         if chosen.pose == POSE_FROM_TF and self.options.sensor_extrinsic is not None:
-            raise BagError(f"{self.path}: --sensor-extrinsic applies to poses from a pose topic, but these come "
-                           "from /tf (which places the sensor's frame itself): drop it, or name the pose topic "
-                           "with --pose-topic")
+            raise BagError(
+                f"{self.path}: --sensor-extrinsic applies to poses from a pose topic, but these come "
+                "from /tf (which places the sensor's frame itself): drop it, or name the pose topic "
+                "with --pose-topic"
+            )
         return chosen
 
     # --- pass 1: poses and camera info ---------------------------------------------------------------
@@ -337,7 +399,9 @@ class BagReplay:
                     self._pose_buffer.add(self._stamp(msg, bag_time), matrix)
                     # PoseStamped / PoseWithCovarianceStamped do not say whose pose they are.
                     if not self._pose_child_frame:
-                        self._pose_child_frame = frame_name(getattr(msg, "child_frame_id", "") or "")
+                        self._pose_child_frame = frame_name(
+                            getattr(msg, "child_frame_id", "") or ""
+                        )
             except (MalformedMessage, ValueError) as error:
                 self._warn(f"{connection.topic}: message skipped: {_one_line(error)}")
         self._infos.sort(key=lambda item: item[0])
@@ -371,18 +435,25 @@ class BagReplay:
                 self.log(f"fixed frame: {self._fixed_frame} (the root of {frame_id} in /tf)")
             return self._tf.lookup(self._fixed_frame, frame_id, stamp, self.options.pose_tolerance)
         self._check_pose_frame(frame_id)
-        return self._pose_buffer.lookup(stamp, self.options.pose_tolerance, base_from_sensor=self._extrinsic)
+        return self._pose_buffer.lookup(
+            stamp, self.options.pose_tolerance, base_from_sensor=self._extrinsic
+        )
 
     def _check_pose_frame(self, frame_id: str) -> None:
         """Warn (once per frame pair) when the pose topic places another frame than the sensor's."""
         child, sensor = self._pose_child_frame, frame_name(frame_id or "")
         if self._extrinsic is not None or not child or not sensor or child == sensor:
             return
-        instead = ("take poses from /tf with --pose-topic tf" if self._of_type(TF_MESSAGE)
-                   else "record /tf and /tf_static to take poses from them")
-        self._warn(f"poses from {self.topics.pose} are of its child frame {child}, but the sensor messages are in "
-                   f"{sensor}: they are used as the pose of {sensor}, so the map is wrong unless the two frames "
-                   f"coincide; give --sensor-extrinsic (the pose of {sensor} in {child}) or {instead}")
+        instead = (
+            "take poses from /tf with --pose-topic tf"
+            if self._of_type(TF_MESSAGE)
+            else "record /tf and /tf_static to take poses from them"
+        )
+        self._warn(
+            f"poses from {self.topics.pose} are of its child frame {child}, but the sensor messages are in "
+            f"{sensor}: they are used as the pose of {sensor}, so the map is wrong unless the two frames "
+            f"coincide; give --sensor-extrinsic (the pose of {sensor} in {child}) or {instead}"
+        )
 
     def _camera_info(self, stamp: float):
         """The newest camera info at or before ``stamp`` (else the first one)."""
@@ -391,14 +462,26 @@ class BagReplay:
         return self._infos[max(i, 0)][1]
 
     def _rgbd_frame(self, stamp: float, depth_msg, color_msg) -> SensorFrame:
-        return rgbd_frame(depth_msg, self._camera_info(stamp), color_msg, pose=self._pose, stamp=stamp,
-                          on_resize=self._warn)
+        return rgbd_frame(
+            depth_msg,
+            self._camera_info(stamp),
+            color_msg,
+            pose=self._pose,
+            stamp=stamp,
+            on_resize=self._warn,
+        )
 
     def _cloud_frame(self, stamp: float, msg) -> SensorFrame:
         return cloud_frame(msg, pose=self._pose, stamp=stamp)
 
-    def _drop(self, counters: InputCounters, dropped: collections.Counter | None, inputs, reason: str,
-              detail: str = "") -> None:
+    def _drop(
+        self,
+        counters: InputCounters,
+        dropped: collections.Counter | None,
+        inputs,
+        reason: str,
+        detail: str = "",
+    ) -> None:
         """Count a drop on each of ``inputs``; the first of each input and reason is shown with its detail."""
         for name in inputs:
             counters.dropped(name, reason, detail)
@@ -408,8 +491,9 @@ class BagReplay:
             self._shown.add((tuple(inputs), reason))
             self.log(f"warning: {' and '.join(inputs)} dropped, {reason}: {detail}")
 
-    def frames(self, dropped: collections.Counter | None = None,
-               counters: InputCounters | None = None) -> Iterator[SensorFrame]:
+    def frames(
+        self, dropped: collections.Counter | None = None, counters: InputCounters | None = None
+    ) -> Iterator[SensorFrame]:
         """Every usable frame in bag order. Each input's messages are counted in ``counters`` as
         received and, when they cannot be used, dropped with the reason; ``dropped`` counts the
         frames (point clouds, depth images) not yielded, by reason. A yielded frame is counted as
@@ -418,7 +502,9 @@ class BagReplay:
         self._load_context()
         sensor_topics = {t for t in (self.topics.points, self.topics.depth, self.topics.color) if t}
         tolerance = self.options.sync_tolerance
-        paired: collections.deque = collections.deque()  # (depth stamp, depth, colour) as the synchroniser decides
+        paired: collections.deque = (
+            collections.deque()
+        )  # (depth stamp, depth, colour) as the synchroniser decides
 
         def build(inputs, make, *args):
             try:
@@ -434,13 +520,23 @@ class BagReplay:
             if why == OUT_OF_ORDER:
                 self._drop(counters, dropped, (name,), TOO_OLD, "not newer than the last pair")
             else:
-                self._drop(counters, dropped, (name,), NO_COLOUR_PAIR,
-                           f"no {other} image within {tolerance:g} s (--sync-tolerance)")
+                self._drop(
+                    counters,
+                    dropped,
+                    (name,),
+                    NO_COLOUR_PAIR,
+                    f"no {other} image within {tolerance:g} s (--sync-tolerance)",
+                )
 
         sync = None
         if self.topics.depth and self.topics.color:
-            sync = ApproximateTimeSync(2, lambda d, c: paired.append((d[0], d[1], c[1])), slop=tolerance,
-                                       queue_size=MAX_PENDING, on_drop=unpaired)
+            sync = ApproximateTimeSync(
+                2,
+                lambda d, c: paired.append((d[0], d[1], c[1])),
+                slop=tolerance,
+                queue_size=MAX_PENDING,
+                on_drop=unpaired,
+            )
 
         def ready() -> Iterator[SensorFrame]:
             while paired:
@@ -456,8 +552,13 @@ class BagReplay:
             try:
                 msg = self._reader.deserialize(raw, connection.msgtype)
             except Exception as error:  # noqa: BLE001 - a corrupt record: skip it, say why
-                self._drop(counters, dropped, (name,), INVALID,
-                           f"cannot decode a message on {connection.topic}: {_one_line(error)}")
+                self._drop(
+                    counters,
+                    dropped,
+                    (name,),
+                    INVALID,
+                    f"cannot decode a message on {connection.topic}: {_one_line(error)}",
+                )
                 continue
             stamp = self._stamp(msg, bag_time)
             frame = None
@@ -504,5 +605,13 @@ class BagReplay:
         return summary
 
 
-__all__ = ["BagReplay", "BagTopics", "ReplayOptions", "ReplaySummary", "SensorFrame", "BagError",
-           "POSE_FROM_TF", "POSE_TYPES"]
+__all__ = [
+    "BagReplay",
+    "BagTopics",
+    "ReplayOptions",
+    "ReplaySummary",
+    "SensorFrame",
+    "BagError",
+    "POSE_FROM_TF",
+    "POSE_TYPES",
+]

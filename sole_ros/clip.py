@@ -5,6 +5,7 @@ Used by the text encoder (sole_ros.model.text) and by the dense image features o
 weights (tests, demos). ``ClipSpec.tiny()`` names a small architecture registered here so tests run
 fast on a CPU without any download.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,26 @@ _TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2
 _TINY_CONFIGS: dict[str, dict[str, Any]] = {
     TINY_MODEL_NAME: {
         "embed_dim": 64,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+        "vision_cfg": {
+            "image_size": 64,
+            "layers": 2,
+            "width": 64,
+            "head_width": 32,
+            "patch_size": 16,
+        },
         "text_cfg": _TINY_TEXT,
     },
     # The same text tower with an image tower big enough to learn dense features of the synthetic
     # classes (sole_ros.training.image_tower): 4 layers of width 128, 16 px patches on 320 px.
     TINY_DENSE_MODEL_NAME: {
         "embed_dim": 64,
-        "vision_cfg": {"image_size": 320, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
+        "vision_cfg": {
+            "image_size": 320,
+            "layers": 4,
+            "width": 128,
+            "head_width": 32,
+            "patch_size": 16,
+        },
         "text_cfg": _TINY_TEXT,
     },
 }
@@ -113,9 +126,13 @@ def uses_quick_gelu(spec: ClipSpec) -> bool:
 
     if spec.quick_gelu is not None:
         return spec.quick_gelu
-    if spec.pretrained is None or spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.model_name):
+    if spec.pretrained is None or spec.pretrained not in open_clip.list_pretrained_tags_by_model(
+        spec.model_name
+    ):
         return False
-    return bool(open_clip.get_pretrained_cfg(spec.model_name, spec.pretrained).get("quick_gelu", False))
+    return bool(
+        open_clip.get_pretrained_cfg(spec.model_name, spec.pretrained).get("quick_gelu", False)
+    )
 
 
 def _missing_weights_message(spec: ClipSpec, reason: str) -> str:
@@ -142,24 +159,37 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> LoadedClip:
     register_tiny_config()
     name = spec.model_name
     if name not in open_clip.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
-        raise ValueError(f"unknown open_clip architecture {name!r}; known ones include "
-                         f"{', '.join(open_clip.list_models()[:8])}, ... and {TINY_MODEL_NAME!r}")
+        raise ValueError(
+            f"unknown open_clip architecture {name!r}; known ones include "
+            f"{', '.join(open_clip.list_models()[:8])}, ... and {TINY_MODEL_NAME!r}"
+        )
     pretrained = spec.pretrained
     is_tag = False
     if pretrained is not None:
         is_tag = pretrained in open_clip.list_pretrained_tags_by_model(name)
         if not is_tag and not os.path.isfile(os.path.expanduser(pretrained)):
-            raise ClipWeightsUnavailable(_missing_weights_message(
-                spec, f"{pretrained!r} is neither a known open_clip tag for this model "
-                      f"({open_clip.list_pretrained_tags_by_model(name)}) nor an existing file"))
+            raise ClipWeightsUnavailable(
+                _missing_weights_message(
+                    spec,
+                    f"{pretrained!r} is neither a known open_clip tag for this model "
+                    f"({open_clip.list_pretrained_tags_by_model(name)}) nor an existing file",
+                )
+            )
         if not is_tag:
             pretrained = os.path.expanduser(pretrained)
     quick_gelu = uses_quick_gelu(spec)
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=device, cache_dir=spec.cache_dir,
-                                       force_quick_gelu=bool(quick_gelu))
+        model = open_clip.create_model(
+            name,
+            pretrained=pretrained,
+            device=device,
+            cache_dir=spec.cache_dir,
+            force_quick_gelu=bool(quick_gelu),
+        )
     except (RuntimeError, OSError) as err:
-        raise ClipWeightsUnavailable(_missing_weights_message(spec, str(err).splitlines()[0][:300])) from None
+        raise ClipWeightsUnavailable(
+            _missing_weights_message(spec, str(err).splitlines()[0][:300])
+        ) from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
     preprocess = open_clip.get_model_preprocess_cfg(model)
@@ -180,5 +210,13 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> LoadedClip:
     )
 
 
-__all__ = ["ClipSpec", "LoadedClip", "ClipWeightsUnavailable", "load_clip", "register_tiny_config",
-           "uses_quick_gelu", "TINY_MODEL_NAME", "TINY_DENSE_MODEL_NAME"]
+__all__ = [
+    "ClipSpec",
+    "LoadedClip",
+    "ClipWeightsUnavailable",
+    "load_clip",
+    "register_tiny_config",
+    "uses_quick_gelu",
+    "TINY_MODEL_NAME",
+    "TINY_DENSE_MODEL_NAME",
+]

@@ -1,4 +1,5 @@
 """One device setting for the whole library: "auto" (CUDA when available), "cpu", "cuda[:N]"."""
+
 from __future__ import annotations
 
 import contextlib

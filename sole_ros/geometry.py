@@ -1,4 +1,5 @@
 """Small geometry helpers shared by the synthetic scenes, training augmentation and inference."""
+
 from __future__ import annotations
 
 import numpy as np

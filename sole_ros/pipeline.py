@@ -9,6 +9,7 @@ has its own lock. A segmentation encodes the map on the side (seconds) while que
 answering from the last finished one; only swapping the new one in waits for a query in
 progress (``_answer_lock``), so a query never sees half of each.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,12 @@ import numpy as np
 
 from sole_ros.inference.object_ranking import RememberedParts, estimate_scores
 from sole_ros.inference.regions import RegionSegmenter
-from sole_ros.memory import ObjectMemory, detections_from_instances, keys_from_centres, observe_depth_frame
+from sole_ros.memory import (
+    ObjectMemory,
+    detections_from_instances,
+    keys_from_centres,
+    observe_depth_frame,
+)
 from sole_ros.scene import DenseClipFeatures, KeyframeSelector, SceneSnapshot, VoxelMap
 from sole_ros.scene.validation import depth_in_metres
 from sole_ros.settings_table import BY_NAME
@@ -62,6 +68,7 @@ class QueryLimits:
 @dataclass
 class Segmentation:
     """The scene the segmenter currently holds: what queries are answered against."""
+
     snapshot: SceneSnapshot
     seconds: float
     finished_at: float = field(default_factory=time.time)
@@ -80,7 +87,9 @@ class Segmentation:
 class QueryAnswer:
     instances: list
     segmentation: Segmentation
-    object_ids: list = field(default_factory=list)  # per instance: its stable object id, 0 when none
+    object_ids: list = field(
+        default_factory=list
+    )  # per instance: its stable object id, 0 when none
 
     @property
     def stamp(self) -> float:
@@ -90,23 +99,32 @@ class QueryAnswer:
 @dataclass
 class PipelineSettings:
     """Everything build_pipeline needs; the node fills it from its parameters."""
+
     device: str = "auto"
     checkpoint: str = ""
-    model_config: str = "paper"          # architecture when no checkpoint carries one
+    model_config: str = "paper"  # architecture when no checkpoint carries one
     allow_random_weights: bool = False
     clip_model: str = BY_NAME["model.clip_model"].default
     clip_pretrained: str | None = BY_NAME["model.clip_pretrained"].default
     prompt: str = BY_NAME["model.prompt"].default
     autocast: bool = False
-    top_k: int = 0  # candidates ranked per query; 0: the checkpoint's topk_per_image, else DEFAULT_TOP_K
+    top_k: int = (
+        0  # candidates ranked per query; 0: the checkpoint's topk_per_image, else DEFAULT_TOP_K
+    )
     min_points: int = 0  # answers (and full-segmentation parts) with fewer points are dropped
     split_distance: float | None = None  # DBSCAN eps of the mask splitting; None: the checkpoint's
     contrast_phrases: tuple[str, ...] = ()  # other things' names a query must beat (never answered)
-    test_time_views: int = 1  # > 1: answers merged over turned and scaled views (inference/multi_view.py)
-    scene_scale: float = 1.0  # the scene scaled by this before the model (a size the model works best at)
+    test_time_views: int = (
+        1  # > 1: answers merged over turned and scaled views (inference/multi_view.py)
+    )
+    scene_scale: float = (
+        1.0  # the scene scaled by this before the model (a size the model works best at)
+    )
     view_scale_jitter: float = 0.1  # the extra views' scales vary by up to this fraction
     num_queries: int = 0  # FPS query seeds per pass; 0: the count the checkpoint was trained with
-    input_mode: str = "auto"  # auto (the checkpoint's: published -> reference), reference or averaged
+    input_mode: str = (
+        "auto"  # auto (the checkpoint's: published -> reference), reference or averaged
+    )
     voxel_size: float = 0.02
     max_voxels: int = 500_000
     keep_radius: float | None = None
@@ -129,33 +147,47 @@ class PipelineSettings:
     @classmethod
     def from_parameters(cls, values: dict) -> "PipelineSettings":
         """From sole_node's parameter values (names as in sole_ros/ros/parameters.py)."""
+
         def positive_or_none(x):
             return float(x) if x and x > 0 else None
 
         return cls(
-            device=values["device"], checkpoint=values["model.checkpoint"], model_config=values["model.config"],
-            allow_random_weights=values["model.allow_random_weights"], clip_model=values["model.clip_model"],
-            clip_pretrained=values["model.clip_pretrained"] or None, prompt=values["model.prompt"],
-            autocast=values["model.autocast"], top_k=values["query.top_k"],
+            device=values["device"],
+            checkpoint=values["model.checkpoint"],
+            model_config=values["model.config"],
+            allow_random_weights=values["model.allow_random_weights"],
+            clip_model=values["model.clip_model"],
+            clip_pretrained=values["model.clip_pretrained"] or None,
+            prompt=values["model.prompt"],
+            autocast=values["model.autocast"],
+            top_k=values["query.top_k"],
             min_points=values["query.min_points"],
             split_distance=positive_or_none(values["query.split_distance"]),
             contrast_phrases=split_phrase_list(values["query.contrast_phrases"]),
-            test_time_views=values["model.test_time_views"], scene_scale=values["model.scene_scale"],
-            view_scale_jitter=values["model.view_scale_jitter"], num_queries=values["model.num_queries"],
+            test_time_views=values["model.test_time_views"],
+            scene_scale=values["model.scene_scale"],
+            view_scale_jitter=values["model.view_scale_jitter"],
+            num_queries=values["model.num_queries"],
             input_mode=values["model.input_mode"],
-            voxel_size=values["scene.voxel_size"], max_voxels=values["scene.max_voxels"],
+            voxel_size=values["scene.voxel_size"],
+            max_voxels=values["scene.max_voxels"],
             keep_radius=positive_or_none(values["scene.keep_radius"]),
             max_range=positive_or_none(values["scene.max_range"]),
             dense_features=values["scene.dense_features"],
             keyframe_translation=values["scene.keyframe_translation"],
             keyframe_rotation_deg=values["scene.keyframe_rotation_deg"],
             keyframe_period=positive_or_none(values["scene.keyframe_period"]),
-            max_phrases=values["query.max_phrases"], max_phrase_length=values["query.max_phrase_length"],
-            object_memory=values["memory.enabled"], max_objects=values["memory.max_objects"],
+            max_phrases=values["query.max_phrases"],
+            max_phrase_length=values["query.max_phrase_length"],
+            object_memory=values["memory.enabled"],
+            max_objects=values["memory.max_objects"],
             free_space_tolerance=values["memory.free_space_tolerance"],
-            segmentation_mode=values["segmentation.mode"], region_size=values["segmentation.region_size"],
-            region_overlap=values["segmentation.region_overlap"], decoded_crops=values["query.decoded_crops"],
-            max_encoded_crops=values["segmentation.max_encoded_crops"])
+            segmentation_mode=values["segmentation.mode"],
+            region_size=values["segmentation.region_size"],
+            region_overlap=values["segmentation.region_overlap"],
+            decoded_crops=values["query.decoded_crops"],
+            max_encoded_crops=values["segmentation.max_encoded_crops"],
+        )
 
 
 # Where the object memory travels in a map file.
@@ -177,7 +209,9 @@ def candidate_count(top_k: int, hyper=None) -> tuple[int, str]:
         return top_k, "query.top_k"
     if hyper is not None and "top_k" in hyper.values:
         return int(hyper.values["top_k"]), hyper.sources["top_k"]
-    return DEFAULT_TOP_K, "the default" + (": the checkpoint gives no topk_per_image" if hyper is not None else "")
+    return DEFAULT_TOP_K, "the default" + (
+        ": the checkpoint gives no topk_per_image" if hyper is not None else ""
+    )
 
 
 def with_query_count(config, num_queries: int, log=print):
@@ -213,7 +247,7 @@ def with_input_mode(config, input_mode: str, log=print):
 
 
 def split_phrase_list(text: str) -> tuple[str, ...]:
-    """"mug, bowl ,, a red box" -> ("mug", "bowl", "a red box"): a comma-separated parameter."""
+    """ "mug, bowl ,, a red box" -> ("mug", "bowl", "a red box"): a comma-separated parameter."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
@@ -253,7 +287,9 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     from sole_ros.model.text import TextEncoder
 
     # Random weights are an explicit choice (tests); otherwise an empty setting means the demo weights.
-    checkpoint = settings.checkpoint or (None if settings.allow_random_weights else find_default_checkpoint())
+    checkpoint = settings.checkpoint or (
+        None if settings.allow_random_weights else find_default_checkpoint()
+    )
     hyper = None
     if checkpoint:
         data = read_checkpoint(checkpoint)
@@ -282,7 +318,9 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
         elif own_run and hp.get("clip", {}).get("pretrained"):
             clip = load_clip(ClipSpec(hp["clip"]["model_name"], hp["clip"]["pretrained"]), device)
         else:
-            clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
+            clip = load_clip(
+                ClipSpec(settings.clip_model, settings.clip_pretrained or None), device
+            )
     elif settings.allow_random_weights:
         clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
         config = SoleConfig() if settings.model_config == "paper" else SoleConfig.tiny()
@@ -290,22 +328,36 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
         model = SoleModel(with_query_count(config, settings.num_queries, log)).to(device).eval()
         log("WARNING: no checkpoint: running with random weights (answers are meaningless)")
     else:
-        raise ValueError("no checkpoint: set model.checkpoint to a SOLE .ckpt (see `sole-ros weights`), "
-                         "or model.allow_random_weights for tests")
+        raise ValueError(
+            "no checkpoint: set model.checkpoint to a SOLE .ckpt (see `sole-ros weights`), "
+            "or model.allow_random_weights for tests"
+        )
     if model.config.clip_dim != clip.embed_dim:
-        raise ValueError(f"the model expects {model.config.clip_dim}-d CLIP features but the CLIP "
-                         f"{clip.spec.model_name} gives {clip.embed_dim}-d: pick the matching CLIP model")
+        raise ValueError(
+            f"the model expects {model.config.clip_dim}-d CLIP features but the CLIP "
+            f"{clip.spec.model_name} gives {clip.embed_dim}-d: pick the matching CLIP model"
+        )
     top_k, top_k_source = candidate_count(settings.top_k, hyper)
     log(f"{top_k} candidates ranked per query ({top_k_source})")
     text = TextEncoder(device=device, prompt=settings.prompt, loaded=clip)
-    segmenter = OpenVocabSegmenter(model, text, device=device, use_autocast=settings.autocast,
-                                   top_k=top_k, dbscan_eps=settings.split_distance,
-                                   contrast_phrases=settings.contrast_phrases)
+    segmenter = OpenVocabSegmenter(
+        model,
+        text,
+        device=device,
+        use_autocast=settings.autocast,
+        top_k=top_k,
+        dbscan_eps=settings.split_distance,
+        contrast_phrases=settings.contrast_phrases,
+    )
     if settings.test_time_views != 1 or settings.scene_scale != 1.0:
         from sole_ros.inference import MultiViewSegmenter
 
-        segmenter = MultiViewSegmenter(segmenter, views=settings.test_time_views, scene_scale=settings.scene_scale,
-                                       scale_jitter=settings.view_scale_jitter)
+        segmenter = MultiViewSegmenter(
+            segmenter,
+            views=settings.test_time_views,
+            scene_scale=settings.scene_scale,
+            scale_jitter=settings.view_scale_jitter,
+        )
     return segmenter, clip
 
 
@@ -316,17 +368,23 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     device = resolve_device(settings.device)
     segmenter, clip = load_segmenter(settings, device, log)
     if settings.segmentation_mode != "whole":
-        segmenter = RegionSegmenter(segmenter, settings.region_size, settings.region_overlap,
-                                    whole_when_it_fits=settings.segmentation_mode == "auto",
-                                    max_encodings=settings.max_encoded_crops)
+        segmenter = RegionSegmenter(
+            segmenter,
+            settings.region_size,
+            settings.region_overlap,
+            whole_when_it_fits=settings.segmentation_mode == "auto",
+            max_encodings=settings.max_encoded_crops,
+        )
     dense = keyframes = None
     feature_dim = 0
     use_dense = settings.dense_features
     if use_dense and not clip.image_features_meaningful and not settings.allow_random_weights:
         # a random small CLIP whose image tower was never trained: its image features say nothing
         # (SOLE's training drops point features for some scenes, so the model works without them)
-        log("dense CLIP features off: the checkpoint's CLIP has a random image tower, its image features "
-            "carry no meaning")
+        log(
+            "dense CLIP features off: the checkpoint's CLIP has a random image tower, its image features "
+            "carry no meaning"
+        )
         use_dense = False
     if use_dense:
         dense = DenseClipFeatures(clip, device=device, short_side=clip.dense_short_side)
@@ -335,31 +393,56 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
         # right (sole-ros bench tower_real), which a user of a real camera must hear at start-up
         trained_here = ""
         if clip.image_tower_trained:
-            trained_here = (" (image tower trained by sole-ros train-image-tower on synthetic renderings only: "
-                            "for a real camera use a pretrained CLIP, or scene.dense_features false)")
-        log(f"dense CLIP features on: {clip.spec.model_name}{trained_here}, {feature_dim}-d, "
-            f"input short side {dense.short_side} px, colour keyframes only")
-        keyframes = KeyframeSelector(min_translation=settings.keyframe_translation,
-                                     min_rotation_deg=settings.keyframe_rotation_deg,
-                                     max_interval=settings.keyframe_period)
-    voxel_map = VoxelMap(voxel_size=settings.voxel_size, max_voxels=settings.max_voxels,
-                         keep_radius=settings.keep_radius, max_range=settings.max_range, feature_dim=feature_dim)
-    pipeline = PerceptionPipeline(voxel_map, segmenter, dense, keyframes,
-                                  QueryLimits(settings.max_phrases, settings.max_phrase_length),
-                                  min_points=settings.min_points,
-                                  memory=ObjectMemory(settings.voxel_size, max_objects=settings.max_objects)
-                                  if settings.object_memory else None,
-                                  free_space_tolerance=settings.free_space_tolerance,
-                                  decoded_crops=settings.decoded_crops)
+            trained_here = (
+                " (image tower trained by sole-ros train-image-tower on synthetic renderings only: "
+                "for a real camera use a pretrained CLIP, or scene.dense_features false)"
+            )
+        log(
+            f"dense CLIP features on: {clip.spec.model_name}{trained_here}, {feature_dim}-d, "
+            f"input short side {dense.short_side} px, colour keyframes only"
+        )
+        keyframes = KeyframeSelector(
+            min_translation=settings.keyframe_translation,
+            min_rotation_deg=settings.keyframe_rotation_deg,
+            max_interval=settings.keyframe_period,
+        )
+    voxel_map = VoxelMap(
+        voxel_size=settings.voxel_size,
+        max_voxels=settings.max_voxels,
+        keep_radius=settings.keep_radius,
+        max_range=settings.max_range,
+        feature_dim=feature_dim,
+    )
+    pipeline = PerceptionPipeline(
+        voxel_map,
+        segmenter,
+        dense,
+        keyframes,
+        QueryLimits(settings.max_phrases, settings.max_phrase_length),
+        min_points=settings.min_points,
+        memory=ObjectMemory(settings.voxel_size, max_objects=settings.max_objects)
+        if settings.object_memory
+        else None,
+        free_space_tolerance=settings.free_space_tolerance,
+        decoded_crops=settings.decoded_crops,
+    )
     pipeline.device = device
     return pipeline
 
 
 class PerceptionPipeline:
-    def __init__(self, voxel_map: VoxelMap, segmenter=None, dense_features: DenseClipFeatures | None = None,
-                 keyframes: KeyframeSelector | None = None, limits: QueryLimits | None = None,
-                 min_points: int = 0, memory: ObjectMemory | None = None,
-                 free_space_tolerance: float = DEFAULT_FREE_SPACE_TOLERANCE, decoded_crops: int = 4):
+    def __init__(
+        self,
+        voxel_map: VoxelMap,
+        segmenter=None,
+        dense_features: DenseClipFeatures | None = None,
+        keyframes: KeyframeSelector | None = None,
+        limits: QueryLimits | None = None,
+        min_points: int = 0,
+        memory: ObjectMemory | None = None,
+        free_space_tolerance: float = DEFAULT_FREE_SPACE_TOLERANCE,
+        decoded_crops: int = 4,
+    ):
         self.map = voxel_map
         self.segmenter = segmenter
         self.dense_features = dense_features
@@ -372,11 +455,16 @@ class PerceptionPipeline:
         self.decoded_crops = int(decoded_crops)
         self.device = getattr(segmenter, "device", "cpu")
         self._segment_lock = threading.Lock()  # one segmentation at a time
-        self._answer_lock = threading.Lock()   # queries, and swapping in a finished segmentation
-        self._generation = 0  # moves on reset and load: a segmentation of older content is discarded
+        self._answer_lock = threading.Lock()  # queries, and swapping in a finished segmentation
+        self._generation = (
+            0  # moves on reset and load: a segmentation of older content is discarded
+        )
         self._feature_lock = threading.Lock()
-        self._clearing = KeyframeSelector(min_translation=CLEAR_TRANSLATION, min_rotation_deg=CLEAR_ROTATION_DEG,
-                                          max_interval=CLEAR_PERIOD)
+        self._clearing = KeyframeSelector(
+            min_translation=CLEAR_TRANSLATION,
+            min_rotation_deg=CLEAR_ROTATION_DEG,
+            max_interval=CLEAR_PERIOD,
+        )
         self._clearing_lock = threading.Lock()
 
     # --- ingest --------------------------------------------------------------------------------
@@ -391,7 +479,9 @@ class PerceptionPipeline:
             if is_key:
                 with self._feature_lock:
                     features = self.dense_features.frame_features(color)
-        summary = self.map.integrate_rgbd(depth, K, pose, color=color, stamp=stamp, features=features)
+        summary = self.map.integrate_rgbd(
+            depth, K, pose, color=color, stamp=stamp, features=features
+        )
         if features is not None and self.keyframes is not None:
             self.keyframes.accept(pose, stamp)  # only once the frame really went in
         memory = self.memory
@@ -443,13 +533,24 @@ class PerceptionPipeline:
             generation = self._generation
             start = time.perf_counter()
             # crops re-encode only when their voxels were observed again (RegionSegmenter)
-            extra = {"observations": snapshot.observations} if isinstance(self.segmenter, RegionSegmenter) else {}
-            prepared = self.segmenter.prepare_scene(snapshot.coords, snapshot.colors, snapshot.features,
-                                                    version=snapshot.version, **extra)
+            extra = (
+                {"observations": snapshot.observations}
+                if isinstance(self.segmenter, RegionSegmenter)
+                else {}
+            )
+            prepared = self.segmenter.prepare_scene(
+                snapshot.coords,
+                snapshot.colors,
+                snapshot.features,
+                version=snapshot.version,
+                **extra,
+            )
             segmentation = Segmentation(snapshot, time.perf_counter() - start)
             with self._answer_lock:
                 if generation != self._generation:
-                    raise QueryRejected("the scene was reset or replaced while it was being segmented")
+                    raise QueryRejected(
+                        "the scene was reset or replaced while it was being segmented"
+                    )
                 self.segmenter.use_scene(prepared)
                 self.segmentation = segmentation
             if self.memory is not None:
@@ -465,16 +566,24 @@ class PerceptionPipeline:
             memory = self.memory  # a reset from now on starts another; this one may be updated
         snapshot = segmentation.snapshot
         detections = detections_from_instances(parts, snapshot)
-        ids = memory.update(detections, stamp=snapshot.stamp,
-                            present_keys=keys_from_centres(snapshot.coords, snapshot.voxel_size))
+        ids = memory.update(
+            detections,
+            stamp=snapshot.stamp,
+            present_keys=keys_from_centres(snapshot.coords, snapshot.voxel_size),
+        )
         segmentation.objects = list(zip(ids, parts))
         segmentation.remembered = RememberedParts.build(ids, parts, [d.feature for d in detections])
 
     def _object_ids(self, instances, snapshot) -> list[int]:
         if self.memory is None:
             return []
-        return [self.memory.identify(keys_from_centres(snapshot.coords[i.point_indices], snapshot.voxel_size)) or 0
-                for i in instances]
+        return [
+            self.memory.identify(
+                keys_from_centres(snapshot.coords[i.point_indices], snapshot.voxel_size)
+            )
+            or 0
+            for i in instances
+        ]
 
     def query(self, phrases, max_results: int, min_score: float = 0.0) -> QueryAnswer:
         phrases = self.limits.check(phrases)
@@ -489,18 +598,28 @@ class PerceptionPipeline:
             if self._answers_from_memory(segmentation):
                 instances, ids = self._query_memory(segmentation, phrases, max_results, min_score)
                 return QueryAnswer(instances, segmentation, ids)
-            instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))[:max_results]
+            instances = self._large_enough(self.segmenter.query(phrases, min_score=min_score))[
+                :max_results
+            ]
         # naming the answers needs no lock: they and their segmentation no longer change
-        return QueryAnswer(instances, segmentation, self._object_ids(instances, segmentation.snapshot))
+        return QueryAnswer(
+            instances, segmentation, self._object_ids(instances, segmentation.snapshot)
+        )
 
     def _answers_from_memory(self, segmentation: Segmentation) -> bool:
         """Whether a query ranks the remembered objects instead of decoding every crop: with the
         memory, in regions mode, once the map has more crops than a query may decode."""
         segmenter = self.segmenter
-        return (segmentation.remembered is not None and self.decoded_crops > 0
-                and isinstance(segmenter, RegionSegmenter) and segmenter.crop_count() > self.decoded_crops)
+        return (
+            segmentation.remembered is not None
+            and self.decoded_crops > 0
+            and isinstance(segmenter, RegionSegmenter)
+            and segmenter.crop_count() > self.decoded_crops
+        )
 
-    def _query_memory(self, segmentation: Segmentation, phrases, max_results: int, min_score: float):
+    def _query_memory(
+        self, segmentation: Segmentation, phrases, max_results: int, min_score: float
+    ):
         """Answers and ids for a map of many crops: every remembered part ranked by its stored
         embedding and pooled CLIP feature (object_ranking.py); the crops holding the best of them,
         at most ``decoded_crops``, answered by SOLE itself (the decoder with the phrases as text
@@ -508,24 +627,48 @@ class PerceptionPipeline:
         segmenter, remembered = self.segmenter, segmentation.remembered
         contrast = [c for c in segmenter.contrast_phrases if c not in phrases]
         model = segmenter.model
-        estimated, phrase_of = estimate_scores(remembered, segmenter.encode_text(phrases + contrast),
-                                               model.bg_feature, len(phrases), scale=model.config.logit_scale)
-        order = [int(i) for i in np.argsort(-estimated, kind="stable")
-                 if remembered.instances[i].num_points >= self.min_points]
-        cells = segmenter.cells_holding([remembered.instances[i] for i in order], self.decoded_crops)
+        estimated, phrase_of = estimate_scores(
+            remembered,
+            segmenter.encode_text(phrases + contrast),
+            model.bg_feature,
+            len(phrases),
+            scale=model.config.logit_scale,
+        )
+        order = [
+            int(i)
+            for i in np.argsort(-estimated, kind="stable")
+            if remembered.instances[i].num_points >= self.min_points
+        ]
+        cells = segmenter.cells_holding(
+            [remembered.instances[i] for i in order], self.decoded_crops
+        )
         decoded = self._large_enough(segmenter.query(phrases, min_score=min_score, cells=cells))
         found = [(instance.score, instance, None) for instance in decoded]
         for i in order:
             instance = remembered.instances[i]
             score = float(estimated[i])
-            if score > 0 and score >= min_score and segmenter.core_cell(instance.centroid[:2]) not in cells:
-                found.append((score, dataclasses.replace(instance, label=phrases[int(phrase_of[i])], score=score),
-                              remembered.ids[i]))
+            if (
+                score > 0
+                and score >= min_score
+                and segmenter.core_cell(instance.centroid[:2]) not in cells
+            ):
+                found.append(
+                    (
+                        score,
+                        dataclasses.replace(
+                            instance, label=phrases[int(phrase_of[i])], score=score
+                        ),
+                        remembered.ids[i],
+                    )
+                )
         found.sort(key=lambda item: -item[0])
         found = found[:max_results]
         instances = [instance for _, instance, _ in found]
-        named = iter(self._object_ids([instance for _, instance, known in found if known is None],
-                                      segmentation.snapshot))
+        named = iter(
+            self._object_ids(
+                [instance for _, instance, known in found if known is None], segmentation.snapshot
+            )
+        )
         return instances, [known if known is not None else next(named) for _, _, known in found]
 
     def full_segmentation(self) -> list:
@@ -559,8 +702,11 @@ class PerceptionPipeline:
             self.map.save(path)
             return
         arrays, meta = memory.to_arrays()
-        self.map.save(path, {MEMORY_PREFIX + name: array for name, array in arrays.items()},
-                      {MEMORY_HEADER: meta})
+        self.map.save(
+            path,
+            {MEMORY_PREFIX + name: array for name, array in arrays.items()},
+            {MEMORY_HEADER: meta},
+        )
 
     def _saved_memory(self, saved):
         """The memory a saved map carries (validated, ValueError with the reason), a new empty
@@ -570,8 +716,11 @@ class PerceptionPipeline:
         meta = saved.header.get(MEMORY_HEADER)
         if meta is None:
             return self.memory.emptied()
-        arrays = {name[len(MEMORY_PREFIX):]: array for name, array in saved.arrays.items()
-                  if name.startswith(MEMORY_PREFIX)}
+        arrays = {
+            name[len(MEMORY_PREFIX) :]: array
+            for name, array in saved.arrays.items()
+            if name.startswith(MEMORY_PREFIX)
+        }
         try:
             return ObjectMemory.from_arrays(arrays, meta, voxel_size=self.map.voxel_size)
         except (TypeError, KeyError) as error:

@@ -16,6 +16,7 @@ Formats:
   ``rgba`` field (float32 or uint32 holding 0x(AA)RRGGBB).
 - NPZ: ``points`` (N,3), optional ``colors`` (N,3) uint8 or float 0..1, ``features`` (N,D).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,11 +49,11 @@ class TooManyPointsError(PointFileError):
 
 @dataclass
 class PointFile:
-    points: np.ndarray            # (N,3) float64, all finite
-    colors: np.ndarray | None     # (N,3) float32 in 0..1
-    features: np.ndarray | None   # (N,D) float32
-    source_index: np.ndarray      # (N,) int64: row of each point in the file
-    num_input: int                # rows in the file, before non-finite points were dropped
+    points: np.ndarray  # (N,3) float64, all finite
+    colors: np.ndarray | None  # (N,3) float32 in 0..1
+    features: np.ndarray | None  # (N,D) float32
+    source_index: np.ndarray  # (N,) int64: row of each point in the file
+    num_input: int  # rows in the file, before non-finite points were dropped
     path: str = ""
 
     def __len__(self) -> int:
@@ -72,7 +73,8 @@ def read_point_file(path, max_points: int | None = None) -> PointFile:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise PointFileError(
-            f"{path}: unsupported file type {suffix or '(no extension)'!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+            f"{path}: unsupported file type {suffix or '(no extension)'!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
     if not os.path.isfile(path):
         raise PointFileError(f"{path}: no such file")
     reader = {".ply": _read_ply, ".pcd": _read_pcd, ".npz": _read_npz}[suffix]
@@ -82,9 +84,20 @@ def read_point_file(path, max_points: int | None = None) -> PointFile:
         raise
     except MemoryError:
         raise PointFileError(f"{path}: not enough memory to read it") from None
-    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, OverflowError, struct.error,
-            zipfile.BadZipFile) as error:
-        raise PointFileError(f"{path}: cannot read {suffix[1:].upper()} file: {_one_line(error)}") from None
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        EOFError,
+        OverflowError,
+        struct.error,
+        zipfile.BadZipFile,
+    ) as error:
+        raise PointFileError(
+            f"{path}: cannot read {suffix[1:].upper()} file: {_one_line(error)}"
+        ) from None
     return _finish(path, points, colors, features)
 
 
@@ -97,8 +110,10 @@ def _check_rest(path: str, kind: str, f, extra: int, declared: str) -> None:
     """Data beyond what the header declares means the header undercounts: refuse it (a few line
     ends or spaces some writers leave at the end are fine)."""
     if extra > 16 or f.read(extra).strip(b" \t\r\n\x00"):
-        raise PointFileError(f"{path}: {kind} file holds more data than its header declares: {declared}, "
-                             f"and {extra} bytes more follow")
+        raise PointFileError(
+            f"{path}: {kind} file holds more data than its header declares: {declared}, "
+            f"and {extra} bytes more follow"
+        )
 
 
 def _one_line(error: BaseException) -> str:
@@ -124,7 +139,9 @@ def _finish(path: str, points, colors, features) -> PointFile:
         if features.ndim == 1:
             features = features[:, None]
         if features.ndim != 2 or features.shape[0] != count:
-            raise PointFileError(f"{path}: features must have shape ({count}, D), not {features.shape}")
+            raise PointFileError(
+                f"{path}: features must have shape ({count}, D), not {features.shape}"
+            )
         if not np.issubdtype(features.dtype, np.number):
             raise PointFileError(f"{path}: features are not numbers (dtype {features.dtype})")
         features = features.astype(np.float32)
@@ -137,11 +154,18 @@ def _finish(path: str, points, colors, features) -> PointFile:
     farthest = np.abs(points[keep]).max(axis=1)
     if farthest.max() > MAX_COORDINATE:
         at = int(np.argmax(farthest))
-        raise PointFileError(f"{path}: sole_ros reads points up to {MAX_COORDINATE:g} m from the origin along each "
-                             f"axis; this file has one at {farthest[at]:.6g} m (row {int(source_index[at])})")
-    return PointFile(points=points[keep], colors=None if colors is None else colors[keep],
-                     features=None if features is None else features[keep],
-                     source_index=source_index, num_input=count, path=path)
+        raise PointFileError(
+            f"{path}: sole_ros reads points up to {MAX_COORDINATE:g} m from the origin along each "
+            f"axis; this file has one at {farthest[at]:.6g} m (row {int(source_index[at])})"
+        )
+    return PointFile(
+        points=points[keep],
+        colors=None if colors is None else colors[keep],
+        features=None if features is None else features[keep],
+        source_index=source_index,
+        num_input=count,
+        path=path,
+    )
 
 
 def _colors_to_unit(colors: np.ndarray, path: str) -> np.ndarray:
@@ -160,14 +184,34 @@ def _colors_to_unit(colors: np.ndarray, path: str) -> np.ndarray:
 # --- PLY -----------------------------------------------------------------------------------------
 
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 # What the writer names each numpy type (the PLY 1.0 names every reader knows).
-_PLY_NAME_OF_CODE = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort",
-                     "i4": "int", "u4": "uint", "f4": "float", "f8": "double"}
+_PLY_NAME_OF_CODE = {
+    "i1": "char",
+    "u1": "uchar",
+    "i2": "short",
+    "u2": "ushort",
+    "i4": "int",
+    "u4": "uint",
+    "f4": "float",
+    "f8": "double",
+}
 _PLY_FORMATS = {"ascii": "", "binary_little_endian": "<", "binary_big_endian": ">"}
 _FEATURE_NAME = re.compile(r"^(?:feature|feat)_(\d+)$")
 _MAX_HEADER_BYTES = 1 << 20
@@ -210,7 +254,9 @@ def _parse_ply_header(f, path: str) -> tuple[str, list[_PlyElement]]:
             if len(words) == 5 and words[1] == "list":
                 if words[2] not in _PLY_TYPES or words[3] not in _PLY_TYPES:
                     raise PointFileError(f"{path}: unknown PLY type in {raw.strip()!r}")
-                elements[-1].properties.append((words[4], ("list", _PLY_TYPES[words[2]], _PLY_TYPES[words[3]])))
+                elements[-1].properties.append(
+                    (words[4], ("list", _PLY_TYPES[words[2]], _PLY_TYPES[words[3]]))
+                )
             elif len(words) == 3 and words[1] in _PLY_TYPES:
                 elements[-1].properties.append((words[2], _PLY_TYPES[words[1]]))
             else:
@@ -234,16 +280,22 @@ def _read_ply(path: str, max_points: int | None = None):
         names = [n for n, _ in vertex.properties]
         missing = [a for a in "xyz" if a not in names]
         if missing:
-            raise PointFileError(f"{path}: PLY vertex element has no {', '.join(missing)} "
-                                 f"(properties: {', '.join(names) or 'none'})")
+            raise PointFileError(
+                f"{path}: PLY vertex element has no {', '.join(missing)} "
+                f"(properties: {', '.join(names) or 'none'})"
+            )
         data_bytes = os.fstat(f.fileno()).st_size - f.tell()
         if fmt == "ascii":
             table = _read_ply_ascii(f, elements, vertex_at, data_bytes, path, max_points)
         else:
-            table = _read_ply_binary(f, elements, vertex_at, _PLY_FORMATS[fmt], data_bytes, path, max_points)
+            table = _read_ply_binary(
+                f, elements, vertex_at, _PLY_FORMATS[fmt], data_bytes, path, max_points
+            )
     points = np.stack([table[a] for a in "xyz"], axis=1)
     colors = None
-    colour_names = next((c for c in (("red", "green", "blue"), ("r", "g", "b")) if all(n in names for n in c)), None)
+    colour_names = next(
+        (c for c in (("red", "green", "blue"), ("r", "g", "b")) if all(n in names for n in c)), None
+    )
     if colour_names is not None:
         colors = np.stack([table[n] for n in colour_names], axis=1)
     feature_columns = sorted((int(m.group(1)), n) for n in names if (m := _FEATURE_NAME.match(n)))
@@ -257,14 +309,22 @@ def _declared(elements: list[_PlyElement]) -> str:
     return ", ".join(f"element {e.name} {e.count}" for e in elements)  # as the header says it
 
 
-def _read_ply_ascii(f, elements: list[_PlyElement], vertex_at: int, data_bytes: int, path: str,
-                    max_points: int | None) -> np.ndarray:
+def _read_ply_ascii(
+    f,
+    elements: list[_PlyElement],
+    vertex_at: int,
+    data_bytes: int,
+    path: str,
+    max_points: int | None,
+) -> np.ndarray:
     # One line per element instance. A line of k numbers takes at least 2k bytes ("0 0 0\n"), so
     # counts the data has no room for are refused before anything is read or allocated.
     shortest = sum(e.count * 2 * max(1, len(e.properties)) for e in elements)
     if shortest > data_bytes:
-        raise PointFileError(f"{path}: PLY file is truncated: its header declares {_declared(elements)}, "
-                             f"which need at least {shortest} bytes; {data_bytes} follow the header")
+        raise PointFileError(
+            f"{path}: PLY file is truncated: its header declares {_declared(elements)}, "
+            f"which need at least {shortest} bytes; {data_bytes} follow the header"
+        )
     vertex = elements[vertex_at]
     _check_count(path, vertex.count, max_points)
     for element in elements[:vertex_at]:
@@ -275,39 +335,61 @@ def _read_ply_ascii(f, elements: list[_PlyElement], vertex_at: int, data_bytes: 
     lines = [f.readline() for _ in range(vertex.count)]
     present = sum(1 for line in lines if line.strip())
     if present < vertex.count:
-        raise PointFileError(f"{path}: PLY file is truncated: its header declares {vertex.count} vertices, "
-                             f"the file has {present} vertex lines")
-    after = elements[vertex_at + 1:]
+        raise PointFileError(
+            f"{path}: PLY file is truncated: its header declares {vertex.count} vertices, "
+            f"the file has {present} vertex lines"
+        )
+    after = elements[vertex_at + 1 :]
     rest = sum(1 for line in f if line.strip())
     expected = sum(e.count for e in after)
     if rest != expected:
         what = f"{expected} lines of {_declared(after)}" if after else "nothing"
         if rest < expected:
-            raise PointFileError(f"{path}: PLY file is truncated: after its {vertex.count} vertices the header "
-                                 f"declares {what}, the file has {rest} lines")
-        raise PointFileError(f"{path}: PLY file holds more data than its header declares: after its "
-                             f"{vertex.count} vertices it declares {what}, the file has {rest} more lines")
+            raise PointFileError(
+                f"{path}: PLY file is truncated: after its {vertex.count} vertices the header "
+                f"declares {what}, the file has {rest} lines"
+            )
+        raise PointFileError(
+            f"{path}: PLY file holds more data than its header declares: after its "
+            f"{vertex.count} vertices it declares {what}, the file has {rest} more lines"
+        )
     try:
-        values = np.array([line.split() for line in lines], dtype=np.float64) if lines else \
-            np.zeros((0, len(vertex.properties)))
+        values = (
+            np.array([line.split() for line in lines], dtype=np.float64)
+            if lines
+            else np.zeros((0, len(vertex.properties)))
+        )
     except ValueError:
-        raise PointFileError(f"{path}: PLY vertex lines are not {len(vertex.properties)} numbers each") from None
+        raise PointFileError(
+            f"{path}: PLY vertex lines are not {len(vertex.properties)} numbers each"
+        ) from None
     if values.ndim != 2 or values.shape[1] != len(vertex.properties):
-        raise PointFileError(f"{path}: PLY vertex lines are not {len(vertex.properties)} numbers each")
+        raise PointFileError(
+            f"{path}: PLY vertex lines are not {len(vertex.properties)} numbers each"
+        )
     table = np.empty(vertex.count, dtype=dtype)
     for i, (name, _) in enumerate(vertex.properties):
         table[name] = values[:, i]
     return table
 
 
-def _read_ply_binary(f, elements: list[_PlyElement], vertex_at: int, order: str, data_bytes: int,
-                     path: str, max_points: int | None) -> np.ndarray:
+def _read_ply_binary(
+    f,
+    elements: list[_PlyElement],
+    vertex_at: int,
+    order: str,
+    data_bytes: int,
+    path: str,
+    max_points: int | None,
+) -> np.ndarray:
     vertex = elements[vertex_at]
     before = 0
     for element in elements[:vertex_at]:
         if any(isinstance(t, tuple) for _, t in element.properties):
-            raise PointFileError(f"{path}: binary PLY with a list element {element.name!r} before the "
-                                 "vertices is not supported")
+            raise PointFileError(
+                f"{path}: binary PLY with a list element {element.name!r} before the "
+                "vertices is not supported"
+            )
         before += np.dtype([(n, order + t) for n, t in element.properties]).itemsize * element.count
     dtype = np.dtype([(n, order + t) for n, t in vertex.properties])
     size = dtype.itemsize * vertex.count
@@ -315,10 +397,12 @@ def _read_ply_binary(f, elements: list[_PlyElement], vertex_at: int, order: str,
     # count of 2**62 costs nothing.
     if before + size > data_bytes:
         have = max(0, data_bytes - before)
-        raise PointFileError(f"{path}: PLY file is truncated: its header declares {vertex.count} vertices of "
-                             f"{dtype.itemsize} bytes ({size} bytes), {have} bytes of them follow the header "
-                             f"({have // dtype.itemsize} vertices)")
-    after = elements[vertex_at + 1:]
+        raise PointFileError(
+            f"{path}: PLY file is truncated: its header declares {vertex.count} vertices of "
+            f"{dtype.itemsize} bytes ({size} bytes), {have} bytes of them follow the header "
+            f"({have // dtype.itemsize} vertices)"
+        )
+    after = elements[vertex_at + 1 :]
     fixed = 0  # bytes of the elements after the vertices; lists: at least their count fields
     exact = True
     for element in after:
@@ -332,15 +416,19 @@ def _read_ply_binary(f, elements: list[_PlyElement], vertex_at: int, order: str,
         fixed += width * element.count
     left = data_bytes - before - size
     if left < fixed:
-        raise PointFileError(f"{path}: PLY file is truncated: after its {vertex.count} vertices the header "
-                             f"declares {_declared(after)} ({'at least ' if not exact else ''}{fixed} bytes), "
-                             f"{left} bytes follow")
+        raise PointFileError(
+            f"{path}: PLY file is truncated: after its {vertex.count} vertices the header "
+            f"declares {_declared(after)} ({'at least ' if not exact else ''}{fixed} bytes), "
+            f"{left} bytes follow"
+        )
     _check_count(path, vertex.count, max_points)
     f.seek(before, os.SEEK_CUR)
     data = f.read(size)
     if len(data) != size:
-        raise PointFileError(f"{path}: PLY file is truncated: {vertex.count} vertices need {size} bytes, "
-                             f"{len(data)} remain")
+        raise PointFileError(
+            f"{path}: PLY file is truncated: {vertex.count} vertices need {size} bytes, "
+            f"{len(data)} remain"
+        )
     if exact and left > fixed:
         f.seek(fixed, os.SEEK_CUR)
         declared = f"{vertex.count} vertices of {dtype.itemsize} bytes"
@@ -382,7 +470,12 @@ def write_ply(path, points, colors=None, **scalars) -> str:
     table = np.empty(count, dtype=dtype)
     for name, values in columns:
         table[name] = values
-    header = ["ply", "format binary_little_endian 1.0", "comment written by sole_ros", f"element vertex {count}"]
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        "comment written by sole_ros",
+        f"element vertex {count}",
+    ]
     header += [f"property {_PLY_NAME_OF_CODE[v.dtype.str[1:]]} {n}" for n, v in columns]
     header.append("end_header")
     tmp = f"{path}.tmp{os.getpid()}"
@@ -437,44 +530,62 @@ def _check_pcd(f, path: str, max_points: int | None) -> int:
     width, height = _pcd_int(header, "WIDTH", path), _pcd_int(header, "HEIGHT", path, 1)
     points = _pcd_int(header, "POINTS", path, width * height)
     if points != width * height:
-        raise PointFileError(f"{path}: PCD header declares POINTS {points} but WIDTH x HEIGHT = "
-                             f"{width} x {height} = {width * height}")
+        raise PointFileError(
+            f"{path}: PCD header declares POINTS {points} but WIDTH x HEIGHT = "
+            f"{width} x {height} = {width * height}"
+        )
     kind = (header["DATA"] or [""])[0].lower()
     fields = header.get("FIELDS", [])
     sizes = header.get("SIZE", [])
     counts = header.get("COUNT", ["1"] * len(fields))
-    if not fields or len(sizes) != len(fields) or len(counts) != len(fields) or \
-            not all(w.isdigit() for w in sizes + counts):
-        raise PointFileError(f"{path}: PCD header's FIELDS, SIZE and COUNT do not match "
-                             f"({len(fields)}, {len(sizes)} and {len(counts)} entries)")
+    if (
+        not fields
+        or len(sizes) != len(fields)
+        or len(counts) != len(fields)
+        or not all(w.isdigit() for w in sizes + counts)
+    ):
+        raise PointFileError(
+            f"{path}: PCD header's FIELDS, SIZE and COUNT do not match "
+            f"({len(fields)}, {len(sizes)} and {len(counts)} entries)"
+        )
     record = sum(int(a) * int(b) for a, b in zip(sizes, counts))
     need = points * record
     data_bytes = os.fstat(f.fileno()).st_size - f.tell()
     declared = f"POINTS {points} of {record} bytes ({need} bytes)"
     if kind == "binary":
         if data_bytes < need:
-            raise PointFileError(f"{path}: cannot read PCD file: truncated: its header declares {declared}, "
-                                 f"{data_bytes} bytes follow it ({data_bytes // max(record, 1)} points)")
+            raise PointFileError(
+                f"{path}: cannot read PCD file: truncated: its header declares {declared}, "
+                f"{data_bytes} bytes follow it ({data_bytes // max(record, 1)} points)"
+            )
         f.seek(need, os.SEEK_CUR)
         _check_rest(path, "PCD", f, data_bytes - need, f"{declared}")
     elif kind in ("binary_compressed", "binaryscompressed"):
         if data_bytes < 8:
-            raise PointFileError(f"{path}: cannot read PCD file: truncated: no compressed block after the header")
+            raise PointFileError(
+                f"{path}: cannot read PCD file: truncated: no compressed block after the header"
+            )
         compressed, unpacked = struct.unpack("<II", f.read(8))
         if unpacked != need:
-            raise PointFileError(f"{path}: PCD header declares {declared}, but its compressed block unpacks to "
-                                 f"{unpacked} bytes ({unpacked / max(record, 1):.6g} points)")
+            raise PointFileError(
+                f"{path}: PCD header declares {declared}, but its compressed block unpacks to "
+                f"{unpacked} bytes ({unpacked / max(record, 1):.6g} points)"
+            )
         if compressed > data_bytes - 8:
-            raise PointFileError(f"{path}: cannot read PCD file: truncated: its compressed block is {compressed} "
-                                 f"bytes, {data_bytes - 8} follow its size fields")
+            raise PointFileError(
+                f"{path}: cannot read PCD file: truncated: its compressed block is {compressed} "
+                f"bytes, {data_bytes - 8} follow its size fields"
+            )
         # Bytes after the block are not checked: PCL pads these files with zeros, and the block's
         # unpacked size, compared above, already counts the points.
     elif kind == "ascii":
         # a line of n values takes at least 2n bytes: counts with no room are refused before reading
         values = sum(int(c) for c in counts)
         if points * 2 * values > data_bytes:
-            raise PointFileError(f"{path}: cannot read PCD file: truncated: its header declares POINTS {points}, "
-                                 f"{data_bytes} bytes follow it, room for at most {data_bytes // (2 * values)} lines")
+            raise PointFileError(
+                f"{path}: cannot read PCD file: truncated: its header declares POINTS {points}, "
+                f"{data_bytes} bytes follow it, room for at most {data_bytes // (2 * values)} lines"
+            )
     _check_count(path, points, max_points)
     return points
 
@@ -483,7 +594,9 @@ def _read_pcd(path: str, max_points: int | None = None):
     try:
         from pypcd4 import PointCloud
     except ImportError:
-        raise PointFileError(f"{path}: reading .pcd needs the pypcd4 package (pip install pypcd4)") from None
+        raise PointFileError(
+            f"{path}: reading .pcd needs the pypcd4 package (pip install pypcd4)"
+        ) from None
     with open(path, "rb") as f:
         if not f.read(512).lstrip().startswith((b"#", b"VERSION", b"FIELDS")):
             raise PointFileError(f"{path}: not a PCD file (no PCD header)")
@@ -498,12 +611,16 @@ def _read_pcd(path: str, max_points: int | None = None):
         raise PointFileError(f"{path}: cannot read PCD file: {_one_line(error)}") from None
     if table.size != declared:  # ascii lines are counted only by reading them
         what = "truncated" if table.size < declared else "more data than its header declares"
-        raise PointFileError(f"{path}: cannot read PCD file: {what}: its header declares POINTS {declared}, "
-                             f"the file holds {table.size}")
+        raise PointFileError(
+            f"{path}: cannot read PCD file: {what}: its header declares POINTS {declared}, "
+            f"the file holds {table.size}"
+        )
     names = table.dtype.names or ()
     missing = [a for a in "xyz" if a not in names]
     if missing:
-        raise PointFileError(f"{path}: PCD file has no {', '.join(missing)} field (fields: {', '.join(names)})")
+        raise PointFileError(
+            f"{path}: PCD file has no {', '.join(missing)} field (fields: {', '.join(names)})"
+        )
     points = np.stack([np.asarray(table[a], dtype=np.float64).reshape(-1) for a in "xyz"], axis=1)
     colors = None
     packed_name = next((n for n in ("rgb", "rgba") if n in names), None)
@@ -512,11 +629,14 @@ def _read_pcd(path: str, max_points: int | None = None):
         if packed.dtype.itemsize != 4:
             raise PointFileError(f"{path}: PCD field {packed_name!r} is not a packed 4-byte colour")
         packed = packed.view(np.uint32)  # float32 or uint32: only the bits matter
-        colors = np.stack([(packed >> 16) & 0xFF, (packed >> 8) & 0xFF, packed & 0xFF], axis=1).astype(np.uint8)
+        colors = np.stack(
+            [(packed >> 16) & 0xFF, (packed >> 8) & 0xFF, packed & 0xFF], axis=1
+        ).astype(np.uint8)
     return points, colors, None
 
 
 # --- NPZ -----------------------------------------------------------------------------------------
+
 
 def _npy_shape(archive: zipfile.ZipFile, name: str, path: str) -> tuple:
     """The shape an array of the archive declares, checked against the bytes the archive holds
@@ -529,12 +649,16 @@ def _npy_shape(archive: zipfile.ZipFile, name: str, path: str) -> tuple:
         elif version in ((2, 0), (3, 0)):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:
-            raise PointFileError(f"{path}: NPZ array {name!r} has an unknown .npy version {version}")
+            raise PointFileError(
+                f"{path}: NPZ array {name!r} has an unknown .npy version {version}"
+            )
         header = f.tell()
     size = math.prod(shape) * dtype.itemsize
     if not dtype.hasobject and header + size != info.file_size:
-        raise PointFileError(f"{path}: NPZ array {name!r} declares shape {shape} of {dtype} ({size} bytes), "
-                             f"the archive holds {info.file_size - header} bytes for it")
+        raise PointFileError(
+            f"{path}: NPZ array {name!r} declares shape {shape} of {dtype} ({size} bytes), "
+            f"the archive holds {info.file_size - header} bytes for it"
+        )
     return shape
 
 
@@ -544,14 +668,20 @@ def _read_npz(path: str, max_points: int | None = None):
     with zipfile.ZipFile(path) as archive:
         arrays = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
         if "points" not in arrays:
-            raise PointFileError(f"{path}: NPZ file has no 'points' array (arrays: {', '.join(arrays) or 'none'})")
-        shapes = {n: _npy_shape(archive, n, path) for n in ("points", "colors", "features") if n in arrays}
+            raise PointFileError(
+                f"{path}: NPZ file has no 'points' array (arrays: {', '.join(arrays) or 'none'})"
+            )
+        shapes = {
+            n: _npy_shape(archive, n, path) for n in ("points", "colors", "features") if n in arrays
+        }
     rows = shapes["points"][0] if shapes["points"] else 1
     _check_count(path, rows, max_points)
     for name, shape in shapes.items():  # before loading: rows of every array must agree
         if name != "points" and (not shape or shape[0] != rows):
-            raise PointFileError(f"{path}: {name} must have shape ({rows}, {'3' if name == 'colors' else 'D'}), "
-                                 f"not {shape}")
+            raise PointFileError(
+                f"{path}: {name} must have shape ({rows}, {'3' if name == 'colors' else 'D'}), "
+                f"not {shape}"
+            )
     # allow_pickle=False: an .npz holding pickled objects is refused instead of executed.
     with np.load(path, allow_pickle=False) as data:
         points = data["points"]
@@ -562,6 +692,7 @@ def _read_npz(path: str, max_points: int | None = None):
 
 # --- downsampling --------------------------------------------------------------------------------
 
+
 def voxel_downsample(scene: PointFile, voxel: float) -> PointFile:
     """The first point (in file order) of each cube of edge ``voxel`` metres; ``source_index``
     still names each kept point's row in the file, and ``num_input`` stays the file's row count."""
@@ -571,13 +702,18 @@ def voxel_downsample(scene: PointFile, voxel: float) -> PointFile:
     cells = np.floor(scene.points / voxel).astype(np.int64)
     cells -= cells.min(axis=0)
     extent = cells.max(axis=0) + 1
-    if math.prod(int(e) for e in extent) < 2 ** 62:
+    if math.prod(int(e) for e in extent) < 2**62:
         # one integer per cell (fast); stable sort, so each cell's first point is the one kept
         key = (cells[:, 0] * int(extent[1]) + cells[:, 1]) * int(extent[2]) + cells[:, 2]
         _, first = np.unique(key, return_index=True)
     else:
         _, first = np.unique(cells, axis=0, return_index=True)
     first = np.sort(first)
-    return PointFile(points=scene.points[first], colors=None if scene.colors is None else scene.colors[first],
-                     features=None if scene.features is None else scene.features[first],
-                     source_index=scene.source_index[first], num_input=scene.num_input, path=scene.path)
+    return PointFile(
+        points=scene.points[first],
+        colors=None if scene.colors is None else scene.colors[first],
+        features=None if scene.features is None else scene.features[first],
+        source_index=scene.source_index[first],
+        num_input=scene.num_input,
+        path=scene.path,
+    )

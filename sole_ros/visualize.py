@@ -8,6 +8,7 @@ seen from behind it looks hollow). Points are splatted with a z-buffer, nearest 
 
     render_instances_png(points, colors, instances, "scene.png", title="mug, bowl")
 """
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,27 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # Distinct, saturated colours that stay readable against the grey scene and under white text.
-PALETTE = np.array([
-    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 200, 200),
-    (240, 50, 230), (155, 175, 20), (0, 128, 128), (170, 110, 40), (128, 0, 0), (0, 0, 128),
-    (128, 128, 0), (255, 90, 90), (100, 100, 255), (30, 110, 30),
-], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 200, 200),
+        (240, 50, 230),
+        (155, 175, 20),
+        (0, 128, 128),
+        (170, 110, 40),
+        (128, 0, 0),
+        (0, 0, 128),
+        (128, 128, 0),
+        (255, 90, 90),
+        (100, 100, 255),
+        (30, 110, 30),
+    ],
+    dtype=np.uint8,
+)
 BACKGROUND = (255, 255, 255)
 ELEVATION_DEG = 35.0
 FIELD_OF_VIEW_DEG = 45.0
@@ -56,11 +73,14 @@ def instance_colors(num_points: int, instances: Sequence, colors=None) -> np.nda
 def _indices(instance, num_points: int) -> np.ndarray:
     idx = np.asarray(instance.point_indices, dtype=np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= num_points):
-        raise ValueError(f"instance {getattr(instance, 'label', '?')!r} has point indices outside 0..{num_points - 1}")
+        raise ValueError(
+            f"instance {getattr(instance, 'label', '?')!r} has point indices outside 0..{num_points - 1}"
+        )
     return idx
 
 
 # --- the viewpoint --------------------------------------------------------------------------------
+
 
 def scene_up(points: np.ndarray) -> np.ndarray:
     """The scene's up direction: normal of its dominant plane (least-variance axis), the side
@@ -86,8 +106,9 @@ def _horizontal(v: np.ndarray, up: np.ndarray) -> np.ndarray:
     return h / n if n > 1e-9 else np.zeros(3)
 
 
-def view_matrix(points: np.ndarray, up: np.ndarray | None = None,
-                sensor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def view_matrix(
+    points: np.ndarray, up: np.ndarray | None = None, sensor: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(R, eye): camera rotation (rows: right, down, forward) and position for an oblique view."""
     up = scene_up(points) if up is None else np.asarray(up, float) / np.linalg.norm(up)
     lo, hi = np.percentile(points, [1, 99], axis=0)
@@ -99,7 +120,11 @@ def view_matrix(points: np.ndarray, up: np.ndarray | None = None,
     if sensor is not None:
         side = _horizontal(np.asarray(sensor, float) - centre, up)
     if not side.any():
-        for candidate in (np.array([-1.0, -0.6, 0.0]), np.array([0.0, -1.0, -0.6]), np.array([-0.6, 0.0, -1.0])):
+        for candidate in (
+            np.array([-1.0, -0.6, 0.0]),
+            np.array([0.0, -1.0, -0.6]),
+            np.array([-0.6, 0.0, -1.0]),
+        ):
             side = _horizontal(candidate, up)
             if side.any():
                 break
@@ -123,6 +148,7 @@ def _sensor_guess(points: np.ndarray) -> np.ndarray | None:
 
 # --- drawing --------------------------------------------------------------------------------------
 
+
 class _Projector:
     """World points -> pixels, scaled so the scene fills ``region`` (x0, y0, x1, y1) with a margin."""
 
@@ -134,9 +160,16 @@ class _Projector:
         u, v = cam[:, 0] / z, cam[:, 1] / z
         ulo, uhi = np.percentile(u, [0.5, 99.5])
         vlo, vhi = np.percentile(v, [0.5, 99.5])
-        self.scale = min((x1 - x0 - 2 * margin) / max(uhi - ulo, 1e-9), (y1 - y0 - 2 * margin) / max(vhi - vlo, 1e-9))
-        self.offset = np.array([(x0 + x1) / 2 - self.scale * (ulo + uhi) / 2,
-                                (y0 + y1) / 2 - self.scale * (vlo + vhi) / 2])
+        self.scale = min(
+            (x1 - x0 - 2 * margin) / max(uhi - ulo, 1e-9),
+            (y1 - y0 - 2 * margin) / max(vhi - vlo, 1e-9),
+        )
+        self.offset = np.array(
+            [
+                (x0 + x1) / 2 - self.scale * (ulo + uhi) / 2,
+                (y0 + y1) / 2 - self.scale * (vlo + vhi) / 2,
+            ]
+        )
 
     def __call__(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cam = (np.asarray(points, float).reshape(-1, 3) - self.eye) @ self.R.T
@@ -145,7 +178,9 @@ class _Projector:
         return uv, z
 
 
-def _splat(canvas: np.ndarray, uv: np.ndarray, depth: np.ndarray, rgb: np.ndarray, size: int) -> None:
+def _splat(
+    canvas: np.ndarray, uv: np.ndarray, depth: np.ndarray, rgb: np.ndarray, size: int
+) -> None:
     """Square splats of ``size`` pixels with a z-buffer (the nearest point owns a pixel)."""
     height, width = canvas.shape[:2]
     base = np.floor(uv).astype(np.int64)
@@ -185,6 +220,7 @@ def _text_colour(rgb) -> tuple[int, int, int]:
 
 def _place(rect: list[float], taken: list[list[float]], region) -> list[float]:
     """Move a label rectangle inside ``region``, then down (or up) until it overlaps no other."""
+
     def overlaps(r):
         return any(r[0] < t[2] and t[0] < r[2] and r[1] < t[3] and t[1] < r[3] for t in taken)
 
@@ -201,11 +237,22 @@ def _place(rect: list[float], taken: list[list[float]], region) -> list[float]:
 
 
 def label_text(instance) -> str:
-    return f"{getattr(instance, 'label', '') or 'object'} {float(getattr(instance, 'score', 0.0)):.2f}"
+    return (
+        f"{getattr(instance, 'label', '') or 'object'} {float(getattr(instance, 'score', 0.0)):.2f}"
+    )
 
 
-def render_instances_png(points, colors, instances: Sequence, path, title: str | None = None,
-                         width: int = 1280, height: int = 960, up=None, sensor="auto") -> str:
+def render_instances_png(
+    points,
+    colors,
+    instances: Sequence,
+    path,
+    title: str | None = None,
+    width: int = 1280,
+    height: int = 960,
+    up=None,
+    sensor="auto",
+) -> str:
     """Render the scene with its instances highlighted and labelled; returns the PNG's path.
 
     points (N,3); colors (N,3) uint8 or float 0..1, or None; instances: objects with
@@ -229,7 +276,11 @@ def render_instances_png(points, colors, instances: Sequence, path, title: str |
     font = _font(max(14, height // 50))
     title_font = _font(max(16, height // 40))
     # Layout: a title strip on top, the legend in a panel on the right, the scene in the rest.
-    top = int(title_font.size * 1.8) if title and hasattr(title_font, "size") else (30 if title else 0)
+    top = (
+        int(title_font.size * 1.8)
+        if title and hasattr(title_font, "size")
+        else (30 if title else 0)
+    )
     legend_width = int(width * 0.26) if instances else 0
     region = (0, top, width - legend_width, height)
     margin = max(width, height) // 24
@@ -252,7 +303,9 @@ def render_instances_png(points, colors, instances: Sequence, path, title: str |
         draw.rectangle([0, 0, width, top - 1], fill=BACKGROUND)
     for rect, text, colour, left, top_ in labels:
         draw.rectangle(rect, fill=colour)
-        draw.text((rect[0] + 4 - left, rect[1] + 3 - top_), text, fill=_text_colour(colour), font=font)
+        draw.text(
+            (rect[0] + 4 - left, rect[1] + 3 - top_), text, fill=_text_colour(colour), font=font
+        )
 
     if legend_width:
         draw.line([(region[2], top + 8), (region[2], height - 8)], fill=(200, 200, 200), width=1)
@@ -262,7 +315,9 @@ def render_instances_png(points, colors, instances: Sequence, path, title: str |
     return _save_png(image, path)
 
 
-def _draw_boxes(draw: ImageDraw.ImageDraw, instances: list, project, font, region, line: int) -> list:
+def _draw_boxes(
+    draw: ImageDraw.ImageDraw, instances: list, project, font, region, line: int
+) -> list:
     """Each instance's 3D box, worst first so that the best one's is on top; returns where each
     label goes (rect, text, colour, and the text's offsets) without drawing it yet."""
     taken: list[list[float]] = []
@@ -280,7 +335,9 @@ def _draw_boxes(draw: ImageDraw.ImageDraw, instances: list, project, font, regio
         left, top_, right, bottom = draw.textbbox((0, 0), text, font=font)
         w, h = right - left + 8, bottom - top_ + 6
         anchor = corners[np.argmin(corners[:, 1])]  # above the box's highest corner on screen
-        rect = _place([anchor[0] - w / 2, anchor[1] - h - 4, anchor[0] + w / 2, anchor[1] - 4], taken, region)
+        rect = _place(
+            [anchor[0] - w / 2, anchor[1] - h - 4, anchor[0] + w / 2, anchor[1] - 4], taken, region
+        )
         taken.append(rect)
         labels.append((rect, text, colour, left, top_))
     return labels
@@ -309,17 +366,27 @@ def _legend(draw: ImageDraw.ImageDraw, instances: list, font, box) -> None:
     _, top, _, bottom = draw.textbbox((0, 0), "Ag", font=font)
     step = bottom - top + 8
     fits = max(1, int((y1 - y0) // step) - 1)
-    shown = rows[:min(fits, MAX_LEGEND_ROWS)]
+    shown = rows[: min(fits, MAX_LEGEND_ROWS)]
     y = y0
     for i in shown:
         inst = instances[i]
         n = getattr(inst, "num_points", None)
         text = label_text(inst) + (f"  ({n} pts)" if n is not None else "")
         draw.rectangle([x0, y + 2, x0 + step - 8, y + step - 6], fill=palette_color(i))
-        draw.text((x0 + step, y - top + 1), _fit(draw, text, font, x1 - x0 - step), fill=(20, 20, 20), font=font)
+        draw.text(
+            (x0 + step, y - top + 1),
+            _fit(draw, text, font, x1 - x0 - step),
+            fill=(20, 20, 20),
+            font=font,
+        )
         y += step
     if len(rows) > len(shown):
-        draw.text((x0 + step, y - top + 1), f"... and {len(rows) - len(shown)} more", fill=(90, 90, 90), font=font)
+        draw.text(
+            (x0 + step, y - top + 1),
+            f"... and {len(rows) - len(shown)} more",
+            fill=(90, 90, 90),
+            font=font,
+        )
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:

@@ -1,4 +1,5 @@
 """Shared test fixtures: real ROS 2 processes over loopback DDS, never left behind."""
+
 from __future__ import annotations
 
 import os
@@ -23,12 +24,32 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 # poses from the `pose` topic (no tf2_ros here), reliable inputs and on-demand segmentation.
 TINY_NODE_ARGS = [
     "--ros-args",
-    "-p", "model.config:=tiny", "-p", "model.allow_random_weights:=true",
-    "-p", "model.clip_model:=sole-tiny", "-p", "model.clip_pretrained:=''",
-    "-p", "device:=cpu", "-p", "pose.source:=topic", "-p", "inputs.qos:=reliable",
-    "-p", "segmentation.period:=0.0", "-p", "scene.voxel_size:=0.03",
-    "-p", "scene.keyframe_translation:=0.0", "-p", "scene.keyframe_rotation_deg:=0.0",
-    "-p", "output.scene_period:=1.0", "-p", "output.diagnostics_period:=0.5",
+    "-p",
+    "model.config:=tiny",
+    "-p",
+    "model.allow_random_weights:=true",
+    "-p",
+    "model.clip_model:=sole-tiny",
+    "-p",
+    "model.clip_pretrained:=''",
+    "-p",
+    "device:=cpu",
+    "-p",
+    "pose.source:=topic",
+    "-p",
+    "inputs.qos:=reliable",
+    "-p",
+    "segmentation.period:=0.0",
+    "-p",
+    "scene.voxel_size:=0.03",
+    "-p",
+    "scene.keyframe_translation:=0.0",
+    "-p",
+    "scene.keyframe_rotation_deg:=0.0",
+    "-p",
+    "output.scene_period:=1.0",
+    "-p",
+    "output.diagnostics_period:=0.5",
 ]
 SOLE_NODE = ROOT / "install/sole_ros/lib/sole_ros/sole_node"
 
@@ -48,8 +69,12 @@ class NodeProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})})
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
 
     def output(self) -> str:
         self._log.flush()
@@ -93,7 +118,11 @@ def spawn(tmp_path):
     started: list[NodeProcess] = []
 
     def _spawn(executable: str, *args: str, env: dict | None = None) -> NodeProcess:
-        node = NodeProcess([executable, *args], tmp_path / f"{pathlib.Path(executable).name}-{len(started)}.log", env)
+        node = NodeProcess(
+            [executable, *args],
+            tmp_path / f"{pathlib.Path(executable).name}-{len(started)}.log",
+            env,
+        )
         started.append(node)
         return node
 
@@ -108,7 +137,9 @@ def ros_client():
     rclpy = pytest.importorskip("rclpy")
     context = rclpy.context.Context()
     rclpy.init(context=context)
-    node = rclpy.create_node(f"test_client_{os.getpid()}_{int(time.time() * 1000) % 100000}", context=context)
+    node = rclpy.create_node(
+        f"test_client_{os.getpid()}_{int(time.time() * 1000) % 100000}", context=context
+    )
     yield node
     node.destroy_node()
     rclpy.shutdown(context=context)
@@ -143,10 +174,14 @@ def spin_until(node, future, timeout: float) -> None:
 
 
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
 
 
-def wait_until_active(node, process: NodeProcess, timeout: float = 180.0, name: str = "/sole") -> None:
+def wait_until_active(
+    node, process: NodeProcess, timeout: float = 180.0, name: str = "/sole"
+) -> None:
     """Poll <name>/get_state until the lifecycle node is active (autostart loads the model first)."""
     from lifecycle_msgs.msg import State
     from lifecycle_msgs.srv import GetState

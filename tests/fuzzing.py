@@ -3,6 +3,7 @@
 CI draws the same examples on every run (derandomized), so a red run is always reproducible and
 never depends on luck. ``SOLE_FUZZ=explore`` draws twenty times as many fresh examples each run,
 for hunting new failures before they are pinned as regular tests."""
+
 from __future__ import annotations
 
 import os

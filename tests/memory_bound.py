@@ -1,6 +1,7 @@
 """Running a reader under tracemalloc: what it returned (or the refusal's message) and the peak
 of Python-tracked memory (numpy's allocations included), for tests that bound a reader's memory
 by the size of its input."""
+
 from __future__ import annotations
 
 import tracemalloc

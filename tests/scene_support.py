@@ -1,4 +1,5 @@
 """Helpers for the scene tests: real data readers and analytic depth images of simple scenes."""
+
 from __future__ import annotations
 
 import pathlib
@@ -26,9 +27,14 @@ def read_redwood(folder: pathlib.Path):
     from PIL import Image
 
     lines = (folder / "trajectory.log").read_text().split("\n")
-    poses = [np.array([[float(v) for v in line.split()] for line in lines[5 * i + 1:5 * i + 5]]) for i in range(5)]
+    poses = [
+        np.array([[float(v) for v in line.split()] for line in lines[5 * i + 1 : 5 * i + 5]])
+        for i in range(5)
+    ]
     depths = [np.array(Image.open(folder / "depth" / f"{i:05d}.png")) for i in range(5)]
-    colors = [np.array(Image.open(folder / "color" / f"{i:05d}.jpg").convert("RGB")) for i in range(5)]
+    colors = [
+        np.array(Image.open(folder / "color" / f"{i:05d}.jpg").convert("RGB")) for i in range(5)
+    ]
     return depths, colors, poses
 
 
@@ -41,8 +47,15 @@ def read_mosd(path: pathlib.Path):
     return points, np.ascontiguousarray(data["rgba"]), np.ascontiguousarray(data["label"])
 
 
-def box_scene_depth(camera_x: float, width: int = 160, height: int = 120, wall_z: float = 2.0,
-                    occluder_z: float = 1.0, occluder_half: float = 0.2, fx: float = 150.0):
+def box_scene_depth(
+    camera_x: float,
+    width: int = 160,
+    height: int = 120,
+    wall_z: float = 2.0,
+    occluder_z: float = 1.0,
+    occluder_half: float = 0.2,
+    fx: float = 150.0,
+):
     """Depth image (float32 m) and K of a camera at (camera_x, 0, 0) looking along +z at a wall
     z = wall_z, with a square occluder of half-size occluder_half at z = occluder_z centred on
     the z axis. Rays are intersected analytically."""
@@ -60,7 +73,11 @@ def box_scene_depth(camera_x: float, width: int = 160, height: int = 120, wall_z
 
 def snapshot_arrays(voxel_map) -> dict:
     snap = voxel_map.export()
-    out = {"coords": snap.coords.copy(), "colors": snap.colors.copy(), "observations": snap.observations.copy()}
+    out = {
+        "coords": snap.coords.copy(),
+        "colors": snap.colors.copy(),
+        "observations": snap.observations.copy(),
+    }
     if snap.features is not None:
         out["features"] = snap.features.copy()
     return out

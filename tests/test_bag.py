@@ -5,6 +5,7 @@ sequence with ground-truth poses; the replay must give back those frames and pos
 must fuse them, segment and answer in a subprocess. The model has random tiny weights: no
 pretrained weights can be had here, so answers are checked for their form, not their meaning.
 """
+
 from __future__ import annotations
 
 import collections
@@ -58,8 +59,17 @@ from sole_ros.messages.input_counters import NO_COLOUR_PAIR, NO_POSE, InputCount
 from sole_ros.messages.transform_tree import PoseLookupError, TransformTree  # noqa: E402
 from sole_ros.pointfiles import read_point_file  # noqa: E402
 
-TINY = ["--config", "tiny", "--random-weights", "--clip-model", "sole-tiny", "--clip-pretrained", "",
-        "--device", "cpu"]
+TINY = [
+    "--config",
+    "tiny",
+    "--random-weights",
+    "--clip-model",
+    "sole-tiny",
+    "--clip-pretrained",
+    "",
+    "--device",
+    "cpu",
+]
 NUM_FRAMES = 6
 
 
@@ -67,19 +77,29 @@ NUM_FRAMES = 6
 def frames():
     from sole_ros.synthetic import generate_scene, render_sequence
 
-    return list(render_sequence(generate_scene(3, "tabletop"), NUM_FRAMES, width=160, height=120, seed=0))
+    return list(
+        render_sequence(generate_scene(3, "tabletop"), NUM_FRAMES, width=160, height=120, seed=0)
+    )
 
 
 @pytest.fixture(scope="module")
 def bags(frames, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bags")
-    return {storage: write_rgbd_bag(folder / f"run_{storage}", frames, storage) for storage in ("mcap", "sqlite3")}
+    return {
+        storage: write_rgbd_bag(folder / f"run_{storage}", frames, storage)
+        for storage in ("mcap", "sqlite3")
+    }
 
 
 def sole_ros(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """The command line in its own process, from the checkout (the code under test)."""
-    return subprocess.run([sys.executable, "-m", "sole_ros.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sole_ros.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -94,13 +114,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 # --- decoding without ROS --------------------------------------------------------------------------
 
+
 def test_decoding_modules_import_no_ros():
-    code = ("import sys, sole_ros.messages, sole_ros.messages.transform_tree, sole_ros.bag, sole_ros.pointfiles, "
-            "sole_ros.visualize, sole_ros.cli; sole_ros.cli.build_parser(); "
-            "ros = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'geometry_msgs', "
-            "'nav_msgs', 'std_msgs', 'builtin_interfaces', 'tf2_msgs', 'rosidl_runtime_py')); "
-            "assert not ros, ros")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, sole_ros.messages, sole_ros.messages.transform_tree, sole_ros.bag, sole_ros.pointfiles, "
+        "sole_ros.visualize, sole_ros.cli; sole_ros.cli.build_parser(); "
+        "ros = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'geometry_msgs', "
+        "'nav_msgs', 'std_msgs', 'builtin_interfaces', 'tf2_msgs', 'rosidl_runtime_py')); "
+        "assert not ros, ros"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -111,13 +136,21 @@ def test_rosbags_messages_decode_like_ros_ones(frames):
     valid = frame.depth > 0
     assert np.isnan(depth[~valid]).all()
     np.testing.assert_allclose(depth[valid], frame.depth[valid], atol=5e-4)  # millimetre steps
-    np.testing.assert_array_equal(color_to_rgb(color_image(ts, 1.0, frame.color)), frame.color)  # bgr8 swapped
+    np.testing.assert_array_equal(
+        color_to_rgb(color_image(ts, 1.0, frame.color)), frame.color
+    )  # bgr8 swapped
     info = camera_info(ts, 1.0, frame.K, 160, 120)
-    info.k = np.frombuffer(frame.K.astype(np.float64).tobytes())  # read-only, as rosbags deserialises it
+    info.k = np.frombuffer(
+        frame.K.astype(np.float64).tobytes()
+    )  # read-only, as rosbags deserialises it
     K = camera_matrix(info, (160, 120))
     np.testing.assert_allclose(K, frame.K)
-    np.testing.assert_allclose(camera_matrix(info, (320, 240))[0, 0], 2 * frame.K[0, 0])  # a resized stream
-    np.testing.assert_allclose(matrix_from_pose_stamped(odometry(ts, 1.0, frame.pose)), frame.pose, atol=1e-12)
+    np.testing.assert_allclose(
+        camera_matrix(info, (320, 240))[0, 0], 2 * frame.K[0, 0]
+    )  # a resized stream
+    np.testing.assert_allclose(
+        matrix_from_pose_stamped(odometry(ts, 1.0, frame.pose)), frame.pose, atol=1e-12
+    )
 
     cloud = organised_cloud(ts, 1.0, frame.depth, frame.K, frame.color)
     points, rgb = read_points(cloud)
@@ -139,15 +172,22 @@ def test_transform_tree_composes_static_and_interpolated_links():
     tree = TransformTree()
     tree.add("map", "odom", 0.0, pose(1.0, 0.0), static=True)
     tree.add("odom", "base_link", 10.0, pose(0.0, 0.0))
-    tree.add("/odom", "base_link", 11.0, pose(2.0, np.pi / 2))  # a leading slash names the same frame
+    tree.add(
+        "/odom", "base_link", 11.0, pose(2.0, np.pi / 2)
+    )  # a leading slash names the same frame
     tree.add("base_link", "camera", 0.0, BASE_FROM_CAMERA, static=True)
     tree.add("base_link", "lidar", 0.0, pose(0.1, 0.0), static=True)
     assert tree.root_of("camera") == "map"
-    expected = pose(1.0, 0.0) @ pose(1.0, np.pi / 4) @ BASE_FROM_CAMERA  # halfway: x 1, yaw 45 degrees
+    expected = (
+        pose(1.0, 0.0) @ pose(1.0, np.pi / 4) @ BASE_FROM_CAMERA
+    )  # halfway: x 1, yaw 45 degrees
     np.testing.assert_allclose(tree.lookup("map", "camera", 10.5), expected, atol=1e-12)
     # between two leaves: through their common ancestor only (no dynamic link needed)
-    np.testing.assert_allclose(tree.lookup("lidar", "camera", 99.0),
-                               np.linalg.inv(pose(0.1, 0.0)) @ BASE_FROM_CAMERA, atol=1e-12)
+    np.testing.assert_allclose(
+        tree.lookup("lidar", "camera", 99.0),
+        np.linalg.inv(pose(0.1, 0.0)) @ BASE_FROM_CAMERA,
+        atol=1e-12,
+    )
     with pytest.raises(PoseLookupError, match="odom -> base_link"):
         tree.lookup("map", "camera", 20.0)
     with pytest.raises(PoseLookupError, match="not in the tf tree"):
@@ -159,17 +199,24 @@ def test_transform_tree_composes_static_and_interpolated_links():
 
 # --- replay ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_replay_gives_back_the_recorded_frames(bags, frames, storage):
     with BagReplay(bags[storage], log=lambda *_: None) as replay:
-        assert replay.topics == BagTopics(depth="/camera/depth/image_raw", color="/camera/color/image_raw",
-                                          info="/camera/color/camera_info", pose="/odom")
+        assert replay.topics == BagTopics(
+            depth="/camera/depth/image_raw",
+            color="/camera/color/image_raw",
+            info="/camera/color/camera_info",
+            pose="/odom",
+        )
         dropped = collections.Counter()
         got = list(replay.frames(dropped))
     assert not dropped and len(got) == NUM_FRAMES
     for frame, truth in zip(got, frames):
         assert frame.stamp == pytest.approx(100.0 + truth.stamp) and frame.frame_id == CAMERA_FRAME
-        np.testing.assert_allclose(frame.pose, truth.pose, atol=1e-9)  # odometry recorded after the images
+        np.testing.assert_allclose(
+            frame.pose, truth.pose, atol=1e-9
+        )  # odometry recorded after the images
         np.testing.assert_allclose(np.nan_to_num(frame.depth), truth.depth, atol=5e-4)
         np.testing.assert_array_equal(frame.color, truth.color)
         np.testing.assert_allclose(frame.K, truth.K)
@@ -184,14 +231,18 @@ def test_replay_pairs_and_sizes_colour_by_the_nodes_rules(frames, tmp_path):
     from sole_ros.settings_table import BY_NAME
 
     assert ReplayOptions().sync_tolerance == BY_NAME["inputs.sync_slop"].default
-    doubled = [dataclasses.replace(f, color=f.color.repeat(2, axis=0).repeat(2, axis=1)) for f in frames]
+    doubled = [
+        dataclasses.replace(f, color=f.color.repeat(2, axis=0).repeat(2, axis=1)) for f in frames
+    ]
     logs = []
     with BagReplay(write_rgbd_bag(tmp_path / "doubled", doubled), log=logs.append) as replay:
         got = list(replay.frames())
     assert len(got) == NUM_FRAMES and len([line for line in logs if "resized" in line]) == 1, logs
     for frame, truth in zip(got, frames):
         assert frame.color.shape == truth.color.shape
-        assert np.abs(frame.color.astype(int) - truth.color).mean() < 10  # bilinear: edges blur a little
+        assert (
+            np.abs(frame.color.astype(int) - truth.color).mean() < 10
+        )  # bilinear: edges blur a little
     wide = [dataclasses.replace(f, color=f.color.repeat(2, axis=1)) for f in frames]
     counters = InputCounters()
     with BagReplay(write_rgbd_bag(tmp_path / "wide", wide), log=logs.append) as replay:
@@ -202,12 +253,16 @@ def test_replay_pairs_and_sizes_colour_by_the_nodes_rules(frames, tmp_path):
 
 def test_replay_of_clouds_with_poses_from_tf(frames, tmp_path):
     path = write_cloud_tf_bag(tmp_path / "clouds", frames)
-    with BagReplay(path / "clouds.mcap", log=lambda *_: None) as replay:  # the storage file names the bag too
+    with BagReplay(
+        path / "clouds.mcap", log=lambda *_: None
+    ) as replay:  # the storage file names the bag too
         assert replay.topics.points == "/camera/depth/points" and replay.pose_source == "/tf"
         got = list(replay.frames())
     assert len(got) == NUM_FRAMES
     for frame, truth in zip(got, frames):
-        np.testing.assert_allclose(frame.pose, truth.pose, atol=1e-9)  # map <- odom <- base_link <- camera
+        np.testing.assert_allclose(
+            frame.pose, truth.pose, atol=1e-9
+        )  # map <- odom <- base_link <- camera
         valid = truth.depth > 0
         np.testing.assert_array_equal(frame.point_colors, truth.color[valid])
         world = frame.points @ frame.pose[:3, :3].T + frame.pose[:3, 3]
@@ -230,10 +285,20 @@ def test_replay_refuses_what_it_cannot_use(bags, tmp_path):
     ts = typestore()
     path = tmp_path / "still"
     with Writer(path, version=9) as writer:
-        c = writer.add_connection("/camera/depth/points", "sensor_msgs/msg/PointCloud2", typestore=ts)
+        c = writer.add_connection(
+            "/camera/depth/points", "sensor_msgs/msg/PointCloud2", typestore=ts
+        )
         depth = np.full((4, 5), 1.5, np.float32)
-        writer.write(c, 10**9, ts.serialize_cdr(organised_cloud(ts, 1.0, depth, np.diag([5.0, 5.0, 1.0]),
-                                                                np.zeros((4, 5, 3), np.uint8)), c.msgtype))
+        writer.write(
+            c,
+            10**9,
+            ts.serialize_cdr(
+                organised_cloud(
+                    ts, 1.0, depth, np.diag([5.0, 5.0, 1.0]), np.zeros((4, 5, 3), np.uint8)
+                ),
+                c.msgtype,
+            ),
+        )
     with pytest.raises(BagError, match="no poses in the bag"):
         BagReplay(path)
     with BagReplay(path, options=ReplayOptions(static_sensor=True), log=lambda *_: None) as replay:
@@ -244,11 +309,25 @@ def test_replay_refuses_what_it_cannot_use(bags, tmp_path):
 
 # --- the command line ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_bag_command_fuses_segments_and_answers(bags, tmp_path, storage):
     out = tmp_path / "out"
-    result = sole_ros("bag", str(bags[storage]), "--query", "mug", "bowl", "--top-k", "3", "--json",
-                      "--voxel-size", "0.02", "--out-dir", str(out), *TINY)
+    result = sole_ros(
+        "bag",
+        str(bags[storage]),
+        "--query",
+        "mug",
+        "bowl",
+        "--top-k",
+        "3",
+        "--json",
+        "--voxel-size",
+        "0.02",
+        "--out-dir",
+        str(out),
+        *TINY,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout)
     assert answer["input"]["frames"] == NUM_FRAMES and answer["input"]["dropped"] == {}
@@ -276,17 +355,34 @@ def test_bag_command_errors_are_one_line(bags, tmp_path, capsys):
     data = next(bags["mcap"].glob("*.mcap")).read_bytes()
     damaged.write_bytes(data[: len(data) // 2])
     # In its own process: exit code and stderr as a user sees them.
-    assert_one_line_error(sole_ros("bag", str(damaged), "--query", "mug", *TINY), "sole-ros bag: error:",
-                          "cannot read the bag")
+    assert_one_line_error(
+        sole_ros("bag", str(damaged), "--query", "mug", *TINY),
+        "sole-ros bag: error:",
+        "cannot read the bag",
+    )
     # The other mistakes through main() in this process (same code path, without a Python start-up each).
     from sole_ros.cli import main
 
-    for args, fragment in ((["bag", str(tmp_path / "absent"), "--query", "mug"], "no such bag"),
-                           (["bag", str(bags["sqlite3"]), "--query", "mug", "--color-topic", "/nope"],
-                            "no topic '/nope'"),
-                           (["bag", str(bags["mcap"]), "--query", " "], "empty query"),
-                           (["bag", str(bags["mcap"]), "--query", "mug", "--static-sensor", "--pose-topic", "/odom"],
-                            "contradict")):
+    for args, fragment in (
+        (["bag", str(tmp_path / "absent"), "--query", "mug"], "no such bag"),
+        (
+            ["bag", str(bags["sqlite3"]), "--query", "mug", "--color-topic", "/nope"],
+            "no topic '/nope'",
+        ),
+        (["bag", str(bags["mcap"]), "--query", " "], "empty query"),
+        (
+            [
+                "bag",
+                str(bags["mcap"]),
+                "--query",
+                "mug",
+                "--static-sensor",
+                "--pose-topic",
+                "/odom",
+            ],
+            "contradict",
+        ),
+    ):
         code = main(args)
         captured = capsys.readouterr()
         lines = captured.err.strip().splitlines()
@@ -310,14 +406,18 @@ def _odometry_of_camera_link(frame):
 
 def _write_redwood_bag(path, frames, **kwargs):
     static = tf_chain(frames[0].world_from_camera)[1]  # the mount is the same in every frame
-    return write_tf_rgbd_bag(path, stream(frames, REPEATS), lambda f: tf_chain(f.world_from_camera)[0], static,
-                             **kwargs)
+    return write_tf_rgbd_bag(
+        path, stream(frames, REPEATS), lambda f: tf_chain(f.world_from_camera)[0], static, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
 def redwood_bag(redwood, tmp_path_factory):
-    return _write_redwood_bag(tmp_path_factory.mktemp("redwood") / "redwood", redwood,
-                              odometry_of=_odometry_of_camera_link)
+    return _write_redwood_bag(
+        tmp_path_factory.mktemp("redwood") / "redwood",
+        redwood,
+        odometry_of=_odometry_of_camera_link,
+    )
 
 
 def _replay(path, topics=None, options=None):
@@ -333,19 +433,33 @@ def _replay(path, topics=None, options=None):
 def test_redwood_tf_chain_composes_to_the_camera_pose(redwood):
     for frame in redwood:
         dynamic, static = tf_chain(frame.world_from_camera)
-        chain = (dynamic[("map", "odom")] @ dynamic[("odom", "base_link")] @ static[("base_link", CAMERA_LINK)]
-                 @ static[(CAMERA_LINK, OPTICAL)])
+        chain = (
+            dynamic[("map", "odom")]
+            @ dynamic[("odom", "base_link")]
+            @ static[("base_link", CAMERA_LINK)]
+            @ static[(CAMERA_LINK, OPTICAL)]
+        )
         np.testing.assert_allclose(chain, frame.world_from_camera, atol=1e-9)
     assert [f.index for _, f in stream(redwood, 2)] == [0, 1, 2, 3, 4] * 2
-    assert [round(s, 6) for s, _ in stream(redwood, 1, start=10.0, rate=10.0)] == [10.0, 10.1, 10.2, 10.3, 10.4]
+    assert [round(s, 6) for s, _ in stream(redwood, 1, start=10.0, rate=10.0)] == [
+        10.0,
+        10.1,
+        10.2,
+        10.3,
+        10.4,
+    ]
 
 
 def test_real_frames_take_their_poses_from_tf_over_odometry(redwood, redwood_bag):
     n = len(redwood) * REPEATS
     with BagReplay(redwood_bag, log=lambda *_: None) as replay:
         # /tf has the chain to the images' own frame; /odom is only camera_link's pose
-        assert replay.topics == BagTopics(depth="/camera/depth/image_raw", color="/camera/color/image_raw",
-                                          info="/camera/color/camera_info", pose="tf")
+        assert replay.topics == BagTopics(
+            depth="/camera/depth/image_raw",
+            color="/camera/color/image_raw",
+            info="/camera/color/camera_info",
+            pose="tf",
+        )
         got = list(replay.frames())
     assert len(got) == n
     for frame, (stamp, truth) in zip(got, stream(redwood, REPEATS)):
@@ -374,8 +488,11 @@ def test_a_pose_topic_of_another_frame_than_the_images_is_warned_about(redwood, 
     # With the optical frame's pose on camera_link the same pose topic gives the right map, unwarned.
     from redwood_support import CAMERA_LINK_FROM_OPTICAL
 
-    summary, fixed, logs = _replay(redwood_bag, BagTopics(pose="/odom"),
-                                   ReplayOptions(sensor_extrinsic=CAMERA_LINK_FROM_OPTICAL))
+    summary, fixed, logs = _replay(
+        redwood_bag,
+        BagTopics(pose="/odom"),
+        ReplayOptions(sensor_extrinsic=CAMERA_LINK_FROM_OPTICAL),
+    )
     assert fixed == direct and not [line for line in logs if "warning" in line], logs
     # An extrinsic with poses from /tf cannot be meant: tf places the sensor itself.
     with pytest.raises(BagError, match="--sensor-extrinsic applies to poses from a pose topic"):
@@ -392,7 +509,9 @@ def test_colour_that_never_pairs_is_counted(redwood, tmp_path):
     assert counts["depth"] == {"received": n, "fused": 0, "dropped": {NO_COLOUR_PAIR: n}}
     assert counts["color"] == {"received": n, "fused": 0, "dropped": {NO_COLOUR_PAIR: n}}
     shown = [line for line in logs if NO_COLOUR_PAIR in line]
-    assert len(shown) == 2 and any("--sync-tolerance" in line for line in shown), logs  # once per input
+    assert len(shown) == 2 and any("--sync-tolerance" in line for line in shown), (
+        logs
+    )  # once per input
     # Within a tolerance that spans the offset every frame pairs again.
     summary, voxels, _ = _replay(path, options=ReplayOptions(sync_tolerance=1.01))
     assert summary.frames == n and voxels == direct_voxel_count(redwood)
@@ -402,20 +521,38 @@ def test_frames_without_a_pose_are_counted(redwood, redwood_bag):
     summary, voxels, logs = _replay(redwood_bag, options=ReplayOptions(fixed_frame="nowhere"))
     n = len(redwood) * REPEATS
     assert voxels == 0 and summary.dropped == collections.Counter({NO_POSE: n})
-    assert summary.input_counts() == {name: {"received": n, "fused": 0, "dropped": {NO_POSE: n}}
-                                      for name in ("color", "depth")}
-    (shown,) = [line for line in logs if NO_POSE in line]  # once, with the reason and what else to try
+    assert summary.input_counts() == {
+        name: {"received": n, "fused": 0, "dropped": {NO_POSE: n}} for name in ("color", "depth")
+    }
+    (shown,) = [
+        line for line in logs if NO_POSE in line
+    ]  # once, with the reason and what else to try
     assert "'nowhere' is not in the tf tree" in shown and "--pose-topic /odom" in shown, shown
 
 
 def test_bag_command_reports_counters_and_tf_poses(redwood, redwood_bag, tmp_path):
-    result = sole_ros("bag", str(redwood_bag), "--query", "chair", "--json", "--voxel-size", "0.05",
-                      "--no-dense-features", "--out-dir", str(tmp_path / "out"), *TINY)
+    result = sole_ros(
+        "bag",
+        str(redwood_bag),
+        "--query",
+        "chair",
+        "--json",
+        "--voxel-size",
+        "0.05",
+        "--no-dense-features",
+        "--out-dir",
+        str(tmp_path / "out"),
+        *TINY,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout)["input"]
     n = len(redwood) * REPEATS
     assert answer["pose_source"] == "/tf" and answer["frames"] == n and answer["dropped"] == {}
-    assert answer["counters"] == {name: {"received": n, "fused": n, "dropped": {}} for name in ("color", "depth")}
+    assert answer["counters"] == {
+        name: {"received": n, "fused": n, "dropped": {}} for name in ("color", "depth")
+    }
     assert answer["map_voxels"] == node_default_voxel_count(redwood, voxel_size=0.05)
-    assert f"color: {n} received, {n} fused; depth: {n} received, {n} fused" in result.stderr  # the summary
+    assert (
+        f"color: {n} received, {n} fused; depth: {n} received, {n} fused" in result.stderr
+    )  # the summary
     assert CAMERA_LINK not in result.stderr, result.stderr[-3000:]

@@ -2,6 +2,7 @@
 topic and timers keep firing, the spin thread sleeps instead of spinning (rclpy 9's
 MultiThreadedExecutor uses a whole core there: 99.9% measured with this setup), no more callbacks
 run at once than it has threads, and every request is answered once they are free."""
+
 from __future__ import annotations
 
 import subprocess
@@ -54,7 +55,9 @@ def context():
     rclpy.try_shutdown(context=ctx)
 
 
-def test_blocked_callbacks_leave_the_spin_thread_asleep_and_all_requests_are_answered(context, tmp_path):
+def test_blocked_callbacks_leave_the_spin_thread_asleep_and_all_requests_are_answered(
+    context, tmp_path
+):
     release, lock = threading.Event(), threading.Lock()
     running, most_running, started = [0], [0], []
 
@@ -72,8 +75,13 @@ def test_blocked_callbacks_leave_the_spin_thread_asleep_and_all_requests_are_ans
     node = Node("pooled_executor_server", context=context)
     service_name = f"/pooled_executor_{id(node)}"
     node.create_service(Trigger, service_name, blocking, callback_group=ReentrantCallbackGroup())
-    node.create_subscription(String, f"{service_name}/stream", lambda _: None, 10,
-                             callback_group=MutuallyExclusiveCallbackGroup())
+    node.create_subscription(
+        String,
+        f"{service_name}/stream",
+        lambda _: None,
+        10,
+        callback_group=MutuallyExclusiveCallbackGroup(),
+    )
     timers = MutuallyExclusiveCallbackGroup()
     node.create_timer(0.1, lambda: None, callback_group=timers)
     node.create_timer(0.5, lambda: None, callback_group=timers)
@@ -81,7 +89,9 @@ def test_blocked_callbacks_leave_the_spin_thread_asleep_and_all_requests_are_ans
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, service_name], stdout=subprocess.PIPE, text=True)
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, service_name], stdout=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 60.0
         while len(started) < THREADS and time.monotonic() < deadline:

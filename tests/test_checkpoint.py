@@ -1,4 +1,5 @@
 """Loading checkpoints written in the published SOLE/Mask3D layout; refusing unsafe files."""
+
 from __future__ import annotations
 
 import os
@@ -26,18 +27,32 @@ torch.set_num_threads(1)
 
 def _hyper_parameters(cfg: SoleConfig):
     """An OmegaConf config shaped like SOLE's hydra config (with interpolations, as saved)."""
-    return OmegaConf.create({
-        "general": {"dbscan_eps": 0.95, "topk_per_image": 750, "num_targets": 201},
-        "data": {"voxel_size": cfg.voxel_size, "in_channels": 3},
-        "model": {
-            "_target_": "models.SOLE", "hidden_dim": cfg.hidden_dim, "num_queries": cfg.num_queries,
-            "num_heads": cfg.num_heads, "num_decoders": cfg.num_decoders, "hlevels": list(cfg.hlevels),
-            "clip_dim": cfg.clip_dim, "gauss_scale": 1.0, "sample_sizes": list(cfg.sample_sizes),
-            "voxel_size": "${data.voxel_size}", "num_classes": "${general.num_targets}",
-            "config": {"backbone": {"_target_": "models.Res16UNet34C", "in_channels": "${data.in_channels}",
-                                    "config": {"conv1_kernel_size": cfg.conv1_kernel_size, "bn_momentum": 0.02}}},
-        },
-    })
+    return OmegaConf.create(
+        {
+            "general": {"dbscan_eps": 0.95, "topk_per_image": 750, "num_targets": 201},
+            "data": {"voxel_size": cfg.voxel_size, "in_channels": 3},
+            "model": {
+                "_target_": "models.SOLE",
+                "hidden_dim": cfg.hidden_dim,
+                "num_queries": cfg.num_queries,
+                "num_heads": cfg.num_heads,
+                "num_decoders": cfg.num_decoders,
+                "hlevels": list(cfg.hlevels),
+                "clip_dim": cfg.clip_dim,
+                "gauss_scale": 1.0,
+                "sample_sizes": list(cfg.sample_sizes),
+                "voxel_size": "${data.voxel_size}",
+                "num_classes": "${general.num_targets}",
+                "config": {
+                    "backbone": {
+                        "_target_": "models.Res16UNet34C",
+                        "in_channels": "${data.in_channels}",
+                        "config": {"conv1_kernel_size": cfg.conv1_kernel_size, "bn_momentum": 0.02},
+                    }
+                },
+            },
+        }
+    )
 
 
 def _lightning_file(path, model: SoleModel, extra: dict | None = None, backbone_only: bool = False):
@@ -55,10 +70,15 @@ def _lightning_file(path, model: SoleModel, extra: dict | None = None, backbone_
     params = [p for p in model.parameters()][:2]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     data = {
-        "epoch": 599, "global_step": 120000, "pytorch-lightning_version": "1.7.2",
-        "state_dict": sd, "hyper_parameters": _hyper_parameters(model.config),
-        "optimizer_states": [optimizer.state_dict()], "lr_schedulers": [{"last_epoch": 3, "base_lrs": [1e-4]}],
-        "callbacks": {}, "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 599}}}},
+        "epoch": 599,
+        "global_step": 120000,
+        "pytorch-lightning_version": "1.7.2",
+        "state_dict": sd,
+        "hyper_parameters": _hyper_parameters(model.config),
+        "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [{"last_epoch": 3, "base_lrs": [1e-4]}],
+        "callbacks": {},
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 599}}}},
     }
     data.update(extra or {})
     torch.save(data, path)
@@ -79,8 +99,11 @@ def test_full_checkpoint_loads_every_key(tmp_path, tiny_model):
     report = load_sole_weights(fresh, path)
     assert report.ok, report.describe()
     assert set(report.loaded) == set(fresh.state_dict())
-    assert sorted(report.ignored) == ["criterion.empty_weight", "model.backbone.final.bias",
-                                      "model.backbone.final.kernel"]
+    assert sorted(report.ignored) == [
+        "criterion.empty_weight",
+        "model.backbone.final.bias",
+        "model.backbone.final.kernel",
+    ]
     for key, value in tiny_model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
     # the Fourier matrix is taken from the file, not drawn anew
@@ -99,7 +122,9 @@ def test_mismatched_and_missing_keys_are_reported(tmp_path, tiny_model):
         load_sole_weights(SoleModel(SoleConfig.tiny()), path)
     text = str(err.value)
     assert "missing from the file (1)" in text and "bg_feature" in text
-    assert "unexpected in the file (1)" in text and "model.surprise.weight" not in text  # prefix stripped
+    assert (
+        "unexpected in the file (1)" in text and "model.surprise.weight" not in text
+    )  # prefix stripped
     assert "surprise.weight" in text
     assert "ffn_attention.0.0.linear1.weight: (48, 32) vs (64, 32)" in text
     report = load_sole_weights(SoleModel(SoleConfig.tiny()), path, strict=False)
@@ -110,7 +135,9 @@ def test_backbone_only_file_loads_and_freezes(tmp_path, tiny_model):
     path = tmp_path / "backbone_scannet200.ckpt"
     _lightning_file(path, tiny_model, backbone_only=True)
     torch.manual_seed(5)
-    fresh = SoleModel(SoleConfig.tiny(), ).train()
+    fresh = SoleModel(
+        SoleConfig.tiny(),
+    ).train()
     fresh.set_backbone_frozen(False)
     report = load_backbone_weights(fresh, path, freeze=True)
     assert report.ok, report.describe()
@@ -138,9 +165,14 @@ def test_config_and_model_from_checkpoint(tmp_path, tiny_model):
     assert (cfg.clip_dim, cfg.hidden_dim, cfg.num_queries, cfg.conv1_kernel_size) == (64, 32, 12, 3)
     assert cfg.voxel_size == 0.02 and cfg.dbscan_eps == 0.95 and cfg.top_k == 750
     # sizes of the backbone are not in the weights' names; give them and load the whole model
-    model, report = load_sole_model(path, config=cfg.replace(planes=tiny_model.config.planes,
-                                                             layers=tiny_model.config.layers,
-                                                             init_dim=tiny_model.config.init_dim))
+    model, report = load_sole_model(
+        path,
+        config=cfg.replace(
+            planes=tiny_model.config.planes,
+            layers=tiny_model.config.layers,
+            init_dim=tiny_model.config.init_dim,
+        ),
+    )
     assert report.ok and not model.training
 
 
@@ -152,7 +184,10 @@ def test_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
             return (os.system, (f"touch {marker}",))
 
     path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {"model.bg_feature": torch.zeros(1, 64)}, "hyper_parameters": Payload()}, path)
+    torch.save(
+        {"state_dict": {"model.bg_feature": torch.zeros(1, 64)}, "hyper_parameters": Payload()},
+        path,
+    )
     with pytest.raises(UnsafeCheckpointError, match="system"):
         read_checkpoint(path)
     with pytest.raises(UnsafeCheckpointError):
@@ -183,21 +218,31 @@ def test_published_hyper_parameters_under_config_are_run_with(tmp_path, tiny_mod
     from sole_ros.pipeline import PipelineSettings, load_segmenter
 
     path = tmp_path / "published.ckpt"
-    hyper = OmegaConf.create({"config": {
-        "general": {"topk_per_image": 300, "dbscan_eps": 0.5, "scores_threshold": 0.0},
-        "model": {"num_queries": 100},
-    }})
+    hyper = OmegaConf.create(
+        {
+            "config": {
+                "general": {"topk_per_image": 300, "dbscan_eps": 0.5, "scores_threshold": 0.0},
+                "model": {"num_queries": 100},
+            }
+        }
+    )
     _lightning_file(path, tiny_model, extra={"hyper_parameters": hyper})
     log: list[str] = []
-    settings = PipelineSettings(checkpoint=str(path), clip_model="sole-tiny", clip_pretrained=None, device="cpu")
+    settings = PipelineSettings(
+        checkpoint=str(path), clip_model="sole-tiny", clip_pretrained=None, device="cpu"
+    )
     segmenter, _ = load_segmenter(settings, "cpu", log=log.append)
     assert segmenter.model.config.num_queries == 100
     assert segmenter.top_k == 300 and segmenter.dbscan_eps == 0.5
     assert segmenter.model.config.input_mode == "reference"
     report = "\n".join(log)
-    assert "config.model.num_queries=100" in report and "config.general.topk_per_image=300" in report
+    assert (
+        "config.model.num_queries=100" in report and "config.general.topk_per_image=300" in report
+    )
     assert "config.general.dbscan_eps=0.5" in report
-    assert "hyper-parameters defaulted (not in the file): " in report and "voxel_size=0.02" in report
+    assert (
+        "hyper-parameters defaulted (not in the file): " in report and "voxel_size=0.02" in report
+    )
     assert "config.general.scores_threshold=0.0" in report  # read, reported, not applied
     assert "300 candidates ranked per query (config.general.topk_per_image)" in report
 
@@ -209,8 +254,9 @@ def test_published_hyper_parameters_under_config_are_run_with(tmp_path, tiny_mod
     assert masks.shape[1] == 100 and probs.shape[0] == 100
 
     # an explicit query.top_k still wins over the file's
-    settings = PipelineSettings(checkpoint=str(path), clip_model="sole-tiny", clip_pretrained=None, device="cpu",
-                                top_k=7)
+    settings = PipelineSettings(
+        checkpoint=str(path), clip_model="sole-tiny", clip_pretrained=None, device="cpu", top_k=7
+    )
     segmenter, _ = load_segmenter(settings, "cpu", log=log.append)
     assert segmenter.top_k == 7
 
@@ -224,13 +270,15 @@ def test_configuration_bounds_are_checked_before_a_network_is_built():
 
     SoleConfig.from_dict(dataclasses.asdict(SoleConfig()))  # the paper's sizes are within bounds
     SoleConfig.from_dict(dataclasses.asdict(SoleConfig.tiny()))
-    for name, value, fragment in (("hidden_dim", 10 ** 9, "hidden_dim 1000000000 is outside its bound 2..2048"),
-                                  ("num_queries", 0, "num_queries 0 is outside its bound 1..4096"),
-                                  ("voxel_size", float("nan"), "voxel_size nan"),
-                                  ("planes", [8] * 7 + [10 ** 6], "planes [8, 8, 8, 8, 8, 8, 8, 1000000]"),
-                                  ("layers", [1] * 7, "layers must be a list of 8 numbers"),
-                                  ("num_heads", True, "num_heads must be a whole number"),
-                                  ("top_k", 10 ** 7, "top_k 10000000 is outside its bound 1..1000000")):
+    for name, value, fragment in (
+        ("hidden_dim", 10**9, "hidden_dim 1000000000 is outside its bound 2..2048"),
+        ("num_queries", 0, "num_queries 0 is outside its bound 1..4096"),
+        ("voxel_size", float("nan"), "voxel_size nan"),
+        ("planes", [8] * 7 + [10**6], "planes [8, 8, 8, 8, 8, 8, 8, 1000000]"),
+        ("layers", [1] * 7, "layers must be a list of 8 numbers"),
+        ("num_heads", True, "num_heads must be a whole number"),
+        ("top_k", 10**7, "top_k 10000000 is outside its bound 1..1000000"),
+    ):
         values = dict(dataclasses.asdict(SoleConfig.tiny()), **{name: value})
         with pytest.raises(ConfigError, match=re.escape(fragment)):
             SoleConfig.from_dict(values)
@@ -242,11 +290,16 @@ def test_configuration_bounds_are_checked_before_a_network_is_built():
 def test_published_hyper_parameters_out_of_bounds_are_refused(tmp_path, tiny_model):
     from sole_ros.model.checkpoint import read_hyper_parameters
 
-    for key, value, fragment in (("model.num_queries", 10 ** 9, "config.model.num_queries: num_queries 1000000000"),
-                                 ("data.voxel_size", float("inf"), "config.data.voxel_size: voxel_size inf"),
-                                 ("model.hlevels", [0, 1, 7], "hlevels [0, 1, 7] is outside its bound 0..3")):
+    for key, value, fragment in (
+        ("model.num_queries", 10**9, "config.model.num_queries: num_queries 1000000000"),
+        ("data.voxel_size", float("inf"), "config.data.voxel_size: voxel_size inf"),
+        ("model.hlevels", [0, 1, 7], "hlevels [0, 1, 7] is outside its bound 0..3"),
+    ):
         section, name = key.split(".")
-        data = {"state_dict": {}, "hyper_parameters": OmegaConf.create({"config": {section: {name: value}}})}
+        data = {
+            "state_dict": {},
+            "hyper_parameters": OmegaConf.create({"config": {section: {name: value}}}),
+        }
         with pytest.raises(CheckpointError, match=re.escape(fragment)):
             read_hyper_parameters(data)
     # sizes read from the tensors go through the same bounds
@@ -254,7 +307,9 @@ def test_published_hyper_parameters_out_of_bounds_are_refused(tmp_path, tiny_mod
     _lightning_file(path, tiny_model)
     data = read_checkpoint(path)
     data["state_dict"]["model.bg_feature"] = torch.zeros(1, 5000)
-    with pytest.raises(CheckpointError, match="checkpoint configuration: clip_dim 5000 is outside its bound"):
+    with pytest.raises(
+        CheckpointError, match="checkpoint configuration: clip_dim 5000 is outside its bound"
+    ):
         config_from_checkpoint(data)
 
 
@@ -269,7 +324,9 @@ def test_non_finite_weights_are_refused_by_name(tmp_path, tiny_model):
             load_sole_weights(SoleModel(tiny_model.config), path)
     data["state_dict"]["model.backbone.conv0p1s1.kernel"][0, 0, 0] = float("nan")
     torch.save(data, path)
-    with pytest.raises(CheckpointError, match=re.escape("model.backbone.conv0p1s1.kernel holds NaN")):
+    with pytest.raises(
+        CheckpointError, match=re.escape("model.backbone.conv0p1s1.kernel holds NaN")
+    ):
         load_backbone_weights(SoleModel(tiny_model.config), path)
 
 
@@ -277,9 +334,11 @@ def test_empty_checkpoints_are_refused_with_a_reason(tmp_path):
     torch.save({}, tmp_path / "empty.ckpt")
     (tmp_path / "zero.ckpt").write_bytes(b"")
     (tmp_path / "text.ckpt").write_bytes(b"hello world")
-    for name, fragment in (("empty.ckpt", "holds an empty dict: no state_dict"),
-                           ("zero.ckpt", "the file is empty (0 bytes)"),
-                           ("text.ckpt", "KeyError")):
+    for name, fragment in (
+        ("empty.ckpt", "holds an empty dict: no state_dict"),
+        ("zero.ckpt", "the file is empty (0 bytes)"),
+        ("text.ckpt", "KeyError"),
+    ):
         with pytest.raises(CheckpointError) as info:
             read_checkpoint(tmp_path / name)
         reason = str(info.value).split(name, 1)[1].strip(" :")
@@ -293,8 +352,15 @@ def test_settings_within_their_ranges_that_make_a_huge_network_are_refused():
 
     paper = SoleConfig()
     actual = sum(p.numel() for p in SoleModel(paper).parameters())
-    assert paper.approximate_parameters() <= actual  # a lower estimate: it never refuses a real network
-    huge = dict(dataclasses.asdict(paper), planes=[1024] * 8, layers=[16] * 8)  # each entry within its range
-    assert SoleConfig.from_dict(dict(huge, planes=[1024] * 8, layers=[1] * 8)).approximate_parameters() < MAX_PARAMETERS
+    assert (
+        paper.approximate_parameters() <= actual
+    )  # a lower estimate: it never refuses a real network
+    huge = dict(
+        dataclasses.asdict(paper), planes=[1024] * 8, layers=[16] * 8
+    )  # each entry within its range
+    assert (
+        SoleConfig.from_dict(dict(huge, planes=[1024] * 8, layers=[1] * 8)).approximate_parameters()
+        < MAX_PARAMETERS
+    )
     with pytest.raises(ConfigError, match=r"over 3626 M parameters .* more than the 500 M allowed"):
         SoleConfig.from_dict(huge)

@@ -4,6 +4,7 @@ Every file here is crafted byte by byte (headers that lie, data cut short, coord
 checkpoints whose configuration or weights are unusable) and the command runs in its own process,
 as a user runs it. Valid files next to them still segment.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,14 +41,24 @@ def refused(result, *fragments: str, code: int = 2) -> str:
 
 
 def segment(path, *extra: str, model=TINY, out=None):
-    return sole_ros("segment", str(path), "--query", "mug", "--out-dir", str(out or path.parent / "out"),
-                    *model, *extra)
+    return sole_ros(
+        "segment",
+        str(path),
+        "--query",
+        "mug",
+        "--out-dir",
+        str(out or path.parent / "out"),
+        *model,
+        *extra,
+    )
 
 
 def pcd_header(points: int, width: int | None = None, kind: str = "binary") -> bytes:
     width = points if width is None else width
-    return (f"# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {width}\n"
-            f"HEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA {kind}\n").encode()
+    return (
+        f"# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {width}\n"
+        f"HEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA {kind}\n"
+    ).encode()
 
 
 def xyz(count: int) -> np.ndarray:
@@ -55,6 +66,7 @@ def xyz(count: int) -> np.ndarray:
 
 
 # --- point files ---------------------------------------------------------------------------------
+
 
 def test_truncated_binary_pcd_is_refused(tmp_path):
     path = tmp_path / "cut.pcd"
@@ -76,11 +88,13 @@ def test_pcd_whose_points_line_lies_is_refused(tmp_path):
 
 def test_ply_declaring_2_to_the_62_vertices_is_refused_at_once(tmp_path):
     path = tmp_path / "huge.ply"
-    path.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\n"
-                     b"property float y\nproperty float z\nend_header\n" % 2 ** 62 + xyz(100).tobytes())
+    path.write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\n"
+        b"property float y\nproperty float z\nend_header\n" % 2**62 + xyz(100).tobytes()
+    )
     started = time.perf_counter()
     result = segment(path)
-    refused(result, "truncated", str(2 ** 62), "(100 vertices)")
+    refused(result, "truncated", str(2**62), "(100 vertices)")
     assert time.perf_counter() - started < 60  # the import of torch, not the file
 
 
@@ -89,14 +103,21 @@ def test_points_far_out_are_refused(tmp_path):
     points[3] = np.nan  # dropped rows still count: the message names the file's row
     points[17] = (0.5, -1e30, 1e30)
     np.savez(tmp_path / "far.npz", points=points)
-    refused(segment(tmp_path / "far.npz"), "points up to 10000 m from the origin", "one at 1e+30 m", "(row 17)")
+    refused(
+        segment(tmp_path / "far.npz"),
+        "points up to 10000 m from the origin",
+        "one at 1e+30 m",
+        "(row 17)",
+    )
 
 
 def sparse_ply(path, count: int) -> None:
     """A binary PLY declaring ``count`` vertices whose data is a hole: as large as declared on
     disk, zeros when read, and no disk blocks written."""
-    header = (b"ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\nproperty float y\n"
-              b"property float z\nend_header\n" % count)
+    header = (
+        b"ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\nproperty float y\n"
+        b"property float z\nend_header\n" % count
+    )
     with open(path, "wb") as f:
         f.write(header)
         f.truncate(len(header) + 12 * count)
@@ -105,16 +126,25 @@ def sparse_ply(path, count: int) -> None:
 def test_more_points_than_max_points_are_refused_from_the_header(tmp_path):
     path = tmp_path / "large.ply"
     sparse_ply(path, 3_000_000)  # above the default bound
-    refused(segment(path), "3,000,000 points, more than --max-points 2,000,000", "--downsample VOXEL",
-            "raise --max-points")
+    refused(
+        segment(path),
+        "3,000,000 points, more than --max-points 2,000,000",
+        "--downsample VOXEL",
+        "raise --max-points",
+    )
     points = xyz(5000)
     small = tmp_path / "small.ply"
-    small.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5000\nproperty float x\n"
-                      b"property float y\nproperty float z\nend_header\n" + points.tobytes())
+    small.write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 5000\nproperty float x\n"
+        b"property float y\nproperty float z\nend_header\n" + points.tobytes()
+    )
     refused(segment(small, "--max-points", "1000"), "5,000 points, more than --max-points 1,000")
     # downsampled to cubes still too many: the message says what to change
-    refused(segment(small, "--max-points", "1000", "--downsample", "0.001"),
-            "points after --downsample 0.001, more than --max-points 1,000", "larger voxel")
+    refused(
+        segment(small, "--max-points", "1000", "--downsample", "0.001"),
+        "points after --downsample 0.001, more than --max-points 1,000",
+        "larger voxel",
+    )
 
 
 def test_downsample_makes_a_large_file_usable_and_indices_stay_file_rows(tmp_path):
@@ -141,6 +171,7 @@ def test_downsample_makes_a_large_file_usable_and_indices_stay_file_rows(tmp_pat
 
 # --- checkpoints ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A checkpoint as `sole-ros train` writes one (tiny network, sole_config in hyper_parameters)
@@ -151,7 +182,9 @@ def tiny_run(tmp_path_factory):
     config = SoleConfig.tiny()
     torch.manual_seed(0)
     state = {f"model.{k}": v.clone() for k, v in SoleModel(config).state_dict().items()}
-    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    plain = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
     hyper = {"sole_config": plain, "clip": {"model_name": "sole-tiny", "pretrained": None}}
     scene = folder / "scene.npz"
     np.savez(scene, points=RNG.uniform(0.0, 1.0, size=(800, 3)))
@@ -167,17 +200,26 @@ def test_valid_checkpoint_still_segments(tiny_run):
 
 def test_checkpoint_config_out_of_bounds_is_refused_before_building(tiny_run):
     folder, state, hyper, scene = tiny_run
-    wide = dict(hyper, sole_config=dict(hyper["sole_config"], hidden_dim=10 ** 9))
+    wide = dict(hyper, sole_config=dict(hyper["sole_config"], hidden_dim=10**9))
     torch.save({"state_dict": state, "hyper_parameters": wide}, folder / "wide.ckpt")
-    refused(segment(scene, "--checkpoint", str(folder / "wide.ckpt"), model=TINY_CLIP),
-            "cannot load the model", "hidden_dim 1000000000 is outside its bound 2..2048")
+    refused(
+        segment(scene, "--checkpoint", str(folder / "wide.ckpt"), model=TINY_CLIP),
+        "cannot load the model",
+        "hidden_dim 1000000000 is outside its bound 2..2048",
+    )
     # the published layout: the reference's hydra config under hyper_parameters["config"]
     from omegaconf import OmegaConf
 
-    published = {"config": {"model": {"num_queries": 10 ** 9}}}
-    torch.save({"state_dict": state, "hyper_parameters": OmegaConf.create(published)}, folder / "published.ckpt")
-    refused(segment(scene, "--checkpoint", str(folder / "published.ckpt"), model=TINY_CLIP),
-            "config.model.num_queries", "1000000000 is outside its bound 1..4096")
+    published = {"config": {"model": {"num_queries": 10**9}}}
+    torch.save(
+        {"state_dict": state, "hyper_parameters": OmegaConf.create(published)},
+        folder / "published.ckpt",
+    )
+    refused(
+        segment(scene, "--checkpoint", str(folder / "published.ckpt"), model=TINY_CLIP),
+        "config.model.num_queries",
+        "1000000000 is outside its bound 1..4096",
+    )
 
 
 def test_checkpoint_with_nan_weights_is_refused_by_name(tiny_run):
@@ -186,42 +228,64 @@ def test_checkpoint_with_nan_weights_is_refused_by_name(tiny_run):
     poisoned["model.decoder_norm.weight"] = state["model.decoder_norm.weight"].clone()
     poisoned["model.decoder_norm.weight"][1] = float("nan")
     torch.save({"state_dict": poisoned, "hyper_parameters": hyper}, folder / "nan.ckpt")
-    refused(segment(scene, "--checkpoint", str(folder / "nan.ckpt"), model=TINY_CLIP),
-            "model.decoder_norm.weight holds NaN")
+    refused(
+        segment(scene, "--checkpoint", str(folder / "nan.ckpt"), model=TINY_CLIP),
+        "model.decoder_norm.weight holds NaN",
+    )
 
 
 def test_empty_checkpoints_are_refused_with_a_reason(tiny_run):
     folder, _, _, scene = tiny_run
     torch.save({}, folder / "empty.ckpt")
-    refused(segment(scene, "--checkpoint", str(folder / "empty.ckpt"), model=TINY_CLIP),
-            "empty.ckpt holds an empty dict: no state_dict")
+    refused(
+        segment(scene, "--checkpoint", str(folder / "empty.ckpt"), model=TINY_CLIP),
+        "empty.ckpt holds an empty dict: no state_dict",
+    )
     (folder / "zero.ckpt").write_bytes(b"")
-    line = refused(segment(scene, "--checkpoint", str(folder / "zero.ckpt"), model=TINY_CLIP),
-                   "zero.ckpt: the file is empty (0 bytes)")
+    line = refused(
+        segment(scene, "--checkpoint", str(folder / "zero.ckpt"), model=TINY_CLIP),
+        "zero.ckpt: the file is empty (0 bytes)",
+    )
     assert not line.rstrip().endswith(":")
 
 
 # --- the last line of defence --------------------------------------------------------------------
 
+
 def _run_with_failing_handler(raised: str, env: dict | None = None):
     """`sole-ros segment` in its own process, its handler replaced by one that raises ``raised``."""
-    code = ("import sys, sole_ros.cli.segment as s\n"
-            f"def run(args):\n    raise {raised}\n"
-            "s.run = run\n"
-            "from sole_ros.cli import main\n"
-            "sys.exit(main(['segment', 'x.ply', '--query', 'mug']))\n")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "SOLE_ROS_DEBUG": "", **(env or {})})
+    code = (
+        "import sys, sole_ros.cli.segment as s\n"
+        f"def run(args):\n    raise {raised}\n"
+        "s.run = run\n"
+        "from sole_ros.cli import main\n"
+        "sys.exit(main(['segment', 'x.ply', '--query', 'mug']))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SOLE_ROS_DEBUG": "", **(env or {})},
+    )
 
 
 def test_unexpected_exception_is_one_line_and_debug_shows_the_traceback():
     result = _run_with_failing_handler("RuntimeError('boom\\nsecond line')")
     line = refused(result, code=1)
-    assert line == "sole-ros: error: RuntimeError: boom second line (SOLE_ROS_DEBUG=1 shows the traceback)"
+    assert (
+        line
+        == "sole-ros: error: RuntimeError: boom second line (SOLE_ROS_DEBUG=1 shows the traceback)"
+    )
     result = _run_with_failing_handler("MemoryError()")
     assert refused(result, code=1).startswith("sole-ros: error: MemoryError: (no message)")
     debug = _run_with_failing_handler("RuntimeError('boom')", env={"SOLE_ROS_DEBUG": "1"})
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "RuntimeError: boom" in debug.stderr
+    assert (
+        debug.returncode == 1
+        and "Traceback" in debug.stderr
+        and "RuntimeError: boom" in debug.stderr
+    )
 
 
 def test_interrupt_exits_130_quietly():

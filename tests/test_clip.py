@@ -1,4 +1,5 @@
 """sole_ros.clip: the shared open_clip loader (real open_clip code paths, random tiny weights)."""
+
 import os
 import subprocess
 import sys
@@ -56,15 +57,21 @@ def test_openai_weights_get_quick_gelu():
 
 def test_tiny_config_registration_leaves_no_files(tmp_path):
     """Every process registers sole-tiny with open_clip; none may leave a folder in the temp dir."""
-    script = ("import open_clip\n"
-              "from sole_ros.clip import ClipSpec, load_clip\n"
-              "load_clip(ClipSpec.tiny(), 'cpu')\n"
-              "open_clip.add_model_config('/nonexistent')  # a later rescan keeps the config\n"
-              "assert 'sole-tiny' in open_clip.list_models()\n"
-              "load_clip(ClipSpec.tiny(), 'cpu')\n")
+    script = (
+        "import open_clip\n"
+        "from sole_ros.clip import ClipSpec, load_clip\n"
+        "load_clip(ClipSpec.tiny(), 'cpu')\n"
+        "open_clip.add_model_config('/nonexistent')  # a later rescan keeps the config\n"
+        "assert 'sole-tiny' in open_clip.list_models()\n"
+        "load_clip(ClipSpec.tiny(), 'cpu')\n"
+    )
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert [p.name for p in tmp.iterdir() if p.name.startswith("sole_ros")] == []  # torch may add its own
+    assert [
+        p.name for p in tmp.iterdir() if p.name.startswith("sole_ros")
+    ] == []  # torch may add its own

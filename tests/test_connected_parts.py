@@ -1,4 +1,5 @@
 """connected_parts gives exactly scikit-learn's DBSCAN(eps, min_samples=1) labels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,11 @@ def _random_set(rng, kind, n, scale):
         return np.round(rng.uniform(0, scale, (n, 3)) / 0.02) * 0.02
     if kind == "planes":  # floor and wall sampled sparsely, like a room's masks
         floor = np.c_[rng.uniform(0, scale, (n // 2, 2)), np.zeros(n // 2)]
-        wall = np.c_[rng.uniform(0, scale, n - n // 2), np.zeros(n - n // 2), rng.uniform(0, scale / 2, n - n // 2)]
+        wall = np.c_[
+            rng.uniform(0, scale, n - n // 2),
+            np.zeros(n - n // 2),
+            rng.uniform(0, scale / 2, n - n // 2),
+        ]
         return np.concatenate([floor, wall])
     raise ValueError(kind)
 
@@ -90,15 +95,19 @@ def test_groups_split_many_sets_in_one_call_as_if_each_were_alone():
     (shifted by the labels before it), and no part spans two groups."""
     rng = np.random.default_rng(7)
     for trial in range(20):
-        sets = [_random_set(rng, ["uniform", "blobs", "grid"][trial % 3], int(rng.integers(1, 300)), 1.0)
-                for _ in range(int(rng.integers(1, 12)))]
+        sets = [
+            _random_set(
+                rng, ["uniform", "blobs", "grid"][trial % 3], int(rng.integers(1, 300)), 1.0
+            )
+            for _ in range(int(rng.integers(1, 12)))
+        ]
         eps = float(rng.uniform(0.02, 0.3))
-        ids = rng.permutation(100)[:len(sets)]  # any ids, contiguous runs
+        ids = rng.permutation(100)[: len(sets)]  # any ids, contiguous runs
         groups = np.concatenate([np.full(len(p), g) for p, g in zip(sets, ids)])
         labels = connected_parts(np.concatenate(sets), eps, groups=groups)
         start = 0
         for points in sets:
-            own = labels[start:start + len(points)]
+            own = labels[start : start + len(points)]
             np.testing.assert_array_equal(own - own.min(), _dbscan(points, eps))
             start += len(points)
         assert len(set(zip(labels, groups))) == len(np.unique(labels))

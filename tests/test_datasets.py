@@ -1,4 +1,5 @@
 """Data loaders: small files written in the processed ScanNet, OpenScene and SOLE target layouts."""
+
 from __future__ import annotations
 
 import os
@@ -36,11 +37,11 @@ def _scene_arrays(rng, n=300):
     segments = rng.integers(0, 20, n)
     semantic = np.full(n, WALL)
     instance = np.full(n, -1)
-    semantic[:100], instance[:100] = WALL, 0       # the wall has an instance id but is not a target
+    semantic[:100], instance[:100] = WALL, 0  # the wall has an instance id but is not a target
     semantic[100:160], instance[100:160] = CHAIR, 7
     semantic[160:220], instance[160:220] = TABLE, 3
     semantic[220:260], instance[220:260] = FLOOR, 1
-    semantic[260:], instance[260:] = CHAIR, -1    # labelled but no instance
+    semantic[260:], instance[260:] = CHAIR, -1  # labelled but no instance
     return points, colors, normals, segments, semantic, instance
 
 
@@ -51,16 +52,26 @@ def processed_root(tmp_path):
     entries = []
     for scan in ("scene0000_00", "scene0011_01"):
         path = write_processed_scene(root, "train", scan, *_scene_arrays(rng))
-        entries.append({"filepath": f"data/processed/scannet200/train/{path.name}", "scene": int(scan[5:9]),
-                        "sub_scene": int(scan[10:]), "raw_filepath": f"/raw/scans/{scan}/{scan}_vh_clean_2.ply",
-                        "file_len": 300})
+        entries.append(
+            {
+                "filepath": f"data/processed/scannet200/train/{path.name}",
+                "scene": int(scan[5:9]),
+                "sub_scene": int(scan[10:]),
+                "raw_filepath": f"/raw/scans/{scan}/{scan}_vh_clean_2.ply",
+                "file_len": 300,
+            }
+        )
     (root / "train_database.yaml").write_text(yaml.safe_dump(entries))
-    labels = {WALL: {"name": "wall", "color": [1, 2, 3], "validation": True},
-              CHAIR: {"name": "chair", "color": [1, 2, 3], "validation": True},
-              FLOOR: {"name": "floor", "color": [1, 2, 3], "validation": True},
-              TABLE: {"name": "table", "color": [1, 2, 3], "validation": True}}
+    labels = {
+        WALL: {"name": "wall", "color": [1, 2, 3], "validation": True},
+        CHAIR: {"name": "chair", "color": [1, 2, 3], "validation": True},
+        FLOOR: {"name": "floor", "color": [1, 2, 3], "validation": True},
+        TABLE: {"name": "table", "color": [1, 2, 3], "validation": True},
+    }
     (root / "label_database.yaml").write_text(yaml.safe_dump(labels))
-    (root / "color_mean_std.yaml").write_text(yaml.safe_dump({"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}))
+    (root / "color_mean_std.yaml").write_text(
+        yaml.safe_dump({"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]})
+    )
     return root
 
 
@@ -146,9 +157,15 @@ def test_released_mca_mea_pickles_load_in_instance_order(tmp_path, processed_roo
     feats = tmp_path / "feats"
     feats.mkdir()
     for scan in ("scene0000_00", "scene0011_01"):
-        save_openscene_features(feats / f"{scan}_0.pt", rng.normal(size=(300, 8)), np.ones(300, bool))
-    data = ProcessedScanNet(processed_root, "train", features=PointFeatureFolder(feats),
-                            targets=ReleasedTargets(tmp_path / "mca", tmp_path / "mea"))
+        save_openscene_features(
+            feats / f"{scan}_0.pt", rng.normal(size=(300, 8)), np.ones(300, bool)
+        )
+    data = ProcessedScanNet(
+        processed_root,
+        "train",
+        features=PointFeatureFolder(feats),
+        targets=ReleasedTargets(tmp_path / "mca", tmp_path / "mea"),
+    )
     sample = data[0]
     np.testing.assert_array_equal(sample.mca_targets, mca)
     assert sample.clip_features.shape == (300, 8) and sample.clip_valid.all()
@@ -185,9 +202,13 @@ def test_synthetic_scenes_carry_captions_instances_and_oracle_features():
                 out[i, sum(map(ord, word)) % 32] += 1
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    data = SyntheticScenes([3, 4], kind="tabletop", features=TextOracleFeatures(encode, noise=0.0, unseen=0.1))
+    data = SyntheticScenes(
+        [3, 4], kind="tabletop", features=TextOracleFeatures(encode, noise=0.0, unseen=0.1)
+    )
     sample = data[0]
-    again = SyntheticScenes([3], kind="tabletop", features=TextOracleFeatures(encode, noise=0.0, unseen=0.1))[0]
+    again = SyntheticScenes(
+        [3], kind="tabletop", features=TextOracleFeatures(encode, noise=0.0, unseen=0.1)
+    )[0]
     np.testing.assert_array_equal(sample.points, again.points)
     np.testing.assert_array_equal(sample.clip_valid, again.clip_valid)
     ids = sample.instance_ids
@@ -198,14 +219,17 @@ def test_synthetic_scenes_carry_captions_instances_and_oracle_features():
     for instance_id in ids:
         on = (sample.instance == instance_id) & sample.clip_valid
         head = encode([sample.entity_phrases[int(instance_id)][-1]])[0]
-        np.testing.assert_allclose(sample.clip_features[on], np.broadcast_to(head, (on.sum(), 32)), atol=1e-5)
+        np.testing.assert_allclose(
+            sample.clip_features[on], np.broadcast_to(head, (on.sum(), 32)), atol=1e-5
+        )
     assert 0.05 < 1 - sample.clip_valid.mean() < 0.15
     assert (sample.clip_features[~sample.clip_valid] == 0).all()
 
 
 def test_synthetic_scan_source_fuses_rendered_frames():
-    sample = SyntheticScenes([5], kind="tabletop", source="scan", num_frames=4, image_size=(80, 60),
-                             max_points=5000)[0]
+    sample = SyntheticScenes(
+        [5], kind="tabletop", source="scan", num_frames=4, image_size=(80, 60), max_points=5000
+    )[0]
     assert len(sample) == 5000 and len(sample.instance_ids) >= 3
     with pytest.raises(ValueError):
         SyntheticScenes([1], source="mesh")
@@ -213,14 +237,32 @@ def test_synthetic_scan_source_fuses_rendered_frames():
 
 def test_rooms_take_their_own_point_cap_in_mixed_scenes():
     # seed 4 is a tabletop, seed 5 a room (mixed scenes alternate by parity)
-    scenes = SyntheticScenes([4, 5], source="scan", num_frames=2, image_size=(80, 60), mixed_kinds=True,
-                             max_points=None, room_max_points=1500)
+    scenes = SyntheticScenes(
+        [4, 5],
+        source="scan",
+        num_frames=2,
+        image_size=(80, 60),
+        mixed_kinds=True,
+        max_points=None,
+        room_max_points=1500,
+    )
     tabletop, room = scenes[0], scenes[1]
     assert "tabletop" in tabletop.name and "room" in room.name
     assert len(room) == 1500 and len(tabletop) > 1500
     # without a room cap, rooms follow max_points
-    assert len(SyntheticScenes([5], source="scan", num_frames=2, image_size=(80, 60), mixed_kinds=True,
-                               max_points=1000)[0]) == 1000
+    assert (
+        len(
+            SyntheticScenes(
+                [5],
+                source="scan",
+                num_frames=2,
+                image_size=(80, 60),
+                mixed_kinds=True,
+                max_points=1000,
+            )[0]
+        )
+        == 1000
+    )
 
 
 def test_scene_sample_validates_shapes():

@@ -1,4 +1,5 @@
 """The demo (README's first command, after set-up) runs end to end and writes its picture."""
+
 import subprocess
 import sys
 
@@ -11,12 +12,29 @@ from sole_ros.ros.demo import build_parser, demo_scene
 
 def test_demo_answers_three_queries_and_writes_the_picture(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "sole_ros.ros.demo", "--frames", "6", "--rate", "10", "--out-dir", str(tmp_path),
-         "--views", "2"],
-        capture_output=True, text=True, timeout=600, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "sole_ros.ros.demo",
+            "--frames",
+            "6",
+            "--rate",
+            "10",
+            "--out-dir",
+            str(tmp_path),
+            "--views",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    assert "weights: " in out and "demo.ckpt" in out, out  # the shipped demo weights, not random ones
+    assert "weights: " in out and "demo.ckpt" in out, (
+        out
+    )  # the shipped demo weights, not random ones
     assert "compact object sizes" in out, out  # the sizes those weights were trained on
     for phrase in ("'find the mug'", "'a bowl'", "'the bottle'"):
         assert f"[demo] {phrase}:" in out, out
@@ -38,12 +56,17 @@ def test_demo_renders_the_object_sizes_asked():
     default = build_parser().parse_args(["--frames", "1"])
     assert default.object_sizes == "compact"
     compact, _ = demo_scene(default)
-    household, frames = demo_scene(build_parser().parse_args(["--frames", "1", "--object-sizes", "household"]))
+    household, frames = demo_scene(
+        build_parser().parse_args(["--frames", "1", "--object-sizes", "household"])
+    )
     assert len(frames) == 1
     assert [o.class_name for o in household.objects] == [o.class_name for o in compact.objects]
 
     def extents(scene):  # each small object's bounding-box size
-        return np.array([np.subtract(*o.bounds()[::-1]) for o in scene.objects if o.class_name != "table"])
+        return np.array(
+            [np.subtract(*o.bounds()[::-1]) for o in scene.objects if o.class_name != "table"]
+        )
+
     assert not np.allclose(extents(household), extents(compact))
     with pytest.raises(SystemExit) as refused:
         build_parser().parse_args(["--object-sizes", "giant"])

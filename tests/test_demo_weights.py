@@ -15,8 +15,10 @@ from sole_ros.synthetic import CLASS_NAMES
 def test_the_demo_weights_find_the_demo_scenes_mug_bowl_and_bottle():
     assert find_default_checkpoint() is not None, "sole_ros/weights/demo.ckpt is missing"
     scene, frames = render_demo_frames(DEMO_SCENE_SEED, 16, kind="tabletop", classes=DEMO_CLASSES)
-    pipeline = build_pipeline(PipelineSettings(device="cpu", contrast_phrases=tuple(CLASS_NAMES),
-                                               test_time_views=16), log=lambda *_: None)
+    pipeline = build_pipeline(
+        PipelineSettings(device="cpu", contrast_phrases=tuple(CLASS_NAMES), test_time_views=16),
+        log=lambda *_: None,
+    )
     for frame in frames:
         pipeline.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp)
     coords = pipeline.segment().snapshot.coords
@@ -27,5 +29,9 @@ def test_the_demo_weights_find_the_demo_scenes_mug_bowl_and_bottle():
         points = coords[answers[0].point_indices]
         class_name = object_phrase(phrase)
         # a voxel (2 cm) of slack around the object's box; most of the answer must be the object
-        inside = next(o for o in scene.objects if o.class_name == class_name).share_inside(points, slack=0.02)
-        assert inside >= 0.8, f"{phrase!r}: {inside:.0%} of the best answer lies on the {class_name}"
+        inside = next(o for o in scene.objects if o.class_name == class_name).share_inside(
+            points, slack=0.02
+        )
+        assert inside >= 0.8, (
+            f"{phrase!r}: {inside:.0%} of the best answer lies on the {class_name}"
+        )

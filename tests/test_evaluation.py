@@ -1,4 +1,5 @@
 """ScanNet-style instance AP on hand-made cases whose answers are worked out by hand."""
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,11 @@ def mask(n_total, *ranges):
 
 def predict(n_total, *preds):
     """preds: (ranges, label, score)."""
-    masks = np.stack([mask(n_total, *r) for r, _, _ in preds], axis=1) if preds else np.zeros((n_total, 0), bool)
+    masks = (
+        np.stack([mask(n_total, *r) for r, _, _ in preds], axis=1)
+        if preds
+        else np.zeros((n_total, 0), bool)
+    )
     return ScenePrediction(masks, [p[1] for p in preds], [p[2] for p in preds])
 
 
@@ -92,10 +97,13 @@ def test_missed_instance_halves_recall_and_duplicates_are_false_positives():
 
 def test_predictions_on_ignored_points_and_tiny_predictions_are_not_false_positives():
     gt = scene((CHAIR, 1, 200), (WALL, 0, 500), (CHAIR, 3, 50))
-    pred = predict(750, ([(0, 200)], CHAIR, 0.5),
-                   ([(200, 700)], CHAIR, 0.9),          # all on the wall (void): ignored
-                   ([(700, 750), (200, 260)], CHAIR, 0.95),  # the too-small chair plus wall: ignored
-                   ([(0, 60)], CHAIR, 0.99))            # under 100 points: dropped
+    pred = predict(
+        750,
+        ([(0, 200)], CHAIR, 0.5),
+        ([(200, 700)], CHAIR, 0.9),  # all on the wall (void): ignored
+        ([(700, 750), (200, 260)], CHAIR, 0.95),  # the too-small chair plus wall: ignored
+        ([(0, 60)], CHAIR, 0.99),
+    )  # under 100 points: dropped
     result = evaluate([(gt, pred)])
     assert result.per_class()["chair"]["ap"] == pytest.approx(1.0)
     assert result.per_class()["chair"]["gt_instances"] == 1
@@ -127,8 +135,12 @@ def test_head_common_tail_average_their_own_classes():
     ids = dict(zip(SCANNET200_INSTANCE.names, SCANNET200_INSTANCE.ids))
     gt = scene((ids["chair"], 1, 200), (ids["bottle"], 2, 200), (ids["cup"], 3, 200))
     pred = predict(600, ([(0, 200)], ids["chair"], 0.9), ([(400, 600)], ids["cup"], 0.8))
-    result = evaluate_instances([(gt, pred)], SCANNET200_INSTANCE.ids, SCANNET200_INSTANCE.names,
-                                splits=SCANNET200_INSTANCE.splits)
+    result = evaluate_instances(
+        [(gt, pred)],
+        SCANNET200_INSTANCE.ids,
+        SCANNET200_INSTANCE.names,
+        splits=SCANNET200_INSTANCE.splits,
+    )
     s = result.summary()
     assert (s["head_ap"], s["common_ap"], s["tail_ap"]) == (1.0, 0.0, 1.0)
     assert s["ap"] == pytest.approx(2 / 3)
@@ -162,7 +174,8 @@ def test_average_precision_agrees_with_a_literal_loop_version():
         if is_tp.sum() + missed == 0:
             continue
         assert average_precision(scores, is_tp, missed) == pytest.approx(
-            _benchmark_ap_by_loops(list(scores), list(is_tp), missed))
+            _benchmark_ap_by_loops(list(scores), list(is_tp), missed)
+        )
 
 
 def test_ap25_of_a_prediction_spanning_two_instances_follows_the_benchmark_script():
@@ -183,7 +196,9 @@ def test_ap25_of_a_prediction_spanning_two_instances_follows_the_benchmark_scrip
     weights 1/4, 1/4, 1/4, 1/4. AP25 = (2/3 + 1/2 + 1 + 1) / 4 = 19/24 = 0.7917.
     """
     gt = scene((CHAIR, 1, 200), (CHAIR, 2, 200))
-    pred = predict(400, ([(0, 200)], CHAIR, 0.9), ([(0, 400)], CHAIR, 0.8), ([(200, 400)], CHAIR, 0.6))
+    pred = predict(
+        400, ([(0, 200)], CHAIR, 0.9), ([(0, 400)], CHAIR, 0.8), ([(200, 400)], CHAIR, 0.6)
+    )
     official = evaluate([(gt, pred)])
     assert official.matching == "scannet"  # the default
     assert official.per_class()["chair"]["ap25"] == pytest.approx(11 / 12)
@@ -195,8 +210,19 @@ def test_ap25_of_a_prediction_spanning_two_instances_follows_the_benchmark_scrip
     for key in ("ap", "ap50"):
         assert official.per_class()["chair"][key] == exclusive.per_class()["chair"][key]
     # Predictions are walked best score first, whatever order they are given in.
-    assert evaluate([(gt, predict(400, ([(200, 400)], CHAIR, 0.6), ([(0, 400)], CHAIR, 0.8),
-                                  ([(0, 200)], CHAIR, 0.9)))]).per_class()["chair"]["ap25"] == pytest.approx(11 / 12)
+    assert evaluate(
+        [
+            (
+                gt,
+                predict(
+                    400,
+                    ([(200, 400)], CHAIR, 0.6),
+                    ([(0, 400)], CHAIR, 0.8),
+                    ([(0, 200)], CHAIR, 0.9),
+                ),
+            )
+        ]
+    ).per_class()["chair"]["ap25"] == pytest.approx(11 / 12)
     assert "matching rule: scannet" in format_table(official)
     with pytest.raises(ValueError, match="matching"):
         evaluate([(gt, pred)], matching="greedy")
@@ -247,11 +273,15 @@ def test_scannet_matching_agrees_with_a_literal_loop_version_on_random_scenes():
         for _ in range(rng.integers(1, 7)):  # runs of points that often span two chairs
             a = int(rng.integers(0, n - 100))
             b = int(min(n, a + rng.integers(100, 500)))
-            preds.append(([(a, b)], CHAIR, float(rng.choice([0.3, 0.5, 0.7, 0.9]) + rng.random() * 0.05)))
+            preds.append(
+                ([(a, b)], CHAIR, float(rng.choice([0.3, 0.5, 0.7, 0.9]) + rng.random() * 0.05))
+            )
         prediction = predict(n, *preds)
         result = evaluate([(gt, prediction)])
         for t_i, threshold in enumerate(result.thresholds):
-            det = _scannet_detections_by_loops(gt_masks, list(prediction.masks.T), list(prediction.scores), threshold)
+            det = _scannet_detections_by_loops(
+                gt_masks, list(prediction.masks.T), list(prediction.scores), threshold
+            )
             expected = average_precision(np.array(det[0]), np.array(det[1], dtype=bool), det[2])
             assert result.ap[0, t_i] == pytest.approx(expected, abs=1e-12)
 
@@ -321,7 +351,9 @@ def test_query_top1_goes_into_the_summary_table_and_json(tmp_path):
     result.query_top1_contrast = QueryTop1()
     result.query_top1_contrast.add("chair", True)
     assert result.summary()["query_top1_contrast"] == 1.0
-    assert "other class names as contrast phrases (IoU >= 0.5): 100.0% (1/1)" in format_table(result)
+    assert "other class names as contrast phrases (IoU >= 0.5): 100.0% (1/1)" in format_table(
+        result
+    )
     write_json(result, tmp_path / "r.json")
     payload = json.loads((tmp_path / "r.json").read_text())
     assert payload["query_top1"]["hits"] == 1 and payload["query_top1_contrast"]["queries"] == 1
@@ -330,11 +362,16 @@ def test_query_top1_goes_into_the_summary_table_and_json(tmp_path):
 def test_class_agnostic_ap_can_rank_the_models_own_class_agnostic_segmentation():
     gt = scene((CHAIR, 1, 200), (TABLE, 2, 300))
     # Labelled: the chair's mask is only proposed as "table", ranked below a wrong mask.
-    labelled = predict(500, ([(0, 100)], CHAIR, 0.9), ([(0, 200)], TABLE, 0.5), ([(200, 500)], TABLE, 0.8))
+    labelled = predict(
+        500, ([(0, 100)], CHAIR, 0.9), ([(0, 200)], TABLE, 0.5), ([(200, 500)], TABLE, 0.8)
+    )
     # Class-agnostic segmentation: both masks, ranked above the fragment; its labels do not count.
     unlabelled = predict(500, ([(0, 200)], 0, 0.95), ([(200, 500)], 0, 0.9), ([(0, 100)], 0, 0.3))
     assert evaluate([(gt, labelled)]).summary()["agnostic_ap50"] < 1.0
-    assert evaluate([(gt, labelled)], agnostic_predictions=[unlabelled]).summary()["agnostic_ap50"] == 1.0
+    assert (
+        evaluate([(gt, labelled)], agnostic_predictions=[unlabelled]).summary()["agnostic_ap50"]
+        == 1.0
+    )
     # per-class AP still comes from the labelled predictions
     assert evaluate([(gt, labelled)], agnostic_predictions=[unlabelled]).summary()["ap50"] < 1.0
     with pytest.raises(ValueError, match="2 class-agnostic predictions for 1 scenes"):
@@ -346,7 +383,9 @@ def test_class_agnostic_ap_counts_a_mask_proposed_under_several_names_once():
     # The chair's mask is proposed as chair (0.9) and as table (0.7); the table's mask only at 0.8.
     # Per class the 0.7 table-labelled chair mask is a false positive; class-agnostic it is the
     # same proposal as the 0.9 one, so both objects are found with nothing ranked between them.
-    pred = predict(500, ([(0, 200)], CHAIR, 0.9), ([(0, 200)], TABLE, 0.85), ([(200, 500)], TABLE, 0.8))
+    pred = predict(
+        500, ([(0, 200)], CHAIR, 0.9), ([(0, 200)], TABLE, 0.85), ([(200, 500)], TABLE, 0.8)
+    )
     s = evaluate([(gt, pred)]).summary()
     assert s["agnostic_ap50"] == 1.0
     assert s["ap50"] < 1.0  # the table class ranks the wrong mask first
@@ -363,12 +402,19 @@ def test_coverage_counts_objects_any_mask_covers_whatever_the_ranking():
 
     gt = scene((CHAIR, 1, 100), (CHAIR, 2, 100), (TABLE, 3, 200), (WALL, 4, 50), (CHAIR, 5, 10))
     n = 460
-    prediction = predict(n, ([(0, 80)], CHAIR, 0.1), ([(100, 140)], CHAIR, 0.9), ([(200, 400)], TABLE, 0.8),
-                         ([(400, 450)], CHAIR, 0.95))
+    prediction = predict(
+        n,
+        ([(0, 80)], CHAIR, 0.1),
+        ([(100, 140)], CHAIR, 0.9),
+        ([(200, 400)], TABLE, 0.8),
+        ([(400, 450)], CHAIR, 0.95),
+    )
     best = best_iou_per_object(gt, prediction, CLASSES, min_region_size=30)
     assert best == pytest.approx([0.8, 0.4, 1.0])
     assert coverage([(gt, prediction)], CLASSES, min_region_size=30) == pytest.approx(2 / 3)
-    assert coverage([(gt, prediction)], CLASSES, iou_threshold=0.3, min_region_size=30) == pytest.approx(1.0)
+    assert coverage(
+        [(gt, prediction)], CLASSES, iou_threshold=0.3, min_region_size=30
+    ) == pytest.approx(1.0)
     # no predictions: nothing covered; no objects: undefined
     assert coverage([(gt, predict(n))], CLASSES, min_region_size=30) == 0.0
     assert np.isnan(coverage([(scene((WALL, 1, 50)), predict(50))], CLASSES))

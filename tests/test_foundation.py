@@ -1,11 +1,14 @@
 """The package builds, its interfaces are real rosidl types, sole_node answers over DDS."""
+
 import shutil
 
 from conftest import ROOT, SOLE_NODE, TINY_NODE_ARGS, call_service, run_python, wait_until_active
 
 
 def test_library_imports_without_ros():
-    result = run_python("import sys, sole_ros, sole_ros.cli; assert 'rclpy' not in sys.modules, sorted(sys.modules)")
+    result = run_python(
+        "import sys, sole_ros, sole_ros.cli; assert 'rclpy' not in sys.modules, sorted(sys.modules)"
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -22,8 +25,12 @@ def test_interfaces_are_generated_rosidl_types():
     assert fields["num_points"] == "uint32"
     assert fields["points"] == "sensor_msgs/PointCloud2"
     request = QueryObjects.Request.get_fields_and_field_types()
-    assert request == {"phrases": "sequence<string>", "max_results": "uint32", "min_score": "float",
-                       "include_points": "boolean"}
+    assert request == {
+        "phrases": "sequence<string>",
+        "max_results": "uint32",
+        "min_score": "float",
+        "include_points": "boolean",
+    }
     response = QueryObjects.Response.get_fields_and_field_types()
     assert response["instances"] == "sequence<sole_ros/ObjectInstance>"
     assert response["header"] == "std_msgs/Header"
@@ -50,6 +57,8 @@ def test_query_service_answers_other_process(spawn, ros_client):
     assert answer.header.frame_id == "map"
     assert list(answer.instances) == []
 
-    empty = call_service(ros_client, QueryObjects, "/sole/query", QueryObjects.Request(phrases=["  "]))
+    empty = call_service(
+        ros_client, QueryObjects, "/sole/query", QueryObjects.Request(phrases=["  "])
+    )
     assert empty.success is False and "empty query" in empty.message
     assert node.alive(), node.output()

@@ -1,4 +1,5 @@
 """Inference: SOLE's formulas against hand-computed values, and the cached segmenter end to end."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,10 @@ def test_soft_geometric_mean_hand_values():
     p_clip = torch.tensor([[0.8, 0.1], [0.5, 0.5]])
     p_model = torch.tensor([[0.2, 0.4], [0.5, 0.125]])
     p = soft_geometric_mean(p_clip, p_model)
-    expected = [[0.8 ** (2 / 3) * 0.2 ** (1 / 3), 0.1 ** (1 / 3) * 0.4 ** (2 / 3)],
-                [0.5 ** (1 / 3) * 0.5 ** (2 / 3), 0.5 ** (2 / 3) * 0.125 ** (1 / 3)]]
+    expected = [
+        [0.8 ** (2 / 3) * 0.2 ** (1 / 3), 0.1 ** (1 / 3) * 0.4 ** (2 / 3)],
+        [0.5 ** (1 / 3) * 0.5 ** (2 / 3), 0.5 ** (2 / 3) * 0.125 ** (1 / 3)],
+    ]
     torch.testing.assert_close(p, torch.tensor(expected), rtol=1e-6, atol=0)
     # equal branches: l = 1/3 and the mean is the common value
     assert p[1, 0].item() == pytest.approx(0.5)
@@ -38,7 +41,9 @@ def test_soft_geometric_mean_hand_values():
 
 
 def test_model_branch_hand_values():
-    logits = torch.tensor([[math.log(2.0), math.log(1.0), math.log(1.0)]])  # phrase A, phrase B, background
+    logits = torch.tensor(
+        [[math.log(2.0), math.log(1.0), math.log(1.0)]]
+    )  # phrase A, phrase B, background
     torch.testing.assert_close(model_branch_probs(logits), torch.tensor([[0.5, 0.25]]))
 
 
@@ -59,8 +64,14 @@ def test_clip_branch_hand_values():
 
 def test_class_probabilities_without_clip_is_the_model_branch():
     logits = torch.tensor([[1.0, 2.0, 0.5]])
-    p = class_probabilities(torch.zeros(4, 1), logits, torch.zeros(4, 3), torch.zeros(2, 3),
-                            torch.zeros(1, 3), use_clip=False)
+    p = class_probabilities(
+        torch.zeros(4, 1),
+        logits,
+        torch.zeros(4, 3),
+        torch.zeros(2, 3),
+        torch.zeros(1, 3),
+        use_clip=False,
+    )
     torch.testing.assert_close(p, model_branch_probs(logits))
 
 
@@ -96,8 +107,9 @@ def test_query_equals_the_reference_path(segmenter, text_encoder):
     phrases = ["table", "chair", "lamp"]
     for top_k in (5, 40, 1000):
         fast = seg.query(phrases, top_k=top_k)
-        ref = reference_instances(seg.model, seg._scene.scene, text_encoder.encode(phrases),
-                                  seg.dbscan_eps, top_k)
+        ref = reference_instances(
+            seg.model, seg._scene.scene, text_encoder.encode(phrases), seg.dbscan_eps, top_k
+        )
         assert len(fast) == len(ref) > 0
         for f, r in zip(fast, ref):
             assert f.score == pytest.approx(r.score, rel=1e-5)
@@ -115,7 +127,9 @@ def test_instances_map_back_to_the_input_points(segmenter):
     for inst in instances:
         assert inst.label == "table" and 0.0 <= inst.score <= 1.0
         assert inst.num_points == inst.point_indices.shape[0] > 0
-        assert set(np.unique(scene.point_to_voxel[inst.point_indices])) == set(inst.voxel_indices.tolist())
+        assert set(np.unique(scene.point_to_voxel[inst.point_indices])) == set(
+            inst.voxel_indices.tolist()
+        )
         pts = points[inst.point_indices]
         np.testing.assert_allclose(inst.centroid, pts.mean(axis=0))
         np.testing.assert_allclose(inst.bbox_center - inst.bbox_size / 2, pts.min(axis=0))
@@ -220,12 +234,21 @@ def test_invalid_input_is_rejected(text_encoder):
 
 
 def test_small_parts_and_duplicate_answers_are_dropped_when_configured():
-    from sole_ros.inference.segmenter import Candidate, drop_duplicates, ranked_candidates, split_mask
+    from sole_ros.inference.segmenter import (
+        Candidate,
+        drop_duplicates,
+        ranked_candidates,
+        split_mask,
+    )
 
     # One query's mask: a 40-voxel object, a 10-voxel object 1 m away and 3 stray voxels 0.5 m away.
-    raw = np.concatenate([np.c_[np.arange(40) * 0.01, np.zeros((40, 2))],
-                          np.c_[1 + np.arange(10) * 0.01, np.zeros((10, 2))],
-                          np.c_[0.5 + np.arange(3) * 0.01, np.ones((3, 2))]])
+    raw = np.concatenate(
+        [
+            np.c_[np.arange(40) * 0.01, np.zeros((40, 2))],
+            np.c_[1 + np.arange(10) * 0.01, np.zeros((10, 2))],
+            np.c_[0.5 + np.arange(3) * 0.01, np.ones((3, 2))],
+        ]
+    )
     logits = np.ones(len(raw))
     assert [len(p) for p in split_mask(logits, raw, 0.05)] == [40, 10, 3]  # SOLE: every part
     assert [len(p) for p in split_mask(logits, raw, 0.05, min_part_fraction=0.2)] == [40, 10]
@@ -257,7 +280,9 @@ def test_masks_split_in_one_call_match_dbscan_per_query():
     raw = np.round(rng.uniform(0, 1.0, (800, 3)) / 0.02) * 0.02  # voxel centres
     masks_t = rng.normal(-1.5, 1.0, (40, 800))
     for q in range(40):  # blobs of voxels around a seed, as a query's mask is
-        masks_t[q, np.linalg.norm(raw - raw[rng.integers(800)], axis=1) < rng.uniform(0.05, 0.4)] = 2.0
+        masks_t[
+            q, np.linalg.norm(raw - raw[rng.integers(800)], axis=1) < rng.uniform(0.05, 0.4)
+        ] = 2.0
     masks_t[7] = -1.0  # an empty mask
     for fraction in (0.0, 0.2):
         parts = split_masks(masks_t, range(40), raw, 0.05, fraction)
@@ -267,7 +292,11 @@ def test_masks_split_in_one_call_match_dbscan_per_query():
             if voxels.size:
                 labels = DBSCAN(eps=0.05, min_samples=1).fit(raw[voxels]).labels_
                 counts = np.bincount(labels)
-                expected = [voxels[labels == k] for k in range(len(counts)) if counts[k] >= fraction * counts.max()]
+                expected = [
+                    voxels[labels == k]
+                    for k in range(len(counts))
+                    if counts[k] >= fraction * counts.max()
+                ]
             assert len(parts[q]) == len(expected), q
             for got, want in zip(parts[q], expected):
                 np.testing.assert_array_equal(got, want)
@@ -292,9 +321,14 @@ def test_masks_split_in_one_call_match_dbscan_per_query():
     finally:
         segmenter_module.SPLIT_POINTS = saved_points
     uncapped = split_masks(masks_t, range(40), raw, 0.05, 0.2)
-    assert all(len(capped[q]) == len(uncapped[q]) and all(np.array_equal(a, b) for a, b in zip(capped[q], uncapped[q]))
-               for q in range(40))
-    assert [(c.query, c.phrase, c.score) for c in batched] == [(c.query, c.phrase, c.score) for c in one_by_one]
+    assert all(
+        len(capped[q]) == len(uncapped[q])
+        and all(np.array_equal(a, b) for a, b in zip(capped[q], uncapped[q]))
+        for q in range(40)
+    )
+    assert [(c.query, c.phrase, c.score) for c in batched] == [
+        (c.query, c.phrase, c.score) for c in one_by_one
+    ]
     assert all(np.array_equal(a.voxels, b.voxels) for a, b in zip(batched, one_by_one))
 
 
@@ -303,36 +337,55 @@ def test_inference_settings_travel_in_an_exported_checkpoint(tmp_path, text_enco
     from sole_ros.training.config import TrainConfig
 
     config = SoleConfig.tiny()
-    run = save_checkpoint(tmp_path / "run.pt", SoleModel(config), config, TrainConfig(model_size="tiny"))
-    out = export_for_inference(run, tmp_path / "demo.ckpt", dict(dbscan_eps=0.05, min_part_fraction=0.2,
-                                                                duplicate_iou=0.5, top_k=7))
+    run = save_checkpoint(
+        tmp_path / "run.pt", SoleModel(config), config, TrainConfig(model_size="tiny")
+    )
+    out = export_for_inference(
+        run,
+        tmp_path / "demo.ckpt",
+        dict(dbscan_eps=0.05, min_part_fraction=0.2, duplicate_iou=0.5, top_k=7),
+    )
     from sole_ros.training.checkpointing import load_checkpoint
 
     stored = SoleConfig.from_dict(load_checkpoint(out)["hyper_parameters"]["sole_config"])
     seg = OpenVocabSegmenter(SoleModel(stored), text_encoder, device="cpu")
-    assert (seg.dbscan_eps, seg.min_part_fraction, seg.duplicate_iou, seg.top_k) == (0.05, 0.2, 0.5, 7)
+    assert (seg.dbscan_eps, seg.min_part_fraction, seg.duplicate_iou, seg.top_k) == (
+        0.05,
+        0.2,
+        0.5,
+        7,
+    )
     with pytest.raises(ValueError, match="not inference settings"):
         export_for_inference(run, tmp_path / "bad.ckpt", dict(hidden_dim=8))
 
 
 def test_contrast_phrases_compete_but_are_never_answered(segmenter, text_encoder):
     seg, _ = segmenter
-    contrasted = OpenVocabSegmenter(seg.model, text_encoder, device="cpu", dbscan_eps=seg.dbscan_eps,
-                                    contrast_phrases=["chair", "lamp", "table"])
+    contrasted = OpenVocabSegmenter(
+        seg.model,
+        text_encoder,
+        device="cpu",
+        dbscan_eps=seg.dbscan_eps,
+        contrast_phrases=["chair", "lamp", "table"],
+    )
     contrasted.set_scene(*_two_tables_scene(np.random.default_rng(2)), version=1)
     answers = contrasted.query(["table"], top_k=1000)
     assert answers and {a.label for a in answers} == {"table"}
     # "table" is scored among the contrast phrases (the asked one is not counted twice): the same
     # answers as asking all three and keeping table's.
     among = [a for a in seg.query(["table", "chair", "lamp"], top_k=1000) if a.label == "table"]
-    assert [(a.query_index, round(a.score, 6)) for a in answers] == [(a.query_index, round(a.score, 6)) for a in among]
+    assert [(a.query_index, round(a.score, 6)) for a in answers] == [
+        (a.query_index, round(a.score, 6)) for a in among
+    ]
     alone = seg.query(["table"], top_k=1000)
     assert max(a.score for a in answers) < max(a.score for a in alone)  # the others took a share
     # per call: the same contrast on the plain segmenter, and none on the contrasted one
-    assert [a.score for a in seg.query(["table"], top_k=1000, contrast_phrases=["chair", "lamp"])] == \
-        [a.score for a in answers]
-    assert [a.score for a in contrasted.query(["table"], top_k=1000, contrast_phrases=[])] == \
-        [a.score for a in alone]
+    assert [
+        a.score for a in seg.query(["table"], top_k=1000, contrast_phrases=["chair", "lamp"])
+    ] == [a.score for a in answers]
+    assert [a.score for a in contrasted.query(["table"], top_k=1000, contrast_phrases=[])] == [
+        a.score for a in alone
+    ]
     with pytest.raises(ValueError, match="non-empty"):
         OpenVocabSegmenter(seg.model, text_encoder, device="cpu", contrast_phrases=["mug", " "])
 

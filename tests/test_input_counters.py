@@ -1,4 +1,5 @@
 """Input accounting: counters by reason, the synchroniser's drop reasons, QoS that follows publishers."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -31,12 +32,17 @@ def test_counters_by_input_and_reason():
     snapshot = counters.snapshot()
     assert (snapshot["depth"].received, snapshot["depth"].fused) == (3, 1)
     assert snapshot["depth"].dropped == {reasons.NO_POSE: 2}
-    assert (snapshot["color"].received, snapshot["color"].fused, dict(snapshot["color"].dropped)) == (1, 0, {})
+    assert (
+        snapshot["color"].received,
+        snapshot["color"].fused,
+        dict(snapshot["color"].dropped),
+    ) == (1, 0, {})
     rows = dict(counters.key_values())
     assert rows["depth received"] == "3" and rows["depth dropped: no pose at the stamp"] == "2"
     assert "color dropped: no pose at the stamp" not in rows
-    assert counters.describe() == ("color: 1 received, 0 fused; "
-                                   "depth: 3 received, 1 fused, dropped: 2 no pose at the stamp")
+    assert counters.describe() == (
+        "color: 1 received, 0 fused; depth: 3 received, 1 fused, dropped: 2 no pose at the stamp"
+    )
 
 
 def test_unknown_reason_is_refused():
@@ -59,19 +65,24 @@ def test_stalled_says_why_only_after_the_quiet_time():
 
 
 def _msg(stamp: float):
-    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=int(stamp),
-                                                                        nanosec=round((stamp % 1) * 1e9))))
+    return SimpleNamespace(
+        header=SimpleNamespace(
+            stamp=SimpleNamespace(sec=int(stamp), nanosec=round((stamp % 1) * 1e9))
+        )
+    )
 
 
 def test_synchroniser_reports_each_drop_with_its_input_and_reason():
     drops, pairs = [], []
-    sync = ApproximateTimeSync(2, lambda *m: pairs.append(m), slop=0.01, on_drop=lambda i, r: drops.append((i, r)))
+    sync = ApproximateTimeSync(
+        2, lambda *m: pairs.append(m), slop=0.01, on_drop=lambda i, r: drops.append((i, r))
+    )
     sync.add(0, _msg(1.0))
-    sync.add(1, _msg(2.0))   # depth 1.0 can never pair: dropped as unmatched
+    sync.add(1, _msg(2.0))  # depth 1.0 can never pair: dropped as unmatched
     assert drops == [(0, UNMATCHED)]
     sync.add(0, _msg(2.0))
     assert len(pairs) == 1
-    sync.add(1, _msg(1.5))   # older than the pair just delivered
+    sync.add(1, _msg(1.5))  # older than the pair just delivered
     assert drops[-1] == (1, OUT_OF_ORDER) and sync.dropped == 2
 
 
@@ -96,7 +107,11 @@ def test_diagnostic_status_carries_the_counters_and_says_what_is_wrong():
     counters = InputCounters()
     counters.received("depth")
     counters.dropped("depth", reasons.NO_POSE, "no transform")
-    inputs = {"input rate depth (Hz)": "1.0", **dict(counters.key_values()), "depth waiting for its pair": "0"}
+    inputs = {
+        "input rate depth (Hz)": "1.0",
+        **dict(counters.key_values()),
+        "depth waiting for its pair": "0",
+    }
 
     def values(status):
         return {kv.key: kv.value for kv in status.values}
@@ -107,5 +122,7 @@ def test_diagnostic_status_carries_the_counters_and_says_what_is_wrong():
     assert values(active)["depth dropped: no pose at the stamp"] == "1"
     inactive = perception_status("/sole", "inactive", inputs, None)
     assert inactive.level == DiagnosticStatus.WARN and "inactive" in inactive.message
-    broken = perception_status("/sole", "unconfigured", inputs, None, model_error="model not loaded: gone")
+    broken = perception_status(
+        "/sole", "unconfigured", inputs, None, model_error="model not loaded: gone"
+    )
     assert broken.level == DiagnosticStatus.ERROR and broken.message == "model not loaded: gone"

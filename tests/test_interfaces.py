@@ -1,4 +1,5 @@
 """What scripts/setup.sh and scripts/env.sh give a shell: the tf2_msgs interface, and the commands on PATH."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ def test_tf_message_type_is_the_standard_one():
 
 
 def test_env_puts_both_commands_on_path():
-    result = subprocess.run(["bash", "-c", f"source {ROOT}/scripts/env.sh && command -v sole_node sole-ros"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "-c", f"source {ROOT}/scripts/env.sh && command -v sole_node sole-ros"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     found = result.stdout.split()
     assert found[0].endswith("/sole_node") and found[1].endswith("/sole-ros"), found

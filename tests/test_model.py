@@ -1,4 +1,5 @@
 """The SOLE network: structure, shapes, training-mode outputs, pooling and the paper-size build."""
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,11 @@ def test_voxelize_takes_read_only_arrays_without_warning_or_writing_them():
     # the scene map hands out read-only views of its arrays
     cfg = SoleConfig.tiny()
     rng = np.random.default_rng(0)
-    arrays = [rng.uniform(0, 1, (500, 3)), rng.uniform(0, 1, (500, 3)).astype(np.float32),
-              rng.normal(size=(500, cfg.clip_dim)).astype(np.float32)]
+    arrays = [
+        rng.uniform(0, 1, (500, 3)),
+        rng.uniform(0, 1, (500, 3)).astype(np.float32),
+        rng.normal(size=(500, cfg.clip_dim)).astype(np.float32),
+    ]
     expected = voxelize(*arrays, cfg)
     for array in arrays:
         array.flags.writeable = False
@@ -68,7 +72,10 @@ def test_forward_outputs(tiny):
     assert len(set(out["query_voxels"][0].tolist())) == q
     # logits: 100 x cosine with the text, 100 x dot product with the background embedding
     text = _text(cfg, 3)
-    expected = torch.cat([100 * out["pred_embeds"][0] @ text.t(), 100 * out["pred_embeds"][0] @ tiny.bg_feature.t()], 1)
+    expected = torch.cat(
+        [100 * out["pred_embeds"][0] @ text.t(), 100 * out["pred_embeds"][0] @ tiny.bg_feature.t()],
+        1,
+    )
     torch.testing.assert_close(out["pred_logits"][0], expected)
 
 
@@ -107,7 +114,10 @@ def test_training_mode_batch_with_varied_text_keys():
     scenes = [_scene(cfg, n=1500, seed=3), _scene(cfg, n=800, seed=4, extent=0.6)]
     out = model(scenes, [_text(cfg, 5), _text(cfg, 2)])
     assert [m.shape for m in out["pred_masks"]] == [(s.num_voxels, cfg.num_queries) for s in scenes]
-    assert out["pred_logits"][0].shape == (cfg.num_queries, 6) and out["pred_logits"][1].shape == (cfg.num_queries, 3)
+    assert out["pred_logits"][0].shape == (cfg.num_queries, 6) and out["pred_logits"][1].shape == (
+        cfg.num_queries,
+        3,
+    )
     loss = sum(m.sigmoid().mean() for m in out["pred_masks"]) + out["pred_embeds"].sum()
     loss = loss + sum(a["pred_masks"][0].mean() for a in out["aux_outputs"])
     loss.backward()
@@ -130,8 +140,12 @@ def test_pooling_matrix_equals_repeated_minkowski_average_pooling():
     rng = np.random.default_rng(1)
     coords = np.unique(rng.integers(-30, 30, (3000, 3)), axis=0)
     feats = torch.randn(len(coords), 4)
-    x = ME.SparseTensor(features=feats, coordinates=torch.cat(
-        [torch.zeros(len(coords), 1, dtype=torch.int32), torch.from_numpy(coords).int()], 1))
+    x = ME.SparseTensor(
+        features=feats,
+        coordinates=torch.cat(
+            [torch.zeros(len(coords), 1, dtype=torch.int32), torch.from_numpy(coords).int()], 1
+        ),
+    )
     pool = ME.MinkowskiAvgPooling(kernel_size=2, stride=2, dimension=3)
     y = x
     for stride in (2, 4, 8, 16):
@@ -158,9 +172,13 @@ def test_fourier_encoding_hand_values():
     xyz = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [0.5, 1.0, 3.0]])
     out = enc(xyz, xyz.min(0).values, xyz.max(0).values)
     # normalised coords: (0,0,0), (1,1,1), (0.5,0.5,1) -> projections 2*pi*(x, y/2)
-    expected = torch.tensor([[0.0, 0.0, 1.0, 1.0],
-                             [math.sin(2 * math.pi), math.sin(math.pi), 1.0, -1.0],
-                             [math.sin(math.pi), math.sin(math.pi / 2), -1.0, math.cos(math.pi / 2)]])
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 1.0, 1.0],
+            [math.sin(2 * math.pi), math.sin(math.pi), 1.0, -1.0],
+            [math.sin(math.pi), math.sin(math.pi / 2), -1.0, math.cos(math.pi / 2)],
+        ]
+    )
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
@@ -174,18 +192,31 @@ def test_published_key_layout_of_the_paper_size_network():
     assert shapes["backbone.block5.0.conv1.kernel"] == (27, 384, 256)
     assert shapes["backbone.convtr4p16s2.kernel"] == (8, 256, 256)
     assert shapes["backbone.bntr7.bn.weight"] == (96,)
-    assert shapes["mask_features_head.kernel"] == (864, 128) and shapes["mask_features_head.bias"] == (1, 128)
+    assert shapes["mask_features_head.kernel"] == (864, 128) and shapes[
+        "mask_features_head.bias"
+    ] == (1, 128)
     assert shapes["clip_proj.weight"] == (128, 864) and shapes["semantic_proj.weight"] == (128, 768)
     assert shapes["query_projection.layers.0.weight"] == (128, 128, 1)
     assert shapes["query_projection.layers.2.weight"] == (128, 128, 1)
-    assert shapes["mask_embed_head.2.weight"] == (128, 128) and shapes["class_embed_head.weight"] == (768, 128)
+    assert shapes["mask_embed_head.2.weight"] == (128, 128) and shapes[
+        "class_embed_head.weight"
+    ] == (768, 128)
     assert shapes["bg_feature"] == (1, 768) and shapes["pos_enc.gauss_B"] == (3, 64)
     assert [shapes[f"lin_squeeze.0.{i}.weight"][1] for i in range(4)] == [1024, 1024, 896, 864]
     assert shapes["cross_attention.0.3.multihead_attn.in_proj_weight"] == (384, 128)
     assert shapes["cross_semantic_attention.0.0.multihead_attn.out_proj.weight"] == (128, 128)
     assert shapes["self_attention.0.2.self_attn.in_proj_bias"] == (384,)
     assert shapes["ffn_attention.0.1.linear1.weight"] == (1024, 128)
-    assert [len(model.backbone.get_submodule(f"block{i}")) for i in range(1, 9)] == [2, 3, 4, 6, 2, 2, 2, 2]
+    assert [len(model.backbone.get_submodule(f"block{i}")) for i in range(1, 9)] == [
+        2,
+        3,
+        4,
+        6,
+        2,
+        2,
+        2,
+        2,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +236,9 @@ def test_paper_size_network_runs_a_forward_pass_on_the_cpu(paper_model):
         out = paper_model([scene], [F.normalize(torch.randn(2, 768), dim=-1)])
     assert out["pred_masks"][0].shape == (scene.num_voxels, 150)
     assert out["pred_embeds"].shape == (1, 150, 768)
-    assert torch.isfinite(out["pred_masks"][0]).all() and torch.isfinite(out["pred_logits"][0]).all()
+    assert (
+        torch.isfinite(out["pred_masks"][0]).all() and torch.isfinite(out["pred_logits"][0]).all()
+    )
 
 
 @pytest.mark.slow
@@ -218,9 +251,20 @@ def test_paper_size_published_layout_checkpoint_loads_every_key(tmp_path, paper_
     sd["model.backbone.final.kernel"] = torch.zeros(96, 20)
     sd["model.backbone.final.bias"] = torch.zeros(1, 20)
     sd["criterion.empty_weight"] = torch.ones(201)
-    hp = OmegaConf.create({"data": {"voxel_size": 0.02}, "general": {"topk_per_image": 750, "dbscan_eps": 0.95},
-                           "model": {"num_queries": 150, "num_heads": 8, "num_decoders": 3, "hlevels": [0, 1, 2, 3],
-                                     "gauss_scale": 1.0, "sample_sizes": [200, 800, 3200, 12800, 51200]}})
+    hp = OmegaConf.create(
+        {
+            "data": {"voxel_size": 0.02},
+            "general": {"topk_per_image": 750, "dbscan_eps": 0.95},
+            "model": {
+                "num_queries": 150,
+                "num_heads": 8,
+                "num_decoders": 3,
+                "hlevels": [0, 1, 2, 3],
+                "gauss_scale": 1.0,
+                "sample_sizes": [200, 800, 3200, 12800, 51200],
+            },
+        }
+    )
     path = tmp_path / "scannet200.ckpt"
     torch.save({"state_dict": sd, "hyper_parameters": hp, "epoch": 600}, path)
     assert config_from_checkpoint(read_checkpoint(path)) == SoleConfig(input_mode="reference")

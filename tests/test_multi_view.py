@@ -1,5 +1,6 @@
 """Test-time augmentation (sole_ros.inference.multi_view): the views, the merge by hand, and the
 wrapped segmenter on a real (tiny, random-weight) model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,14 +41,20 @@ def _answer(points, indices, label, score):
 def test_merge_keeps_what_the_views_agree_on():
     points = np.c_[np.arange(20.0), np.zeros(20), np.zeros(20)]
     views = [
-        [_answer(points, range(0, 10), "mug", 0.9), _answer(points, [15, 16], "mug", 0.8),
-         _answer(points, range(2, 10), "mug", 0.2)],  # view 0's weaker duplicate: absorbed, no vote
+        [
+            _answer(points, range(0, 10), "mug", 0.9),
+            _answer(points, [15, 16], "mug", 0.8),
+            _answer(points, range(2, 10), "mug", 0.2),
+        ],  # view 0's weaker duplicate: absorbed, no vote
         [_answer(points, range(1, 11), "mug", 0.6)],
         [_answer(points, range(0, 9), "mug", 0.3), _answer(points, range(0, 10), "bowl", 0.5)],
     ]
     merged = merge_views(views, points, num_views=3)
-    assert [(m.label, round(m.score, 6)) for m in merged] == [("mug", 0.6), ("mug", round(0.8 / 3, 6)),
-                                                             ("bowl", round(0.5 / 3, 6))]
+    assert [(m.label, round(m.score, 6)) for m in merged] == [
+        ("mug", 0.6),
+        ("mug", round(0.8 / 3, 6)),
+        ("bowl", round(0.5 / 3, 6)),
+    ]
     # of the three mug answers, all hold points 1..8, two hold 0 and 9, one holds 10
     np.testing.assert_array_equal(merged[0].point_indices, np.arange(0, 10))
     np.testing.assert_allclose(merged[0].centroid, [4.5, 0, 0])
@@ -93,7 +100,9 @@ def test_views_answer_on_the_input_points_in_their_frame(text_encoder):
     wrapped.set_scene(points, colors, None, version=7)
     assert wrapped.scene_version == 7
     # each view splits at the scene's 0.3 m, in its own scaled coordinates
-    assert [round(v.dbscan_eps / t[1], 9) for v, t in zip(wrapped.views, wrapped.transforms)] == [0.3] * 3
+    assert [round(v.dbscan_eps / t[1], 9) for v, t in zip(wrapped.views, wrapped.transforms)] == [
+        0.3
+    ] * 3
     answers = wrapped.query(["box", "floor"], top_k=30)
     assert answers and len(answers) <= 30
     assert [a.score for a in answers] == sorted((a.score for a in answers), reverse=True)
@@ -105,7 +114,9 @@ def test_views_answer_on_the_input_points_in_their_frame(text_encoder):
     everything = wrapped.segment_all()
     assert everything and all(e.label == "" for e in everything)
     threshold = answers[len(answers) // 2].score
-    assert all(a.score >= threshold for a in wrapped.query(["box", "floor"], top_k=30, min_score=threshold))
+    assert all(
+        a.score >= threshold for a in wrapped.query(["box", "floor"], top_k=30, min_score=threshold)
+    )
 
 
 def test_bad_input_is_rejected_and_the_scene_kept(text_encoder):

@@ -1,5 +1,6 @@
 """The object memory through a namespaced sole_node over real DDS: ~/objects shows the same ids
 over successive segmentations of a map that keeps being observed, and answers carry them."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,10 @@ NAMESPACE = "/robot7"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    proc = NodeProcess([str(SOLE_NODE), *TINY_NODE_ARGS, "-r", f"__ns:={NAMESPACE}", "-p", "memory.enabled:=true"],
-                       tmp_path_factory.mktemp("node") / "sole_node.log")
+    proc = NodeProcess(
+        [str(SOLE_NODE), *TINY_NODE_ARGS, "-r", f"__ns:={NAMESPACE}", "-p", "memory.enabled:=true"],
+        tmp_path_factory.mktemp("node") / "sole_node.log",
+    )
     yield proc
     proc.stop()
 
@@ -34,7 +37,7 @@ def _uint32_field(cloud: PointCloud2, name: str) -> np.ndarray:
     field = next(f for f in cloud.fields if f.name == name)
     assert field.datatype == field.UINT32 and not cloud.is_bigendian
     rows = np.frombuffer(bytes(cloud.data), dtype=np.uint8).reshape(-1, cloud.point_step)
-    return rows[:, field.offset:field.offset + 4].copy().view("<u4").ravel()
+    return rows[:, field.offset : field.offset + 4].copy().view("<u4").ravel()
 
 
 def _ids_of(markers: MarkerArray) -> list[int]:
@@ -49,16 +52,21 @@ def test_objects_keep_their_ids_over_three_segmentations(node):
     executor = SingleThreadedExecutor(context=context)
     latest: dict[str, object] = {}
     lock = threading.Lock()
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    latched = QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
 
     def keeper(topic):
         def keep(msg):
             with lock:
                 latest[topic] = msg
+
         return keep
 
     client.create_subscription(MarkerArray, f"{NAMESPACE}/sole/objects", keeper("markers"), latched)
-    client.create_subscription(PointCloud2, f"{NAMESPACE}/sole/objects/points", keeper("points"), latched)
+    client.create_subscription(
+        PointCloud2, f"{NAMESPACE}/sole/objects/points", keeper("points"), latched
+    )
     _, frames = render_demo_frames(seed=5, num_frames=4, width=160, height=120)
     player = SensorPlayer(frames, name="sole_objects_player", namespace=NAMESPACE, context=context)
 
@@ -77,7 +85,9 @@ def test_objects_keep_their_ids_over_three_segmentations(node):
                         return msg
         finally:
             executor.remove_node(client)
-        pytest.fail(f"no new {topic} on {NAMESPACE}/sole/objects within {timeout} s\n{node.output()[-3000:]}")
+        pytest.fail(
+            f"no new {topic} on {NAMESPACE}/sole/objects within {timeout} s\n{node.output()[-3000:]}"
+        )
 
     try:
         wait_until_active(client, node, name=f"{NAMESPACE}/sole")
@@ -87,15 +97,21 @@ def test_objects_keep_their_ids_over_three_segmentations(node):
             time.sleep(0.3)
         seen, newest = [], 0.0
         for round_ in range(3):
-            player.start = time.time()  # the last view again, stamped now: the map changes, its objects do not
+            player.start = (
+                time.time()
+            )  # the last view again, stamped now: the map changes, its objects do not
             newest = player.publish_frame(len(frames) - 1)
             time.sleep(1.0)
-            answer = call_service(client, Trigger, f"{NAMESPACE}/sole/segment", Trigger.Request(), timeout=300)
+            answer = call_service(
+                client, Trigger, f"{NAMESPACE}/sole/segment", Trigger.Request(), timeout=300
+            )
             assert answer.success, (answer.message, node.output()[-3000:])
             markers = wait_for_new("markers", after_stamp=newest - 1e-3)
             points = wait_for_new("points", after_stamp=newest - 1e-3)
             ids = _ids_of(markers)
-            assert ids and sorted(int(v) for v in np.unique(_uint32_field(points, "object_id"))) == sorted(set(ids))
+            assert ids and sorted(
+                int(v) for v in np.unique(_uint32_field(points, "object_id"))
+            ) == sorted(set(ids))
             seen.append(ids)
         # The same view seen again: the objects keep their ids (a part the random model splits
         # differently may come and go); an id that appears is new, never an old one reused.
@@ -103,7 +119,9 @@ def test_objects_keep_their_ids_over_three_segmentations(node):
             before, after, earlier = set(seen[k - 1]), set(seen[k]), set().union(*seen[:k])
             assert len(before & after) >= 0.9 * len(before), seen
             assert all(i > max(earlier) for i in after - earlier), seen
-        answer = call_service(client, QueryObjects, f"{NAMESPACE}/sole/query", QueryObjects.Request(phrases=["mug"]))
+        answer = call_service(
+            client, QueryObjects, f"{NAMESPACE}/sole/query", QueryObjects.Request(phrases=["mug"])
+        )
         assert answer.success and answer.instances, answer.message
         assert {inst.id for inst in answer.instances} <= set(seen[0]) | {0}
         assert any(inst.id in seen[0] for inst in answer.instances)

@@ -8,6 +8,7 @@ its default QoS (inputs.qos auto) and pose source (tf, through the package's own
 tf2_ros here); only the model is the tiny random one (no pretrained weights can be had here),
 which does not touch what these tests check: what is fused, counted and answered.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -26,9 +27,20 @@ from redwood_support import load_redwood, node_default_voxel_count  # noqa: E402
 
 PLAYER = ROOT / "tests" / "redwood_player.py"
 # Model and device only: every input, pose and QoS parameter keeps its default.
-MODEL_ARGS = ["-p", "model.config:=tiny", "-p", "model.allow_random_weights:=true",
-              "-p", "model.clip_model:=sole-tiny", "-p", "model.clip_pretrained:=''", "-p", "device:=cpu",
-              "-p", "output.diagnostics_period:=0.5"]
+MODEL_ARGS = [
+    "-p",
+    "model.config:=tiny",
+    "-p",
+    "model.allow_random_weights:=true",
+    "-p",
+    "model.clip_model:=sole-tiny",
+    "-p",
+    "model.clip_pretrained:=''",
+    "-p",
+    "device:=cpu",
+    "-p",
+    "output.diagnostics_period:=0.5",
+]
 REPEATS = 2
 SENSOR = {"depth": "/depth/image", "color": "/color/image"}
 
@@ -42,9 +54,22 @@ def start_node(tmp_path, name: str, *extra: str, namespace: str = "") -> NodePro
 
 def start_player(*args: str, namespace: str = "/") -> subprocess.Popen:
     """The camera driver in its own process; it plays once the node's subscriptions have matched."""
-    return subprocess.Popen([sys.executable, str(PLAYER), "--namespace", namespace, "--repeats", str(REPEATS),
-                             "--wait-subscribers", "240", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(PLAYER),
+            "--namespace",
+            namespace,
+            "--repeats",
+            str(REPEATS),
+            "--wait-subscribers",
+            "240",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(player: subprocess.Popen, timeout: float = 300.0) -> str:
@@ -62,7 +87,11 @@ def settle(diagnostics: "Diagnostics", name: str) -> dict[str, str]:
     last = None
     for _ in range(30):
         values = diagnostics.wait(name, lambda v: True)
-        now = {k: v for k, v in values.items() if k.split()[-1] in ("received", "fused") or "dropped" in k}
+        now = {
+            k: v
+            for k, v in values.items()
+            if k.split()[-1] in ("received", "fused") or "dropped" in k
+        }
         if now == last:
             return values
         last = now
@@ -100,15 +129,21 @@ class Diagnostics:
                     return values
         finally:
             self._executor.remove_node(self.node)
-        pytest.fail(f"/diagnostics of {name} never satisfied the test within {timeout} s: {self.latest.get(name)}")
+        pytest.fail(
+            f"/diagnostics of {name} never satisfied the test within {timeout} s: {self.latest.get(name)}"
+        )
 
 
 def warnings(node: NodeProcess) -> str:
-    return "\n".join(line for line in node.output().splitlines() if "[WARN]" in line or "[ERROR]" in line)
+    return "\n".join(
+        line for line in node.output().splitlines() if "[WARN]" in line or "[ERROR]" in line
+    )
 
 
 def counts(values: dict[str, str], name: str) -> tuple[int, int, dict[str, int]]:
-    dropped = {k.split(": ", 1)[1]: int(v) for k, v in values.items() if k.startswith(f"{name} dropped: ")}
+    dropped = {
+        k.split(": ", 1)[1]: int(v) for k, v in values.items() if k.startswith(f"{name} dropped: ")
+    }
     return int(values.get(f"{name} received", 0)), int(values.get(f"{name} fused", 0)), dropped
 
 
@@ -122,7 +157,9 @@ def expected_voxels(frames):
     return node_default_voxel_count(frames)
 
 
-def test_reliable_driver_stream_fuses_every_frame_with_default_parameters(tmp_path, ros_client, expected_voxels):
+def test_reliable_driver_stream_fuses_every_frame_with_default_parameters(
+    tmp_path, ros_client, expected_voxels
+):
     # The driver first, as on a robot: the node finds its publishers and subscribes to match.
     player = start_player("--reliability", "reliable")
     node = start_node(tmp_path, "sole")
@@ -131,14 +168,27 @@ def test_reliable_driver_stream_fuses_every_frame_with_default_parameters(tmp_pa
         diagnostics = Diagnostics(ros_client)
         finish(player)
         values = settle(diagnostics, "/sole: perception")
-        print("reliable:", {k: v for k, v in values.items() if k.split()[-1] in ("received", "fused")
-                            or "dropped" in k})
+        print(
+            "reliable:",
+            {
+                k: v
+                for k, v in values.items()
+                if k.split()[-1] in ("received", "fused") or "dropped" in k
+            },
+        )
         for name in ("depth", "color"):
             received, fused, dropped = counts(values, name)
-            assert dropped == {} and received == fused == 5 * REPEATS, (name, values, warnings(node))
+            assert dropped == {} and received == fused == 5 * REPEATS, (
+                name,
+                values,
+                warnings(node),
+            )
         assert int(values["map voxels"]) == expected_voxels, (values, node.output()[-3000:])
         assert values["qos /depth/image"] == values["qos /color/image"] == "reliable"
-        assert values["poses"] in ("/tf through the sole_ros transform tree", "/tf through the tf2_ros")
+        assert values["poses"] in (
+            "/tf through the sole_ros transform tree",
+            "/tf through the tf2_ros",
+        )
     finally:
         player.kill()
         node.stop()
@@ -154,20 +204,32 @@ def test_best_effort_driver_stream_loses_nothing_silently(tmp_path, ros_client, 
         diagnostics = Diagnostics(ros_client)
         play("--reliability", "best_effort")
         values = settle(diagnostics, "/sole: perception")
-        print("best effort:", {k: v for k, v in values.items() if k.split()[-1] in ("received", "fused")
-                               or "dropped" in k})
+        print(
+            "best effort:",
+            {
+                k: v
+                for k, v in values.items()
+                if k.split()[-1] in ("received", "fused") or "dropped" in k
+            },
+        )
         assert values["qos /depth/image"] == values["qos /color/image"] == "best_effort"
         log = node.output()
         for name in ("depth", "color"):
             received, fused, dropped = counts(values, name)
             lost = dropped.pop("lost in transport", 0)
             assert received <= 5 * REPEATS and received + lost > 0, values
-            waiting = int(values[f"{name} waiting for its pair"]) + int(values["frames waiting to be fused"])
-            assert fused + sum(dropped.values()) + waiting == received, values  # every arrival accounted for
+            waiting = int(values[f"{name} waiting for its pair"]) + int(
+                values["frames waiting to be fused"]
+            )
+            assert fused + sum(dropped.values()) + waiting == received, (
+                values
+            )  # every arrival accounted for
             if lost:
                 assert f"{SENSOR[name]} message(s) lost in transport" in log, log[-3000:]
         voxels = int(values["map voxels"])
-        assert voxels <= expected_voxels and (voxels > 0) == (counts(values, "depth")[1] > 0), values
+        assert voxels <= expected_voxels and (voxels > 0) == (counts(values, "depth")[1] > 0), (
+            values
+        )
         assert node.alive()
     finally:
         node.stop()
@@ -194,7 +256,11 @@ def test_missing_inputs_are_counted_warned_once_and_leave_the_map_empty(tmp_path
         assert fused == 0 and set(dropped) == reasons, values
         log = node.output()
         for reason in reasons:
-            warnings = [line for line in log.splitlines() if f"/depth/image message dropped, {reason}" in line]
+            warnings = [
+                line
+                for line in log.splitlines()
+                if f"/depth/image message dropped, {reason}" in line
+            ]
             assert len(warnings) == 1, (reason, warnings)
         assert node.alive()
     finally:
@@ -221,7 +287,9 @@ def test_query_after_reset_and_new_frames_answers_from_the_new_data(tmp_path, ro
         answer = call_service(ros_client, QueryObjects, "/sole/query", request, timeout=300)
         assert answer.success, answer.message
         # The answer says which data it reflects: the newest fused frame's stamp.
-        assert abs(stamp_to_seconds(answer.header.stamp) - float(values["map stamp"])) < 1e-3, values
+        assert abs(stamp_to_seconds(answer.header.stamp) - float(values["map stamp"])) < 1e-3, (
+            values
+        )
 
         assert call_service(ros_client, Trigger, "/sole/reset", Trigger.Request()).success
         second_start = first_start + 60.0
@@ -231,16 +299,23 @@ def test_query_after_reset_and_new_frames_answers_from_the_new_data(tmp_path, ro
         answer = call_service(ros_client, QueryObjects, "/sole/query", request, timeout=300)
         assert answer.success, answer.message  # never "no scene" while the map holds data
         stamp = stamp_to_seconds(answer.header.stamp)
-        assert stamp >= second_start and abs(stamp - float(values["map stamp"])) < 1e-3, (stamp, values)
+        assert stamp >= second_start and abs(stamp - float(values["map stamp"])) < 1e-3, (
+            stamp,
+            values,
+        )
         assert answer.instances, "the new map's segmentation answered nothing"
     finally:
         node.stop()
 
 
-def test_two_namespaced_nodes_run_side_by_side_without_crosstalk(tmp_path, ros_client, expected_voxels):
+def test_two_namespaced_nodes_run_side_by_side_without_crosstalk(
+    tmp_path, ros_client, expected_voxels
+):
     from sole_ros.srv import QueryObjects
 
-    robots = {ns: start_node(tmp_path, ns.strip("/"), namespace=ns) for ns in ("/robot1", "/robot2")}
+    robots = {
+        ns: start_node(tmp_path, ns.strip("/"), namespace=ns) for ns in ("/robot1", "/robot2")
+    }
     try:
         for ns, process in robots.items():
             wait_until_active(ros_client, process, name=f"{ns}/sole")
@@ -248,11 +323,16 @@ def test_two_namespaced_nodes_run_side_by_side_without_crosstalk(tmp_path, ros_c
         play(namespace="/robot1")  # the camera of robot1 only
         one = settle(diagnostics, "/robot1/sole: perception")
         two = diagnostics.wait("/robot2/sole: perception", lambda v: "map voxels" in v)
-        assert 0 < int(one["map voxels"]) <= expected_voxels and int(two["map voxels"]) == 0, (one, two)
+        assert 0 < int(one["map voxels"]) <= expected_voxels and int(two["map voxels"]) == 0, (
+            one,
+            two,
+        )
         assert counts(one, "depth")[0] > 0
         assert counts(two, "depth")[0] == 0
         request = QueryObjects.Request(phrases=["chair"])
-        assert call_service(ros_client, QueryObjects, "/robot1/sole/query", request, timeout=300).success
+        assert call_service(
+            ros_client, QueryObjects, "/robot1/sole/query", request, timeout=300
+        ).success
         answer = call_service(ros_client, QueryObjects, "/robot2/sole/query", request, timeout=60)
         assert not answer.success and "no scene" in answer.message, answer.message
     finally:
@@ -286,7 +366,9 @@ def test_pose_topic_of_another_frame_than_the_sensor_is_warned_about(tmp_path, r
             odom = Odometry(child_frame_id=CAMERA_LINK)  # the camera mount, not the optical frame
             odom.header.stamp, odom.header.frame_id = stamp, "map"
             odom.pose.pose.orientation.w = 1.0
-            depth = Image(height=480, width=640, encoding="16UC1", step=1280, data=frame.depth_mm.tobytes())
+            depth = Image(
+                height=480, width=640, encoding="16UC1", step=1280, data=frame.depth_mm.tobytes()
+            )
             depth.header.stamp, depth.header.frame_id = stamp, OPTICAL
             info_pub.publish(info)
             odom_pub.publish(odom)
@@ -298,6 +380,10 @@ def test_pose_topic_of_another_frame_than_the_sensor_is_warned_about(tmp_path, r
             time.sleep(0.5)
         lines = [line for line in node.output().splitlines() if "the pose topic tracks" in line]
         assert len(lines) == 1, node.output()[-3000:]
-        assert f"'{CAMERA_LINK}'" in lines[0] and f"'{OPTICAL}'" in lines[0] and "pose.sensor_extrinsic" in lines[0]
+        assert (
+            f"'{CAMERA_LINK}'" in lines[0]
+            and f"'{OPTICAL}'" in lines[0]
+            and "pose.sensor_extrinsic" in lines[0]
+        )
     finally:
         node.stop()

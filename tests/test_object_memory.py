@@ -1,5 +1,6 @@
 """The object memory: stable ids across segmentations, merges, retirement by depth frames seeing
 through an object's space, the size bound, saving as arrays, and the real tiny pipeline."""
+
 from __future__ import annotations
 
 import json
@@ -54,10 +55,14 @@ def test_the_same_detections_get_the_same_ids_again():
     # in another order too: ids follow the voxels, not the position in the list
     again = memory.update([Detection(BOOK), Detection(MUG), Detection(BOWL)], stamp=2.0)
     assert again == [first[2], first[0], first[1]]
-    assert memory.last_report.created == [] and sorted(memory.last_report.matched_by_overlap) == sorted(first)
+    assert memory.last_report.created == [] and sorted(
+        memory.last_report.matched_by_overlap
+    ) == sorted(first)
     assert memory.stats()["objects"] == 3 and memory.get(first[0]).observations == 2
     # keys in any order, repeated, of any integer type: the same voxel set
-    assert memory.update([Detection(np.r_[MUG[::-1], MUG[:5]].astype(np.uint64))], stamp=3.0) == [first[0]]
+    assert memory.update([Detection(np.r_[MUG[::-1], MUG[:5]].astype(np.uint64))], stamp=3.0) == [
+        first[0]
+    ]
     np.testing.assert_array_equal(memory.get(first[0]).keys, MUG)
 
 
@@ -123,7 +128,9 @@ def test_a_part_nested_in_a_matched_object_is_not_swallowed_when_its_own_mask_is
 
 def test_objects_out_of_view_are_kept_unchanged():
     memory = ObjectMemory(VOXEL)
-    mug, bowl = memory.update([Detection(MUG, label="mug"), Detection(BOWL, label="bowl")], stamp=1.0)
+    mug, bowl = memory.update(
+        [Detection(MUG, label="mug"), Detection(BOWL, label="bowl")], stamp=1.0
+    )
     before = memory.get(bowl)
     for stamp in (2.0, 3.0, 4.0):
         assert memory.update([Detection(MUG)], stamp=stamp) == [mug]
@@ -202,8 +209,8 @@ def test_overlap_counts_match_a_set_by_set_count():
 # A 10 cm cube 1.5 m in front of a camera, and a wall 1 m behind it; 2 cm voxels.
 WIDTH, HEIGHT = 160, 120
 K = kinect_intrinsics(WIDTH, HEIGHT)
-CUBE = box_keys((-3, 75, 22), (1, 79, 26))                    # x -6..4 cm, y 1.5..1.6 m, z 44..54 cm
-WALL = box_keys((-60, 125, -10), (60, 125, 60))               # the plane y = 2.5 m
+CUBE = box_keys((-3, 75, 22), (1, 79, 26))  # x -6..4 cm, y 1.5..1.6 m, z 44..54 cm
+WALL = box_keys((-60, 125, -10), (60, 125, 60))  # the plane y = 2.5 m
 TOLERANCE = 2.5 * VOXEL
 
 
@@ -264,22 +271,34 @@ def test_an_object_seen_occupied_is_not_retired_and_its_votes_reset():
     # the cube is back in view: a frame sees its surface, the votes start again from zero
     for x in (-0.1, 0.0, 0.1, 0.05):
         pose = camera_pose(x)
-        assert observe_depth_frame(memory, depth_of(np.concatenate([WALL, CUBE]), pose), K, pose, TOLERANCE) == []
+        assert (
+            observe_depth_frame(
+                memory, depth_of(np.concatenate([WALL, CUBE]), pose), K, pose, TOLERANCE
+            )
+            == []
+        )
         assert memory.get(cube).free_votes == 0 and memory.last_frame.reset == [cube]
     # a frame looking away says nothing: votes stay as they are
     observe_depth_frame(memory, depth_of(WALL, gone), K, gone, TOLERANCE)
     away = look_at((0.0, 0.0, 0.5), (0.0, -1.0, 0.5))
     observe_depth_frame(memory, depth_of(WALL, away), K, away, TOLERANCE)
-    assert memory.get(cube).free_votes == 1 and memory.last_frame == type(memory.last_frame)([], [], [])
+    assert memory.get(cube).free_votes == 1 and memory.last_frame == type(memory.last_frame)(
+        [], [], []
+    )
     # observe_occupied on its own resets too
-    assert memory.observe_occupied(CUBE[: CUBE.shape[0] // 2]) == [cube] and memory.get(cube).free_votes == 0
+    assert (
+        memory.observe_occupied(CUBE[: CUBE.shape[0] // 2]) == [cube]
+        and memory.get(cube).free_votes == 0
+    )
 
 
 # --- the size bound ----------------------------------------------------------------------------
 def test_the_bound_evicts_the_least_recently_observed_first():
     memory = ObjectMemory(VOXEL, max_objects=3)
     cubes = [box_keys((10 * i, 0, 0), (10 * i + 3, 3, 3)) for i in range(6)]
-    a, b, c = (memory.update([Detection(k)], stamp=float(i + 1))[0] for i, k in enumerate(cubes[:3]))
+    a, b, c = (
+        memory.update([Detection(k)], stamp=float(i + 1))[0] for i, k in enumerate(cubes[:3])
+    )
     # a is seen again at t=4 together with a new object: b (last seen at 2) leaves
     assert memory.update([Detection(cubes[0]), Detection(cubes[3])], stamp=4.0)[0] == a
     assert memory.last_report.evicted == [b] and memory.get(b) is None
@@ -293,7 +312,9 @@ def test_the_bound_evicts_the_least_recently_observed_first():
 # --- saving ------------------------------------------------------------------------------------
 def rich_memory() -> ObjectMemory:
     memory = ObjectMemory(VOXEL, retire_votes=4, max_objects=10)
-    memory.update([Detection(MUG, unit([1, 2, 3]), "mug", 0.9), Detection(BOWL, None, "bowl", 0.5)], stamp=1.0)
+    memory.update(
+        [Detection(MUG, unit([1, 2, 3]), "mug", 0.9), Detection(BOWL, None, "bowl", 0.5)], stamp=1.0
+    )
     memory.update([Detection(BOOK, unit([3, 2, 1]), "", 0.1)], stamp=2.0)
     memory.observe_free(BOOK)
     memory.update([Detection(box_keys((50, 0, 0), (53, 3, 3)))], stamp=3.0)
@@ -313,16 +334,33 @@ def test_arrays_round_trip_through_the_map_file(tmp_path):
     restored = ObjectMemory.from_arrays(read_arrays, header["object_memory"], voxel_size=VOXEL)
     assert restored.settings() == memory.settings() and restored.stats() == memory.stats()
     for original, copy in zip(memory.objects(), restored.objects(), strict=True):
-        assert (copy.id, copy.label, copy.score, copy.first_seen, copy.last_seen, copy.observations,
-                copy.free_votes) == (original.id, original.label, original.score, original.first_seen,
-                                     original.last_seen, original.observations, original.free_votes)
+        assert (
+            copy.id,
+            copy.label,
+            copy.score,
+            copy.first_seen,
+            copy.last_seen,
+            copy.observations,
+            copy.free_votes,
+        ) == (
+            original.id,
+            original.label,
+            original.score,
+            original.first_seen,
+            original.last_seen,
+            original.observations,
+            original.free_votes,
+        )
         np.testing.assert_array_equal(copy.keys, original.keys)
         assert (copy.feature is None) == (original.feature is None)
         if copy.feature is not None:
             np.testing.assert_array_equal(copy.feature, original.feature)
     # it carries on as the original would: same ids for the same objects, never a used id
     for m in (memory, restored):
-        m.update([Detection(MUG, unit([1, 2, 3])), Detection(box_keys((70, 0, 0), (73, 3, 3)))], stamp=9.0)
+        m.update(
+            [Detection(MUG, unit([1, 2, 3])), Detection(box_keys((70, 0, 0), (73, 3, 3)))],
+            stamp=9.0,
+        )
     assert restored.last_report == memory.last_report
     assert restored.last_report.created[0] == 5  # ids 1..4 were given (4 was retired)
     json.dumps(meta)
@@ -349,16 +387,31 @@ CRAFTED = {
     "missing array": (lambda a, m: a.pop("scores"), "must be exactly"),
     "extra array": (lambda a, m: _set(a, "extra", np.zeros(1)), "must be exactly"),
     "wrong dtype": (lambda a, m: _set(a, "ids", a["ids"].astype(np.int32)), "ids must be int64"),
-    "ids not increasing": (lambda a, m: _set(a, "ids", a["ids"][::-1].copy()), "strictly increasing"),
+    "ids not increasing": (
+        lambda a, m: _set(a, "ids", a["ids"][::-1].copy()),
+        "strictly increasing",
+    ),
     "id zero": (lambda a, m: _set(a, "ids", a["ids"] - 1), "positive"),
     "next id used": (lambda a, m: m.update(next_id=2), "next_id"),
-    "offsets past the keys": (lambda a, m: _set(a, "key_offsets", a["key_offsets"] + 1), "key_offsets"),
-    "an empty object": (lambda a, m: _set(a, "key_offsets", np.r_[0, a["key_offsets"][:-1]]), "key_offsets"),
+    "offsets past the keys": (
+        lambda a, m: _set(a, "key_offsets", a["key_offsets"] + 1),
+        "key_offsets",
+    ),
+    "an empty object": (
+        lambda a, m: _set(a, "key_offsets", np.r_[0, a["key_offsets"][:-1]]),
+        "key_offsets",
+    ),
     "unsorted keys": (lambda a, m: _swap_keys(a), "strictly increasing"),
     "key out of range": (lambda a, m: _set(a, "keys", -a["keys"] - 1), "outside the packed"),
     "NaN score": (lambda a, m: _set(a, "scores", np.full_like(a["scores"], np.nan)), "NaN"),
-    "seen before first seen": (lambda a, m: _set(a, "first_seen", a["last_seen"] + 1), "last seen before"),
-    "no observations": (lambda a, m: _set(a, "observations", a["observations"] * 0), "observations"),
+    "seen before first seen": (
+        lambda a, m: _set(a, "first_seen", a["last_seen"] + 1),
+        "last seen before",
+    ),
+    "no observations": (
+        lambda a, m: _set(a, "observations", a["observations"] * 0),
+        "observations",
+    ),
     "too many votes": (lambda a, m: _set(a, "free_votes", a["free_votes"] + 4), "free_votes"),
     "feature not unit": (lambda a, m: _scale_feature(a), "unit vectors"),
     "wrong feature width": (lambda a, m: m.update(feature_dim=4), "features has shape"),
@@ -366,9 +419,15 @@ CRAFTED = {
     "label not text": (lambda a, m: m.update(labels=[1] * len(m["labels"])), "labels"),
     "other format": (lambda a, m: m.update(format="sole_ros.voxel_map"), "not an object memory"),
     "newer version": (lambda a, m: m.update(format_version=2), "not supported"),
-    "bad setting": (lambda a, m: m["settings"].update(overlap_threshold=0.0), "settings are invalid"),
+    "bad setting": (
+        lambda a, m: m["settings"].update(overlap_threshold=0.0),
+        "settings are invalid",
+    ),
     "unknown setting": (lambda a, m: m["settings"].update(colour="red"), "missing or unknown"),
-    "more than the bound": (lambda a, m: m["settings"].update(max_objects=2), "more than its max_objects"),
+    "more than the bound": (
+        lambda a, m: m["settings"].update(max_objects=2),
+        "more than its max_objects",
+    ),
     "bad counters": (lambda a, m: m["counters"].update(created=-1), "counters"),
 }
 
@@ -390,8 +449,16 @@ def test_a_memory_for_another_voxel_size_is_refused():
 
 
 # --- the real tiny pipeline --------------------------------------------------------------------
-TINY = dict(model_config="tiny", allow_random_weights=True, clip_model="sole-tiny", clip_pretrained=None,
-            device="cpu", voxel_size=0.03, keyframe_translation=0.0, keyframe_rotation_deg=0.0)
+TINY = dict(
+    model_config="tiny",
+    allow_random_weights=True,
+    clip_model="sole-tiny",
+    clip_pretrained=None,
+    device="cpu",
+    voxel_size=0.03,
+    keyframe_translation=0.0,
+    keyframe_rotation_deg=0.0,
+)
 
 
 def test_ids_stay_stable_over_real_segmentations_of_an_unchanged_and_a_growing_map():
@@ -443,10 +510,14 @@ def test_ids_stay_stable_over_real_segmentations_of_an_unchanged_and_a_growing_m
     given = {i for ids in fourth.values() for i in ids}
     assert given - set(memory.last_report.created) <= known
     assert all(i > max(known) for i in memory.last_report.created)
-    assert len(memory) == len(known) + len(memory.last_report.created) - len(memory.last_report.merged)
+    assert len(memory) == len(known) + len(memory.last_report.created) - len(
+        memory.last_report.merged
+    )
     for mask, ids in fourth.items():  # nothing was evicted: an object is its latest mask
         for object_id in ids:
-            np.testing.assert_array_equal(memory.get(object_id).keys, np.frombuffer(mask, dtype=np.int64))
+            np.testing.assert_array_equal(
+                memory.get(object_id).keys, np.frombuffer(mask, dtype=np.int64)
+            )
 
 
 def test_identify_names_the_best_overlapping_object_and_follows_changes():
@@ -454,15 +525,26 @@ def test_identify_names_the_best_overlapping_object_and_follows_changes():
     and its index follows updates (a merged or replaced object is no longer named)."""
     rng = np.random.default_rng(5)
     memory = ObjectMemory(voxel_size=VOXEL)
-    boxes = [box_keys((x, 0, 0), (x + 3, 3, 3)) for x in (0, 2, 10, 20)]  # the first two share voxels
+    boxes = [
+        box_keys((x, 0, 0), (x + 3, 3, 3)) for x in (0, 2, 10, 20)
+    ]  # the first two share voxels
     ids = memory.update([Detection(k) for k in boxes], stamp=1.0)
     for keys, object_id in zip(boxes, ids):
         assert memory.identify(keys) == object_id
     for _ in range(20):
-        query = np.unique(np.concatenate([rng.choice(k, size=rng.integers(1, k.shape[0]), replace=False)
-                                          for k in rng.choice(len(boxes), size=2, replace=False).tolist()
-                                          for k in [boxes[k]]]))
-        iou = [np.intersect1d(query, o.keys).shape[0] / np.union1d(query, o.keys).shape[0] for o in memory.objects()]
+        query = np.unique(
+            np.concatenate(
+                [
+                    rng.choice(k, size=rng.integers(1, k.shape[0]), replace=False)
+                    for k in rng.choice(len(boxes), size=2, replace=False).tolist()
+                    for k in [boxes[k]]
+                ]
+            )
+        )
+        iou = [
+            np.intersect1d(query, o.keys).shape[0] / np.union1d(query, o.keys).shape[0]
+            for o in memory.objects()
+        ]
         best = int(np.argmax(iou))
         expected = memory.objects()[best].id if iou[best] >= memory.overlap_threshold else None
         assert memory.identify(query) == expected
@@ -474,13 +556,17 @@ def test_identify_names_the_best_overlapping_object_and_follows_changes():
 
 def test_the_map_clears_what_a_frame_sees_through_but_never_a_silhouette():
     voxel_map = VoxelMap(voxel_size=VOXEL, max_voxels=100_000)
-    voxel_map.integrate_points(key_centres(np.concatenate([WALL, CUBE]), VOXEL), np.eye(4), stamp=1.0)
+    voxel_map.integrate_points(
+        key_centres(np.concatenate([WALL, CUBE]), VOXEL), np.eye(4), stamp=1.0
+    )
     total, version = voxel_map.num_voxels, voxel_map.version
     # the cube still there, seen from three places: its silhouette voxels project next to pixels
     # of the wall far behind, and must not be carved for that
     for x in (-0.1, 0.0, 0.1):
         pose = camera_pose(x)
-        assert voxel_map.clear_seen_through(depth_of(np.concatenate([WALL, CUBE]), pose), K, pose) == 0
+        assert (
+            voxel_map.clear_seen_through(depth_of(np.concatenate([WALL, CUBE]), pose), K, pose) == 0
+        )
     assert voxel_map.num_voxels == total and voxel_map.version == version
     # the cube taken away: the frame sees the wall through where it stood
     pose = camera_pose(0.0)

@@ -1,5 +1,6 @@
 """Ranking remembered objects for a phrase from their stored embeddings and pooled CLIP features
 (sole_ros/inference/object_ranking.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,14 @@ def test_a_phrase_ranks_parts_by_both_branches_and_never_answers_a_contrast_phra
     background = torch.tensor([[0.0, 0.0, 0.3]])
     parts = RememberedParts.build(
         [1, 2, 3, 4],
-        [_part(points, mug, 0.9), _part(points, bowl, 0.9), _part(points, mug, 0.5), _part(points, None, 0.9)],
-        [mug * 5, bowl * 2, None, mug])  # summed point features, normalised by build
+        [
+            _part(points, mug, 0.9),
+            _part(points, bowl, 0.9),
+            _part(points, mug, 0.5),
+            _part(points, None, 0.9),
+        ],
+        [mug * 5, bowl * 2, None, mug],
+    )  # summed point features, normalised by build
     assert parts.has_embed.tolist() == [True, True, True, False]
     assert parts.has_feature.tolist() == [True, True, False, True]
     text = torch.from_numpy(np.stack([mug, bowl]))  # "mug", then the contrast phrase "bowl"

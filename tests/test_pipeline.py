@@ -1,4 +1,5 @@
 """The ROS-free perception pipeline: synthetic RGB-D in, segmentation, queries, checkpoints."""
+
 from __future__ import annotations
 
 import threading
@@ -8,11 +9,25 @@ import pytest
 import torch
 
 from sole_ros.inference.multi_view import MultiViewSegmenter
-from sole_ros.pipeline import PipelineSettings, QueryRejected, build_pipeline, load_segmenter, split_phrase_list
+from sole_ros.pipeline import (
+    PipelineSettings,
+    QueryRejected,
+    build_pipeline,
+    load_segmenter,
+    split_phrase_list,
+)
 from sole_ros.synthetic import generate_scene, render_sequence
 
-TINY = dict(model_config="tiny", allow_random_weights=True, clip_model="sole-tiny", clip_pretrained=None,
-            device="cpu", voxel_size=0.03, keyframe_translation=0.0, keyframe_rotation_deg=0.0)
+TINY = dict(
+    model_config="tiny",
+    allow_random_weights=True,
+    clip_model="sole-tiny",
+    clip_pretrained=None,
+    device="cpu",
+    voxel_size=0.03,
+    keyframe_translation=0.0,
+    keyframe_rotation_deg=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +87,22 @@ def test_min_points_drops_small_answers_after_ranking(pipeline):
     expected = [(i.label, i.score, i.num_points) for i in everything if i.num_points >= threshold]
     assert [(i.label, i.score, i.num_points) for i in kept] == expected
     assert 0 < len(kept) < len(everything)
-    assert [i.num_points for i in kept_parts] == [i.num_points for i in parts if i.num_points >= threshold]
+    assert [i.num_points for i in kept_parts] == [
+        i.num_points for i in parts if i.num_points >= threshold
+    ]
     assert len(pipeline.query(["mug", "bowl"], max_results=1000).instances) == len(everything)
 
 
-@pytest.mark.parametrize("phrases, reason", [
-    ([], "empty query"), ([""], "empty query"), (["mug", " "], "empty phrase"), (["m" * 300], "too long"),
-    (["a"] * 17, "too many"),
-])
+@pytest.mark.parametrize(
+    "phrases, reason",
+    [
+        ([], "empty query"),
+        ([""], "empty query"),
+        (["mug", " "], "empty phrase"),
+        (["m" * 300], "too long"),
+        (["a"] * 17, "too many"),
+    ],
+)
 def test_bad_queries_are_rejected_with_a_reason(pipeline, phrases, reason):
     with pytest.raises(QueryRejected, match=reason):
         pipeline.query(phrases, max_results=1)
@@ -115,9 +138,14 @@ def test_missing_checkpoint_is_a_clear_error(monkeypatch):
     # as in a checkout without the shipped demo weights (sole_ros/weights/demo.ckpt)
     monkeypatch.setattr("sole_ros.pipeline.find_default_checkpoint", lambda: None)
     with pytest.raises(ValueError, match="no checkpoint"):
-        load_segmenter(PipelineSettings(**{**TINY, "allow_random_weights": False}), torch.device("cpu"))
+        load_segmenter(
+            PipelineSettings(**{**TINY, "allow_random_weights": False}), torch.device("cpu")
+        )
     with pytest.raises((OSError, ValueError, RuntimeError)):
-        load_segmenter(PipelineSettings(**{**TINY, "checkpoint": "/nonexistent/sole.ckpt"}), torch.device("cpu"))
+        load_segmenter(
+            PipelineSettings(**{**TINY, "checkpoint": "/nonexistent/sole.ckpt"}),
+            torch.device("cpu"),
+        )
 
 
 def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
@@ -131,9 +159,16 @@ def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
     config = SoleConfig.tiny(num_queries=7)
     model = SoleModel(config)
     clip = load_clip(ClipSpec.tiny(), "cpu")
-    path = save_checkpoint(tmp_path / "run.pt", model, config,
-                           TrainConfig(model_size="tiny", clip_model="sole-tiny", clip_pretrained=None), clip=clip)
-    segmenter, loaded_clip = load_segmenter(PipelineSettings(**{**TINY, "checkpoint": str(path)}), torch.device("cpu"))
+    path = save_checkpoint(
+        tmp_path / "run.pt",
+        model,
+        config,
+        TrainConfig(model_size="tiny", clip_model="sole-tiny", clip_pretrained=None),
+        clip=clip,
+    )
+    segmenter, loaded_clip = load_segmenter(
+        PipelineSettings(**{**TINY, "checkpoint": str(path)}), torch.device("cpu")
+    )
     assert segmenter.model.config.num_queries == 7
     for name, value in model.state_dict().items():
         assert torch.equal(segmenter.model.state_dict()[name].cpu(), value), name
@@ -141,8 +176,10 @@ def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
         assert torch.equal(loaded_clip.model.state_dict()[name].cpu(), value), name
     # The queries are farthest-point seeds, not learned: model.num_queries changes their count at
     # inference with the same weights.
-    more, _ = load_segmenter(PipelineSettings(**{**TINY, "checkpoint": str(path), "num_queries": 20}),
-                             torch.device("cpu"))
+    more, _ = load_segmenter(
+        PipelineSettings(**{**TINY, "checkpoint": str(path), "num_queries": 20}),
+        torch.device("cpu"),
+    )
     assert more.model.config.num_queries == 20
     for name, value in model.state_dict().items():
         assert torch.equal(more.model.state_dict()[name].cpu(), value), name
@@ -151,7 +188,10 @@ def test_training_checkpoint_loads_with_its_own_clip(tmp_path):
     masks, probs = more.predict(["mug"])
     assert masks.shape[1] == 20 and probs.shape[0] == 20
     with pytest.raises(ValueError, match="num_queries"):
-        load_segmenter(PipelineSettings(**{**TINY, "checkpoint": str(path), "num_queries": -1}), torch.device("cpu"))
+        load_segmenter(
+            PipelineSettings(**{**TINY, "checkpoint": str(path), "num_queries": -1}),
+            torch.device("cpu"),
+        )
 
 
 def test_split_distance_and_a_random_clips_image_features(tmp_path):
@@ -164,21 +204,34 @@ def test_split_distance_and_a_random_clips_image_features(tmp_path):
     from sole_ros.training.config import TrainConfig
 
     config = SoleConfig.tiny(dbscan_eps=0.05)
-    path = save_checkpoint(tmp_path / "run.pt", SoleModel(config), config,
-                           TrainConfig(model_size="tiny", clip_model="sole-tiny", clip_pretrained=None),
-                           clip=load_clip(ClipSpec.tiny(), "cpu"))
+    path = save_checkpoint(
+        tmp_path / "run.pt",
+        SoleModel(config),
+        config,
+        TrainConfig(model_size="tiny", clip_model="sole-tiny", clip_pretrained=None),
+        clip=load_clip(ClipSpec.tiny(), "cpu"),
+    )
     own = {**TINY, "checkpoint": str(path), "allow_random_weights": False}
     assert load_segmenter(PipelineSettings(**own), torch.device("cpu"))[0].dbscan_eps == 0.05
     wider = PipelineSettings(**{**own, "split_distance": 0.3})
     assert load_segmenter(wider, torch.device("cpu"))[0].dbscan_eps == 0.3
-    contrasting = PipelineSettings(**{**own, "contrast_phrases": split_phrase_list(" mug,a red bowl ,, ")})
-    assert load_segmenter(contrasting, torch.device("cpu"))[0].contrast_phrases == ["mug", "a red bowl"]
+    contrasting = PipelineSettings(
+        **{**own, "contrast_phrases": split_phrase_list(" mug,a red bowl ,, ")}
+    )
+    assert load_segmenter(contrasting, torch.device("cpu"))[0].contrast_phrases == [
+        "mug",
+        "a red bowl",
+    ]
     # model.test_time_views / model.scene_scale wrap the segmenter in the test-time augmentation
-    viewed = PipelineSettings(**{**own, "split_distance": 0.3, "test_time_views": 3, "scene_scale": 0.65})
+    viewed = PipelineSettings(
+        **{**own, "split_distance": 0.3, "test_time_views": 3, "scene_scale": 0.65}
+    )
     wrapped = load_segmenter(viewed, torch.device("cpu"))[0]
     assert isinstance(wrapped, MultiViewSegmenter) and len(wrapped.views) == 3
     assert (wrapped.scene_scale, wrapped.dbscan_eps, wrapped.transforms[0][1]) == (0.65, 0.3, 0.65)
-    assert not isinstance(load_segmenter(PipelineSettings(**own), torch.device("cpu"))[0], MultiViewSegmenter)
+    assert not isinstance(
+        load_segmenter(PipelineSettings(**own), torch.device("cpu"))[0], MultiViewSegmenter
+    )
     messages = []
     built = build_pipeline(PipelineSettings(**own), log=messages.append)
     assert built.dense_features is None and any("dense CLIP features off" in m for m in messages)
@@ -225,7 +278,11 @@ def test_queries_answer_from_the_last_segmentation_while_a_new_one_runs(frames):
         worker.join(120)
     assert not worker.is_alive()
     second = p.segmentation
-    assert second is not first and second.version == p.map.version and len(second.snapshot) > len(first.snapshot)
+    assert (
+        second is not first
+        and second.version == p.map.version
+        and len(second.snapshot) > len(first.snapshot)
+    )
     answer = p.query(["mug"], max_results=5)
     assert answer.segmentation is second
 
@@ -263,9 +320,13 @@ def test_answers_carry_stable_object_ids_across_segmentations(frames):
     for f in frames:
         p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
     first = p.segment()
-    assert first.objects and len({object_id for object_id, _ in first.objects}) == len(first.objects)
+    assert first.objects and len({object_id for object_id, _ in first.objects}) == len(
+        first.objects
+    )
     answer = p.query(["mug"], max_results=3)
-    assert len(answer.object_ids) == len(answer.instances) > 0 and all(i > 0 for i in answer.object_ids)
+    assert len(answer.object_ids) == len(answer.instances) > 0 and all(
+        i > 0 for i in answer.object_ids
+    )
     by_points: dict[tuple, set] = {}  # the random model may give two parts the same points
     for object_id, inst in first.objects:
         by_points.setdefault(tuple(inst.point_indices), set()).add(object_id)
@@ -274,8 +335,9 @@ def test_answers_carry_stable_object_ids_across_segmentations(frames):
             assert object_id in by_points[tuple(inst.point_indices)]
     again = p.segment(force=True)
     assert again is not first
-    assert sorted((tuple(i.point_indices), o) for o, i in again.objects) == \
-        sorted((tuple(i.point_indices), o) for o, i in first.objects)
+    assert sorted((tuple(i.point_indices), o) for o, i in again.objects) == sorted(
+        (tuple(i.point_indices), o) for o, i in first.objects
+    )
     assert p.query(["mug"], max_results=3).object_ids == answer.object_ids
     highest = max(o for o, _ in first.objects)
     p.reset()
@@ -331,13 +393,25 @@ def test_an_object_taken_away_is_cleared_and_retired_and_one_out_of_view_is_kept
 
     scene = generate_scene(seed=2, kind="tabletop", classes=["mug", "bowl", "bottle"])
     seen = list(render_sequence(scene, 6, width=160, height=120, seed=2, noise=None))
-    p = build_pipeline(PipelineSettings(**{**TINY, "voxel_size": 0.02}, object_memory=True), log=lambda *_: None)
+    p = build_pipeline(
+        PipelineSettings(**{**TINY, "voxel_size": 0.02}, object_memory=True), log=lambda *_: None
+    )
     for f in seen:
         p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
     cloud = fuse_frames(seen)
-    objects = [o for o in scene.objects if np.count_nonzero(cloud.instance_ids == o.instance_id) > 50]
-    ids = p.memory.update([Detection(keys_from_centres(cloud.points[cloud.instance_ids == o.instance_id], 0.02),
-                                     label=o.class_name) for o in objects], stamp=2.0)
+    objects = [
+        o for o in scene.objects if np.count_nonzero(cloud.instance_ids == o.instance_id) > 50
+    ]
+    ids = p.memory.update(
+        [
+            Detection(
+                keys_from_centres(cloud.points[cloud.instance_ids == o.instance_id], 0.02),
+                label=o.class_name,
+            )
+            for o in objects
+        ],
+        stamp=2.0,
+    )
     remembered = dict(zip(ids, objects))
     assert len(remembered) == len(objects) >= 3
 
@@ -350,17 +424,25 @@ def test_an_object_taken_away_is_cleared_and_retired_and_one_out_of_view_is_kept
     assert sorted(o.id for o in p.memory.objects()) == sorted(remembered)
     assert p.map.stats()["voxels_cleared_free"] == 0
 
-    taken = max((o for o in objects if o.class_name in ("mug", "bowl", "bottle")),
-                key=lambda o: np.count_nonzero(cloud.instance_ids == o.instance_id))
+    taken = max(
+        (o for o in objects if o.class_name in ("mug", "bowl", "bottle")),
+        key=lambda o: np.count_nonzero(cloud.instance_ids == o.instance_id),
+    )
     low, high = taken.bounds()
-    table_top = low[2] + 0.05  # within the tolerance (2.5 voxels) of the table's surface, voxels stay
+    table_top = (
+        low[2] + 0.05
+    )  # within the tolerance (2.5 voxels) of the table's surface, voxels stay
     before = _voxels_inside(p, [low[0], low[1], table_top], high)
     assert before > 20
     gone = dataclasses.replace(scene, objects=[o for o in scene.objects if o is not taken])
-    for f in render_sequence(gone, 6, width=160, height=120, seed=2, noise=None, poses=[f.pose for f in seen]):
+    for f in render_sequence(
+        gone, 6, width=160, height=120, seed=2, noise=None, poses=[f.pose for f in seen]
+    ):
         p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=10.0 + f.stamp)
     after = _voxels_inside(p, [low[0], low[1], table_top], high)
-    assert after < 0.2 * before, f"{after} of {before} voxels of the taken {taken.class_name} remain"
+    assert after < 0.2 * before, (
+        f"{after} of {before} voxels of the taken {taken.class_name} remain"
+    )
     left = {o.id for o in p.memory.objects()}
     taken_id = next(i for i, o in remembered.items() if o is taken)
     assert taken_id not in left and left == set(remembered) - {taken_id}

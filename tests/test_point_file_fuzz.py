@@ -1,6 +1,7 @@
 """Property-based tests of the point file readers: any mutation of a valid PLY, PCD or NPZ file's
 bytes either reads back as points that are self-consistent, or is refused with PointFileError;
 never another exception, and never more memory than the file's size justifies."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,10 @@ RGB = RNG.integers(0, 256, (200, 3)).astype(np.uint8)
 
 
 def _ascii_ply() -> bytes:
-    header = ("ply\nformat ascii 1.0\nelement vertex 200\nproperty float x\nproperty float y\n"
-              "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    header = (
+        "ply\nformat ascii 1.0\nelement vertex 200\nproperty float x\nproperty float y\n"
+        "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
     rows = "".join(f"{x} {y} {z} {r} {g} {b}\n" for (x, y, z), (r, g, b) in zip(XYZ, RGB))
     return (header + rows).encode()
 
@@ -77,7 +80,9 @@ def _assert_consistent(outcome, peak: int, size: int):
     assert outcome.source_index.shape == (n,) and np.all(np.diff(outcome.source_index) > 0)
     assert n == 0 or 0 <= outcome.source_index[0] and outcome.source_index[-1] < outcome.num_input
     if outcome.colors is not None:
-        assert outcome.colors.shape == (n, 3) and np.all((outcome.colors >= 0) & (outcome.colors <= 1))
+        assert outcome.colors.shape == (n, 3) and np.all(
+            (outcome.colors >= 0) & (outcome.colors <= 1)
+        )
     if outcome.features is not None:
         assert outcome.features.shape[0] == n
 
@@ -86,25 +91,49 @@ NAMES = ["binary.ply", "ascii.ply", "binary.pcd", "ascii.pcd", "compressed.pcd",
 
 
 @FUZZ
-@given(name=st.sampled_from(NAMES),
-       edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1, max_size=6),
-       cut=st.one_of(st.none(), st.integers(min_value=0)))
-def test_mutated_point_files_read_consistently_or_are_refused(tmp_path, valid_files, name, edits, cut):
+@given(
+    name=st.sampled_from(NAMES),
+    edits=st.lists(
+        st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1, max_size=6
+    ),
+    cut=st.one_of(st.none(), st.integers(min_value=0)),
+)
+def test_mutated_point_files_read_consistently_or_are_refused(
+    tmp_path, valid_files, name, edits, cut
+):
     data = bytearray(valid_files[name])
     for position, value in edits:
         data[position % len(data)] = value
     if cut is not None:
-        data = data[:cut % (len(data) + 1)]
+        data = data[: cut % (len(data) + 1)]
     outcome, peak = _read_bounded(tmp_path, name, bytes(data))
     _assert_consistent(outcome, peak, max(len(data), 1))
 
 
 @FUZZ
-@given(name=st.sampled_from(["binary.ply", "ascii.ply", "binary.pcd", "ascii.pcd", "compressed.pcd"]),
-       line=st.integers(min_value=0),
-       text=st.sampled_from(["4611686018427387904", "-1", "0", "1e30", "nan", "x", "", "99999999999999999999",
-                             "float", "uchar", "binary_big_endian 1.0", "binary_compressed"]))
-def test_mutated_header_words_read_consistently_or_are_refused(tmp_path, valid_files, name, line, text):
+@given(
+    name=st.sampled_from(["binary.ply", "ascii.ply", "binary.pcd", "ascii.pcd", "compressed.pcd"]),
+    line=st.integers(min_value=0),
+    text=st.sampled_from(
+        [
+            "4611686018427387904",
+            "-1",
+            "0",
+            "1e30",
+            "nan",
+            "x",
+            "",
+            "99999999999999999999",
+            "float",
+            "uchar",
+            "binary_big_endian 1.0",
+            "binary_compressed",
+        ]
+    ),
+)
+def test_mutated_header_words_read_consistently_or_are_refused(
+    tmp_path, valid_files, name, line, text
+):
     """One word of the header (a count, a type, a format) replaced: counts of 2^62, negative,
     huge or not numbers at all, other types and encodings."""
     data = valid_files[name]

@@ -5,6 +5,7 @@ The sampler is checked against clouds worked out by hand from the kernel's rules
 ``literal_kernel`` below, a slow thread-by-thread simulation of the kernel: every thread's scan
 over its strided indices, then the shared-memory tree reduction step by step.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -67,9 +68,11 @@ def sample(points, m) -> list[int]:
 
 # --- the sampler on hand-worked clouds ---------------------------------------------------------
 
+
 def test_block_size_is_the_largest_power_of_two_up_to_512():
-    assert [kernel_block_size(n) for n in (1, 2, 3, 4, 7, 8, 511, 512, 513, 1023, 1024, 1025, 10**6)] == \
-        [1, 2, 2, 4, 4, 8, 256, 512, 512, 512, 512, 512, 512]
+    assert [
+        kernel_block_size(n) for n in (1, 2, 3, 4, 7, 8, 511, 512, 513, 1023, 1024, 1025, 10**6)
+    ] == [1, 2, 2, 4, 4, 8, 256, 512, 512, 512, 512, 512, 512]
     # the kernel's own formula (log in double precision, truncated) agrees everywhere it matters
     for n in range(1, 2048):
         assert kernel_block_size(n) == max(min(1 << int(np.log(float(n)) / np.log(2.0)), 512), 1)
@@ -96,11 +99,22 @@ def test_ties_between_threads_go_to_the_smallest_bit_reversed_thread():
     # stride 4: slot 0 = (t0 0, t4 1) -> t4; slot 1 = (t1 1, t5 4) -> t5; slot 2 = (t2 1, t6 4) -> t6;
     # slot 3 = (t3 4, t7 1) -> t3. Stride 2: slot 0 = (t4 1, t6 4) -> t6; slot 1 = (t5 4, t3 4) ->
     # tie keeps t5. Stride 1: (t6 4, t5 4) -> tie keeps slot 0: t6. The second seed is k6.
-    pts = [(10, 0, 0), (11, 0, 0), (9, 0, 0), (12, 0, 0), (10, 1, 0), (8, 0, 0), (10, 2, 0), (10, -1, 0)]
+    pts = [
+        (10, 0, 0),
+        (11, 0, 0),
+        (9, 0, 0),
+        (12, 0, 0),
+        (10, 1, 0),
+        (8, 0, 0),
+        (10, 2, 0),
+        (10, -1, 0),
+    ]
     assert sample(pts, 2) == [0, 6]
     assert literal_kernel(pts, 2) == [0, 6]
     # a plain argmax would take k3, the first index at the largest distance
-    dist = ((torch.tensor(pts, dtype=torch.float32) - torch.tensor(pts[0], dtype=torch.float32)) ** 2).sum(1)
+    dist = (
+        (torch.tensor(pts, dtype=torch.float32) - torch.tensor(pts[0], dtype=torch.float32)) ** 2
+    ).sum(1)
     assert int(torch.argmax(dist)) == 3
 
 
@@ -124,15 +138,21 @@ def test_the_origin_as_first_point_still_seeds_and_a_lone_origin_repeats_index_0
     assert sample(pts, 5) == [0, 2, 3, 1, 2]
     assert literal_kernel(pts, 5) == [0, 2, 3, 1, 2]
     # no point but the origin (and a second origin-like point): every thread has best -1, index 0
-    assert sample([(0, 0, 0), (0, 0, 0)], 3) == [0, 0, 0] == literal_kernel([(0, 0, 0), (0, 0, 0)], 3)
+    assert (
+        sample([(0, 0, 0), (0, 0, 0)], 3) == [0, 0, 0] == literal_kernel([(0, 0, 0), (0, 0, 0)], 3)
+    )
 
 
-@pytest.mark.parametrize("n", [2, 3, 7, 8, 9, 63, 64, 65, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025, 1537])
+@pytest.mark.parametrize(
+    "n", [2, 3, 7, 8, 9, 63, 64, 65, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025, 1537]
+)
 def test_matches_the_literal_kernel_on_tie_heavy_integer_clouds(n):
     rng = np.random.default_rng(n)
     side = max(2, round(n ** (1 / 3)) + 1)  # a dense small grid: nearly every step has ties
-    cells = rng.choice(side ** 3 * 2, size=n, replace=False)
-    pts = np.stack([cells % side, (cells // side) % side, cells // (side * side)], axis=1) - side // 2
+    cells = rng.choice(side**3 * 2, size=n, replace=False)
+    pts = (
+        np.stack([cells % side, (cells // side) % side, cells // (side * side)], axis=1) - side // 2
+    )
     m = 24 if n < 1000 else 12
     expected = literal_kernel([tuple(map(float, p)) for p in pts], m)
     assert sample(pts.tolist(), m) == expected
@@ -154,9 +174,12 @@ def test_the_same_seeds_on_a_cuda_tensor():
 
 # --- voxelisation ---------------------------------------------------------------------------------
 
+
 def test_reference_voxels_take_the_first_point_and_keep_arrival_order():
     cfg = SoleConfig.tiny(voxel_size=1.0)
-    points = np.array([[5.2, 0.1, 0.1], [0.5, 0.5, 0.5], [5.9, 0.9, 0.9], [0.1, 0.2, 0.3], [2.5, 0, 0]])
+    points = np.array(
+        [[5.2, 0.1, 0.1], [0.5, 0.5, 0.5], [5.9, 0.9, 0.9], [0.1, 0.2, 0.3], [2.5, 0, 0]]
+    )
     colors = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [0.5, 0.5, 0.5]], dtype=float)
     clip = np.zeros((5, cfg.clip_dim), dtype=np.float32)
     clip[np.arange(5), np.arange(5)] = 2.0  # a different axis per point (normalised to 1)
@@ -166,7 +189,9 @@ def test_reference_voxels_take_the_first_point_and_keep_arrival_order():
     assert scene.point_to_voxel.tolist() == [0, 1, 0, 1, 2]
     np.testing.assert_allclose(scene.raw_coords.numpy(), points[[0, 1, 4]], rtol=0, atol=1e-6)
     mean, std = np.array(cfg.color_mean), np.array(cfg.color_std)
-    np.testing.assert_allclose(scene.features.numpy(), (colors[[0, 1, 4]] - mean) / std, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        scene.features.numpy(), (colors[[0, 1, 4]] - mean) / std, rtol=1e-6, atol=1e-6
+    )
     assert scene.clip.argmax(1).tolist() == [0, 1, 4]
     np.testing.assert_allclose(scene.clip.norm(dim=1).numpy(), 1.0, rtol=1e-6)
     # the averaged mode: lexicographic order and means
@@ -187,12 +212,15 @@ def test_reference_voxel_order_follows_the_points_order_and_the_config_picks_the
     assert scene.coords.tolist() == grid[np.sort(first)].tolist()
     assert sorted(map(tuple, scene.coords.tolist())) == sorted(map(tuple, flip.coords.tolist()))
     assert scene.coords.tolist() != flip.coords.tolist()  # the order is the points' own
-    assert torch.equal(scene.coords[torch.from_numpy(scene.point_to_voxel)], torch.from_numpy(grid).int())
+    assert torch.equal(
+        scene.coords[torch.from_numpy(scene.point_to_voxel)], torch.from_numpy(grid).int()
+    )
     with pytest.raises(ValueError, match="input mode"):
         voxelize(points, colors, None, cfg, mode="median")
 
 
 # --- choosing the mode ------------------------------------------------------------------------------
+
 
 def test_auto_keeps_the_checkpoints_mode_and_a_setting_forces_one():
     published = SoleConfig(input_mode="reference")
@@ -237,8 +265,9 @@ def small_scan():
 @pytest.mark.parametrize("mode", ["auto", "reference", "averaged"])
 def test_both_modes_segment_a_real_scan_with_the_demo_weights(small_scan, mode):
     points, colors = small_scan
-    segmenter, _ = load_segmenter(PipelineSettings(device="cpu", input_mode=mode), torch.device("cpu"),
-                                  log=lambda *_: None)
+    segmenter, _ = load_segmenter(
+        PipelineSettings(device="cpu", input_mode=mode), torch.device("cpu"), log=lambda *_: None
+    )
     # the demo weights were trained with averaging: auto keeps it
     assert segmenter.model.config.input_mode == ("averaged" if mode == "auto" else mode)
     segmenter.set_scene(points, colors)

@@ -1,5 +1,6 @@
 """Region-wise segmentation (sole_ros/inference/regions.py): the crop grid, re-encoding only the
 crops that changed, merging instances across crop borders, and the node's auto mode."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,11 +17,24 @@ from sole_ros.inference.regions import (
     merge_across_crops,
 )
 from sole_ros.inference.segmenter import make_instance
-from sole_ros.pipeline import PipelineSettings, build_pipeline, find_default_checkpoint, load_segmenter
+from sole_ros.pipeline import (
+    PipelineSettings,
+    build_pipeline,
+    find_default_checkpoint,
+    load_segmenter,
+)
 from sole_ros.synthetic import generate_scene, render_sequence
 
-TINY = dict(model_config="tiny", allow_random_weights=True, clip_model="sole-tiny", clip_pretrained=None,
-            device="cpu", voxel_size=0.03, keyframe_translation=0.0, keyframe_rotation_deg=0.0)
+TINY = dict(
+    model_config="tiny",
+    allow_random_weights=True,
+    clip_model="sole-tiny",
+    clip_pretrained=None,
+    device="cpu",
+    voxel_size=0.03,
+    keyframe_translation=0.0,
+    keyframe_rotation_deg=0.0,
+)
 
 
 def test_crops_are_cells_of_a_fixed_world_grid_and_overlap():
@@ -33,14 +47,23 @@ def test_crops_are_cells_of_a_fixed_world_grid_and_overlap():
     for (i, j), indices in cells.items():
         assert np.all(np.diff(indices) > 0)
         x, y = points[indices, 0], points[indices, 1]
-        assert np.all((x >= i * stride) & (x < i * stride + size) & (y >= j * stride) & (y < j * stride + size))
+        assert np.all(
+            (x >= i * stride)
+            & (x < i * stride + size)
+            & (y >= j * stride)
+            & (y < j * stride + size)
+        )
         held[indices] += 1
     # every point is in one to four crops, and in every crop whose square holds it
     assert held.min() >= 1 and held.max() <= 4
     for k in rng.choice(len(points), 200, replace=False):
         x, y = points[k, :2]
-        expected = sum(1 for i in range(-5, 6) for j in range(-5, 6)
-                       if i * stride <= x < i * stride + size and j * stride <= y < j * stride + size)
+        expected = sum(
+            1
+            for i in range(-5, 6)
+            for j in range(-5, 6)
+            if i * stride <= x < i * stride + size and j * stride <= y < j * stride + size
+        )
         assert held[k] == expected
     # the grid is the world's: points added far away leave these crops' contents as they were
     grown = np.r_[points, points[:100] + [30.0, 0.0, 0.0]]
@@ -85,12 +108,15 @@ def test_only_crops_whose_voxels_changed_are_encoded_again(tiny_segmenter):
     regions.use_scene(before)
 
     seen_again = observations.copy()
-    seen_again[len(first_room):] += 1  # the camera looked at the second room again
+    seen_again[len(first_room) :] += 1  # the camera looked at the second room again
     after = regions.prepare_scene(points, colors, version=2, observations=seen_again)
     assert after.encoded == 1
     by_cell = {crop.cell: crop for crop in after.crops}
     old = {crop.cell: crop for crop in before.crops}
-    assert by_cell[(0, 0)].prepared is old[(0, 0)].prepared and by_cell[(6, 0)].prepared is not old[(6, 0)].prepared
+    assert (
+        by_cell[(0, 0)].prepared is old[(0, 0)].prepared
+        and by_cell[(6, 0)].prepared is not old[(6, 0)].prepared
+    )
     unchanged = regions.prepare_scene(points, colors, version=3, observations=seen_again)
     assert unchanged.encoded == 0
 
@@ -99,7 +125,9 @@ def test_only_crops_whose_voxels_changed_are_encoded_again(tiny_segmenter):
     regions.use_scene(after)
     decoded = []
     segment_all = tiny_segmenter.segment_all
-    tiny_segmenter.segment_all = lambda *a, **k: decoded.append(1) or segment_all(*a, **k)  # counts calls
+    tiny_segmenter.segment_all = lambda *a, **k: (
+        decoded.append(1) or segment_all(*a, **k)
+    )  # counts calls
     try:
         parts = regions.segment_all()
     finally:
@@ -108,12 +136,16 @@ def test_only_crops_whose_voxels_changed_are_encoded_again(tiny_segmenter):
     assert len(decoded) == 1
 
     def in_first_room(instances):
-        return [tuple(i.point_indices) for i in instances if i.point_indices.max() < len(first_room)]
+        return [
+            tuple(i.point_indices) for i in instances if i.point_indices.max() < len(first_room)
+        ]
 
     assert in_first_room(parts_before) and in_first_room(parts) == in_first_room(parts_before)
     assert parts and all(p.point_indices.max() < len(points) for p in parts)
     answers = regions.query(["mug"], top_k=5)
-    assert 0 < len(answers) <= 5 and [a.score for a in answers] == sorted((a.score for a in answers), reverse=True)
+    assert 0 < len(answers) <= 5 and [a.score for a in answers] == sorted(
+        (a.score for a in answers), reverse=True
+    )
     for inst in answers:  # boxes are of the whole scene's points
         assert np.allclose(inst.centroid, points[inst.point_indices].mean(axis=0))
 
@@ -128,11 +160,15 @@ def test_encodings_beyond_the_bound_are_released_and_encoded_again_only_when_nee
     regions = RegionSegmenter(tiny_segmenter, size=4.0, overlap=0.5, max_encodings=1)
     encoded = []
     prepare = tiny_segmenter.prepare_scene
-    tiny_segmenter.prepare_scene = lambda *a, **k: encoded.append(1) or prepare(*a, **k)  # counts encodings
+    tiny_segmenter.prepare_scene = lambda *a, **k: (
+        encoded.append(1) or prepare(*a, **k)
+    )  # counts encodings
     try:
         scene = regions.prepare_scene(points, colors, version=1)
         regions.use_scene(scene)
-        assert len(encoded) == 3 and regions.encodings_held() == 3  # the new ones wait for their parts
+        assert (
+            len(encoded) == 3 and regions.encodings_held() == 3
+        )  # the new ones wait for their parts
         parts = regions.segment_all()
         assert parts and regions.encodings_held() == 1
         newest = max(scene.crops, key=lambda crop: crop.encoded_at)
@@ -140,7 +176,9 @@ def test_encodings_beyond_the_bound_are_released_and_encoded_again_only_when_nee
         again = regions.prepare_scene(points, colors, version=2)
         regions.use_scene(again)
         assert again.encoded == 0 and len(encoded) == 3
-        assert [tuple(p.point_indices) for p in regions.segment_all()] == [tuple(p.point_indices) for p in parts]
+        assert [tuple(p.point_indices) for p in regions.segment_all()] == [
+            tuple(p.point_indices) for p in parts
+        ]
         assert len(encoded) == 3
         held = {crop.cell for crop in again.crops if crop.prepared is not None}
         assert set(regions.cells_holding(parts, max_crops=3)) <= held
@@ -156,7 +194,9 @@ def test_a_scene_that_fits_one_crop_is_segmented_whole_in_auto_mode(tiny_segment
     prepared = auto.prepare_scene(room, colors, version=1)
     assert [crop.cell for crop in prepared.crops] == [WHOLE_SCENE]
     assert np.array_equal(prepared.crops[0].indices, np.arange(len(room)))
-    cut = RegionSegmenter(tiny_segmenter, size=4.0, overlap=0.5).prepare_scene(room, colors, version=1)
+    cut = RegionSegmenter(tiny_segmenter, size=4.0, overlap=0.5).prepare_scene(
+        room, colors, version=1
+    )
     assert len(cut.crops) == 2
 
 
@@ -176,22 +216,44 @@ def test_an_object_cut_by_a_crop_border_comes_back_as_one():
     scene = PreparedRegions(1, points, [a, b], 2, size=6.0, overlap=2.0)
 
     def local(crop, global_indices, score, label="thing"):
-        return make_instance(points[crop.indices], np.searchsorted(crop.indices, global_indices), label, score)
+        return make_instance(
+            points[crop.indices], np.searchsorted(crop.indices, global_indices), label, score
+        )
 
     found = [
-        (a, [local(a, np.arange(15, 60), 0.7, "table"), local(a, np.arange(45, 50), 0.5),
-             local(a, np.arange(10, 20), 0.4), local(a, np.arange(20, 24), 0.3), local(a, np.arange(55, 60), 0.95)]),
-        (b, [local(b, np.arange(40, 80), 0.9, "desk"), local(b, np.arange(46, 51), 0.6),
-             local(b, np.arange(80, 90), 0.2)]),
+        (
+            a,
+            [
+                local(a, np.arange(15, 60), 0.7, "table"),
+                local(a, np.arange(45, 50), 0.5),
+                local(a, np.arange(10, 20), 0.4),
+                local(a, np.arange(20, 24), 0.3),
+                local(a, np.arange(55, 60), 0.95),
+            ],
+        ),
+        (
+            b,
+            [
+                local(b, np.arange(40, 80), 0.9, "desk"),
+                local(b, np.arange(46, 51), 0.6),
+                local(b, np.arange(80, 90), 0.2),
+            ],
+        ),
     ]
     merged = merge_across_crops(found, scene)
     as_sets = {tuple(m.point_indices): m for m in merged}
     table = as_sets[tuple(range(15, 80))]
     assert table.label == "table" and table.score == 0.7  # A saw more of it (45 points to B's 40)
     assert tuple(range(45, 51)) in as_sets and as_sets[tuple(range(45, 51))].score == 0.6
-    assert tuple(range(10, 20)) in as_sets and tuple(range(20, 24)) in as_sets and tuple(range(80, 90)) in as_sets
+    assert (
+        tuple(range(10, 20)) in as_sets
+        and tuple(range(20, 24)) in as_sets
+        and tuple(range(80, 90)) in as_sets
+    )
     assert tuple(range(55, 60)) not in as_sets
-    assert len(merged) == 5 and [m.score for m in merged] == sorted((m.score for m in merged), reverse=True)
+    assert len(merged) == 5 and [m.score for m in merged] == sorted(
+        (m.score for m in merged), reverse=True
+    )
     assert np.allclose(table.centroid, points[15:80].mean(axis=0))
 
     # disagreeing on the overlap (3 points in common of 20 there) stays two
@@ -207,15 +269,25 @@ def test_region_settings_are_checked():
         RegionSegmenter(None, size=float("nan"))
     from sole_ros.settings_table import validate
 
-    assert any("region_overlap" in p for p in validate({"segmentation.region_size": 2.0,
-                                                        "segmentation.region_overlap": 1.5}))
+    assert any(
+        "region_overlap" in p
+        for p in validate({"segmentation.region_size": 2.0, "segmentation.region_overlap": 1.5})
+    )
 
 
 def test_the_pipeline_segments_by_regions_and_keeps_object_ids(tmp_path):
     """segmentation.mode regions through the pipeline, with the object memory: the parts of a
     map spanning several crops get ids, and segmenting it again keeps every id."""
-    p = build_pipeline(PipelineSettings(**TINY, segmentation_mode="regions", region_size=1.0, region_overlap=0.3,
-                                        object_memory=True), log=lambda *_: None)
+    p = build_pipeline(
+        PipelineSettings(
+            **TINY,
+            segmentation_mode="regions",
+            region_size=1.0,
+            region_overlap=0.3,
+            object_memory=True,
+        ),
+        log=lambda *_: None,
+    )
     assert isinstance(p.segmenter, RegionSegmenter)
     scene = generate_scene(seed=2, kind="tabletop", classes=["mug", "bowl", "bottle"])
     for f in render_sequence(scene, 4, width=128, height=96, seed=2):
@@ -242,10 +314,24 @@ def test_a_query_on_a_map_of_many_crops_ranks_remembered_objects_and_decodes_few
     and answers elsewhere with the remembered parts themselves (their points and stable ids); with
     decoded_crops 0 it runs the decoder on every crop, as before."""
     # the demo weights: random ones make one part of everything, with nothing to rank
-    demo = dict(checkpoint=find_default_checkpoint(), device="cpu", voxel_size=0.02, keyframe_translation=0.0,
-                keyframe_rotation_deg=0.0)
-    p = build_pipeline(PipelineSettings(**demo, segmentation_mode="regions", region_size=1.0, region_overlap=0.3,
-                                        object_memory=True, decoded_crops=2), log=lambda *_: None)
+    demo = dict(
+        checkpoint=find_default_checkpoint(),
+        device="cpu",
+        voxel_size=0.02,
+        keyframe_translation=0.0,
+        keyframe_rotation_deg=0.0,
+    )
+    p = build_pipeline(
+        PipelineSettings(
+            **demo,
+            segmentation_mode="regions",
+            region_size=1.0,
+            region_overlap=0.3,
+            object_memory=True,
+            decoded_crops=2,
+        ),
+        log=lambda *_: None,
+    )
     scene = generate_scene(seed=2, kind="tabletop", classes=["mug", "bowl", "bottle"])
     for f in render_sequence(scene, 4, width=128, height=96, seed=2):
         p.ingest_rgbd(f.depth, f.K, f.pose, color=f.color, stamp=1.0 + f.stamp)
@@ -264,8 +350,11 @@ def test_a_query_on_a_map_of_many_crops_ranks_remembered_objects_and_decodes_few
     base.query = counting_query
     answer = p.query(["mug"], max_results=20)
     assert 1 <= len(decoded) <= 2
-    decoded_cells = {crop.cell for crop in p.segmenter._require_scene().crops
-                     if any(crop.prepared is d for d in decoded)}
+    decoded_cells = {
+        crop.cell
+        for crop in p.segmenter._require_scene().crops
+        if any(crop.prepared is d for d in decoded)
+    }
     parts = {object_id: part for object_id, part in segmentation.objects}
     assert answer.instances and len(answer.object_ids) == len(answer.instances)
     remembered_answers = 0

@@ -3,6 +3,7 @@
 Clouds and images are built by hand here (numpy structured arrays, explicit byte orders), not by
 the code under test, so a layout bug cannot cancel itself out.
 """
+
 from __future__ import annotations
 
 import array
@@ -61,8 +62,14 @@ from sole_ros.ros.transforms import (  # noqa: E402
 
 FUZZ = fuzz_settings(300, suppress_health_check=[HealthCheck.too_slow])
 F32, F64, U32, U8 = PointField.FLOAT32, PointField.FLOAT64, PointField.UINT32, PointField.UINT8
-NP_OF = {PointField.FLOAT32: "f4", PointField.FLOAT64: "f8", PointField.UINT32: "u4", PointField.UINT8: "u1",
-         PointField.INT32: "i4", PointField.UINT16: "u2"}
+NP_OF = {
+    PointField.FLOAT32: "f4",
+    PointField.FLOAT64: "f8",
+    PointField.UINT32: "u4",
+    PointField.UINT8: "u1",
+    PointField.INT32: "i4",
+    PointField.UINT16: "u2",
+}
 
 
 def as_data(raw: bytes) -> array.array:
@@ -71,24 +78,48 @@ def as_data(raw: bytes) -> array.array:
     return data
 
 
-def hand_cloud(columns: dict[str, np.ndarray], layout: dict[str, tuple[int, int]], point_step: int, *,
-               height: int = 1, row_pad: int = 0, bigendian: bool = False, junk: int = 0xA5) -> PointCloud2:
+def hand_cloud(
+    columns: dict[str, np.ndarray],
+    layout: dict[str, tuple[int, int]],
+    point_step: int,
+    *,
+    height: int = 1,
+    row_pad: int = 0,
+    bigendian: bool = False,
+    junk: int = 0xA5,
+) -> PointCloud2:
     """A cloud with fields at the given (offset, datatype); padding bytes hold ``junk``."""
     order = ">" if bigendian else "<"
     names = list(layout)
-    record = np.dtype({"names": names, "formats": [order + NP_OF[layout[n][1]] for n in names],
-                       "offsets": [layout[n][0] for n in names], "itemsize": point_step})
+    record = np.dtype(
+        {
+            "names": names,
+            "formats": [order + NP_OF[layout[n][1]] for n in names],
+            "offsets": [layout[n][0] for n in names],
+            "itemsize": point_step,
+        }
+    )
     count = len(next(iter(columns.values())))
     assert count % height == 0
     width = count // height
     rows = np.full((height, width * point_step + row_pad), junk, np.uint8)
-    table = np.frombuffer(rows[:, :width * point_step].tobytes(), dtype=record).copy()  # keeps the junk
+    table = np.frombuffer(
+        rows[:, : width * point_step].tobytes(), dtype=record
+    ).copy()  # keeps the junk
     for name in names:
         table[name] = columns[name]
-    rows[:, :width * point_step] = np.frombuffer(table.tobytes(), np.uint8).reshape(height, -1)
-    msg = PointCloud2(height=height, width=width, point_step=point_step, row_step=width * point_step + row_pad,
-                      is_bigendian=bigendian, is_dense=False)
-    msg.fields = [PointField(name=n, offset=layout[n][0], datatype=layout[n][1], count=1) for n in names]
+    rows[:, : width * point_step] = np.frombuffer(table.tobytes(), np.uint8).reshape(height, -1)
+    msg = PointCloud2(
+        height=height,
+        width=width,
+        point_step=point_step,
+        row_step=width * point_step + row_pad,
+        is_bigendian=bigendian,
+        is_dense=False,
+    )
+    msg.fields = [
+        PointField(name=n, offset=layout[n][0], datatype=layout[n][1], count=1) for n in names
+    ]
     msg.data = as_data(rows.tobytes())
     return msg
 
@@ -108,6 +139,7 @@ def rng():
 
 # ---------------------------------------------------------------- point clouds
 
+
 def test_make_cloud_round_trip_with_colour_and_extra_fields(rng):
     xyz = rng.normal(size=(50, 3)).astype(np.float32)
     rgb = rng.integers(0, 256, (50, 3), dtype=np.uint8)
@@ -126,8 +158,8 @@ def test_make_cloud_round_trip_with_colour_and_extra_fields(rng):
     # The extra fields hold their values at their declared offsets.
     points = np.frombuffer(msg.data, np.uint8).reshape(50, msg.point_step)
     by_name = {f.name: f for f in msg.fields}
-    got_ids = points[:, by_name["instance_id"].offset:][:, :4].copy().view("<u4").ravel()
-    got_scores = points[:, by_name["score"].offset:][:, :4].copy().view("<f4").ravel()
+    got_ids = points[:, by_name["instance_id"].offset :][:, :4].copy().view("<u4").ravel()
+    got_scores = points[:, by_name["score"].offset :][:, :4].copy().view("<f4").ravel()
     np.testing.assert_array_equal(got_ids, ids)
     np.testing.assert_array_equal(got_scores, scores)
 
@@ -136,7 +168,7 @@ def test_make_cloud_rgb_is_the_float32_rviz_expects():
     msg = make_cloud(Header(), np.zeros((1, 3)), np.array([[255, 128, 1]], np.uint8))
     rgb_field = next(f for f in msg.fields if f.name == "rgb")
     assert rgb_field.datatype == F32
-    raw = bytes(msg.data)[rgb_field.offset:rgb_field.offset + 4]
+    raw = bytes(msg.data)[rgb_field.offset : rgb_field.offset + 4]
     assert int.from_bytes(raw, "little") == 0x00FF8001
 
 
@@ -152,7 +184,9 @@ def test_make_cloud_marks_non_finite_points_and_checks_inputs():
     with pytest.raises(ValueError, match="uint8"):
         make_cloud(Header(), np.zeros((2, 3)), np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="int64"):
-        make_cloud(Header(), np.zeros((2, 3)), extra_fields={"instance_id": np.arange(2, dtype=np.int64)})
+        make_cloud(
+            Header(), np.zeros((2, 3)), extra_fields={"instance_id": np.arange(2, dtype=np.int64)}
+        )
     with pytest.raises(ValueError, match="shape"):
         make_cloud(Header(), np.zeros((2, 3)), extra_fields={"score": np.zeros(3, np.float32)})
     empty = make_cloud(Header(), np.zeros((0, 3)), np.zeros((0, 3), np.uint8))
@@ -165,8 +199,13 @@ def test_shuffled_fields_padding_and_float64(rng):
     rgb = rng.integers(0, 256, (20, 3), dtype=np.uint8)
     # rgb first, then z, x, y as float64, an unrelated field and 7 bytes of tail padding.
     layout = {"rgb": (0, F32), "intensity": (4, F32), "z": (8, F64), "x": (16, F64), "y": (24, F64)}
-    cols = {"rgb": packed_rgb(rgb).view(np.float32), "intensity": np.ones(20, np.float32),
-            "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
+    cols = {
+        "rgb": packed_rgb(rgb).view(np.float32),
+        "intensity": np.ones(20, np.float32),
+        "x": xyz[:, 0],
+        "y": xyz[:, 1],
+        "z": xyz[:, 2],
+    }
     got_xyz, got_rgb = read_points(hand_cloud(cols, layout, point_step=39, row_pad=5))
     np.testing.assert_array_equal(got_xyz, xyz.astype(np.float32))
     np.testing.assert_array_equal(got_rgb, rgb)
@@ -178,8 +217,12 @@ def test_big_endian_cloud(rng, colour_type):
     rgb = rng.integers(0, 256, (10, 3), dtype=np.uint8)
     packed = packed_rgb(rgb)
     layout = {"x": (0, F32), "y": (4, F32), "z": (8, F32), "rgb": (16, colour_type)}
-    cols = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
-            "rgb": packed.view(np.float32) if colour_type == F32 else packed}
+    cols = {
+        "x": xyz[:, 0],
+        "y": xyz[:, 1],
+        "z": xyz[:, 2],
+        "rgb": packed.view(np.float32) if colour_type == F32 else packed,
+    }
     msg = hand_cloud(cols, layout, point_step=20, bigendian=True)
     got_xyz, got_rgb = read_points(msg)
     np.testing.assert_array_equal(got_xyz, xyz)
@@ -195,7 +238,9 @@ def test_organised_cloud_with_nans_keeps_row_major_order():
     xyz[6, 2] = np.inf
     xyz[11, 1] = -np.inf
     layout = {"x": (0, F32), "y": (4, F32), "z": (8, F32)}
-    msg = hand_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}, layout, 16, height=height, row_pad=8)
+    msg = hand_cloud(
+        {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}, layout, 16, height=height, row_pad=8
+    )
     got, rgb = read_points(msg)
     assert rgb is None
     np.testing.assert_array_equal(got, np.delete(xyz, [1, 6, 11], axis=0))
@@ -204,7 +249,12 @@ def test_organised_cloud_with_nans_keeps_row_major_order():
 def test_rgba_uint32_packing(rng):
     rgb = rng.integers(0, 256, (6, 3), dtype=np.uint8)
     layout = {"x": (0, F32), "y": (4, F32), "z": (8, F32), "rgba": (12, U32)}
-    cols = {"x": np.zeros(6), "y": np.zeros(6), "z": np.ones(6), "rgba": packed_rgb(rgb, alpha=0x7F)}
+    cols = {
+        "x": np.zeros(6),
+        "y": np.zeros(6),
+        "z": np.ones(6),
+        "rgba": packed_rgb(rgb, alpha=0x7F),
+    }
     got_xyz, got_rgb = read_points(hand_cloud(cols, layout, 16))
     assert got_xyz.dtype == np.float32 and got_rgb.dtype == np.uint8
     np.testing.assert_array_equal(got_rgb, rgb)
@@ -234,8 +284,12 @@ def test_message_bytes_accepts_buffers_and_int_sequences_only():
 
 def _valid_cloud() -> PointCloud2:
     layout = {"x": (0, F32), "y": (4, F32), "z": (8, F32), "rgb": (12, F32)}
-    return hand_cloud({"x": np.zeros(4), "y": np.zeros(4), "z": np.ones(4), "rgb": np.zeros(4, np.float32)},
-                      layout, 16, height=2)
+    return hand_cloud(
+        {"x": np.zeros(4), "y": np.zeros(4), "z": np.ones(4), "rgb": np.zeros(4, np.float32)},
+        layout,
+        16,
+        height=2,
+    )
 
 
 def _break(field_name=None, **changes):
@@ -244,6 +298,7 @@ def _break(field_name=None, **changes):
         for key, value in changes.items():
             setattr(target, key, value)
         return msg
+
     return apply
 
 
@@ -256,13 +311,25 @@ MALFORMED_CLOUDS = {
     "field count past point_step": (_break("z", count=3), "does not fit"),
     "rgb as uint8": (_break("rgb", datatype=U8), "packed"),
     "data too short": (lambda m: setattr(m, "data", m.data[:-1]) or m, "bytes"),
-    "data too long": (lambda m: setattr(m, "data", m.data + array.array("B", [0] * 16)) or m, "bytes"),
+    "data too long": (
+        lambda m: setattr(m, "data", m.data + array.array("B", [0] * 16)) or m,
+        "bytes",
+    ),
     "wider than row_step": (_break(width=3), "row_step 32 is less than width 3"),
     "taller than data": (_break(height=5), "bytes"),
     "row_step too small": (_break(row_step=16), "row_step"),
     "point_step zero": (_break(point_step=0), "point_step"),
-    "duplicate field": (lambda m: setattr(m, "fields", list(m.fields) + [PointField(name="x", offset=0, datatype=F32,
-                                                                                     count=1)]) or m, "twice"),
+    "duplicate field": (
+        lambda m: (
+            setattr(
+                m,
+                "fields",
+                list(m.fields) + [PointField(name="x", offset=0, datatype=F32, count=1)],
+            )
+            or m
+        ),
+        "twice",
+    ),
 }
 
 
@@ -290,13 +357,18 @@ def fuzzed_clouds(draw):
     msg.height = draw(st.integers(0, 4))
     msg.width = draw(st.integers(0, 5))
     msg.point_step = draw(st.integers(0, 40))
-    msg.row_step = draw(st.one_of(st.just(msg.width * msg.point_step),
-                                  st.integers(0, 250)))
+    msg.row_step = draw(st.one_of(st.just(msg.width * msg.point_step), st.integers(0, 250)))
     msg.is_bigendian = draw(st.booleans())
     # Often a plausible xyz layout, sometimes anything at all.
-    plausible = [PointField(name=n, offset=4 * i, datatype=F32, count=1) for i, n in enumerate("xyz")]
-    msg.fields = draw(st.one_of(st.lists(field_strategy, max_size=6),
-                                st.lists(field_strategy, max_size=2).map(lambda extra: plausible + extra)))
+    plausible = [
+        PointField(name=n, offset=4 * i, datatype=F32, count=1) for i, n in enumerate("xyz")
+    ]
+    msg.fields = draw(
+        st.one_of(
+            st.lists(field_strategy, max_size=6),
+            st.lists(field_strategy, max_size=2).map(lambda extra: plausible + extra),
+        )
+    )
     size = draw(st.one_of(st.just(msg.row_step * msg.height), st.integers(0, 600)))
     msg.data = as_data(draw(st.binary(min_size=size, max_size=size)))
     return msg
@@ -318,9 +390,14 @@ def test_fuzzed_clouds_give_a_valid_result_or_malformed_message(msg):
 
 
 @FUZZ
-@given(st.integers(0, 30).flatmap(lambda n: st.tuples(
-    st.lists(st.floats(-1e6, 1e6, width=32), min_size=3 * n, max_size=3 * n),
-    st.binary(min_size=3 * n, max_size=3 * n))))
+@given(
+    st.integers(0, 30).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.floats(-1e6, 1e6, width=32), min_size=3 * n, max_size=3 * n),
+            st.binary(min_size=3 * n, max_size=3 * n),
+        )
+    )
+)
 def test_make_cloud_read_points_round_trip_property(values):
     coords, colour = values
     xyz = np.array(coords, np.float32).reshape(-1, 3)
@@ -332,21 +409,32 @@ def test_make_cloud_read_points_round_trip_property(values):
 
 # ---------------------------------------------------------------- images
 
-def hand_image(pixels: np.ndarray, encoding: str, *, pad: int = 0, bigendian: bool = False) -> Image:
+
+def hand_image(
+    pixels: np.ndarray, encoding: str, *, pad: int = 0, bigendian: bool = False
+) -> Image:
     """An Image whose rows carry ``pad`` junk bytes after the pixels."""
     height, width = pixels.shape[:2]
     dtype = pixels.dtype.newbyteorder(">" if bigendian else "<")
     row_bytes = pixels.reshape(height, -1).astype(dtype).view(np.uint8).reshape(height, -1)
     rows = np.concatenate([row_bytes, np.full((height, pad), 0xEE, np.uint8)], axis=1)
-    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=bigendian,
-                step=rows.shape[1])
+    msg = Image(
+        height=height, width=width, encoding=encoding, is_bigendian=bigendian, step=rows.shape[1]
+    )
     msg.data = as_data(rows.tobytes())
     return msg
 
 
-@pytest.mark.parametrize("encoding,channels,order", [
-    ("rgb8", 3, [0, 1, 2]), ("bgr8", 3, [2, 1, 0]), ("rgba8", 4, [0, 1, 2]), ("bgra8", 4, [2, 1, 0]),
-    ("mono8", 1, [0, 0, 0])])
+@pytest.mark.parametrize(
+    "encoding,channels,order",
+    [
+        ("rgb8", 3, [0, 1, 2]),
+        ("bgr8", 3, [2, 1, 0]),
+        ("rgba8", 4, [0, 1, 2]),
+        ("bgra8", 4, [2, 1, 0]),
+        ("mono8", 1, [0, 0, 0]),
+    ],
+)
 @pytest.mark.parametrize("pad", [0, 3])
 def test_color_encodings_with_step_padding(rng, encoding, channels, order, pad):
     stored = rng.integers(0, 256, (5, 7, channels), dtype=np.uint8)
@@ -377,15 +465,51 @@ def test_float_depth_is_metres_and_invalid_is_nan(bigendian):
 
 
 MALFORMED_IMAGES = [
-    (depth_to_metres, lambda: hand_image(np.zeros((2, 2, 3), np.uint8), "rgb8"), "unsupported depth encoding 'rgb8'"),
-    (color_to_rgb, lambda: hand_image(np.zeros((2, 2), np.uint16), "16UC1"), "unsupported colour encoding '16UC1'"),
-    (color_to_rgb, lambda: hand_image(np.zeros((2, 2, 2), np.uint8), "yuv422"), "unsupported colour encoding"),
-    (color_to_rgb, lambda: hand_image(np.zeros((2, 2, 3), np.uint8), ""), "unsupported colour encoding"),
-    (color_to_rgb, lambda: _with(hand_image(np.zeros((2, 2, 3), np.uint8), "rgb8"), step=5), "step 5"),
-    (color_to_rgb, lambda: _with(hand_image(np.zeros((2, 2, 3), np.uint8), "rgb8"), height=3), "bytes"),
-    (color_to_rgb, lambda: _with(hand_image(np.zeros((2, 2, 3), np.uint8), "rgb8"), width=3), "step"),
-    (depth_to_metres, lambda: _with(hand_image(np.zeros((2, 2), np.uint16), "16UC1", pad=1), step=9), "bytes"),
-    (depth_to_metres, lambda: _truncate(hand_image(np.zeros((2, 2), np.float32), "32FC1")), "bytes"),
+    (
+        depth_to_metres,
+        lambda: hand_image(np.zeros((2, 2, 3), np.uint8), "rgb8"),
+        "unsupported depth encoding 'rgb8'",
+    ),
+    (
+        color_to_rgb,
+        lambda: hand_image(np.zeros((2, 2), np.uint16), "16UC1"),
+        "unsupported colour encoding '16UC1'",
+    ),
+    (
+        color_to_rgb,
+        lambda: hand_image(np.zeros((2, 2, 2), np.uint8), "yuv422"),
+        "unsupported colour encoding",
+    ),
+    (
+        color_to_rgb,
+        lambda: hand_image(np.zeros((2, 2, 3), np.uint8), ""),
+        "unsupported colour encoding",
+    ),
+    (
+        color_to_rgb,
+        lambda: _with(hand_image(np.zeros((2, 2, 3), np.uint8), "rgb8"), step=5),
+        "step 5",
+    ),
+    (
+        color_to_rgb,
+        lambda: _with(hand_image(np.zeros((2, 2, 3), np.uint8), "rgb8"), height=3),
+        "bytes",
+    ),
+    (
+        color_to_rgb,
+        lambda: _with(hand_image(np.zeros((2, 2, 3), np.uint8), "rgb8"), width=3),
+        "step",
+    ),
+    (
+        depth_to_metres,
+        lambda: _with(hand_image(np.zeros((2, 2), np.uint16), "16UC1", pad=1), step=9),
+        "bytes",
+    ),
+    (
+        depth_to_metres,
+        lambda: _truncate(hand_image(np.zeros((2, 2), np.float32), "32FC1")),
+        "bytes",
+    ),
 ]
 
 
@@ -411,8 +535,25 @@ def fuzzed_images(draw):
     msg = Image()
     msg.height = draw(st.integers(0, 5))
     msg.width = draw(st.integers(0, 5))
-    msg.encoding = draw(st.sampled_from(["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "16UC1", "mono16",
-                                         "32FC1", "64FC1", "8UC3", "bayer_rggb8", "", "RGB8"]))
+    msg.encoding = draw(
+        st.sampled_from(
+            [
+                "rgb8",
+                "bgr8",
+                "rgba8",
+                "bgra8",
+                "mono8",
+                "16UC1",
+                "mono16",
+                "32FC1",
+                "64FC1",
+                "8UC3",
+                "bayer_rggb8",
+                "",
+                "RGB8",
+            ]
+        )
+    )
     msg.step = draw(st.one_of(st.integers(0, 40), st.just(msg.width * 4)))
     msg.is_bigendian = draw(st.booleans())
     size = draw(st.one_of(st.just(msg.step * msg.height), st.integers(0, 200)))
@@ -461,8 +602,9 @@ def test_the_map_accepts_every_encoding_the_messages_decode():
     from sole_ros.scene import validation
 
     assert set(validation.COLOR_ENCODINGS) == set(COLOR_ENCODINGS)
-    assert {k: np.dtype(v) for k, v in validation.DEPTH_ENCODINGS.items()} == \
-        {k: dtype for k, (dtype, _) in DEPTH_ENCODINGS.items()}
+    assert {k: np.dtype(v) for k, v in validation.DEPTH_ENCODINGS.items()} == {
+        k: dtype for k, (dtype, _) in DEPTH_ENCODINGS.items()
+    }
 
 
 def _sensor_messages(depth_size=(8, 6), color_size=(8, 6)):
@@ -479,7 +621,12 @@ def _sensor_messages(depth_size=(8, 6), color_size=(8, 6)):
 def test_frame_builder_decodes_and_asks_the_pose_last():
     depth, info, color = _sensor_messages()
     asked = []
-    frame = rgbd_frame(depth, info, color, pose=lambda stamp, frame_id: asked.append((stamp, frame_id)) or np.eye(4))
+    frame = rgbd_frame(
+        depth,
+        info,
+        color,
+        pose=lambda stamp, frame_id: asked.append((stamp, frame_id)) or np.eye(4),
+    )
     assert asked == [(5.0, "cam")] and frame.inputs == ("depth", "color")
     np.testing.assert_allclose(frame.depth, 1.5)
     assert frame.color.shape == (6, 8, 3) and frame.K[0, 0] == 10.0
@@ -523,21 +670,28 @@ def test_camera_matrix_and_size_check():
 def test_camera_matrix_binning_and_roi():
     info = camera_info()
     info.binning_x = info.binning_y = 2
-    np.testing.assert_allclose(camera_matrix(info, (320, 240)), [[262.5, 0, 159.75], [0, 263, 119.75], [0, 0, 1]])
+    np.testing.assert_allclose(
+        camera_matrix(info, (320, 240)), [[262.5, 0, 159.75], [0, 263, 119.75], [0, 0, 1]]
+    )
     info = camera_info()
     info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 40, 200, 100
-    np.testing.assert_allclose(camera_matrix(info, (200, 100)), [[525, 0, 219.5], [0, 526, 199.5], [0, 0, 1]])
+    np.testing.assert_allclose(
+        camera_matrix(info, (200, 100)), [[525, 0, 219.5], [0, 526, 199.5], [0, 0, 1]]
+    )
     info.roi.x_offset = 500
     with pytest.raises(MalformedMessage, match="ROI"):
         camera_matrix(info)
 
 
-@pytest.mark.parametrize("k,reason", [
-    ([0.0] * 9, "fx=0"),  # the default (uncalibrated) CameraInfo
-    ([525, 0, 319.5, 0, -526, 239.5, 0, 0, 1], "fy=-526"),
-    ([525, 0, np.nan, 0, 526, 239.5, 0, 0, 1], "non-finite"),
-    ([525, 0, 319.5, 0, 526, 239.5, 0, 0, 2], "not an intrinsic matrix"),
-])
+@pytest.mark.parametrize(
+    "k,reason",
+    [
+        ([0.0] * 9, "fx=0"),  # the default (uncalibrated) CameraInfo
+        ([525, 0, 319.5, 0, -526, 239.5, 0, 0, 1], "fy=-526"),
+        ([525, 0, np.nan, 0, 526, 239.5, 0, 0, 1], "non-finite"),
+        ([525, 0, 319.5, 0, 526, 239.5, 0, 0, 2], "not an intrinsic matrix"),
+    ],
+)
 def test_camera_matrix_rejects_bad_intrinsics(k, reason):
     info = camera_info()
     info.k = [float(v) for v in k]
@@ -546,6 +700,7 @@ def test_camera_matrix_rejects_bad_intrinsics(k, reason):
 
 
 # ---------------------------------------------------------------- transforms
+
 
 def quaternion(axis, angle) -> Quaternion:
     axis = np.asarray(axis, float) / np.linalg.norm(axis)
@@ -570,7 +725,7 @@ def test_stamps():
     stamp = Time(sec=1_700_000_000, nanosec=123_456_789)
     back = seconds_to_stamp(stamp_to_seconds(stamp))
     assert back.sec == stamp.sec and abs(back.nanosec - stamp.nanosec) < 1000
-    for bad in (-1.0, math.nan, math.inf, 2.0 ** 31):
+    for bad in (-1.0, math.nan, math.inf, 2.0**31):
         with pytest.raises(ValueError):
             seconds_to_stamp(bad)
 
@@ -586,12 +741,15 @@ def test_pose_to_matrix_by_hand():
     np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)
 
 
-@pytest.mark.parametrize("q,reason", [
-    ((0.0, 0.0, 0.0, 2.0), "norm 2"),
-    ((0.0, 0.0, 0.0, 0.0), "norm 0"),
-    ((0.0, 0.0, 0.5, 0.5), "norm 0.707"),
-    ((math.nan, 0.0, 0.0, 1.0), "not finite"),
-])
+@pytest.mark.parametrize(
+    "q,reason",
+    [
+        ((0.0, 0.0, 0.0, 2.0), "norm 2"),
+        ((0.0, 0.0, 0.0, 0.0), "norm 0"),
+        ((0.0, 0.0, 0.5, 0.5), "norm 0.707"),
+        ((math.nan, 0.0, 0.0, 1.0), "not finite"),
+    ],
+)
 def test_quaternion_validation(q, reason):
     with pytest.raises(MalformedMessage, match=reason):
         pose_to_matrix(Point(), Quaternion(x=q[0], y=q[1], z=q[2], w=q[3]))
@@ -607,11 +765,15 @@ def test_matrices_from_messages():
     odom = Odometry()
     odom.pose.pose = pose
     np.testing.assert_allclose(matrix_from_odometry(odom), expected, atol=1e-12)
-    np.testing.assert_allclose(matrix_from_pose_stamped(PoseStamped(pose=pose)), expected, atol=1e-12)
+    np.testing.assert_allclose(
+        matrix_from_pose_stamped(PoseStamped(pose=pose)), expected, atol=1e-12
+    )
     with_cov = PoseWithCovarianceStamped()
     with_cov.pose.pose = pose
     np.testing.assert_allclose(matrix_from_pose_stamped(with_cov), expected, atol=1e-12)
-    tf = TransformStamped(transform=Transform(translation=Vector3(x=1.0), rotation=quaternion([0, 0, 1], 0.3)))
+    tf = TransformStamped(
+        transform=Transform(translation=Vector3(x=1.0), rotation=quaternion([0, 0, 1], 0.3))
+    )
     np.testing.assert_allclose(matrix_from_transform_stamped(tf), expected, atol=1e-12)
 
 
@@ -639,7 +801,9 @@ def test_pose_buffer_tolerance_outside_the_range_and_errors():
         buffer.lookup(1.0)
     buffer.add(10.0, _pose([0, 0, 0], 0.0))
     buffer.add(11.0, _pose([1, 0, 0], 0.0))
-    np.testing.assert_allclose(buffer.lookup(11.04, tolerance=0.05), _pose([1, 0, 0], 0.0))  # no extrapolation
+    np.testing.assert_allclose(
+        buffer.lookup(11.04, tolerance=0.05), _pose([1, 0, 0], 0.0)
+    )  # no extrapolation
     np.testing.assert_allclose(buffer.lookup(9.97, tolerance=0.05), np.eye(4))
     with pytest.raises(PoseLookupError, match="after the newest"):
         buffer.lookup(11.2, tolerance=0.05)
@@ -686,15 +850,21 @@ def test_pose_buffer_add_message_and_sensor_extrinsic():
     base_from_sensor = np.eye(4)
     base_from_sensor[:3, :3] = rot_z(-math.pi / 2) @ rot_x(-math.pi / 2)
     base_from_sensor[:3, 3] = [0.1, 0.0, 0.5]
-    np.testing.assert_allclose(world_from_sensor, _pose([0.5, 0, 0], math.pi / 2) @ base_from_sensor, atol=1e-9)
+    np.testing.assert_allclose(
+        world_from_sensor, _pose([0.5, 0, 0], math.pi / 2) @ base_from_sensor, atol=1e-9
+    )
     # The camera's optical axis (z) points along the world +y (base +x rotated by 90 deg yaw).
     np.testing.assert_allclose(world_from_sensor[:3, 2], [0, 1, 0], atol=1e-9)
     np.testing.assert_allclose(world_from_sensor[:3, 3], [0.5, 0.1, 0.5], atol=1e-9)
-    np.testing.assert_allclose(buffer.lookup(1.5, base_from_sensor=base_from_sensor), world_from_sensor, atol=1e-9)
+    np.testing.assert_allclose(
+        buffer.lookup(1.5, base_from_sensor=base_from_sensor), world_from_sensor, atol=1e-9
+    )
 
 
 def test_extrinsic_matrix_conventions_and_validation():
-    np.testing.assert_allclose(extrinsic_matrix([0, 0, 0, 0.4, 0, 0])[:3, :3], rot_x(0.4), atol=1e-12)
+    np.testing.assert_allclose(
+        extrinsic_matrix([0, 0, 0, 0.4, 0, 0])[:3, :3], rot_x(0.4), atol=1e-12
+    )
     m = extrinsic_matrix([1, 2, 3, 0.4, 0, 0.7])  # fixed axes: roll first, then yaw
     np.testing.assert_allclose(m[:3, :3], rot_z(0.7) @ rot_x(0.4), atol=1e-12)
     np.testing.assert_allclose(m[:3, 3], [1, 2, 3])
@@ -709,14 +879,16 @@ def test_extrinsic_matrix_conventions_and_validation():
 
 # ---------------------------------------------------------------- synchroniser
 
+
 def image_at(t: float, name: str = "") -> Image:
     return Image(header=Header(stamp=seconds_to_stamp(t), frame_id=name))
 
 
 def collector():
     got = []
-    return got, lambda *msgs: got.append(tuple((m.header.frame_id, round(stamp_to_seconds(m.header.stamp), 6))
-                                               for m in msgs))
+    return got, lambda *msgs: got.append(
+        tuple((m.header.frame_id, round(stamp_to_seconds(m.header.stamp), 6)) for m in msgs)
+    )
 
 
 def test_sync_pairs_equal_stamps_immediately_in_any_arrival_order():
@@ -802,10 +974,16 @@ def test_sync_depth_colour_and_camera_infos():
 
 def test_sync_is_thread_safe_and_delivers_in_order():
     delivered = []
-    sync = ApproximateTimeSync(2, lambda d, c: delivered.append((d.header.stamp.sec, c.header.stamp.sec)),
-                               slop=0.0, queue_size=1000)
+    sync = ApproximateTimeSync(
+        2,
+        lambda d, c: delivered.append((d.header.stamp.sec, c.header.stamp.sec)),
+        slop=0.0,
+        queue_size=1000,
+    )
     frames = [[image_at(float(t)) for t in range(300)] for _ in range(2)]
-    threads = [threading.Thread(target=lambda i=i: [sync.add(i, m) for m in frames[i]]) for i in range(2)]
+    threads = [
+        threading.Thread(target=lambda i=i: [sync.add(i, m) for m in frames[i]]) for i in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -823,7 +1001,11 @@ def test_sync_at_the_end_of_the_streams_pairs_what_waits_oldest_first():
         sync.add(1, image_at(1.3 + 0.1 * i, "c"))
     assert got == []  # a depth image stamped like the colour may still come
     sync.flush()
-    assert [(d[1], c[1]) for d, c in got] == [(1.0, 1.3), (1.1, 1.4), (1.2, 1.5)] and sync.dropped == 0
+    assert [(d[1], c[1]) for d, c in got] == [
+        (1.0, 1.3),
+        (1.1, 1.4),
+        (1.2, 1.5),
+    ] and sync.dropped == 0
 
 
 def test_sync_several_lost_frames_do_not_shift_the_pairing():
@@ -865,9 +1047,14 @@ def test_subscribe_synchronized_over_dds(ros_client):
     node = ros_client
     got = []
     group = ReentrantCallbackGroup()
-    handle = subscribe_synchronized(node, [(Image, "sync_test/depth"), (Image, "sync_test/color")],
-                                    lambda d, c: got.append((d.encoding, c.encoding)), slop=0.01,
-                                    backend="builtin", callback_group=group)
+    handle = subscribe_synchronized(
+        node,
+        [(Image, "sync_test/depth"), (Image, "sync_test/color")],
+        lambda d, c: got.append((d.encoding, c.encoding)),
+        slop=0.01,
+        backend="builtin",
+        callback_group=group,
+    )
     assert handle.backend == "builtin"
     assert all(sub.callback_group is group for sub in handle.subscriptions)
     depth_pub = node.create_publisher(Image, "sync_test/depth", 10)
@@ -893,16 +1080,28 @@ def test_subscribe_synchronized_backend_choice(ros_client):
         import message_filters  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError):
-            subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1, backend="message_filters")
-        assert subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1).backend == "builtin"
+            subscribe_synchronized(
+                ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1, backend="message_filters"
+            )
+        assert (
+            subscribe_synchronized(
+                ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1
+            ).backend
+            == "builtin"
+        )
     else:
-        synchronized = subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1)
+        synchronized = subscribe_synchronized(
+            ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1
+        )
         assert synchronized.backend == "message_filters"
     with pytest.raises(ValueError, match="backend"):
-        subscribe_synchronized(ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1, backend="magic")
+        subscribe_synchronized(
+            ros_client, [(Image, "a"), (Image, "b")], print, slop=0.1, backend="magic"
+        )
 
 
 # ---------------------------------------------------------------- markers
+
 
 class FakeInstance:
     """Duck-typed like the inference library's Instance (plus an id)."""
@@ -917,8 +1116,10 @@ class FakeInstance:
 
 def test_instance_markers_content():
     header = Header(frame_id="map", stamp=Time(sec=5))
-    instances = [FakeInstance(0, "mug", 0.8712, [1, 2, 0.5], [0.1, 0.1, 0.2]),
-                 FakeInstance(7, "chair", 0.5, [3, 0, 0.4], [0.5, 0.6, 0.8])]
+    instances = [
+        FakeInstance(0, "mug", 0.8712, [1, 2, 0.5], [0.1, 0.1, 0.2]),
+        FakeInstance(7, "chair", 0.5, [3, 0, 0.4], [0.5, 0.6, 0.8]),
+    ]
     markers = instance_markers(header, instances, lifetime=2.5).markers
     assert markers[0].action == Marker.DELETEALL and markers[0].ns == "sole"
     assert len(markers) == 1 + 2 * len(instances)
@@ -930,7 +1131,9 @@ def test_instance_markers_content():
     for box, text, inst in zip(boxes, texts, instances):
         assert box.header.frame_id == text.header.frame_id == "map"
         assert box.action == Marker.ADD
-        np.testing.assert_allclose([box.pose.position.x, box.pose.position.y, box.pose.position.z], inst.bbox_center)
+        np.testing.assert_allclose(
+            [box.pose.position.x, box.pose.position.y, box.pose.position.z], inst.bbox_center
+        )
         np.testing.assert_allclose([box.scale.x, box.scale.y, box.scale.z], inst.bbox_size)
         assert text.pose.position.z > inst.bbox_center[2] + inst.bbox_size[2] / 2  # above the box
         assert (box.lifetime.sec, box.lifetime.nanosec) == (2, 500_000_000)

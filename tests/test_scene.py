@@ -1,4 +1,5 @@
 """sole_ros.scene.VoxelMap: ingest, bad input, bounds and eviction, versions, export, threads."""
+
 from __future__ import annotations
 
 import threading
@@ -22,6 +23,7 @@ def reference_voxels(points_world, voxel_size):
 
 # --- keys ---------------------------------------------------------------------------------------
 
+
 def test_key_grouping_matches_sorting_reference():
     rng = np.random.default_rng(1)
     for count, spread in ((0, 10), (1, 10), (1000, 3), (200_000, 200), (50_000, 2_000_000)):
@@ -42,6 +44,7 @@ def test_packed_colours_follow_pcl_layout():
 
 # --- ingest -------------------------------------------------------------------------------------
 
+
 def test_points_become_voxels_with_mean_colours_like_a_reference():
     rng = np.random.default_rng(2)
     points = cube_points(rng, 20_000)
@@ -53,7 +56,9 @@ def test_points_become_voxels_with_mean_colours_like_a_reference():
     cells, inverse = reference_voxels(world, 0.05)
     assert summary.points_used == 20_000 and summary.voxels_added == cells.shape[0]
     snap = voxel_map.export()
-    assert np.allclose(snap.coords, (cells + 0.5) * 0.05, atol=1e-5)  # export is in key order = sorted cells
+    assert np.allclose(
+        snap.coords, (cells + 0.5) * 0.05, atol=1e-5
+    )  # export is in key order = sorted cells
     expected = np.stack([np.bincount(inverse.ravel(), weights=colors[:, c]) for c in range(3)], 1)
     expected /= np.bincount(inverse.ravel())[:, None] * 255.0
     assert np.allclose(snap.colors, expected, atol=1e-4)
@@ -64,7 +69,9 @@ def test_repeated_observations_average_colour_and_count():
     voxel_map = VoxelMap(voxel_size=0.1)
     point = np.array([[0.05, 0.05, 0.05]], dtype=np.float32)
     for value in (0, 100, 200):
-        voxel_map.integrate_points(point, np.eye(4), np.array([[value, value, value]], np.uint8), stamp=value)
+        voxel_map.integrate_points(
+            point, np.eye(4), np.array([[value, value, value]], np.uint8), stamp=value
+        )
     snap = voxel_map.export()
     assert len(snap) == 1 and snap.observations[0] == 3
     assert np.allclose(snap.colors[0], 100 / 255.0)
@@ -78,8 +85,12 @@ def test_rgbd_backprojection_lands_on_the_observed_planes():
     assert summary.points_used == depth.size
     z = voxel_map.export().coords[:, 2]
     # Every voxel centre is on the wall (z = 5) or the occluder (z = 4) layer of the world frame.
-    assert np.all(np.isclose(z, 5.01, atol=1e-4) | np.isclose(z, 4.01, atol=1e-4) |
-                  np.isclose(z, 4.99, atol=1e-4) | np.isclose(z, 3.99, atol=1e-4))
+    assert np.all(
+        np.isclose(z, 5.01, atol=1e-4)
+        | np.isclose(z, 4.01, atol=1e-4)
+        | np.isclose(z, 4.99, atol=1e-4)
+        | np.isclose(z, 3.99, atol=1e-4)
+    )
     assert np.any(z < 4.5) and np.any(z > 4.5)
 
 
@@ -104,12 +115,15 @@ def test_uint16_millimetre_depth_equals_float_metres():
     assert np.array_equal(a.export().coords, b.export().coords)
 
 
-@pytest.mark.parametrize("encoding,convert", [
-    ("rgb8", lambda rgb: rgb),
-    ("bgr8", lambda rgb: rgb[:, :, ::-1].copy()),
-    ("rgba8", lambda rgb: np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])),
-    ("bgra8", lambda rgb: np.dstack([rgb[:, :, ::-1], np.full(rgb.shape[:2], 7, np.uint8)])),
-])
+@pytest.mark.parametrize(
+    "encoding,convert",
+    [
+        ("rgb8", lambda rgb: rgb),
+        ("bgr8", lambda rgb: rgb[:, :, ::-1].copy()),
+        ("rgba8", lambda rgb: np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])),
+        ("bgra8", lambda rgb: np.dstack([rgb[:, :, ::-1], np.full(rgb.shape[:2], 7, np.uint8)])),
+    ],
+)
 def test_colour_encodings_give_the_same_colours(encoding, convert):
     depth, K = box_scene_depth(camera_x=0.0)
     rgb = np.random.default_rng(3).integers(0, 256, depth.shape + (3,), dtype=np.uint8)
@@ -126,6 +140,7 @@ def test_voxels_without_colour_export_grey():
 
 
 # --- bad input: rejected with a reason, nothing changes -----------------------------------------
+
 
 def _good_frame():
     depth, K = box_scene_depth(camera_x=0.0, width=40, height=30, fx=40.0)
@@ -174,7 +189,9 @@ def _bad_rgbd_cases():
     ]
 
 
-@pytest.mark.parametrize("reason,change", _bad_rgbd_cases(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "reason,change", _bad_rgbd_cases(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_bad_rgbd_input_is_rejected_and_changes_nothing(reason, change):
     depth, K, color = _good_frame()
     voxel_map = VoxelMap(voxel_size=0.05)
@@ -189,12 +206,15 @@ def test_bad_rgbd_input_is_rejected_and_changes_nothing(reason, change):
     assert all(np.array_equal(before[name], after[name]) for name in before)
 
 
-@pytest.mark.parametrize("reason,change", [
-    ("features have 5 channels", dict(features=np.zeros((3, 4, 5), np.float32))),
-    ("features contain NaN", dict(features=np.full((3, 4, 8), np.nan, np.float32))),
-    ("features must be \\(h,w,D\\)", dict(features=np.zeros((4, 8), np.float32))),
-    ("floating point", dict(features=np.zeros((3, 4, 8), np.int64))),
-])
+@pytest.mark.parametrize(
+    "reason,change",
+    [
+        ("features have 5 channels", dict(features=np.zeros((3, 4, 5), np.float32))),
+        ("features contain NaN", dict(features=np.full((3, 4, 8), np.nan, np.float32))),
+        ("features must be \\(h,w,D\\)", dict(features=np.zeros((4, 8), np.float32))),
+        ("floating point", dict(features=np.zeros((3, 4, 8), np.int64))),
+    ],
+)
 def test_bad_features_are_rejected_and_change_nothing(reason, change):
     depth, K, color = _good_frame()
     voxel_map = VoxelMap(voxel_size=0.05, feature_dim=8)
@@ -207,15 +227,23 @@ def test_bad_features_are_rejected_and_change_nothing(reason, change):
     assert all(np.array_equal(before[name], after[name]) for name in before)
 
 
-@pytest.mark.parametrize("reason,points,colors,pose", [
-    ("points must be \\(N,3\\)", np.zeros((10, 2)), None, np.eye(4)),
-    ("real numbers", np.array([["a", "b", "c"]]), None, np.eye(4)),
-    ("colors has 9 rows for 10 points", np.ones((10, 3)), np.zeros((9, 3), np.uint8), np.eye(4)),
-    ("colors has 9 entries", np.ones((10, 3)), np.zeros(9, np.uint32), np.eye(4)),
-    ("unsupported point colours", np.ones((10, 3)), np.zeros((10, 3), np.float32), np.eye(4)),
-    ("determinant", np.ones((10, 3)), None, np.diag([-1.0, 1.0, 1.0, 1.0])),
-    ("pose is missing", np.ones((10, 3)), None, None),
-])
+@pytest.mark.parametrize(
+    "reason,points,colors,pose",
+    [
+        ("points must be \\(N,3\\)", np.zeros((10, 2)), None, np.eye(4)),
+        ("real numbers", np.array([["a", "b", "c"]]), None, np.eye(4)),
+        (
+            "colors has 9 rows for 10 points",
+            np.ones((10, 3)),
+            np.zeros((9, 3), np.uint8),
+            np.eye(4),
+        ),
+        ("colors has 9 entries", np.ones((10, 3)), np.zeros(9, np.uint32), np.eye(4)),
+        ("unsupported point colours", np.ones((10, 3)), np.zeros((10, 3), np.float32), np.eye(4)),
+        ("determinant", np.ones((10, 3)), None, np.diag([-1.0, 1.0, 1.0, 1.0])),
+        ("pose is missing", np.ones((10, 3)), None, None),
+    ],
+)
 def test_bad_point_input_is_rejected_and_changes_nothing(reason, points, colors, pose):
     voxel_map = VoxelMap()
     voxel_map.integrate_points(np.array([[0.1, 0.2, 0.3]]), np.eye(4))
@@ -230,7 +258,9 @@ def test_frame_with_no_valid_point_changes_nothing():
     voxel_map = VoxelMap()
     voxel_map.integrate_points(np.array([[0.1, 0.2, 0.3]]), np.eye(4))
     version = voxel_map.version
-    summary = voxel_map.integrate_points(np.array([[np.nan, 0, 0], [0, 0, 0], [np.inf, 1, 1]]), np.eye(4))
+    summary = voxel_map.integrate_points(
+        np.array([[np.nan, 0, 0], [0, 0, 0], [np.inf, 1, 1]]), np.eye(4)
+    )
     assert summary.points_used == 0 and summary.dropped_invalid == 3
     depth, K = box_scene_depth(0.0, 20, 10)
     summary = voxel_map.integrate_rgbd(np.zeros_like(depth), K, np.eye(4))
@@ -240,10 +270,13 @@ def test_frame_with_no_valid_point_changes_nothing():
 
 # --- region and size bounds ---------------------------------------------------------------------
 
+
 def test_region_box_and_range_drop_points_outside():
     rng = np.random.default_rng(4)
     points = cube_points(rng, 10_000, -2, 2)
-    voxel_map = VoxelMap(voxel_size=0.1, region_min=(-1, -1, -1), region_max=(1, 1, 1), max_range=1.5)
+    voxel_map = VoxelMap(
+        voxel_size=0.1, region_min=(-1, -1, -1), region_max=(1, 1, 1), max_range=1.5
+    )
     summary = voxel_map.integrate_points(points, np.eye(4))
     inside = np.all(np.abs(points) <= 1, axis=1) & (np.linalg.norm(points, axis=1) <= 1.5)
     assert summary.points_used == int(inside.sum())
@@ -263,8 +296,9 @@ def test_size_bound_evicts_least_recently_seen_in_batches():
         assert voxel_map.num_voxels <= 5_000
         if frame == 0:
             first = voxel_map.export().coords.copy()
-        assert summary.voxels_added + summary.voxels_dropped_capacity == len(np.unique(
-            np.floor(points.astype(np.float64) / 0.1).astype(np.int64), axis=0))
+        assert summary.voxels_added + summary.voxels_dropped_capacity == len(
+            np.unique(np.floor(points.astype(np.float64) / 0.1).astype(np.int64), axis=0)
+        )
     stats = voxel_map.stats()
     assert stats["voxels_evicted_capacity"] > 0 and stats["capacity"] <= 5_000
     coords = voxel_map.export().coords
@@ -300,7 +334,9 @@ def test_keep_radius_evicts_voxels_left_behind():
         pose = translation(step * 1.0)
         voxel_map.integrate_points(cube_points(rng, 2_000, -1, 1), pose, stamp=float(step))
     coords = voxel_map.export().coords
-    assert np.all(np.linalg.norm(coords - [9.0, 0, 0], axis=1) <= 3.0 + 0.5)  # last sweep within a step
+    assert np.all(
+        np.linalg.norm(coords - [9.0, 0, 0], axis=1) <= 3.0 + 0.5
+    )  # last sweep within a step
     assert voxel_map.stats()["voxels_evicted_region"] > 0
 
 
@@ -314,7 +350,9 @@ def test_the_policy_decides_and_the_map_removes():
     policy = OldestSeenFirst(voxel_size=1.0, max_voxels=4, evict_fraction=0.5, keep_radius=None)
     new_keys = voxel_keys.pack(np.array([[9, 0, 0]]))
     room = policy.make_room(store, new_keys, observed_slots=slots[:1], origin=np.zeros(3))
-    assert sorted(room.victims.tolist()) == sorted(slots[[1, 3]].tolist())  # the two seen longest ago
+    assert sorted(room.victims.tolist()) == sorted(
+        slots[[1, 3]].tolist()
+    )  # the two seen longest ago
     assert room.new_index.tolist() == [0] and room.dropped == 0
     assert store.size == 4  # nothing removed: that is the map's part
 
@@ -353,6 +391,7 @@ def test_memory_stays_flat_once_the_bound_is_reached():
 
 # --- version, export, editing -------------------------------------------------------------------
 
+
 def test_version_changes_exactly_with_content():
     voxel_map = VoxelMap(voxel_size=0.1)
     versions = [voxel_map.version]
@@ -374,11 +413,15 @@ def test_version_changes_exactly_with_content():
 
 def test_snapshot_is_read_only_and_detached():
     voxel_map = VoxelMap(voxel_size=0.1)
-    voxel_map.integrate_points(np.array([[0.0, 0.0, 1.0]]), np.eye(4), np.array([[10, 20, 30]], np.uint8))
+    voxel_map.integrate_points(
+        np.array([[0.0, 0.0, 1.0]]), np.eye(4), np.array([[10, 20, 30]], np.uint8)
+    )
     snap = voxel_map.export()
     with pytest.raises(ValueError):
         snap.coords[0, 0] = 5.0
-    voxel_map.integrate_points(np.array([[0.0, 0.0, 1.0]]), np.eye(4), np.array([[250, 250, 250]], np.uint8))
+    voxel_map.integrate_points(
+        np.array([[0.0, 0.0, 1.0]]), np.eye(4), np.array([[250, 250, 250]], np.uint8)
+    )
     assert np.allclose(snap.colors[0], np.array([10, 20, 30]) / 255.0)
 
 

@@ -3,6 +3,7 @@
 The CLIP weights are random (no pretrained weights exist offline); the code paths are open_clip's
 real ones. What is checked is geometry and arithmetic, not semantics.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,9 @@ def test_dense_features_equal_the_vit_with_identity_attention_in_its_last_block(
     image = np.random.default_rng(0).integers(0, 256, (*clip.image_size, 3), dtype=np.uint8)
     ours = dense.frame_features(image)
     pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-    pixels = (pixels - torch.tensor(clip.image_mean).view(1, 3, 1, 1)) / torch.tensor(clip.image_std).view(1, 3, 1, 1)
+    pixels = (pixels - torch.tensor(clip.image_mean).view(1, 3, 1, 1)) / torch.tensor(
+        clip.image_std
+    ).view(1, 3, 1, 1)
     with torch.no_grad():
         tokens = visual._embeds(pixels)
         blocks = visual.transformer.resblocks
@@ -76,8 +79,10 @@ def test_occluded_voxels_get_no_feature_and_views_are_averaged(dense):
     snap = voxel_map.export()
     x, y, z = snap.coords.T
     wall = np.abs(z - 2.0) < 0.02
-    hidden = wall & (np.abs(x) < 0.15) & (np.abs(y) < 0.15)      # behind the occluder as seen from A
-    visible_wall = wall & (x > 0.5) & (x < 0.9) & (np.abs(y) < 0.3)  # the occluder shadows |x| < 0.4
+    hidden = wall & (np.abs(x) < 0.15) & (np.abs(y) < 0.15)  # behind the occluder as seen from A
+    visible_wall = (
+        wall & (x > 0.5) & (x < 0.9) & (np.abs(y) < 0.3)
+    )  # the occluder shadows |x| < 0.4
     occluder = np.abs(z - 1.0) < 0.02
     assert hidden.sum() > 100 and visible_wall.sum() > 100 and occluder.sum() > 100
     assert not snap.has_feature[hidden].any()
@@ -101,9 +106,16 @@ def test_occluded_voxels_get_no_feature_and_views_are_averaged(dense):
 
 def grid_sample_reference(features, u, v, width, height):
     """torch's grid_sample: the grid's cells tile the image (align_corners=False), border clamp."""
-    grid = torch.from_numpy(np.stack([(u + 0.5) * 2 / width - 1, (v + 0.5) * 2 / height - 1], -1)).float()
-    sampled = F.grid_sample(features.permute(2, 0, 1)[None].float(), grid.view(1, 1, -1, 2),
-                            mode="bilinear", padding_mode="border", align_corners=False)
+    grid = torch.from_numpy(
+        np.stack([(u + 0.5) * 2 / width - 1, (v + 0.5) * 2 / height - 1], -1)
+    ).float()
+    sampled = F.grid_sample(
+        features.permute(2, 0, 1)[None].float(),
+        grid.view(1, 1, -1, 2),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )
     return sampled[0, :, 0].T.numpy()
 
 
@@ -119,18 +131,24 @@ def test_feature_sampling_matches_grid_sample_including_borders():
 
 
 def test_keyframe_selector_thresholds():
-    selector = KeyframeSelector(min_translation=0.1, min_rotation_deg=10, min_interval=0.5, max_interval=5.0)
-    assert selector.accept(np.eye(4), 0.0)                      # first frame
-    assert not selector.accept(translation(0.05), 1.0)          # moved too little
-    assert not selector.accept(translation(0.5), 0.2)           # too soon
-    assert selector.accept(translation(0.2), 1.0)               # moved enough
+    selector = KeyframeSelector(
+        min_translation=0.1, min_rotation_deg=10, min_interval=0.5, max_interval=5.0
+    )
+    assert selector.accept(np.eye(4), 0.0)  # first frame
+    assert not selector.accept(translation(0.05), 1.0)  # moved too little
+    assert not selector.accept(translation(0.5), 0.2)  # too soon
+    assert selector.accept(translation(0.2), 1.0)  # moved enough
     turned = translation(0.2)
     angle = np.radians(12)
-    turned[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
-    assert selector.accept(turned, 2.0)                         # turned enough
+    turned[:3, :3] = [
+        [np.cos(angle), 0, np.sin(angle)],
+        [0, 1, 0],
+        [-np.sin(angle), 0, np.cos(angle)],
+    ]
+    assert selector.accept(turned, 2.0)  # turned enough
     assert not selector.accept(turned, 3.0)
-    assert selector.accept(turned, 7.5)                         # refreshed after max_interval
-    assert selector.accept(turned, 1.0)                         # time went backwards: new sequence
+    assert selector.accept(turned, 7.5)  # refreshed after max_interval
+    assert selector.accept(turned, 1.0)  # time went backwards: new sequence
     with pytest.raises(InvalidInput):
         selector.accept(np.diag([2.0, 1, 1, 1]), 9.0)
 

@@ -1,5 +1,6 @@
 """Scene files live in one folder: names are resolved inside it (links first) and anything that
 leaves it, or would replace a file that is not a scene file, is refused with the reason."""
+
 from __future__ import annotations
 
 import os
@@ -20,14 +21,18 @@ def _small_map() -> VoxelMap:
     import numpy as np
 
     voxel_map = VoxelMap(voxel_size=0.05, max_voxels=10_000)
-    voxel_map.integrate_points(np.random.default_rng(0).uniform(-1, 1, (500, 3)), np.eye(4), stamp=1.0)
+    voxel_map.integrate_points(
+        np.random.default_rng(0).uniform(-1, 1, (500, 3)), np.eye(4), stamp=1.0
+    )
     return voxel_map
 
 
 def test_names_resolve_inside_the_folder(folder, tmp_path):
     root = os.path.realpath(tmp_path / "scenes")
     assert str(folder.path_to_save("kitchen.map")) == os.path.join(root, "kitchen.map")
-    assert str(folder.path_to_save("floors/one/kitchen.map")) == os.path.join(root, "floors/one/kitchen.map")
+    assert str(folder.path_to_save("floors/one/kitchen.map")) == os.path.join(
+        root, "floors/one/kitchen.map"
+    )
     assert os.path.isdir(os.path.join(root, "floors/one"))
     assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
     assert str(folder.resolve("a/../b.map")) == os.path.join(root, "b.map")
@@ -35,16 +40,19 @@ def test_names_resolve_inside_the_folder(folder, tmp_path):
     assert str(folder.resolve(inside_absolute)) == inside_absolute
 
 
-@pytest.mark.parametrize("name,reason", [
-    ("/tmp/x", "outside the scene folder"),
-    ("../../../../tmp/x", "outside the scene folder"),
-    ("..", "outside the scene folder"),
-    (".", "the scene folder .* itself"),
-    ("", "no file name given"),
-    ("   ", "no file name given"),
-    ("a\x00b", "not a usable file name"),
-    ("x" * 300, "not a usable file name"),
-])
+@pytest.mark.parametrize(
+    "name,reason",
+    [
+        ("/tmp/x", "outside the scene folder"),
+        ("../../../../tmp/x", "outside the scene folder"),
+        ("..", "outside the scene folder"),
+        (".", "the scene folder .* itself"),
+        ("", "no file name given"),
+        ("   ", "no file name given"),
+        ("a\x00b", "not a usable file name"),
+        ("x" * 300, "not a usable file name"),
+    ],
+)
 def test_names_that_leave_the_folder_are_refused(folder, name, reason):
     with pytest.raises(SceneFileRefused, match=reason):
         folder.path_to_save(name)
@@ -66,7 +74,9 @@ def test_links_are_resolved_before_the_check(folder, tmp_path):
             folder.path_to_save(name)
         with pytest.raises(SceneFileRefused, match="outside the scene folder"):
             folder.path_to_load(name)
-    assert (outside / "secret.map").read_bytes() == b"not yours" and not (outside / "new.map").exists()
+    assert (outside / "secret.map").read_bytes() == b"not yours" and not (
+        outside / "new.map"
+    ).exists()
 
 
 def test_save_replaces_only_scene_files(folder, tmp_path):
@@ -100,4 +110,6 @@ def test_default_folder_is_under_the_ros_home(monkeypatch, tmp_path):
     assert default_scene_directory() == tmp_path / "roshome" / "sole_ros" / "scenes"
     assert SceneFolder("").directory == tmp_path / "roshome" / "sole_ros" / "scenes"
     monkeypatch.delenv("ROS_HOME")
-    assert default_scene_directory() == __import__("pathlib").Path(os.path.expanduser("~/.ros/sole_ros/scenes"))
+    assert default_scene_directory() == __import__("pathlib").Path(
+        os.path.expanduser("~/.ros/sole_ros/scenes")
+    )

@@ -1,4 +1,5 @@
 """VoxelMap save/load: round trip, atomic replacement (crash mid-write), corrupt files refused."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def filled_map(seed=0, feature_dim=8, shift=0.0) -> VoxelMap:
     rng = np.random.default_rng(seed)
-    voxel_map = VoxelMap(voxel_size=0.05, max_voxels=50_000, feature_dim=feature_dim,
-                         region_min=(-10, -10, -10), region_max=(10, 10, 10), keep_radius=8.0)
+    voxel_map = VoxelMap(
+        voxel_size=0.05,
+        max_voxels=50_000,
+        feature_dim=feature_dim,
+        region_min=(-10, -10, -10),
+        region_max=(10, 10, 10),
+        keep_radius=8.0,
+    )
     depth, K = box_scene_depth(camera_x=0.1)
     color = rng.integers(0, 256, depth.shape + (3,), dtype=np.uint8)
     features = rng.normal(size=(6, 8, feature_dim)).astype(np.float32) if feature_dim else None
@@ -35,7 +42,9 @@ def assert_same_content(a: VoxelMap, b: VoxelMap):
     assert np.array_equal(sa.colors, sb.colors)
     assert np.array_equal(sa.observations, sb.observations)
     if sa.features is not None:
-        assert np.array_equal(sa.features, sb.features) and np.array_equal(sa.has_feature, sb.has_feature)
+        assert np.array_equal(sa.features, sb.features) and np.array_equal(
+            sa.has_feature, sb.has_feature
+        )
     assert sa.stamp == sb.stamp
 
 
@@ -49,7 +58,9 @@ def test_round_trip_keeps_content_settings_and_version(tmp_path):
     assert loaded.version == original.version and loaded.settings() == original.settings()
     # A loaded map keeps working: same update on both gives the same result.
     for voxel_map in (original, loaded):
-        voxel_map.integrate_points(np.array([[0.3, 0.3, 0.3]]), np.eye(4), np.array([[9, 9, 9]], np.uint8), stamp=5)
+        voxel_map.integrate_points(
+            np.array([[0.3, 0.3, 0.3]]), np.eye(4), np.array([[9, 9, 9]], np.uint8), stamp=5
+        )
     assert_same_content(original, loaded)
 
 
@@ -119,7 +130,12 @@ def test_failure_mid_write_leaves_the_previous_file_intact(tmp_path, monkeypatch
         raise OSError("disk went away")
 
     real_open = open
-    monkeypatch.setattr(map_file, "open", lambda p, mode: _FailingFile(real_open(p, mode), 5000, crash), raising=False)
+    monkeypatch.setattr(
+        map_file,
+        "open",
+        lambda p, mode: _FailingFile(real_open(p, mode), 5000, crash),
+        raising=False,
+    )
     with pytest.raises(OSError, match="disk went away"):
         filled_map(seed=4, shift=1.0).save(path)
     assert path.read_bytes() == old_bytes
@@ -134,7 +150,7 @@ def test_process_killed_mid_save_leaves_the_previous_file_intact(tmp_path):
     old.save(path)
     child = textwrap.dedent(f"""
         import os, sys, time
-        sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]
+        sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, "tests")!r}]
         import numpy as np
         from scene_support import box_scene_depth
         from sole_ros.scene import VoxelMap, map_file
@@ -166,19 +182,44 @@ def test_process_killed_mid_save_leaves_the_previous_file_intact(tmp_path):
     assert_same_content(newer, VoxelMap.load(path))
 
 
-@pytest.mark.parametrize("damage,reason", [
-    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated"),
-    (lambda p: p.write_bytes(p.read_bytes()[:30]), "truncated|corrupt"),
-    (lambda p: p.write_bytes(b""), "bad magic"),
-    (lambda p: p.write_bytes(b"PK\x03\x04 definitely not a map"), "bad magic"),
-    (lambda p: p.write_bytes(bytes(b ^ 0xFF if i == len(p.read_bytes()) - 5 else b
-                                   for i, b in enumerate(p.read_bytes()))), "checksum"),
-    (lambda p: rewrite_header(p, lambda h: h.update(format_version=2)), "format version 2 is not supported"),
-    (lambda p: rewrite_header(p, lambda h: h.update(format="something.else")), "not a sole_ros.voxel_map"),
-    (lambda p: rewrite_header(p, lambda h: h["settings"].update(voxel_size=-1)), "invalid settings"),
-    (lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(dtype="|O")), "unsupported dtype"),
-    (lambda p: rewrite_header(p, lambda h: h["settings"].update(feature_dim=9)), "expected float16"),
-])
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated"),
+        (lambda p: p.write_bytes(p.read_bytes()[:30]), "truncated|corrupt"),
+        (lambda p: p.write_bytes(b""), "bad magic"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 definitely not a map"), "bad magic"),
+        (
+            lambda p: p.write_bytes(
+                bytes(
+                    b ^ 0xFF if i == len(p.read_bytes()) - 5 else b
+                    for i, b in enumerate(p.read_bytes())
+                )
+            ),
+            "checksum",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h.update(format_version=2)),
+            "format version 2 is not supported",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h.update(format="something.else")),
+            "not a sole_ros.voxel_map",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h["settings"].update(voxel_size=-1)),
+            "invalid settings",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(dtype="|O")),
+            "unsupported dtype",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h["settings"].update(feature_dim=9)),
+            "expected float16",
+        ),
+    ],
+)
 def test_corrupt_or_foreign_files_are_refused(tmp_path, damage, reason):
     path = tmp_path / "scene.map"
     filled_map(seed=8).save(path)
@@ -206,7 +247,12 @@ def test_ingest_and_export_proceed_while_a_save_is_writing(tmp_path, monkeypatch
         assert release.wait(30)
 
     real_open = open
-    monkeypatch.setattr(map_file, "open", lambda p, mode: _FailingFile(real_open(p, mode), 5000, hold), raising=False)
+    monkeypatch.setattr(
+        map_file,
+        "open",
+        lambda p, mode: _FailingFile(real_open(p, mode), 5000, hold),
+        raising=False,
+    )
     path = tmp_path / "scene.map"
     saver = threading.Thread(target=voxel_map.save, args=(path,))
     saver.start()
@@ -222,28 +268,71 @@ def test_ingest_and_export_proceed_while_a_save_is_writing(tmp_path, monkeypatch
     assert np.array_equal(saved.export().coords, before.coords) and saved.version == before.version
 
 
-@pytest.mark.parametrize("damage,reason", [
-    (lambda p: rewrite_header_text(p, lambda t: t.replace('"version": ', '"version": Infinity, "was": ', 1)),
-     "numbers must be finite"),
-    (lambda p: rewrite_header_text(p, lambda t: t.replace('"feature_dim": 8', '"feature_dim": Infinity')),
-     "numbers must be finite"),
-    (lambda p: rewrite_header_text(p, lambda t: t.replace('"feature_dim": 8', '"feature_dim": NaN')),
-     "numbers must be finite"),
-    (lambda p: rewrite_header_text(p, lambda t: t[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"),
-     "nests deeper"),
-    (lambda p: rewrite_header(p, lambda h: h.update(version=10 ** 400)), "map version must be an integer"),
-    (lambda p: rewrite_header(p, lambda h: h.update(version=True)), "map version must be an integer"),
-    (lambda p: rewrite_header(p, lambda h: h.update(stamp=1e300)), "stamp must be a time"),
-    (lambda p: rewrite_header(p, lambda h: h["settings"].update(feature_dim=10 ** 6)), "feature_dim must be"),
-    (lambda p: rewrite_header(p, lambda h: h["settings"].update(max_voxels=2.5)), "max_voxels must be an integer"),
-    (lambda p: rewrite_header(p, lambda h: h["settings"].update(evil="x")), "unknown settings"),
-    (lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(shape=[2 ** 62, 2 ** 62])), "shape must be"),
-    (lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(offset=-1)), "offset must be"),
-    (lambda p: rewrite_header(p, lambda h: h["arrays"].append(dict(h["arrays"][0]))), "appears twice"),
-    (lambda p: rewrite_header(p, lambda h: h.update(arrays={"keys": 1})), "corrupt array table"),
-    (lambda p: rewrite_header_text(p, lambda t: t + " " * (1 << 21)), "truncated or corrupt header"),
-    (duplicate_a_key, "not strictly increasing"),
-])
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (
+            lambda p: rewrite_header_text(
+                p, lambda t: t.replace('"version": ', '"version": Infinity, "was": ', 1)
+            ),
+            "numbers must be finite",
+        ),
+        (
+            lambda p: rewrite_header_text(
+                p, lambda t: t.replace('"feature_dim": 8', '"feature_dim": Infinity')
+            ),
+            "numbers must be finite",
+        ),
+        (
+            lambda p: rewrite_header_text(
+                p, lambda t: t.replace('"feature_dim": 8', '"feature_dim": NaN')
+            ),
+            "numbers must be finite",
+        ),
+        (
+            lambda p: rewrite_header_text(
+                p, lambda t: t[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
+            ),
+            "nests deeper",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h.update(version=10**400)),
+            "map version must be an integer",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h.update(version=True)),
+            "map version must be an integer",
+        ),
+        (lambda p: rewrite_header(p, lambda h: h.update(stamp=1e300)), "stamp must be a time"),
+        (
+            lambda p: rewrite_header(p, lambda h: h["settings"].update(feature_dim=10**6)),
+            "feature_dim must be",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h["settings"].update(max_voxels=2.5)),
+            "max_voxels must be an integer",
+        ),
+        (lambda p: rewrite_header(p, lambda h: h["settings"].update(evil="x")), "unknown settings"),
+        (
+            lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(shape=[2**62, 2**62])),
+            "shape must be",
+        ),
+        (lambda p: rewrite_header(p, lambda h: h["arrays"][0].update(offset=-1)), "offset must be"),
+        (
+            lambda p: rewrite_header(p, lambda h: h["arrays"].append(dict(h["arrays"][0]))),
+            "appears twice",
+        ),
+        (
+            lambda p: rewrite_header(p, lambda h: h.update(arrays={"keys": 1})),
+            "corrupt array table",
+        ),
+        (
+            lambda p: rewrite_header_text(p, lambda t: t + " " * (1 << 21)),
+            "truncated or corrupt header",
+        ),
+        (duplicate_a_key, "not strictly increasing"),
+    ],
+)
 def test_crafted_headers_and_arrays_are_refused_with_a_reason(tmp_path, damage, reason):
     """Every crafted file is a MapFileError with its reason (never OverflowError, RecursionError,
     MemoryError...), and a map it is restored into keeps its content."""
@@ -264,8 +353,8 @@ def test_a_file_larger_than_the_map_can_need_is_refused_unread(tmp_path):
     path = tmp_path / "huge.map"
     with open(path, "wb") as handle:
         handle.write(map_file.MAGIC)
-        handle.truncate(100 * 1024 ** 3)
-    assert target.file_size_limit() < 100 * 1024 ** 3
+        handle.truncate(100 * 1024**3)
+    assert target.file_size_limit() < 100 * 1024**3
     with pytest.raises(MapFileError, match="more than the .* bytes a map of this node's size"):
         target.restore(path)
 
@@ -277,7 +366,9 @@ def test_special_files_are_refused_without_blocking(tmp_path):
     fifo = tmp_path / "pipe.map"
     os.mkfifo(fifo)
     outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(_refusal(lambda: VoxelMap.load(fifo))), daemon=True)
+    worker = threading.Thread(
+        target=lambda: outcome.append(_refusal(lambda: VoxelMap.load(fifo))), daemon=True
+    )
     worker.start()
     worker.join(10)
     assert not worker.is_alive(), "loading a named pipe blocked"

@@ -1,4 +1,5 @@
 """VoxelMap on real sensor data (../shared/data): Redwood RGB-D frames and mOSD Kinect scans."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,9 @@ def depth_errors(voxel_map, depth_mm, pose):
     rendered = voxel_map.render_depth(K_PRIMESENSE, pose, 640, 480)
     measured = depth_mm.astype(np.float32) / 1000.0
     both = np.isfinite(rendered) & (measured > 0)
-    return np.abs(rendered[both] - measured[both]), both.sum() / max(1, np.count_nonzero(measured > 0))
+    return np.abs(rendered[both] - measured[both]), both.sum() / max(
+        1, np.count_nonzero(measured > 0)
+    )
 
 
 def test_redwood_fused_map_rerenders_every_measured_depth(redwood):
@@ -37,7 +40,7 @@ def test_redwood_fused_map_rerenders_every_measured_depth(redwood):
     assert np.median(error) > 0.02
     snap = voxel_map.export()
     assert np.all(np.isfinite(snap.coords)) and snap.colors.min() >= 0 and snap.colors.max() <= 1
-    assert 0.1 < snap.colors.mean() < 0.9 and snap.colors.std() > 0.05     # a real, textured scene
+    assert 0.1 < snap.colors.mean() < 0.9 and snap.colors.std() > 0.05  # a real, textured scene
     assert snap.observations.max() == 5
 
 
@@ -93,7 +96,9 @@ def test_mosd_kinect_scan_becomes_a_plausible_map(scan):
     # some) may fall either way: compare exactly on a map of the unambiguous points only.
     scaled = points[finite].astype(np.float64) / 0.02
     clear = np.all(np.abs(scaled - np.round(scaled)) > 1e-3, axis=1)
-    cells, inverse = np.unique(np.floor(scaled[clear]).astype(np.int64), axis=0, return_inverse=True)
+    cells, inverse = np.unique(
+        np.floor(scaled[clear]).astype(np.int64), axis=0, return_inverse=True
+    )
     assert clear.mean() > 0.9 and abs(len(snap) - len(cells)) < 0.05 * len(cells)
     assert 2_000 < len(snap) < 60_000
     exact = VoxelMap(voxel_size=0.02)
@@ -105,7 +110,11 @@ def test_mosd_kinect_scan_becomes_a_plausible_map(scan):
     rgb = rgba[finite][clear].view(np.uint8).reshape(-1, 4)[:, 2::-1].astype(np.float64)
     inverse = inverse.ravel()
     count = np.bincount(inverse)
-    expected = np.stack([np.bincount(inverse, weights=rgb[:, c]) for c in range(3)], 1) / count[:, None] / 255
+    expected = (
+        np.stack([np.bincount(inverse, weights=rgb[:, c]) for c in range(3)], 1)
+        / count[:, None]
+        / 255
+    )
     assert np.allclose(reference.colors, expected, atol=1e-4)
     assert snap.colors.std() > 0.02
     # Extents: a tabletop about a metre in front of the camera.
@@ -126,7 +135,11 @@ def test_mosd_scan_with_a_pose_lands_in_the_world_frame():
     # Camera 1.2 m above the floor looking down 45 degrees, 2 m along x.
     angle = np.radians(-135)
     pose = np.eye(4)
-    pose[:3, :3] = [[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]]
+    pose[:3, :3] = [
+        [1, 0, 0],
+        [0, np.cos(angle), -np.sin(angle)],
+        [0, np.sin(angle), np.cos(angle)],
+    ]
     pose[:3, 3] = (2.0, 0.0, 1.2)
     voxel_map = VoxelMap(voxel_size=0.02)
     voxel_map.integrate_points(points, pose, rgba)

@@ -1,4 +1,5 @@
 """The synthetic scene generator: determinism, geometric and label consistency, sensor model, speed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,9 @@ def test_same_seed_same_scene_cloud_and_frames():
         np.testing.assert_array_equal(x.color, y.color)
         np.testing.assert_array_equal(x.pose, y.pose)
     other = generate_scene(6, "tabletop")
-    assert [o.caption for o in other.objects] != [o.caption for o in a.objects] or \
-        not np.array_equal(sample_point_cloud(other).points[:100], ca.points[:100])
+    assert [o.caption for o in other.objects] != [
+        o.caption for o in a.objects
+    ] or not np.array_equal(sample_point_cloud(other).points[:100], ca.points[:100])
     # A different noise seed changes the noise, not the geometry.
     fc = next(iter(render_sequence(a, 3, 96, 72, seed=2)))
     assert not np.array_equal(fc.depth, fa[0].depth) or not np.array_equal(fc.pose, fa[0].pose)
@@ -66,7 +68,9 @@ def test_ideal_depth_lies_on_the_sampled_surfaces_of_the_right_instance(room):
     assert same.mean() > 0.98
     # Background pixels lie on the floor (z = 0) or on a wall (|x| or |y| = extent).
     bg, _ = backproject(np.where(frame.instance == 0, frame.depth_ideal, 0), frame.K, frame.pose)
-    on_plane = (np.abs(bg[:, 2]) < 1e-6) | (np.abs(np.abs(bg[:, :2]) - room.extent).min(axis=1) < 1e-6)
+    on_plane = (np.abs(bg[:, 2]) < 1e-6) | (
+        np.abs(np.abs(bg[:, :2]) - room.extent).min(axis=1) < 1e-6
+    )
     assert len(bg) > 100 and on_plane.all()
     # Without noise the sensor depth is the ideal depth.
     np.testing.assert_array_equal(frame.depth, frame.depth_ideal)
@@ -75,9 +79,16 @@ def test_ideal_depth_lies_on_the_sampled_surfaces_of_the_right_instance(room):
 def test_depth_of_a_known_sphere_and_box_is_exact():
     sphere = Sphere(center=(0.0, 2.0, 1.0), radius=0.25)
     box = Box(center=(0.4, 2.5, 0.75), size=(0.2, 0.2, 0.2))
-    scene = Scene("tabletop", 0, [SceneObject(1, "ball", "red", [sphere], "a red ball", ("a red ball",)),
-                                  SceneObject(2, "box", "red", [box], "a red box", ("a red box",))], [],
-                  focus=np.zeros(3))
+    scene = Scene(
+        "tabletop",
+        0,
+        [
+            SceneObject(1, "ball", "red", [sphere], "a red ball", ("a red ball",)),
+            SceneObject(2, "box", "red", [box], "a red box", ("a red box",)),
+        ],
+        [],
+        focus=np.zeros(3),
+    )
     K = kinect_intrinsics(64, 48)
     pose = look_at((0.0, 0.0, 1.0), (0.0, 2.0, 1.0))
     frame = render_frame(scene, pose, K, 64, 48, np.random.default_rng(0), noise=None)
@@ -119,7 +130,10 @@ def test_captions_name_colour_and_class_and_contain_their_phrases():
         scene = generate_scene(seed, "room" if seed % 2 else "tabletop")
         for o in scene.objects:
             assert o.class_name in o.caption and o.colour in o.caption
-            assert o.entity_phrases[0] == f"{'an' if o.colour[0] in 'aeiou' else 'a'} {o.colour} {o.class_name}"
+            assert (
+                o.entity_phrases[0]
+                == f"{'an' if o.colour[0] in 'aeiou' else 'a'} {o.colour} {o.class_name}"
+            )
             for phrase in o.entity_phrases[1:]:
                 assert phrase.split()[-1] in o.caption
             assert o.entity_phrases[-1] == o.class_name
@@ -135,7 +149,9 @@ def test_tabletop_objects_stand_on_the_table_without_overlap():
         for o in small:
             lo, hi = o.bounds()
             # Bounding spheres are loose; the lowest primitive's bottom is what rests on the top.
-            cloud_z = min(p.sample_surface(200, np.random.default_rng(0))[0][:, 2].min() for p in o.primitives)
+            cloud_z = min(
+                p.sample_surface(200, np.random.default_rng(0))[0][:, 2].min() for p in o.primitives
+            )
             assert abs(cloud_z - scene.focus[2]) < 1e-3, o.caption
         cloud = sample_point_cloud(scene)
         # No two objects' points interpenetrate: each small object's points are far from other objects' interiors.
@@ -147,25 +163,36 @@ def test_tabletop_objects_stand_on_the_table_without_overlap():
 
 def test_clutter_stacks_objects_on_boxes_and_books_and_adds_touching_neighbours():
     def bottom(o):
-        return min(p.sample_surface(200, np.random.default_rng(0))[0][:, 2].min() for p in o.primitives)
+        return min(
+            p.sample_surface(200, np.random.default_rng(0))[0][:, 2].min() for p in o.primitives
+        )
 
     stacked = touching = 0
     for seed in range(8):
         plain = generate_scene(seed, "tabletop")
-        assert [o.caption for o in generate_scene(seed, "tabletop", clutter=0.0).objects] == \
-            [o.caption for o in plain.objects]
+        assert [o.caption for o in generate_scene(seed, "tabletop", clutter=0.0).objects] == [
+            o.caption for o in plain.objects
+        ]
         scene = generate_scene(seed, "tabletop", clutter=0.8)
         # The scene without clutter is kept as it was (clutter has its own random stream).
-        assert [o.caption for o in scene.objects[:len(plain.objects)]] == [o.caption for o in plain.objects]
+        assert [o.caption for o in scene.objects[: len(plain.objects)]] == [
+            o.caption for o in plain.objects
+        ]
         by_phrase = {o.entity_phrases[0]: o for o in plain.objects}
-        for o in scene.objects[len(plain.objects):]:
+        for o in scene.objects[len(plain.objects) :]:
             if o.caption.endswith("on the table"):
                 touching += 1
                 assert abs(bottom(o) - scene.focus[2]) < 1e-3
                 continue
             support = by_phrase[o.caption.split(" on ", 1)[1]]
-            assert support.class_name in ("box", "book") and support.entity_phrases[0] in o.entity_phrases
-            top = max(float(p.sample_surface(400, np.random.default_rng(0))[0][:, 2].max()) for p in support.primitives)
+            assert (
+                support.class_name in ("box", "book")
+                and support.entity_phrases[0] in o.entity_phrases
+            )
+            top = max(
+                float(p.sample_surface(400, np.random.default_rng(0))[0][:, 2].max())
+                for p in support.primitives
+            )
             assert abs(bottom(o) - top) < 2e-3, o.caption  # resting on the support's top
             stacked += 1
     assert stacked >= 3 and touching >= 3
@@ -189,14 +216,17 @@ def test_household_sizes_make_bigger_objects_of_the_same_classes():
                 if o.class_name in ("table", "chair"):
                     continue
                 # Surface samples, not bounds(): its bounding spheres are loose.
-                pts = np.concatenate([p.sample_surface(300, np.random.default_rng(0))[0] for p in o.primitives])
+                pts = np.concatenate(
+                    [p.sample_surface(300, np.random.default_rng(0))[0] for p in o.primitives]
+                )
                 lo, hi = pts.min(axis=0), pts.max(axis=0)
                 longest[sizes].append(float((hi - lo).max()))
                 if o.class_name == "box":
                     height = OBJECT_SIZES[sizes]["box"]["height"]
                     assert height[0] - 1e-6 <= hi[2] - lo[2] <= height[1] + 1e-6
-    assert [o.caption for o in generate_scene(7, "tabletop").objects] == \
-        [o.caption for o in generate_scene(7, "tabletop", sizes="compact").objects]
+    assert [o.caption for o in generate_scene(7, "tabletop").objects] == [
+        o.caption for o in generate_scene(7, "tabletop", sizes="compact").objects
+    ]
     compact, household = np.array(longest["compact"]), np.array(longest["household"])
     assert np.median(household) > 1.1 * np.median(compact)
     assert np.quantile(household, 0.9) > np.quantile(compact, 0.9) + 0.03
@@ -259,7 +289,10 @@ def test_fused_frames_are_labelled_consistently(room, room_frames):
     tree = cKDTree(object_cloud.points)
     dist, nearest = tree.query(cloud.points[cloud.instance_ids > 0])
     close = dist < 0.02
-    agree = object_cloud.instance_ids[nearest[close]] == cloud.instance_ids[cloud.instance_ids > 0][close]
+    agree = (
+        object_cloud.instance_ids[nearest[close]]
+        == cloud.instance_ids[cloud.instance_ids > 0][close]
+    )
     assert agree.mean() > 0.9
 
 

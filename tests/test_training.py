@@ -1,5 +1,6 @@
 """Training: losses and matching on known cases, association targets, the training loop (overfit,
 frozen backbone, checkpoint/resume to the bit, DDP replicas in two processes), CLI and evaluation."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,12 @@ import torch
 
 from sole_ros.datasets import SceneSample
 from sole_ros.training import TrainConfig
-from sole_ros.training.association_targets import ClassNameCaptioner, build_targets, entity_guides, visual_targets
+from sole_ros.training.association_targets import (
+    ClassNameCaptioner,
+    build_targets,
+    entity_guides,
+    visual_targets,
+)
 from sole_ros.training.batching import voxel_instances
 from sole_ros.training.checkpointing import load_checkpoint, model_state
 from sole_ros.training.losses import (
@@ -30,11 +36,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(out, **changes) -> TrainConfig:
-    config = TrainConfig.from_dict({
-        "output_dir": str(out), "model_size": "tiny", "clip_model": "sole-tiny", "clip_pretrained": None,
-        "epochs": 4, "batch_size": 1, "lr": 1e-3, "progress": False, "device": "cpu", "cache_scenes": True,
-        "data": {"synthetic_count": 2, "synthetic_eval_count": 1, "synthetic_kind": "tabletop",
-                 "synthetic_max_points": 4000}})
+    config = TrainConfig.from_dict(
+        {
+            "output_dir": str(out),
+            "model_size": "tiny",
+            "clip_model": "sole-tiny",
+            "clip_pretrained": None,
+            "epochs": 4,
+            "batch_size": 1,
+            "lr": 1e-3,
+            "progress": False,
+            "device": "cpu",
+            "cache_scenes": True,
+            "data": {
+                "synthetic_count": 2,
+                "synthetic_eval_count": 1,
+                "synthetic_kind": "tabletop",
+                "synthetic_max_points": 4000,
+            },
+        }
+    )
     for key, value in changes.items():
         if key.startswith("data."):
             setattr(config.data, key[5:], value)
@@ -68,7 +89,9 @@ def test_pairwise_costs_equal_the_per_pair_losses():
         for k in range(3):
             expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[q], targets[k])
             assert bce[q, k].item() == pytest.approx(expected.item(), rel=1e-5)
-            assert dice[q, k].item() == pytest.approx(dice_loss(logits[q:q + 1], targets[k:k + 1]).item(), rel=1e-5)
+            assert dice[q, k].item() == pytest.approx(
+                dice_loss(logits[q : q + 1], targets[k : k + 1]).item(), rel=1e-5
+            )
 
 
 def test_hungarian_match_recovers_a_permutation_of_the_targets():
@@ -101,7 +124,9 @@ def test_good_predictions_have_lower_losses_than_bad_ones():
     # Matched queries point at their target and away from the rest; the others at the background.
     matched = [2 * eye[k] - eye[:4].sum(0) + eye[k] for k in range(3)]
     unmatched = 2 * eye[3] - eye[:4].sum(0)
-    good_embeds = torch.nn.functional.normalize(torch.stack(matched + [unmatched, unmatched]), dim=-1)
+    good_embeds = torch.nn.functional.normalize(
+        torch.stack(matched + [unmatched, unmatched]), dim=-1
+    )
     bad_logits = torch.randn(200, 5)
     bad_embeds = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
     good = scene_losses(good_logits, good_embeds, masks, targets, background)
@@ -110,10 +135,18 @@ def test_good_predictions_have_lower_losses_than_bad_ones():
         assert good[term] < bad[term], term
     assert good["mca_accuracy"] == 1.0
     # total_loss sums the final output and every auxiliary output with SOLE's weights.
-    outputs = {"pred_masks": [good_logits], "pred_embeds": good_embeds[None],
-               "aux_outputs": [{"pred_masks": [good_logits], "pred_embeds": good_embeds[None]}] * 2}
+    outputs = {
+        "pred_masks": [good_logits],
+        "pred_embeds": good_embeds[None],
+        "aux_outputs": [{"pred_masks": [good_logits], "pred_embeds": good_embeds[None]}] * 2,
+    }
     loss, logs = total_loss(outputs, [masks], [targets], background)
-    single = 5 * good["mask_bce"] + 2 * good["mask_dice"] + 20 * good["assoc_focal"] + 2 * good["assoc_dice"]
+    single = (
+        5 * good["mask_bce"]
+        + 2 * good["mask_dice"]
+        + 20 * good["assoc_focal"]
+        + 2 * good["assoc_dice"]
+    )
     assert loss.item() == pytest.approx(3 * single.item(), rel=1e-5)
     assert logs["mask_bce"] == pytest.approx(5 * good["mask_bce"].item(), rel=1e-5)
 
@@ -123,9 +156,15 @@ def _sample():
     points = np.random.default_rng(2).uniform(0, 1, (60, 3))
     semantic = np.repeat([0, 1, 2], 20)
     instance = np.repeat([4, 9, -1], 20)
-    return SceneSample("s", points, np.zeros((60, 3)), semantic, instance,
-                       captions={4: "a red mug with a handle on the table"},
-                       class_names={0: "mug", 1: "chair", 2: "floor"})
+    return SceneSample(
+        "s",
+        points,
+        np.zeros((60, 3)),
+        semantic,
+        instance,
+        captions={4: "a red mug with a handle on the table"},
+        class_names={0: "mug", 1: "chair", 2: "floor"},
+    )
 
 
 def test_visual_targets_average_only_seen_voxels():
@@ -139,7 +178,11 @@ def test_visual_targets_average_only_seen_voxels():
 
 
 def test_entity_guide_attends_to_the_phrase_closest_to_the_mask():
-    table = {"a red mug": [1.0, 0.0, 0.0], "a handle": [0.0, 1.0, 0.0], "the table": [0.0, 0.0, 1.0]}
+    table = {
+        "a red mug": [1.0, 0.0, 0.0],
+        "a handle": [0.0, 1.0, 0.0],
+        "the table": [0.0, 0.0, 1.0],
+    }
 
     def encode(phrases):
         return torch.tensor([table[p] for p in phrases])
@@ -147,7 +190,9 @@ def test_entity_guide_attends_to_the_phrase_closest_to_the_mask():
     mva = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.0, 0.0]])
     guides = entity_guides([list(table), list(table)], mva, encode)
     assert torch.allclose(guides[0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-3)
-    assert torch.allclose(guides[1], torch.ones(3) / np.sqrt(3), atol=1e-6)  # no visual cue: the mean
+    assert torch.allclose(
+        guides[1], torch.ones(3) / np.sqrt(3), atol=1e-6
+    )  # no visual cue: the mean
 
 
 def test_build_targets_uses_captions_phrases_fallback_and_released_rows():
@@ -162,7 +207,9 @@ def test_build_targets_uses_captions_phrases_fallback_and_released_rows():
     clip = torch.nn.functional.normalize(torch.randn(60, 8), dim=-1)
     targets = build_targets(sample, np.array([4, 9]), clip, masks, encode)
     assert targets.captions == ["a red mug with a handle on the table", "a chair in a scene."]
-    assert {"a red mug", "a handle", "the table"} <= set(seen)  # MEA phrases extracted from the caption
+    assert {"a red mug", "a handle", "the table"} <= set(
+        seen
+    )  # MEA phrases extracted from the caption
     assert targets.mca.shape == targets.mea.shape == targets.mva.shape == (2, 8)
     assert set(targets.as_dict()) == {"mva", "mca", "mea"}
     blind = build_targets(sample, np.array([4, 9]), torch.zeros(60, 8), masks, encode)
@@ -183,8 +230,12 @@ def test_voxel_instances_take_the_majority():
 def test_training_overfits_one_scene_and_trains_a_backbone_that_starts_random(tmp_path):
     from sole_ros.training import train
 
-    config = tiny_config(tmp_path / "run", epochs=12, max_steps=12, lr=3e-3, **{"data.synthetic_count": 1})
-    assert config.freeze_backbone is None and not config.backbone_frozen  # no pretrained weights given
+    config = tiny_config(
+        tmp_path / "run", epochs=12, max_steps=12, lr=3e-3, **{"data.synthetic_count": 1}
+    )
+    assert (
+        config.freeze_backbone is None and not config.backbone_frozen
+    )  # no pretrained weights given
     summary = train(config)
     records = [json.loads(line) for line in open(summary["metrics"])]
     assert len(records) == 12
@@ -213,18 +264,25 @@ def test_training_overfits_one_scene_and_trains_a_backbone_that_starts_random(tm
     exported = load_checkpoint(slim)
     assert "optimizer" not in exported and "clip_state_dict" in exported
     assert os.path.getsize(slim) < os.path.getsize(summary["checkpoint"])
-    report = load_sole_weights(SoleModel(sole_config_from_dict(exported["hyper_parameters"]["sole_config"])), slim)
+    report = load_sole_weights(
+        SoleModel(sole_config_from_dict(exported["hyper_parameters"]["sole_config"])), slim
+    )
     assert report.ok
 
 
-def test_second_stage_freezes_the_pretrained_backbone_and_mask_only_weights_skip_associations(tmp_path):
+def test_second_stage_freezes_the_pretrained_backbone_and_mask_only_weights_skip_associations(
+    tmp_path,
+):
     """SOLE's recipe: a class-agnostic, mask-only stage, then the full losses on its frozen backbone."""
     from sole_ros.training import train
 
     mask_only = {"assoc_focal": 0.0, "assoc_dice": 0.0, "match_class": 0.0}
     first = train(tiny_config(tmp_path / "masks", max_steps=2, loss_weights=mask_only))
     records = [json.loads(line) for line in open(first["metrics"])]
-    assert all(r["assoc_focal"] == 0.0 and r["all_assoc_dice"] == 0.0 and r["mask_bce"] > 0 for r in records)
+    assert all(
+        r["assoc_focal"] == 0.0 and r["all_assoc_dice"] == 0.0 and r["mask_bce"] > 0
+        for r in records
+    )
     second_config = tiny_config(tmp_path / "sole", max_steps=2, init_checkpoint=first["checkpoint"])
     assert second_config.backbone_frozen
     second = train(second_config)
@@ -281,7 +339,8 @@ def test_training_on_one_thread_is_bit_repeatable(tmp_path, one_thread):
 def test_ddp_two_cpu_processes_keep_identical_replicas(tmp_path):
     script = tmp_path / "ddp_run.py"
     config = tiny_config(tmp_path / "ddp", max_steps=3, **{"data.synthetic_count": 4})
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import gc, json, os, sys
         sys.path.insert(0, {ROOT!r})
         from torch.nn.parallel import DistributedDataParallel
@@ -291,10 +350,24 @@ def test_ddp_two_cpu_processes_keep_identical_replicas(tmp_path):
         summary["ddp_alive"] = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
         with open(os.path.join({str(tmp_path)!r}, "rank%d.json" % summary["rank"]), "w") as f:
             json.dump(summary, f)
-    """))
+    """)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(script)], capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
@@ -313,15 +386,46 @@ def test_cli_train_then_eval_writes_table_and_plot(tmp_path, capsys):
     from sole_ros.cli import main
 
     out = tmp_path / "cli"
-    code = main(["train", "--output-dir", str(out), "--model-size", "tiny", "--clip-model", "sole-tiny",
-                 "--clip-pretrained", "none", "--synthetic-count", "1", "--synthetic-eval-count", "1",
-                 "--synthetic-kind", "tabletop", "--max-steps", "2", "--epochs", "2", "--device", "cpu",
-                 "--no-progress", "--set", "data.synthetic_max_points=5000", "--synthetic-object-sizes", "household"])
+    code = main(
+        [
+            "train",
+            "--output-dir",
+            str(out),
+            "--model-size",
+            "tiny",
+            "--clip-model",
+            "sole-tiny",
+            "--clip-pretrained",
+            "none",
+            "--synthetic-count",
+            "1",
+            "--synthetic-eval-count",
+            "1",
+            "--synthetic-kind",
+            "tabletop",
+            "--max-steps",
+            "2",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--set",
+            "data.synthetic_max_points=5000",
+            "--synthetic-object-sizes",
+            "household",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["progress"]["step"] == 2
-    assert json.loads((out / "train_config.json").read_text())["data"]["synthetic_object_sizes"] == "household"
-    code = main(["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval"), "--device", "cpu"])
+    assert (
+        json.loads((out / "train_config.json").read_text())["data"]["synthetic_object_sizes"]
+        == "household"
+    )
+    code = main(
+        ["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval"), "--device", "cpu"]
+    )
     assert code == 0
     table = capsys.readouterr().out
     for name in ("mug", "bowl", "table", "class-agnostic"):
@@ -331,24 +435,68 @@ def test_cli_train_then_eval_writes_table_and_plot(tmp_path, capsys):
     assert 0.0 <= summary["agnostic_ap25"] <= 1.0
     assert 0.0 <= summary["query_top1"] <= 1.0 and 0.0 <= summary["query_top1_contrast"] <= 1.0
     # with test-time augmentation (two views of the scene at 0.8 of its size)
-    code = main(["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval2"), "--device", "cpu",
-                 "--views", "2", "--scene-scale", "0.8"])
+    code = main(
+        [
+            "eval",
+            str(out / "last.pt"),
+            "--output-dir",
+            str(tmp_path / "eval2"),
+            "--device",
+            "cpu",
+            "--views",
+            "2",
+            "--scene-scale",
+            "0.8",
+        ]
+    )
     assert code == 0 and "class-agnostic" in capsys.readouterr().out
     settings = json.loads((tmp_path / "eval2" / "eval_settings.json").read_text())
     assert (settings["views"], settings["scene_scale"]) == (2, 0.8)
-    assert 0.0 <= json.loads((tmp_path / "eval2" / "ap.json").read_text())["summary"]["agnostic_ap50"] <= 1.0
+    assert (
+        0.0
+        <= json.loads((tmp_path / "eval2" / "ap.json").read_text())["summary"]["agnostic_ap50"]
+        <= 1.0
+    )
     # as a node without a 2D CLIP sees its map: no stand-in point features
-    code = main(["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval3"), "--device", "cpu",
-                 "--no-point-features"])
+    code = main(
+        [
+            "eval",
+            str(out / "last.pt"),
+            "--output-dir",
+            str(tmp_path / "eval3"),
+            "--device",
+            "cpu",
+            "--no-point-features",
+        ]
+    )
     assert code == 0 and "class-agnostic" in capsys.readouterr().out
-    assert json.loads((tmp_path / "eval3" / "eval_settings.json").read_text())["point_features"] is False
-    assert json.loads((tmp_path / "eval2" / "eval_settings.json").read_text())["point_features"] is True
+    assert (
+        json.loads((tmp_path / "eval3" / "eval_settings.json").read_text())["point_features"]
+        is False
+    )
+    assert (
+        json.loads((tmp_path / "eval2" / "eval_settings.json").read_text())["point_features"]
+        is True
+    )
     # more query seeds than trained (model.num_queries)
     trained = json.loads((tmp_path / "eval" / "eval_settings.json").read_text())["num_queries"]
-    code = main(["eval", str(out / "last.pt"), "--output-dir", str(tmp_path / "eval4"), "--device", "cpu",
-                 "--queries", str(2 * trained)])
+    code = main(
+        [
+            "eval",
+            str(out / "last.pt"),
+            "--output-dir",
+            str(tmp_path / "eval4"),
+            "--device",
+            "cpu",
+            "--queries",
+            str(2 * trained),
+        ]
+    )
     assert code == 0 and "class-agnostic" in capsys.readouterr().out
-    assert json.loads((tmp_path / "eval4" / "eval_settings.json").read_text())["num_queries"] == 2 * trained
+    assert (
+        json.loads((tmp_path / "eval4" / "eval_settings.json").read_text())["num_queries"]
+        == 2 * trained
+    )
 
 
 def test_cli_reports_bad_settings_in_one_line(tmp_path, capsys):
@@ -375,13 +523,28 @@ def test_training_runs_on_the_processed_scannet_layout_without_point_features(tm
         points = np.vstack([floor, chair, table])
         semantic = np.r_[np.full(1500, 3), np.full(600, 2), np.full(600, 4)]  # floor, chair, table
         instance = np.r_[np.full(1500, 0), np.full(600, 1), np.full(600, 2)]
-        write_processed_scene(root, "train", scan, points, rng.integers(0, 256, (2700, 3)), np.zeros((2700, 3)),
-                              np.zeros(2700), semantic, instance)
-    labels = {2: {"name": "chair", "color": [0, 0, 0], "validation": True},
-              3: {"name": "floor", "color": [0, 0, 0], "validation": True},
-              4: {"name": "table", "color": [0, 0, 0], "validation": True}}
+        write_processed_scene(
+            root,
+            "train",
+            scan,
+            points,
+            rng.integers(0, 256, (2700, 3)),
+            np.zeros((2700, 3)),
+            np.zeros(2700),
+            semantic,
+            instance,
+        )
+    labels = {
+        2: {"name": "chair", "color": [0, 0, 0], "validation": True},
+        3: {"name": "floor", "color": [0, 0, 0], "validation": True},
+        4: {"name": "table", "color": [0, 0, 0], "validation": True},
+    }
     (root / "label_database.yaml").write_text(yaml.safe_dump(labels))
-    summary = train(tiny_config(tmp_path / "run", max_steps=2, **{"data.kind": "scannet200", "data.root": str(root)}))
+    summary = train(
+        tiny_config(
+            tmp_path / "run", max_steps=2, **{"data.kind": "scannet200", "data.root": str(root)}
+        )
+    )
     assert summary["progress"]["step"] == 2 and np.isfinite(summary["last"]["loss"])
     assert "mva_accuracy" not in summary["last"] and "mca_accuracy" in summary["last"]
 
@@ -409,13 +572,19 @@ def test_feature_dropout_removes_a_scenes_point_features_and_its_visual_target()
 
     def encode(phrases):  # a deterministic 8-d phrase embedding
         rows = [np.random.default_rng(sum(map(ord, p))).normal(size=8) for p in phrases]
-        return torch.nn.functional.normalize(torch.tensor(np.array(rows), dtype=torch.float32), dim=1)
+        return torch.nn.functional.normalize(
+            torch.tensor(np.array(rows), dtype=torch.float32), dim=1
+        )
 
     features = TextOracleFeatures(lambda p: encode(list(p)).numpy())
     sample = SyntheticScenes([0], max_points=3000, features=features)[0]
     config = SoleConfig.tiny(clip_dim=8)
-    kept = prepare_item(sample, config, encode, np.random.default_rng(0), elastic=False, feature_dropout=0.0)
-    dropped = prepare_item(sample, config, encode, np.random.default_rng(0), elastic=False, feature_dropout=1.0)
+    kept = prepare_item(
+        sample, config, encode, np.random.default_rng(0), elastic=False, feature_dropout=0.0
+    )
+    dropped = prepare_item(
+        sample, config, encode, np.random.default_rng(0), elastic=False, feature_dropout=1.0
+    )
     assert kept.scene.has_clip and set(kept.targets.as_dict()) == {"mva", "mca", "mea"}
     assert not dropped.scene.has_clip and set(dropped.targets.as_dict()) == {"mca", "mea"}
     assert float(dropped.scene.clip.abs().sum()) == 0.0
@@ -429,14 +598,23 @@ def test_scale_augmentation_draws_from_its_range():
     from sole_ros.training.config import TrainConfig
 
     points = np.random.default_rng(0).uniform(0, 1, (500, 3)).astype(np.float32)
-    sample = SceneSample(name="s", points=points, colors=np.full((500, 3), 0.3, np.float32),
-                         semantic=np.zeros(500, np.int64), instance=np.ones(500, np.int64))
+    sample = SceneSample(
+        name="s",
+        points=points,
+        colors=np.full((500, 3), 0.3, np.float32),
+        semantic=np.zeros(500, np.int64),
+        instance=np.ones(500, np.int64),
+    )
     spread = np.linalg.norm(points - points.mean(0), axis=1)
     for low, high in ((2.0, 2.0), (0.5, 0.7)):
         for seed in range(5):
-            scaled = augment(sample, np.random.default_rng(seed), elastic=False, scale_range=(low, high))
+            scaled = augment(
+                sample, np.random.default_rng(seed), elastic=False, scale_range=(low, high)
+            )
             factor = np.linalg.norm(scaled.points - scaled.points.mean(0), axis=1) / spread
-            assert np.allclose(factor, factor[0], rtol=1e-4) and low - 1e-5 <= factor[0] <= high + 1e-5
+            assert (
+                np.allclose(factor, factor[0], rtol=1e-4) and low - 1e-5 <= factor[0] <= high + 1e-5
+            )
     assert TrainConfig.from_dict({"scale_range": [0.6, 1.6]}).scale_range == [0.6, 1.6]
     with pytest.raises(ValueError, match="scale_range"):
         TrainConfig.from_dict({"scale_range": [1.2, 0.8]})
@@ -448,8 +626,13 @@ def test_color_augmentations_grey_out_or_texture_a_scene():
 
     rng = np.random.default_rng(0)
     points = rng.uniform(0, 1, (2000, 3)).astype(np.float32)
-    sample = SceneSample(name="s", points=points, colors=np.full((2000, 3), 0.3, np.float32),
-                         semantic=np.zeros(2000, np.int64), instance=np.ones(2000, np.int64))
+    sample = SceneSample(
+        name="s",
+        points=points,
+        colors=np.full((2000, 3), 0.3, np.float32),
+        semantic=np.zeros(2000, np.int64),
+        instance=np.ones(2000, np.int64),
+    )
     grey = augment(sample, np.random.default_rng(1), elastic=False, color_drop=1.0)
     assert np.all(grey.colors == 0.5)
     painted = augment(sample, np.random.default_rng(1), elastic=False, texture=1.0)
@@ -474,8 +657,16 @@ def test_evaluation_scenes_get_the_same_features_whatever_the_runs_seed():
     _, classes = text_encoders(load_clip(ClipSpec.tiny(), "cpu"), torch.device("cpu"))
 
     def features(seed, split):
-        config = TrainConfig.from_dict({"seed": seed, "data": {"synthetic_count": 1, "synthetic_eval_count": 1,
-                                                                "synthetic_max_points": 2000}})
+        config = TrainConfig.from_dict(
+            {
+                "seed": seed,
+                "data": {
+                    "synthetic_count": 1,
+                    "synthetic_eval_count": 1,
+                    "synthetic_max_points": 2000,
+                },
+            }
+        )
         return build_dataset(config, split, classes)[0].clip_features
 
     assert np.array_equal(features(0, "eval"), features(3, "eval"))
@@ -489,8 +680,15 @@ def test_a_runs_object_sizes_reach_its_training_and_evaluation_scenes():
     from sole_ros.training.config import TrainConfig
 
     def scenes(sizes, split):
-        config = TrainConfig.from_dict({"data": {"synthetic_count": 2, "synthetic_eval_count": 2,
-                                                 "synthetic_object_sizes": sizes}})
+        config = TrainConfig.from_dict(
+            {
+                "data": {
+                    "synthetic_count": 2,
+                    "synthetic_eval_count": 2,
+                    "synthetic_object_sizes": sizes,
+                }
+            }
+        )
         return build_dataset(config, split, None)
 
     for split in ("train", "eval"):
@@ -507,9 +705,13 @@ def test_demo_weights_script_refuses_an_unknown_tower_recipe_before_training(tmp
     """A typo in TOWER_RECIPE must stop scripts/train_demo_weights.sh at once, not after the 90 minutes
     of stages 1-3 that come before the tower."""
     work = tmp_path / "work"
-    result = subprocess.run(["bash", os.path.join(ROOT, "scripts", "train_demo_weights.sh"), str(work)],
-                            env={**os.environ, "TOWER_RECIPE": "quick"}, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "train_demo_weights.sh"), str(work)],
+        env={**os.environ, "TOWER_RECIPE": "quick"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "TOWER_RECIPE must be long or short, not quick" in result.stderr
     assert not work.exists()  # nothing trained, nothing written

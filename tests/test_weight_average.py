@@ -1,6 +1,7 @@
 """Weight averaging (sole_ros/training/weight_average.py, `sole-ros average-weights`): the shipped
 demo weights are the average of a network and its continuation, so the average must be exact, keep
 the first file's settings and CLIP, load like any checkpoint, and refuse two different networks."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,11 +29,14 @@ def test_the_average_interpolates_floats_and_keeps_the_first_counters():
     assert torch.equal(average_state_dicts(base, other, 1.0)["w"], other["w"])
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda o: o.pop("w"), "tensors only in the first"),
-    (lambda o: o.update(w=torch.zeros(4)), "differ in 1 tensors, e.g. w"),
-    (lambda o: o.update(w=torch.zeros(3, dtype=torch.float64)), "torch.float64"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda o: o.pop("w"), "tensors only in the first"),
+        (lambda o: o.update(w=torch.zeros(4)), "differ in 1 tensors, e.g. w"),
+        (lambda o: o.update(w=torch.zeros(3, dtype=torch.float64)), "torch.float64"),
+    ],
+)
 def test_two_different_networks_are_refused(change, message):
     base, other = _tensors()
     change(other)
@@ -51,35 +55,83 @@ def demo_and_shifted(tmp_path_factory):
     """The shipped demo weights and a copy whose network is shifted by a known amount."""
     folder = tmp_path_factory.mktemp("average")
     demo = read_checkpoint(find_default_checkpoint())
-    shifted = {**demo, "state_dict": {k: v + 1.0 if v.is_floating_point() else v
-                                      for k, v in demo["state_dict"].items()}}
+    shifted = {
+        **demo,
+        "state_dict": {
+            k: v + 1.0 if v.is_floating_point() else v for k, v in demo["state_dict"].items()
+        },
+    }
     return find_default_checkpoint(), save_atomic(shifted, folder / "shifted.ckpt"), demo
 
 
-def test_the_command_writes_a_checkpoint_that_loads_and_keeps_the_first_files_clip(demo_and_shifted, tmp_path,
-                                                                                   capsys):
+def test_the_command_writes_a_checkpoint_that_loads_and_keeps_the_first_files_clip(
+    demo_and_shifted, tmp_path, capsys
+):
     demo_path, shifted_path, demo = demo_and_shifted
     out = tmp_path / "avg.ckpt"
-    assert main(["average-weights", str(demo_path), str(shifted_path), "--weight", "0.5", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "average-weights",
+                str(demo_path),
+                str(shifted_path),
+                "--weight",
+                "0.5",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert f"wrote {out}" in capsys.readouterr().out
     averaged = read_checkpoint(out)
     for key, value in demo["state_dict"].items():
         expected = value + 0.5 if value.is_floating_point() else value
         assert torch.allclose(averaged["state_dict"][key], expected, atol=1e-6), key
     assert averaged["hyper_parameters"] == demo["hyper_parameters"]
-    assert all(torch.equal(averaged["clip_state_dict"][k], v) for k, v in demo["clip_state_dict"].items())
+    assert all(
+        torch.equal(averaged["clip_state_dict"][k], v) for k, v in demo["clip_state_dict"].items()
+    )
     # loads as the node loads it: strictly (every tensor fits the network), with the trained tower
-    segmenter, clip = load_segmenter(PipelineSettings(checkpoint=str(out), device="cpu"), "cpu", log=lambda *_: None)
+    segmenter, clip = load_segmenter(
+        PipelineSettings(checkpoint=str(out), device="cpu"), "cpu", log=lambda *_: None
+    )
     assert clip.image_tower_trained
     loaded = dict(segmenter.model.state_dict())
-    assert torch.allclose(loaded["semantic_proj.weight"], averaged["state_dict"]["model.semantic_proj.weight"])
+    assert torch.allclose(
+        loaded["semantic_proj.weight"], averaged["state_dict"]["model.semantic_proj.weight"]
+    )
 
 
 def test_command_mistakes_are_one_line_and_write_nothing(demo_and_shifted, tmp_path, capsys):
     demo_path, _, _ = demo_and_shifted
     out = tmp_path / "avg.ckpt"
-    assert main(["average-weights", str(demo_path), str(tmp_path / "missing.ckpt"), "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "average-weights",
+                str(demo_path),
+                str(tmp_path / "missing.ckpt"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "missing.ckpt" in capsys.readouterr().err
-    assert main(["average-weights", str(demo_path), str(demo_path), "--weight", "2", "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "average-weights",
+                str(demo_path),
+                str(demo_path),
+                "--weight",
+                "2",
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "weight must be in [0, 1]" in capsys.readouterr().err
     assert not out.exists()

@@ -5,6 +5,7 @@ Each command module has register(subparsers), which adds its sub-command(s) and 
 So does anything unexpected (one line naming the exception, exit code 1; SOLE_ROS_DEBUG=1 shows its
 traceback instead), and Ctrl-C exits 130 without one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,8 @@ COMMANDS = (segment, bag, training, weights, bench)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sole-ros",
-        description="Open-vocabulary 3D instance segmentation (SOLE) from the command line.")
+        description="Open-vocabulary 3D instance segmentation (SOLE) from the command line.",
+    )
     parser.add_argument("--version", action="version", version=f"sole-ros {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
@@ -49,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         if _debug():
             raise
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        print(f"sole-ros: error: {type(error).__name__}: {' '.join(lines)[:500] or '(no message)'} "
-              f"(SOLE_ROS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"sole-ros: error: {type(error).__name__}: {' '.join(lines)[:500] or '(no message)'} "
+            f"(SOLE_ROS_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

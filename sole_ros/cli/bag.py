@@ -6,6 +6,7 @@ segmented, and the queries are answered: printed (or one JSON document), plus a 
 a PNG of the map. Topics not given are found by type; poses come from an Odometry / PoseStamped /
 TransformStamped topic or from /tf.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,30 +32,64 @@ GROUPS = ("model", "query", "scene")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "bag", help="replay a ROS 2 bag (mcap/sqlite3) through scene fusion and answer queries",
+        "bag",
+        help="replay a ROS 2 bag (mcap/sqlite3) through scene fusion and answer queries",
         description=__doc__.split("\n\n", 1)[1].strip() if __doc__ else None,
-        epilog="example: sole-ros bag run1/ --query mug chair --checkpoint scannet200.ckpt --pose-topic /odom")
+        epilog="example: sole-ros bag run1/ --query mug chair --checkpoint scannet200.ckpt --pose-topic /odom",
+    )
     parser.add_argument("path", metavar="PATH", help="the bag folder, or its .mcap / .db3 file")
     add_query_arguments(parser)
     topics = parser.add_argument_group("topics", "found by message type when not given")
-    topics.add_argument("--points-topic", metavar="TOPIC", help="sensor_msgs/PointCloud2 depth clouds")
-    topics.add_argument("--depth-topic", metavar="TOPIC", help="sensor_msgs/Image depth (16UC1 mm or 32FC1 m)")
-    topics.add_argument("--color-topic", metavar="TOPIC", help="sensor_msgs/Image colour registered to depth")
-    topics.add_argument("--info-topic", metavar="TOPIC", help="sensor_msgs/CameraInfo of the depth images")
-    topics.add_argument("--pose-topic", metavar="TOPIC",
-                        help="nav_msgs/Odometry, geometry_msgs/PoseStamped or TransformStamped of the sensor's "
-                             "base; 'tf' for /tf + /tf_static")
+    topics.add_argument(
+        "--points-topic", metavar="TOPIC", help="sensor_msgs/PointCloud2 depth clouds"
+    )
+    topics.add_argument(
+        "--depth-topic", metavar="TOPIC", help="sensor_msgs/Image depth (16UC1 mm or 32FC1 m)"
+    )
+    topics.add_argument(
+        "--color-topic", metavar="TOPIC", help="sensor_msgs/Image colour registered to depth"
+    )
+    topics.add_argument(
+        "--info-topic", metavar="TOPIC", help="sensor_msgs/CameraInfo of the depth images"
+    )
+    topics.add_argument(
+        "--pose-topic",
+        metavar="TOPIC",
+        help="nav_msgs/Odometry, geometry_msgs/PoseStamped or TransformStamped of the sensor's "
+        "base; 'tf' for /tf + /tf_static",
+    )
     poses = parser.add_argument_group("poses")
-    poses.add_argument("--fixed-frame", metavar="FRAME", help="with /tf: the frame to build the scene in "
-                                                              "(default: the root of the sensor's tf tree)")
-    poses.add_argument("--sensor-extrinsic", type=float, nargs=6, metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
-                       help="with a pose topic: the sensor's pose on the base (metres, radians; default: none)")
-    poses.add_argument("--static-sensor", action="store_true", help="no poses: the sensor did not move")
-    poses.add_argument("--sync-tolerance", type=float, default=BY_NAME["inputs.sync_slop"].default, metavar="S",
-                       help="seconds between a depth image and its colour image, as the node's inputs.sync_slop "
-                            "(default: %(default)s)")
-    poses.add_argument("--pose-tolerance", type=float, default=POSE_END_TOLERANCE, metavar="S",
-                       help="seconds a frame may lie outside the recorded poses (default: %(default)s)")
+    poses.add_argument(
+        "--fixed-frame",
+        metavar="FRAME",
+        help="with /tf: the frame to build the scene in "
+        "(default: the root of the sensor's tf tree)",
+    )
+    poses.add_argument(
+        "--sensor-extrinsic",
+        type=float,
+        nargs=6,
+        metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
+        help="with a pose topic: the sensor's pose on the base (metres, radians; default: none)",
+    )
+    poses.add_argument(
+        "--static-sensor", action="store_true", help="no poses: the sensor did not move"
+    )
+    poses.add_argument(
+        "--sync-tolerance",
+        type=float,
+        default=BY_NAME["inputs.sync_slop"].default,
+        metavar="S",
+        help="seconds between a depth image and its colour image, as the node's inputs.sync_slop "
+        "(default: %(default)s)",
+    )
+    poses.add_argument(
+        "--pose-tolerance",
+        type=float,
+        default=POSE_END_TOLERANCE,
+        metavar="S",
+        help="seconds a frame may lie outside the recorded poses (default: %(default)s)",
+    )
     scene = add_scene_arguments(parser)
     scene.add_argument("--max-frames", type=int, metavar="N", help="stop after N fused frames")
     add_model_arguments(parser)
@@ -64,8 +99,13 @@ def register(subparsers) -> None:
 def _topics(args):
     from sole_ros.bag import BagTopics
 
-    return BagTopics(points=args.points_topic, depth=args.depth_topic, color=args.color_topic,
-                     info=args.info_topic, pose=args.pose_topic)
+    return BagTopics(
+        points=args.points_topic,
+        depth=args.depth_topic,
+        color=args.color_topic,
+        info=args.info_topic,
+        pose=args.pose_topic,
+    )
 
 
 def run(args) -> int:
@@ -76,14 +116,21 @@ def run(args) -> int:
     phrases = check_queries(args, settings)
     for name in ("sync_tolerance", "pose_tolerance"):
         if not getattr(args, name) > 0:
-            raise CliError(f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}")
+            raise CliError(
+                f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}"
+            )
     if args.max_frames is not None and args.max_frames <= 0:
         raise CliError(f"--max-frames must be positive, not {args.max_frames}")
     if args.static_sensor and args.pose_topic:
         raise CliError("--static-sensor and --pose-topic contradict each other: give one")
-    options = ReplayOptions(fixed_frame=args.fixed_frame, sensor_extrinsic=args.sensor_extrinsic,
-                            static_sensor=args.static_sensor, sync_tolerance=args.sync_tolerance,
-                            pose_tolerance=args.pose_tolerance, max_frames=args.max_frames)
+    options = ReplayOptions(
+        fixed_frame=args.fixed_frame,
+        sensor_extrinsic=args.sensor_extrinsic,
+        static_sensor=args.static_sensor,
+        sync_tolerance=args.sync_tolerance,
+        pose_tolerance=args.pose_tolerance,
+        max_frames=args.max_frames,
+    )
     # The bag is checked before the (slow) model is loaded: a wrong path or topic fails at once.
     try:
         replay = BagReplay(args.path, _topics(args), options, log=log)
@@ -110,28 +157,54 @@ def run(args) -> int:
 
     stem = os.path.basename(os.path.normpath(args.path))
     stem = os.path.splitext(stem)[0] or "bag"
-    outputs = write_outputs(args.out_dir, stem, snapshot.coords, snapshot.colors, instances,
-                            title_for(phrases, instances))
+    outputs = write_outputs(
+        args.out_dir,
+        stem,
+        snapshot.coords,
+        snapshot.colors,
+        instances,
+        title_for(phrases, instances),
+    )
     if args.json:
-        print_json({
-            "input": {"path": args.path, "frames": summary.frames, "dropped": dict(summary.dropped),
-                      "counters": summary.input_counts(),
-                      "topics": {k: v for k, v in vars(summary.topics).items() if v},
-                      "pose_source": summary.pose_source, "map_voxels": len(snapshot),
-                      "voxel_size": snapshot.voxel_size},
-            "queries": phrases,
-            "model": {**describe_model(settings, getattr(pipeline.segmenter, "top_k", None)),
-                      "device": str(pipeline.device)},
-            # Point indices are rows of the written PLY (the map's voxel centres).
-            "instances": [instance_record(rank, inst, inst.point_indices) for rank, inst in enumerate(instances, 1)],
-            "outputs": outputs,
-            "seconds": {"load": round(loaded - start, 3), "fuse": round(fused - loaded, 3),
-                        "segment": round(segmentation.seconds, 3), "query": round(answered - fused, 3)},
-        })
+        print_json(
+            {
+                "input": {
+                    "path": args.path,
+                    "frames": summary.frames,
+                    "dropped": dict(summary.dropped),
+                    "counters": summary.input_counts(),
+                    "topics": {k: v for k, v in vars(summary.topics).items() if v},
+                    "pose_source": summary.pose_source,
+                    "map_voxels": len(snapshot),
+                    "voxel_size": snapshot.voxel_size,
+                },
+                "queries": phrases,
+                "model": {
+                    **describe_model(settings, getattr(pipeline.segmenter, "top_k", None)),
+                    "device": str(pipeline.device),
+                },
+                # Point indices are rows of the written PLY (the map's voxel centres).
+                "instances": [
+                    instance_record(rank, inst, inst.point_indices)
+                    for rank, inst in enumerate(instances, 1)
+                ],
+                "outputs": outputs,
+                "seconds": {
+                    "load": round(loaded - start, 3),
+                    "fuse": round(fused - loaded, 3),
+                    "segment": round(segmentation.seconds, 3),
+                    "query": round(answered - fused, 3),
+                },
+            }
+        )
     else:
-        print(f"{summary.frames} frames fused into {len(snapshot)} voxels of {snapshot.voxel_size:g} m")
+        print(
+            f"{summary.frames} frames fused into {len(snapshot)} voxels of {snapshot.voxel_size:g} m"
+        )
         print_table(instances, phrases)
         print(f"wrote {outputs['ply']} and {outputs['png']}")
-        log(f"model loaded in {loaded - start:.1f} s, bag fused in {fused - loaded:.1f} s, "
-            f"segmented and answered in {answered - fused:.1f} s on {pipeline.device}")
+        log(
+            f"model loaded in {loaded - start:.1f} s, bag fused in {fused - loaded:.1f} s, "
+            f"segmented and answered in {answered - fused:.1f} s on {pipeline.device}"
+        )
     return 0

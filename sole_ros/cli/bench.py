@@ -3,6 +3,7 @@
 Each benchmark is a script bench/bench_<name>.py; `bench NAME [ARGS...]` runs it with this
 Python in a subprocess (its own flags follow the name) and returns its exit code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,20 +20,36 @@ PREFIX = "bench_"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "bench", help="list (--list) or run the benchmarks in bench/",
+        "bench",
+        help="list (--list) or run the benchmarks in bench/",
         description=__doc__.split("\n\n", 1)[1].strip() if __doc__ else None,
-        epilog="example: sole-ros bench model --voxels 50000   (sole-ros bench model --help: its own flags)")
-    parser.add_argument("--list", action="store_true", help="list the benchmarks and what each measures")
-    parser.add_argument("--bench-dir", metavar="DIR",
-                        help="the bench/ folder (default: ./bench, else the checkout's; env SOLE_ROS_BENCH_DIR)")
+        epilog="example: sole-ros bench model --voxels 50000   (sole-ros bench model --help: its own flags)",
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the benchmarks and what each measures"
+    )
+    parser.add_argument(
+        "--bench-dir",
+        metavar="DIR",
+        help="the bench/ folder (default: ./bench, else the checkout's; env SOLE_ROS_BENCH_DIR)",
+    )
     parser.add_argument("name", nargs="?", metavar="NAME", help="the benchmark to run (see --list)")
-    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed on to the benchmark")
+    parser.add_argument(
+        "args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed on to the benchmark"
+    )
     parser.set_defaults(handler=run)
 
 
 def bench_dir(explicit: str | None = None) -> Path:
-    candidates = [explicit] if explicit else [os.environ.get("SOLE_ROS_BENCH_DIR"), "bench",
-                                              Path(__file__).resolve().parents[2] / "bench"]
+    candidates = (
+        [explicit]
+        if explicit
+        else [
+            os.environ.get("SOLE_ROS_BENCH_DIR"),
+            "bench",
+            Path(__file__).resolve().parents[2] / "bench",
+        ]
+    )
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
@@ -42,7 +59,7 @@ def bench_dir(explicit: str | None = None) -> Path:
 
 
 def benchmarks(folder: Path) -> dict[str, Path]:
-    return {p.stem[len(PREFIX):]: p for p in sorted(folder.glob(f"{PREFIX}*.py"))}
+    return {p.stem[len(PREFIX) :]: p for p in sorted(folder.glob(f"{PREFIX}*.py"))}
 
 
 def summary(path: Path) -> str:
@@ -67,10 +84,12 @@ def run(args) -> int:
         if not args.list:
             print("run one with: sole-ros bench NAME [its flags]")
         return 0
-    name = args.name[len(PREFIX):] if args.name.startswith(PREFIX) else args.name
+    name = args.name[len(PREFIX) :] if args.name.startswith(PREFIX) else args.name
     name = name[:-3] if name.endswith(".py") else name
     if name not in found:
-        raise CliError(f"no benchmark {args.name!r} in {folder} (have: {', '.join(found) or 'none'})")
+        raise CliError(
+            f"no benchmark {args.name!r} in {folder} (have: {', '.join(found) or 'none'})"
+        )
     extra = args.args[1:] if args.args[:1] == ["--"] else args.args
     completed = subprocess.run([sys.executable, str(found[name]), *extra])
     return completed.returncode

@@ -3,6 +3,7 @@
 Every command module raises CliError with a message that fits on one line; sole_ros/cli/app.py
 prints it as `sole-ros COMMAND: error: MESSAGE` and exits 2.
 """
+
 from __future__ import annotations
 
 import sys

@@ -6,6 +6,7 @@ query.* parameter (scene.* for `bag`) is an option of the same name without its 
 values become PipelineSettings through the node's own PipelineSettings.from_parameters. A command
 line that works here works as a node configuration too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ FLAGS = {
     "model.allow_random_weights": ("--allow-random-weights", "--random-weights"),
     "query.top_k": ("--candidates",),
 }
-METAVARS = {"model.checkpoint": "CKPT", "model.clip_model": "NAME", "model.clip_pretrained": "TAG_OR_FILE",
-            "model.prompt": "TEMPLATE", "query.contrast_phrases": "'A, B, ...'", "device": "DEVICE"}
+METAVARS = {
+    "model.checkpoint": "CKPT",
+    "model.clip_model": "NAME",
+    "model.clip_pretrained": "TAG_OR_FILE",
+    "model.prompt": "TEMPLATE",
+    "query.contrast_phrases": "'A, B, ...'",
+    "device": "DEVICE",
+}
 
 
 def flags_of(p) -> tuple[str, ...]:
@@ -62,45 +69,91 @@ def add_table_arguments(group, groups: tuple[str, ...]) -> None:
     choices, its description as help; ranges are checked by settings_from_args."""
     for p in command_parameters(groups):
         if isinstance(p.default, bool):
-            action = group.add_argument(*flags_of(p), dest=p.name, default=p.default,
-                                        action=argparse.BooleanOptionalAction)
+            action = group.add_argument(
+                *flags_of(p), dest=p.name, default=p.default, action=argparse.BooleanOptionalAction
+            )
             action.help = _help(p)  # set afterwards: some Pythons append their own "(default: ...)"
             continue
-        metavar = None if p.choices else METAVARS.get(p.name, {int: "N", float: "X", str: "TEXT"}[type(p.default)])
-        group.add_argument(*flags_of(p), dest=p.name, type=type(p.default), default=p.default,
-                           choices=p.choices or None, metavar=metavar, help=_help(p))
+        metavar = (
+            None
+            if p.choices
+            else METAVARS.get(p.name, {int: "N", float: "X", str: "TEXT"}[type(p.default)])
+        )
+        group.add_argument(
+            *flags_of(p),
+            dest=p.name,
+            type=type(p.default),
+            default=p.default,
+            choices=p.choices or None,
+            metavar=metavar,
+            help=_help(p),
+        )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "model", "which SOLE weights and CLIP to use, and how they run: the node's parameters device and "
-                 "model.*, same names (--test-time-views is model.test_time_views); `sole-ros weights` "
-                 "fetches weights")
+        "model",
+        "which SOLE weights and CLIP to use, and how they run: the node's parameters device and "
+        "model.*, same names (--test-time-views is model.test_time_views); `sole-ros weights` "
+        "fetches weights",
+    )
     add_table_arguments(group, ("model",))
-    group.add_argument("--seed", type=int, default=0,
-                       help="seed of the random weights, so runs repeat (default: %(default)s)")
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random weights, so runs repeat (default: %(default)s)",
+    )
 
 
 def add_query_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--query", "-q", nargs="+", required=True, metavar="TEXT",
-                        help="one or more phrases; each is its own class (e.g. --query mug 'red box')")
-    parser.add_argument("--top-k", type=int, default=20, metavar="N",
-                        help="print at most N instances, best first (default: %(default)s); the node's query.top_k, "
-                             "the candidates ranked before that, is --candidates")
-    parser.add_argument("--min-score", type=float, default=0.0, metavar="S",
-                        help="drop instances scoring below S, 0..1 (default: %(default)s)")
-    parser.add_argument("--out-dir", default=".", metavar="DIR",
-                        help="where the coloured PLY and the PNG go (default: the current directory)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    group = parser.add_argument_group("query", "how queries are answered: the node's parameters query.*, same "
-                                               "names (--contrast-phrases is query.contrast_phrases)")
+    parser.add_argument(
+        "--query",
+        "-q",
+        nargs="+",
+        required=True,
+        metavar="TEXT",
+        help="one or more phrases; each is its own class (e.g. --query mug 'red box')",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=20,
+        metavar="N",
+        help="print at most N instances, best first (default: %(default)s); the node's query.top_k, "
+        "the candidates ranked before that, is --candidates",
+    )
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="drop instances scoring below S, 0..1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=".",
+        metavar="DIR",
+        help="where the coloured PLY and the PNG go (default: the current directory)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document instead of the table"
+    )
+    group = parser.add_argument_group(
+        "query",
+        "how queries are answered: the node's parameters query.*, same "
+        "names (--contrast-phrases is query.contrast_phrases)",
+    )
     add_table_arguments(group, ("query",))
 
 
 def add_scene_arguments(parser: argparse.ArgumentParser):
     """The scene map's options (scene.*); the group, for the caller's own scene options."""
-    group = parser.add_argument_group("scene", "the scene map: the node's parameters scene.*, same names "
-                                               "(--voxel-size is scene.voxel_size)")
+    group = parser.add_argument_group(
+        "scene",
+        "the scene map: the node's parameters scene.*, same names "
+        "(--voxel-size is scene.voxel_size)",
+    )
     add_table_arguments(group, ("scene",))
     return group
 

@@ -2,6 +2,7 @@
 
 Shared by `segment` (a point file) and `bag` (the fused map), so both answer in the same shape.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,12 @@ def instance_record(rank: int, instance, point_indices: np.ndarray | None = None
         "score": round(float(instance.score), 6),
         "num_points": int(instance.num_points),
         "centroid": _vector(instance.centroid),
-        "box": {"center": _vector(center), "size": _vector(size),
-                "min": _vector(center - size / 2), "max": _vector(center + size / 2)},
+        "box": {
+            "center": _vector(center),
+            "size": _vector(size),
+            "min": _vector(center - size / 2),
+            "max": _vector(center + size / 2),
+        },
     }
     if point_indices is not None:
         record["point_indices"] = [int(i) for i in point_indices]
@@ -43,13 +48,18 @@ def print_table(instances, phrases, out=sys.stdout) -> None:
         return
     print(f"{len(instances)} instance{'s' if len(instances) != 1 else ''} for {quoted}:", file=out)
     width = max(5, max(len(i.label) for i in instances))
-    print(f"  {'#':>2}  {'label':<{width}}  {'score':>5}  {'points':>7}  {'centroid x y z (m)':<26}  box size (m)",
-          file=out)
+    print(
+        f"  {'#':>2}  {'label':<{width}}  {'score':>5}  {'points':>7}  {'centroid x y z (m)':<26}  box size (m)",
+        file=out,
+    )
     for rank, inst in enumerate(instances, 1):
         c = np.asarray(inst.centroid, dtype=np.float64)
         s = np.asarray(inst.bbox_size, dtype=np.float64)
-        print(f"  {rank:>2}  {inst.label:<{width}}  {inst.score:>5.3f}  {inst.num_points:>7}  "
-              f"{c[0]:>8.3f}{c[1]:>9.3f}{c[2]:>9.3f}  {s[0]:>6.3f}{s[1]:>7.3f}{s[2]:>7.3f}", file=out)
+        print(
+            f"  {rank:>2}  {inst.label:<{width}}  {inst.score:>5.3f}  {inst.num_points:>7}  "
+            f"{c[0]:>8.3f}{c[1]:>9.3f}{c[2]:>9.3f}  {s[0]:>6.3f}{s[1]:>7.3f}{s[2]:>7.3f}",
+            file=out,
+        )
 
 
 def print_json(document: dict) -> None:
@@ -57,8 +67,15 @@ def print_json(document: dict) -> None:
     sys.stdout.write("\n")
 
 
-def write_outputs(out_dir: str, stem: str, points, colors, instances, title: str,
-                  source_index: np.ndarray | None = None) -> dict:
+def write_outputs(
+    out_dir: str,
+    stem: str,
+    points,
+    colors,
+    instances,
+    title: str,
+    source_index: np.ndarray | None = None,
+) -> dict:
     """<stem>.segmented.ply (instance colours, per-point instance rank and score) and
     <stem>.segmented.png; returns their paths."""
     from sole_ros.pointfiles import PointFileError, write_ply
@@ -67,7 +84,9 @@ def write_outputs(out_dir: str, stem: str, points, colors, instances, title: str
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:
-        raise CliError(f"cannot create the output folder {out_dir}: {error.strerror or error}") from None
+        raise CliError(
+            f"cannot create the output folder {out_dir}: {error.strerror or error}"
+        ) from None
     points = np.asarray(points)
     count = points.shape[0]
     instance_id = np.full(count, -1, np.int32)

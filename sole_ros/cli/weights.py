@@ -7,6 +7,7 @@ prints their sha256 and the node parameters / command-line flags that use them. 
 the folder are checked, not fetched again, so copying the folder from a machine with internet and
 running this command offline is the way to set up a machine without it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ from urllib.parse import urlparse
 
 from sole_ros.cli.errors import CliError
 
-SOLE_REPO = "onandon/SOLE"          # a dataset repository (see the SOLE README, "Weights")
+SOLE_REPO = "onandon/SOLE"  # a dataset repository (see the SOLE README, "Weights")
 SOLE_CHECKPOINTS = {
     "scannet200": "SOLE trained on ScanNet200 (200 classes; the most general vocabulary)",
     "scannet": "SOLE trained on ScanNet (20 classes)",
@@ -33,22 +34,43 @@ CLIP_MODEL_FOR_FILE = "ViT-L-14-quickgelu"
 
 
 def default_dest() -> Path:
-    return Path(os.environ.get("SOLE_ROS_WEIGHTS") or Path.home() / ".cache" / "sole_ros" / "weights")
+    return Path(
+        os.environ.get("SOLE_ROS_WEIGHTS") or Path.home() / ".cache" / "sole_ros" / "weights"
+    )
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "weights", help="download and check the published SOLE checkpoint and CLIP weights",
-        description=__doc__.split("\n\n", 1)[1].strip() if __doc__ else None)
-    parser.add_argument("--dest", metavar="DIR", default=None,
-                        help=f"folder for the files (default: $SOLE_ROS_WEIGHTS or {default_dest()})")
-    parser.add_argument("--dataset", choices=sorted(SOLE_CHECKPOINTS), default="scannet200",
-                        help="which published SOLE checkpoint: the data it was trained on (default: %(default)s)")
+        "weights",
+        help="download and check the published SOLE checkpoint and CLIP weights",
+        description=__doc__.split("\n\n", 1)[1].strip() if __doc__ else None,
+    )
+    parser.add_argument(
+        "--dest",
+        metavar="DIR",
+        default=None,
+        help=f"folder for the files (default: $SOLE_ROS_WEIGHTS or {default_dest()})",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(SOLE_CHECKPOINTS),
+        default="scannet200",
+        help="which published SOLE checkpoint: the data it was trained on (default: %(default)s)",
+    )
     parser.add_argument("--skip-clip", action="store_true", help="only the SOLE checkpoint")
-    parser.add_argument("--clip-model", default=CLIP_MODEL_FOR_FILE, metavar="NAME",
-                        help="open_clip architecture the CLIP file is checked against (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                        help="seconds to wait when checking for internet (default: %(default)s)")
+    parser.add_argument(
+        "--clip-model",
+        default=CLIP_MODEL_FOR_FILE,
+        metavar="NAME",
+        help="open_clip architecture the CLIP file is checked against (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait when checking for internet (default: %(default)s)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -95,12 +117,20 @@ def _download(files: Files, args) -> None:
 
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "60")
     if not files.checkpoint.is_file():
-        _say(f"downloading {SOLE_REPO}/{files.checkpoint.name} ({SOLE_CHECKPOINTS[args.dataset]}) ...")
+        _say(
+            f"downloading {SOLE_REPO}/{files.checkpoint.name} ({SOLE_CHECKPOINTS[args.dataset]}) ..."
+        )
         try:
-            hf_hub_download(repo_id=SOLE_REPO, repo_type="dataset", filename=files.checkpoint.name,
-                            local_dir=str(files.checkpoint.parent))
+            hf_hub_download(
+                repo_id=SOLE_REPO,
+                repo_type="dataset",
+                filename=files.checkpoint.name,
+                local_dir=str(files.checkpoint.parent),
+            )
         except Exception as error:  # noqa: BLE001 - the hub client raises many kinds
-            raise CliError(f"download of {files.checkpoint.name} failed: {_first_line(error)}") from None
+            raise CliError(
+                f"download of {files.checkpoint.name} failed: {_first_line(error)}"
+            ) from None
     if not args.skip_clip and files.clip_file() is None:
         _say(f"downloading CLIP ViT-L-14 (OpenAI) from {CLIP_REPO} ...")
         last = None
@@ -140,8 +170,10 @@ def check_checkpoint(path: Path) -> str:
     except (CheckpointError, OSError, ValueError) as error:
         raise CliError(f"{path} is not a usable SOLE checkpoint: {_first_line(error)}") from None
     c = model.config
-    return (f"{len(report.loaded)} tensors fit the network ({len(report.ignored)} unused ignored); "
-            f"{c.num_queries} queries, {c.clip_dim}-d CLIP space")
+    return (
+        f"{len(report.loaded)} tensors fit the network ({len(report.ignored)} unused ignored); "
+        f"{c.num_queries} queries, {c.clip_dim}-d CLIP space"
+    )
 
 
 def check_clip(path: Path, model_name: str) -> str:
@@ -150,7 +182,9 @@ def check_clip(path: Path, model_name: str) -> str:
     try:
         clip = load_clip(ClipSpec(model_name, str(path)), "cpu")
     except (ClipWeightsUnavailable, ValueError, RuntimeError, OSError) as error:
-        raise CliError(f"{path} does not load as open_clip {model_name}: {_first_line(error)}") from None
+        raise CliError(
+            f"{path} does not load as open_clip {model_name}: {_first_line(error)}"
+        ) from None
     return f"loads as open_clip {model_name} ({clip.embed_dim}-d)"
 
 
@@ -167,28 +201,51 @@ def print_configuration(files: Files, clip_model: str, skip_clip: bool) -> None:
     _say("command line:")
     _say(f"  sole-ros segment SCENE.ply --query mug --checkpoint {files.checkpoint}{clip_flags}")
     _say(f"  sole-ros bag BAG --query mug --checkpoint {files.checkpoint}{clip_flags}")
-    _say(f"  ros2 run sole_ros sole_node --ros-args -p model.checkpoint:={files.checkpoint}"
-         + ("" if skip_clip else f" -p model.clip_model:={clip_model} -p model.clip_pretrained:={clip_value}"))
+    _say(
+        f"  ros2 run sole_ros sole_node --ros-args -p model.checkpoint:={files.checkpoint}"
+        + (
+            ""
+            if skip_clip
+            else f" -p model.clip_model:={clip_model} -p model.clip_pretrained:={clip_value}"
+        )
+    )
 
 
 def offline_help(files: Files, reason: str, args) -> None:
     """One line saying we are offline, then how to bring the files over by hand."""
     err = sys.stderr
     print(f"sole-ros weights: offline: {reason}; nothing was downloaded.", file=err)
-    print("To set up this machine without internet, fetch the files where there is internet and copy them here:",
-          file=err)
-    print(f"  SOLE: https://huggingface.co/datasets/{SOLE_REPO}/resolve/main/{files.checkpoint.name}", file=err)
+    print(
+        "To set up this machine without internet, fetch the files where there is internet and copy them here:",
+        file=err,
+    )
+    print(
+        f"  SOLE: https://huggingface.co/datasets/{SOLE_REPO}/resolve/main/{files.checkpoint.name}",
+        file=err,
+    )
     print(f"        -> {files.checkpoint}", file=err)
     if not args.skip_clip:
         print(f"  CLIP: https://huggingface.co/{CLIP_REPO}/resolve/main/{CLIP_FILES[0]}", file=err)
-        print(f"        (or {CLIP_FILES[1]}, as open_clip falls back to) -> {files.clip_dir}/", file=err)
-    print(f"  (or run `sole-ros weights --dest DIR` there and copy DIR to {files.checkpoint.parent})", file=err)
-    print(f"Then `sole-ros weights --dest {files.checkpoint.parent}` here checks them and prints the settings; "
-          "or point the node at the files directly:", file=err)
+        print(
+            f"        (or {CLIP_FILES[1]}, as open_clip falls back to) -> {files.clip_dir}/",
+            file=err,
+        )
+    print(
+        f"  (or run `sole-ros weights --dest DIR` there and copy DIR to {files.checkpoint.parent})",
+        file=err,
+    )
+    print(
+        f"Then `sole-ros weights --dest {files.checkpoint.parent}` here checks them and prints the settings; "
+        "or point the node at the files directly:",
+        file=err,
+    )
     print(f"  model.checkpoint: {files.checkpoint}", file=err)
     if not args.skip_clip:
-        print(f"  model.clip_model: {args.clip_model}   "
-              "(a weights file needs the -quickgelu name for OpenAI's weights)", file=err)
+        print(
+            f"  model.clip_model: {args.clip_model}   "
+            "(a weights file needs the -quickgelu name for OpenAI's weights)",
+            file=err,
+        )
         print(f"  model.clip_pretrained: {files.clip_dir / CLIP_FILES[0]}", file=err)
 
 
@@ -216,7 +273,9 @@ def run(args) -> int:
     if online:
         expected = _expected_sha256(SOLE_REPO, files.checkpoint.name, "dataset")
         if expected and expected != digest:
-            raise CliError(f"{files.checkpoint}: sha256 differs from the hub's {expected}: delete it and run again")
+            raise CliError(
+                f"{files.checkpoint}: sha256 differs from the hub's {expected}: delete it and run again"
+            )
     _say(f"  {check_checkpoint(files.checkpoint)}")
     if not args.skip_clip:
         clip = files.clip_file()

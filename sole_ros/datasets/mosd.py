@@ -12,6 +12,7 @@ The scans are in the camera frame; models trained on z-up scenes expect gravity 
 points) is horizontal with the camera above it, and shifted so the table top sits at
 ``table_height`` — what a robot gets from its own TF tree.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -36,7 +37,9 @@ def read_mosd(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return xyz[keep], colors.astype(np.float32), data["label"][keep].astype(np.int64)
 
 
-def _table_frame(points: np.ndarray, table: np.ndarray, table_height: float) -> tuple[np.ndarray, np.ndarray]:
+def _table_frame(
+    points: np.ndarray, table: np.ndarray, table_height: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Rotation and translation taking camera coordinates to a z-up frame with the table at
     ``table_height`` and the camera (the origin) on the up side."""
     centre = points[table].mean(axis=0)
@@ -58,8 +61,14 @@ def _table_frame(points: np.ndarray, table: np.ndarray, table_height: float) -> 
 class MosdScans:
     """The .pcd scans of a folder as SceneSample (class-agnostic: objects vs table)."""
 
-    def __init__(self, folder, gravity_align: bool = True, table_height: float = 0.75,
-                 max_points: int | None = 60000, seed: int = 0):
+    def __init__(
+        self,
+        folder,
+        gravity_align: bool = True,
+        table_height: float = 0.75,
+        max_points: int | None = 60000,
+        seed: int = 0,
+    ):
         self.folder = pathlib.Path(folder)
         self.files = sorted(self.folder.glob("*.pcd"), key=lambda p: (len(p.stem), p.stem))
         if not self.files:
@@ -75,14 +84,33 @@ class MosdScans:
 
     def __getitem__(self, index: int) -> SceneSample:
         points, colors, labels = read_mosd(self.files[index])
-        semantic = np.where(labels >= 20, OBJECT, np.where((labels >= 1) & (labels <= 9), TABLE, -1))
+        semantic = np.where(
+            labels >= 20, OBJECT, np.where((labels >= 1) & (labels <= 9), TABLE, -1)
+        )
         instance = np.where(labels >= 20, labels // 10, -1)
         if self.gravity_align and (semantic == TABLE).sum() >= 3:
-            rotation, translation = _table_frame(points.astype(np.float64), semantic == TABLE, self.table_height)
+            rotation, translation = _table_frame(
+                points.astype(np.float64), semantic == TABLE, self.table_height
+            )
             points = (points @ rotation.T + translation).astype(np.float32)
         if self.max_points is not None and len(points) > self.max_points:
-            keep = np.sort(np.random.default_rng([self.seed, index]).choice(len(points), self.max_points,
-                                                                           replace=False))
-            points, colors, semantic, instance = points[keep], colors[keep], semantic[keep], instance[keep]
-        return SceneSample(name=self.files[index].stem, points=points, colors=colors, semantic=semantic,
-                           instance=instance, ignored_labels=(TABLE,), class_names=dict(CLASS_NAMES))
+            keep = np.sort(
+                np.random.default_rng([self.seed, index]).choice(
+                    len(points), self.max_points, replace=False
+                )
+            )
+            points, colors, semantic, instance = (
+                points[keep],
+                colors[keep],
+                semantic[keep],
+                instance[keep],
+            )
+        return SceneSample(
+            name=self.files[index].stem,
+            points=points,
+            colors=colors,
+            semantic=semantic,
+            instance=instance,
+            ignored_labels=(TABLE,),
+            class_names=dict(CLASS_NAMES),
+        )

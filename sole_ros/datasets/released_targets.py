@@ -10,6 +10,7 @@ These are Python pickles. Unpickling an arbitrary pickle runs code, so this read
 through what tensors, numpy arrays and plain containers need; tensor storages are re-read with
 ``torch.load(weights_only=True)`` on the CPU. Anything else is refused with UnsafePickleError.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,27 +30,51 @@ def _storage_from_bytes(data: bytes):
 
 
 _ALLOWED = {
-    ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_parameter"), ("torch._tensor", "_rebuild_from_type_v2"),
-    ("torch", "Tensor"), ("torch.nn.parameter", "Parameter"),
-    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._tensor", "_rebuild_from_type_v2"),
+    ("torch", "Tensor"),
+    ("torch.nn.parameter", "Parameter"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
 }
 _DTYPE_MODULES = ("numpy.dtypes",)
-_STORAGE_TYPES = {"FloatStorage", "HalfStorage", "DoubleStorage", "BFloat16Storage", "LongStorage",
-                  "IntStorage", "BoolStorage", "ByteStorage", "UntypedStorage", "TypedStorage"}
+_STORAGE_TYPES = {
+    "FloatStorage",
+    "HalfStorage",
+    "DoubleStorage",
+    "BFloat16Storage",
+    "LongStorage",
+    "IntStorage",
+    "BoolStorage",
+    "ByteStorage",
+    "UntypedStorage",
+    "TypedStorage",
+}
 
 
 class _TensorOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) == ("torch.storage", "_load_from_bytes"):
             return _storage_from_bytes
-        if (module, name) in _ALLOWED or module in _DTYPE_MODULES or (module == "torch" and name in _STORAGE_TYPES):
+        if (
+            (module, name) in _ALLOWED
+            or module in _DTYPE_MODULES
+            or (module == "torch" and name in _STORAGE_TYPES)
+        ):
             return super().find_class(module, name)
-        raise UnsafePickleError(f"refusing to unpickle {module}.{name}: only tensors, arrays and containers "
-                                f"are allowed in association target files")
+        raise UnsafePickleError(
+            f"refusing to unpickle {module}.{name}: only tensors, arrays and containers "
+            f"are allowed in association target files"
+        )
 
 
 def safe_unpickle(path):

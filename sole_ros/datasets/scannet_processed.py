@@ -11,6 +11,7 @@ Layout (facts from the public Mask3D preprocessing and SOLE's data configs):
 Semantic labels are raw ScanNet ids (ScanNet200: the 200 benchmark ids). Instance targets leave
 out wall and floor, as the reference does.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -21,8 +22,14 @@ import numpy as np
 from sole_ros.datasets.scene_sample import SceneSample
 from sole_ros.evaluation.benchmark_classes import NON_INSTANCE_NAMES
 
-COLUMNS = {"xyz": slice(0, 3), "rgb": slice(3, 6), "normals": slice(6, 9), "segment": 9, "semantic": 10,
-           "instance": 11}
+COLUMNS = {
+    "xyz": slice(0, 3),
+    "rgb": slice(3, 6),
+    "normals": slice(6, 9),
+    "segment": 9,
+    "semantic": 10,
+    "instance": 11,
+}
 MODES = ("train", "validation", "test")
 
 
@@ -75,7 +82,9 @@ class ProcessedScanNet:
         labels_file = self.root / "label_database.yaml"
         self.label_database = _load_yaml(labels_file) if labels_file.exists() else {}
         self.class_names = {int(k): str(v["name"]) for k, v in self.label_database.items()}
-        self.ignored_labels = tuple(k for k, n in self.class_names.items() if n in NON_INSTANCE_NAMES)
+        self.ignored_labels = tuple(
+            k for k, n in self.class_names.items() if n in NON_INSTANCE_NAMES
+        )
         stats = self.root / "color_mean_std.yaml"
         self.color_mean_std = _load_yaml(stats) if stats.exists() else None
 
@@ -92,7 +101,9 @@ class ProcessedScanNet:
     def __getitem__(self, index: int) -> SceneSample:
         data = np.load(self.files[index])
         if data.ndim != 2 or data.shape[1] not in (10, 12):
-            raise ValueError(f"{self.files[index]}: expected [N, 12] (or [N, 10] for test), got {data.shape}")
+            raise ValueError(
+                f"{self.files[index]}: expected [N, 12] (or [N, 10] for test), got {data.shape}"
+            )
         n = len(data)
         labelled = data.shape[1] == 12
         name = self.names[index]
@@ -100,7 +111,9 @@ class ProcessedScanNet:
             name=name,
             points=data[:, COLUMNS["xyz"]],
             colors=data[:, COLUMNS["rgb"]] / 255.0,
-            semantic=data[:, COLUMNS["semantic"]].astype(np.int64) if labelled else np.zeros(n, np.int64),
+            semantic=data[:, COLUMNS["semantic"]].astype(np.int64)
+            if labelled
+            else np.zeros(n, np.int64),
             instance=data[:, COLUMNS["instance"]].astype(np.int64) if labelled else np.full(n, -1),
             normals=data[:, COLUMNS["normals"]],
             ignored_labels=self.ignored_labels,
@@ -113,12 +126,15 @@ class ProcessedScanNet:
             k = len(sample.instance_ids)
             for what, rows in (("MCA", sample.mca_targets), ("MEA", sample.mea_targets)):
                 if rows is not None and len(rows) != k:
-                    raise ValueError(f"{name}: {len(rows)} {what} targets for {k} ground-truth instances")
+                    raise ValueError(
+                        f"{name}: {len(rows)} {what} targets for {k} ground-truth instances"
+                    )
         return sample
 
 
-def write_processed_scene(root, mode: str, scan: str, points, colors_255, normals, segments, semantic=None,
-                          instance=None) -> pathlib.Path:
+def write_processed_scene(
+    root, mode: str, scan: str, points, colors_255, normals, segments, semantic=None, instance=None
+) -> pathlib.Path:
     """Write one scene in the processed layout (used to export synthetic scenes and in tests)."""
     m = re.fullmatch(r"scene(\d{4})_(\d{2})", scan)
     if not m:

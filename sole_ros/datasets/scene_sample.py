@@ -4,6 +4,7 @@ Ground-truth instances follow the reference convention, which the released MCA/M
 rely on for their row order: instance ids in ascending order, leaving out points with no instance
 (-1) and instances of the "stuff" labels (wall, floor).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -67,11 +68,21 @@ class SceneSample:
         keep = np.asarray(keep)
         before = self.instance_ids
         out = SceneSample(
-            self.name, self.points[keep], self.colors[keep], self.semantic[keep], self.instance[keep],
+            self.name,
+            self.points[keep],
+            self.colors[keep],
+            self.semantic[keep],
+            self.instance[keep],
             None if self.normals is None else self.normals[keep],
             None if self.clip_features is None else self.clip_features[keep],
             None if self.clip_valid is None else self.clip_valid[keep],
-            dict(self.captions), dict(self.entity_phrases), None, None, self.ignored_labels, dict(self.class_names))
+            dict(self.captions),
+            dict(self.entity_phrases),
+            None,
+            None,
+            self.ignored_labels,
+            dict(self.class_names),
+        )
         after = out.instance_ids
         rows = np.searchsorted(before, after)
         if self.mca_targets is not None:

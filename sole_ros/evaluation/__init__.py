@@ -1,5 +1,6 @@
 """Evaluation of open-vocabulary 3D instance segmentation: ScanNet-style AP (per class and
 class-agnostic, ScanNet200 head/common/tail), tables and plots."""
+
 from sole_ros.evaluation.benchmark_classes import (
     LABEL_SETS,
     SCANNET20_INSTANCE,
@@ -25,11 +26,29 @@ from sole_ros.evaluation.query_accuracy import QueryTop1, classes_present, top1_
 from sole_ros.evaluation.report import format_table, plot_per_class, write_csv, write_json
 
 __all__ = [
-    "ALL_THRESHOLDS", "AP_THRESHOLDS", "InstanceAPResult", "LABEL_SETS", "LabelSet", "MATCHING_RULES",
+    "ALL_THRESHOLDS",
+    "AP_THRESHOLDS",
+    "InstanceAPResult",
+    "LABEL_SETS",
+    "LabelSet",
+    "MATCHING_RULES",
     "MIN_REGION_SIZE",
-    "SCANNET200_COMMON", "SCANNET200_HEAD", "SCANNET200_INSTANCE", "SCANNET200_TAIL", "SCANNET20_INSTANCE",
-    "QueryTop1", "SceneGroundTruth", "ScenePrediction", "average_precision", "best_iou_per_object",
-    "classes_present", "coverage",
-    "evaluate_instances", "format_table", "top1_hit",
-    "plot_per_class", "write_csv", "write_json",
+    "SCANNET200_COMMON",
+    "SCANNET200_HEAD",
+    "SCANNET200_INSTANCE",
+    "SCANNET200_TAIL",
+    "SCANNET20_INSTANCE",
+    "QueryTop1",
+    "SceneGroundTruth",
+    "ScenePrediction",
+    "average_precision",
+    "best_iou_per_object",
+    "classes_present",
+    "coverage",
+    "evaluate_instances",
+    "format_table",
+    "top1_hit",
+    "plot_per_class",
+    "write_csv",
+    "write_json",
 ]

@@ -4,15 +4,25 @@ AP ranks the masks by score; coverage ignores the ranking. An object no mask cov
 missed at every rank, so coverage bounds AP50 from above and tells a model's missing masks apart
 from its badly ranked ones.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from sole_ros.evaluation.instance_ap import MIN_REGION_SIZE, SceneGroundTruth, ScenePrediction, _intersections
+from sole_ros.evaluation.instance_ap import (
+    MIN_REGION_SIZE,
+    SceneGroundTruth,
+    ScenePrediction,
+    _intersections,
+)
 
 
-def best_iou_per_object(gt: SceneGroundTruth, prediction: ScenePrediction, class_ids,
-                        min_region_size: int = MIN_REGION_SIZE) -> np.ndarray:
+def best_iou_per_object(
+    gt: SceneGroundTruth,
+    prediction: ScenePrediction,
+    class_ids,
+    min_region_size: int = MIN_REGION_SIZE,
+) -> np.ndarray:
     """For each ground-truth instance of ``class_ids`` with at least ``min_region_size`` points,
     the highest IoU any predicted mask reaches with it (0 without predictions), in instance-id order."""
     masks = prediction.masks
@@ -30,9 +40,13 @@ def best_iou_per_object(gt: SceneGroundTruth, prediction: ScenePrediction, class
     return best[counts >= min_region_size].astype(np.float64)
 
 
-def coverage(pairs, class_ids, iou_threshold: float = 0.5, min_region_size: int = MIN_REGION_SIZE) -> float:
+def coverage(
+    pairs, class_ids, iou_threshold: float = 0.5, min_region_size: int = MIN_REGION_SIZE
+) -> float:
     """Share of the ground-truth objects of (SceneGroundTruth, ScenePrediction) pairs that some
     prediction covers at ``iou_threshold`` or more; NaN without objects."""
-    best = [best_iou_per_object(gt, prediction, class_ids, min_region_size) for gt, prediction in pairs]
+    best = [
+        best_iou_per_object(gt, prediction, class_ids, min_region_size) for gt, prediction in pairs
+    ]
     best = np.concatenate(best) if best else np.zeros(0)
     return float((best >= iou_threshold).mean()) if best.size else float("nan")

@@ -32,6 +32,7 @@ predicted mask counted once, at its best score (the same mask proposed under sev
 names is one proposal there). A model's own class-agnostic segmentation (masks scored without
 any class, as Mask3D's proposals are) can be given instead; its labels are then ignored.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -65,7 +66,9 @@ class ScenePrediction:
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
         if not (self.masks.shape[1] == len(self.labels) == len(self.scores)):
-            raise ValueError(f"{self.masks.shape[1]} masks, {len(self.labels)} labels, {len(self.scores)} scores")
+            raise ValueError(
+                f"{self.masks.shape[1]} masks, {len(self.labels)} labels, {len(self.scores)} scores"
+            )
 
     def distinct_masks(self, class_ids) -> "ScenePrediction":
         """Each distinct mask labelled with one of ``class_ids`` once, with its best-scoring label:
@@ -139,15 +142,26 @@ def _intersections(gt_index: np.ndarray, n_gt: int, masks: np.ndarray) -> np.nda
     """[G, P] point counts shared by GT instance g (points with gt_index == g) and mask p."""
     valid = gt_index >= 0
     rows = np.nonzero(valid)[0]
-    onehot = sp.csr_matrix((np.ones(len(rows)), (gt_index[valid], rows)), shape=(n_gt, len(gt_index)))
+    onehot = sp.csr_matrix(
+        (np.ones(len(rows)), (gt_index[valid], rows)), shape=(n_gt, len(gt_index))
+    )
     return np.asarray(onehot @ masks.astype(np.float32)).astype(np.int64)
 
 
-def _match_scene(gt: SceneGroundTruth, pred: ScenePrediction, class_ids: np.ndarray, agnostic: bool,
-                 min_region_size: int, thresholds: np.ndarray, out: dict[int, list[_Detections]],
-                 matching: str = "scannet") -> None:
+def _match_scene(
+    gt: SceneGroundTruth,
+    pred: ScenePrediction,
+    class_ids: np.ndarray,
+    agnostic: bool,
+    min_region_size: int,
+    thresholds: np.ndarray,
+    out: dict[int, list[_Detections]],
+    matching: str = "scannet",
+) -> None:
     if len(gt.labels) != pred.masks.shape[0]:
-        raise ValueError(f"ground truth has {len(gt.labels)} points, predictions {pred.masks.shape[0]}")
+        raise ValueError(
+            f"ground truth has {len(gt.labels)} points, predictions {pred.masks.shape[0]}"
+        )
     evaluated = np.isin(gt.labels, class_ids)
     void = ~evaluated  # points of classes not scored: ignored by false-positive accounting
     # GT instances: (instance id, label) pairs on evaluated points with an instance.
@@ -162,7 +176,12 @@ def _match_scene(gt: SceneGroundTruth, pred: ScenePrediction, class_ids: np.ndar
 
     pred_sizes = pred.masks.sum(axis=0)
     keep = (pred_sizes >= min_region_size) & np.isin(pred.labels, class_ids)
-    masks, labels, scores, pred_sizes = pred.masks[:, keep], pred.labels[keep], pred.scores[keep], pred_sizes[keep]
+    masks, labels, scores, pred_sizes = (
+        pred.masks[:, keep],
+        pred.labels[keep],
+        pred.scores[keep],
+        pred_sizes[keep],
+    )
     inter = _intersections(gt_index, len(uniq), masks)
     iou = inter / np.maximum(sizes[:, None] + pred_sizes[None, :] - inter, 1)
     void_inter = void.astype(np.float32) @ masks.astype(np.float32)
@@ -214,7 +233,9 @@ class InstanceAPResult:
     gt_counts: np.ndarray  # [C] ground-truth instances (of valid size) per class
     splits: tuple[tuple[str, frozenset], ...] = ()
     query_top1: "QueryTop1 | None" = None  # top-1 accuracy of class-name queries, when measured
-    query_top1_contrast: "QueryTop1 | None" = None  # the same with the other class names as contrast
+    query_top1_contrast: "QueryTop1 | None" = (
+        None  # the same with the other class names as contrast
+    )
     matching: str = "scannet"  # how duplicates were consumed (MATCHING_RULES)
 
     def _column(self, threshold: float) -> int:
@@ -225,9 +246,15 @@ class InstanceAPResult:
 
     def per_class(self) -> dict[str, dict[str, float]]:
         ap = np.array([self._mean(row) for row in self.ap[:, self._ap_columns()]])
-        return {name: {"ap": float(ap[i]), "ap50": float(self.ap[i, self._column(0.5)]),
-                       "ap25": float(self.ap[i, self._column(0.25)]), "gt_instances": int(self.gt_counts[i])}
-                for i, name in enumerate(self.class_names)}
+        return {
+            name: {
+                "ap": float(ap[i]),
+                "ap50": float(self.ap[i, self._column(0.5)]),
+                "ap25": float(self.ap[i, self._column(0.25)]),
+                "gt_instances": int(self.gt_counts[i]),
+            }
+            for i, name in enumerate(self.class_names)
+        }
 
     @staticmethod
     def _mean(values) -> float:
@@ -239,11 +266,18 @@ class InstanceAPResult:
         rows = self.per_class()
         out = {key: self._mean(r[key] for r in rows.values()) for key in ("ap", "ap50", "ap25")}
         agn = self.agnostic_ap
-        out.update({"agnostic_ap": self._mean(agn[self._ap_columns()]),
-                    "agnostic_ap50": float(agn[self._column(0.5)]), "agnostic_ap25": float(agn[self._column(0.25)])})
+        out.update(
+            {
+                "agnostic_ap": self._mean(agn[self._ap_columns()]),
+                "agnostic_ap50": float(agn[self._column(0.5)]),
+                "agnostic_ap25": float(agn[self._column(0.25)]),
+            }
+        )
         for split_name, members in self.splits:
             for key in ("ap", "ap50", "ap25"):
-                out[f"{split_name}_{key}"] = self._mean(r[key] for n, r in rows.items() if n in members)
+                out[f"{split_name}_{key}"] = self._mean(
+                    r[key] for n, r in rows.items() if n in members
+                )
         if self.query_top1 is not None:
             out["query_top1"] = self.query_top1.accuracy
         if self.query_top1_contrast is not None:
@@ -251,11 +285,16 @@ class InstanceAPResult:
         return out
 
 
-def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], class_ids, class_names=None,
-                       splits=(), min_region_size: int = MIN_REGION_SIZE,
-                       thresholds: np.ndarray = ALL_THRESHOLDS,
-                       agnostic_predictions: list[ScenePrediction] | None = None,
-                       matching: str = "scannet") -> InstanceAPResult:
+def evaluate_instances(
+    scenes: list[tuple[SceneGroundTruth, ScenePrediction]],
+    class_ids,
+    class_names=None,
+    splits=(),
+    min_region_size: int = MIN_REGION_SIZE,
+    thresholds: np.ndarray = ALL_THRESHOLDS,
+    agnostic_predictions: list[ScenePrediction] | None = None,
+    matching: str = "scannet",
+) -> InstanceAPResult:
     """AP over a set of scenes for the classes ``class_ids`` (the label ids used in both the
     ground truth and the predictions). Class-agnostic AP ranks ``agnostic_predictions`` (one per
     scene, labels ignored) when given, else the distinct masks of the per-class predictions.
@@ -264,7 +303,9 @@ def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], c
     if matching not in MATCHING_RULES:
         raise ValueError(f"matching must be one of {', '.join(MATCHING_RULES)}, got {matching!r}")
     class_ids = np.asarray(class_ids, dtype=np.int64)
-    class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in class_ids)
+    class_names = (
+        tuple(class_names) if class_names is not None else tuple(str(c) for c in class_ids)
+    )
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if 0.5 not in np.round(thresholds, 2) or 0.25 not in np.round(thresholds, 2):
         raise ValueError("thresholds must include 0.5 and 0.25")
@@ -273,18 +314,25 @@ def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], c
     gt_counts = np.zeros(len(class_ids), dtype=np.int64)
     index_of = {int(c): i for i, c in enumerate(class_ids)}
     if agnostic_predictions is not None and len(agnostic_predictions) != len(scenes):
-        raise ValueError(f"{len(agnostic_predictions)} class-agnostic predictions for {len(scenes)} scenes")
+        raise ValueError(
+            f"{len(agnostic_predictions)} class-agnostic predictions for {len(scenes)} scenes"
+        )
     for index, (gt, pred) in enumerate(scenes):
         _match_scene(gt, pred, class_ids, False, min_region_size, thresholds, per_class, matching)
         if agnostic_predictions is None:
             proposals = pred.distinct_masks(class_ids)
         else:
             unlabelled = agnostic_predictions[index]
-            proposals = ScenePrediction(unlabelled.masks, np.full(len(unlabelled.scores), class_ids[0]),
-                                        unlabelled.scores)
-        _match_scene(gt, proposals, class_ids, True, min_region_size, thresholds, agnostic, matching)
+            proposals = ScenePrediction(
+                unlabelled.masks, np.full(len(unlabelled.scores), class_ids[0]), unlabelled.scores
+            )
+        _match_scene(
+            gt, proposals, class_ids, True, min_region_size, thresholds, agnostic, matching
+        )
         has = np.isin(gt.labels, class_ids) & (gt.instances > 0)
-        pairs, sizes = np.unique(np.stack([gt.instances[has], gt.labels[has]], 1), axis=0, return_counts=True)
+        pairs, sizes = np.unique(
+            np.stack([gt.instances[has], gt.labels[has]], 1), axis=0, return_counts=True
+        )
         for label in pairs[sizes >= min_region_size, 1]:
             gt_counts[index_of[int(label)]] += 1
 
@@ -293,9 +341,21 @@ def evaluate_instances(scenes: list[tuple[SceneGroundTruth, ScenePrediction]], c
             return float("nan")
         if not dets.has_pred:
             return 0.0
-        return average_precision(np.array(dets.scores), np.array(dets.is_tp, dtype=bool), dets.missed)
+        return average_precision(
+            np.array(dets.scores), np.array(dets.is_tp, dtype=bool), dets.missed
+        )
 
-    ap = np.array([[score(d) for d in per_class[int(c)]] for c in class_ids]).reshape(len(class_ids), len(thresholds))
+    ap = np.array([[score(d) for d in per_class[int(c)]] for c in class_ids]).reshape(
+        len(class_ids), len(thresholds)
+    )
     agnostic_ap = np.array([score(d) for d in agnostic[0]])
-    return InstanceAPResult(class_ids, class_names, thresholds, ap, agnostic_ap, gt_counts, tuple(splits),
-                            matching=matching)
+    return InstanceAPResult(
+        class_ids,
+        class_names,
+        thresholds,
+        ap,
+        agnostic_ap,
+        gt_counts,
+        tuple(splits),
+        matching=matching,
+    )

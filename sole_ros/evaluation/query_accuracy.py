@@ -7,6 +7,7 @@ ROS query service does) and only the best-scoring answer is kept. The query is a
 answer's points overlap some ground-truth instance of the named class with IoU >= ``iou_threshold``
 (0.5 by default: the right object, not just a patch of it). A query without an answer is a miss.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,22 +42,34 @@ class QueryTop1:
         return self.hits / self.queries if self.queries else float("nan")
 
     def as_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "hits": self.hits, "queries": self.queries,
-                "iou_threshold": self.iou_threshold,
-                "per_class": {n: {"hits": h, "queries": q} for n, (h, q) in sorted(self.per_class.items())}}
+        return {
+            "accuracy": self.accuracy,
+            "hits": self.hits,
+            "queries": self.queries,
+            "iou_threshold": self.iou_threshold,
+            "per_class": {
+                n: {"hits": h, "queries": q} for n, (h, q) in sorted(self.per_class.items())
+            },
+        }
 
 
-def classes_present(gt: SceneGroundTruth, class_ids, min_region_size: int = MIN_REGION_SIZE) -> list[int]:
+def classes_present(
+    gt: SceneGroundTruth, class_ids, min_region_size: int = MIN_REGION_SIZE
+) -> list[int]:
     """The class ids with at least one instance of ``min_region_size`` points in the scene."""
     present = []
     for class_id in class_ids:
-        ids, sizes = np.unique(gt.instances[(gt.labels == class_id) & (gt.instances > 0)], return_counts=True)
+        ids, sizes = np.unique(
+            gt.instances[(gt.labels == class_id) & (gt.instances > 0)], return_counts=True
+        )
         if (sizes >= min_region_size).any():
             present.append(int(class_id))
     return present
 
 
-def top1_hit(gt: SceneGroundTruth, class_id: int, answer: np.ndarray | None, iou_threshold: float = 0.5) -> bool:
+def top1_hit(
+    gt: SceneGroundTruth, class_id: int, answer: np.ndarray | None, iou_threshold: float = 0.5
+) -> bool:
     """Whether ``answer`` (a [N] bool point mask, None for no answer) is an instance of ``class_id``."""
     if answer is None or not answer.any():
         return False

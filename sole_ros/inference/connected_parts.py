@@ -18,6 +18,7 @@ DBSCAN slow and memory-hungry for an eps far larger than the point spacing, like
 "Within eps" is evaluated as scikit-learn's k-d tree does: ((dx*dx + dy*dy) + dz*dz) <= eps*eps
 in float64, so borderline pairs are decided the same way.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,10 +30,16 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 # Neighbouring cell offsets, one of each +/- pair (components in -2..2, not all zero).
-_OFFSETS = np.array([o for o in itertools.product(range(-2, 3), repeat=3) if o > (0, 0, 0)], dtype=np.int64)
-_DIRECTIONS = np.array([o for o in itertools.product((-1, 0, 1), repeat=3) if any(o)], dtype=np.float64)
+_OFFSETS = np.array(
+    [o for o in itertools.product(range(-2, 3), repeat=3) if o > (0, 0, 0)], dtype=np.int64
+)
+_DIRECTIONS = np.array(
+    [o for o in itertools.product((-1, 0, 1), repeat=3) if any(o)], dtype=np.float64
+)
 _DIRECTION_INDEX = {tuple(int(v) for v in d): i for i, d in enumerate(_DIRECTIONS)}
-_OFFSET_DIRECTION = np.array([_DIRECTION_INDEX[tuple(int(v) for v in np.sign(o))] for o in _OFFSETS])
+_OFFSET_DIRECTION = np.array(
+    [_DIRECTION_INDEX[tuple(int(v) for v in np.sign(o))] for o in _OFFSETS]
+)
 _SAFETY = 1e-6  # relative margin that keeps float rounding away from every certificate
 _BRUTE_FORCE_PAIR = 4096  # cell pairs with at most this many point pairs are tested all at once
 _BRUTE_FORCE_CHUNK = 2_000_000  # point pairs per vectorised batch (bounded memory)
@@ -52,8 +59,9 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]) + d[..., 2] * d[..., 2]
 
 
-def _first_occurrence_labels(cell_component: np.ndarray, point_cell: np.ndarray,
-                             cell_first_point: np.ndarray) -> np.ndarray:
+def _first_occurrence_labels(
+    cell_component: np.ndarray, point_cell: np.ndarray, cell_first_point: np.ndarray
+) -> np.ndarray:
     """Point labels numbered 0, 1, ... in the order of each component's first point (DBSCAN's)."""
     n_comp = int(cell_component.max()) + 1
     first = np.full(n_comp, np.iinfo(np.int64).max)
@@ -69,8 +77,11 @@ def _kdtree_parts(points: np.ndarray, eps: float) -> np.ndarray:
     if len(pairs):
         pairs = pairs[_sq_dist(points[pairs[:, 0]], points[pairs[:, 1]]) <= eps * eps]
     n = points.shape[0]
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else \
-        coo_matrix((n, n))
+    graph = (
+        coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        if len(pairs)
+        else coo_matrix((n, n))
+    )
     return connected_components(graph, directed=False)[1]
 
 
@@ -132,7 +143,7 @@ def connected_parts(points: np.ndarray, eps: float, groups: np.ndarray | None = 
     lo = column_min(points)
     cell = np.floor((points - lo) / side).astype(np.int64)
     extent = column_max(cell) + 5  # room for offsets of -2..+2 without wrapping
-    if float(np.prod(extent.astype(np.float64))) * n_groups > 2.0 ** 62:
+    if float(np.prod(extent.astype(np.float64))) * n_groups > 2.0**62:
         if group is not None:  # key space too large for all groups at once: one at a time
             return _per_group(points, eps, group)
         component = _kdtree_parts(points, eps)
@@ -147,14 +158,20 @@ def connected_parts(points: np.ndarray, eps: float, groups: np.ndarray | None = 
         return np.zeros(m, dtype=np.int64)
     pairs = _candidate_pairs(grid, extent, eps)
     if pairs is None:
-        return _first_occurrence_labels(np.arange(grid.n_cells), grid.point_cell, grid.cell_first_point)
+        return _first_occurrence_labels(
+            np.arange(grid.n_cells), grid.point_cell, grid.cell_first_point
+        )
     pair_a, pair_b, pair_dir = pairs
     centre = (cell[grid.order[grid.starts]] + 0.5) * side + lo
     linked = _centre_links(grid, centre, pair_a, pair_b, eps)
     cell_component = _components(grid.n_cells, pair_a[linked], pair_b[linked])
     pending = np.flatnonzero(cell_component[pair_a] != cell_component[pair_b])
     if pending.shape[0]:
-        linked[pending[_extreme_point_links(grid, pair_a[pending], pair_b[pending], pair_dir[pending], eps)]] = True
+        linked[
+            pending[
+                _extreme_point_links(grid, pair_a[pending], pair_b[pending], pair_dir[pending], eps)
+            ]
+        ] = True
         cell_component = _components(grid.n_cells, pair_a[linked], pair_b[linked])
     cell_component = _exact_links(grid, pair_a, pair_b, linked, cell_component, eps)
     return _first_occurrence_labels(cell_component, grid.point_cell, grid.cell_first_point)
@@ -183,13 +200,14 @@ def _checked_input(points, eps: float, groups) -> tuple[np.ndarray, np.ndarray |
 @dataclass
 class _Grid:
     """The occupied grid cells: points sorted by cell key, each cell a contiguous run of them."""
-    order: np.ndarray             # input index of each sorted point
-    sorted_points: np.ndarray     # points[order]
-    starts: np.ndarray            # first sorted point of each cell
-    sizes: np.ndarray             # points per cell
-    cell_keys: np.ndarray         # key of each cell, increasing
-    cell_sorted: np.ndarray       # cell of each sorted point
-    point_cell: np.ndarray        # cell of each input point
+
+    order: np.ndarray  # input index of each sorted point
+    sorted_points: np.ndarray  # points[order]
+    starts: np.ndarray  # first sorted point of each cell
+    sizes: np.ndarray  # points per cell
+    cell_keys: np.ndarray  # key of each cell, increasing
+    cell_sorted: np.ndarray  # cell of each sorted point
+    point_cell: np.ndarray  # cell of each input point
     cell_first_point: np.ndarray  # lowest input index in each cell
 
     @property
@@ -212,7 +230,16 @@ class _Grid:
         point_cell = np.empty(m, dtype=np.int64)
         point_cell[order] = cell_sorted
         # the stable sort keeps input order inside a cell: its first sorted point is its lowest index
-        return cls(order, points[order], starts, sizes, sorted_keys[starts], cell_sorted, point_cell, order[starts])
+        return cls(
+            order,
+            points[order],
+            starts,
+            sizes,
+            sorted_keys[starts],
+            cell_sorted,
+            point_cell,
+            order[starts],
+        )
 
 
 def _candidate_pairs(grid: _Grid, extent: np.ndarray, eps: float):
@@ -229,13 +256,16 @@ def _candidate_pairs(grid: _Grid, extent: np.ndarray, eps: float):
     pair_dir = _OFFSET_DIRECTION[which]
     box_lo = np.minimum.reduceat(grid.sorted_points, grid.starts, axis=0)
     box_hi = np.maximum.reduceat(grid.sorted_points, grid.starts, axis=0)
-    gap = np.maximum(0.0, np.maximum(box_lo[pair_b] - box_hi[pair_a], box_lo[pair_a] - box_hi[pair_b]))
+    gap = np.maximum(
+        0.0, np.maximum(box_lo[pair_b] - box_hi[pair_a], box_lo[pair_a] - box_hi[pair_b])
+    )
     keep = (gap * gap).sum(axis=1) <= eps * eps * (1 + _SAFETY)
     return pair_a[keep], pair_b[keep], pair_dir[keep]
 
 
-def _centre_links(grid: _Grid, centre: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
-                  eps: float) -> np.ndarray:
+def _centre_links(
+    grid: _Grid, centre: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray, eps: float
+) -> np.ndarray:
     """Certificate 1 (cheap, decides dense clouds): the points nearest the cell centres are within
     eps. Centres of cells touching by a face, edge or corner are <= eps apart, and links between
     farther cells are usually implied through the cells in between. Per pair: linked."""
@@ -247,8 +277,9 @@ def _centre_links(grid: _Grid, centre: np.ndarray, pair_a: np.ndarray, pair_b: n
     return _sq_dist(rep[pair_a], rep[pair_b]) <= eps * eps
 
 
-def _extreme_point_links(grid: _Grid, pair_a: np.ndarray, pair_b: np.ndarray, pair_dir: np.ndarray,
-                         eps: float) -> np.ndarray:
+def _extreme_point_links(
+    grid: _Grid, pair_a: np.ndarray, pair_b: np.ndarray, pair_dir: np.ndarray, eps: float
+) -> np.ndarray:
     """Certificate 2: the points of two cells lying farthest toward each other are within eps,
     for the given (still undecided) pairs only. Per pair: linked."""
     sorted_points, starts, sizes = grid.sorted_points, grid.starts, grid.sizes
@@ -269,8 +300,14 @@ def _extreme_point_links(grid: _Grid, pair_a: np.ndarray, pair_b: np.ndarray, pa
     return _sq_dist(a_pt, b_pt) <= eps * eps
 
 
-def _exact_links(grid: _Grid, pair_a: np.ndarray, pair_b: np.ndarray, linked: np.ndarray,
-                 cell_component: np.ndarray, eps: float) -> np.ndarray:
+def _exact_links(
+    grid: _Grid,
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    linked: np.ndarray,
+    cell_component: np.ndarray,
+    eps: float,
+) -> np.ndarray:
     """The exact test for pairs no certificate linked whose cells are still apart: small cell pairs
     every point pair at once (vectorised), large ones by k-d tree. The cells' components after it."""
     sorted_points, sizes, bounds = grid.sorted_points, grid.sizes, grid.bounds
@@ -292,8 +329,11 @@ def _exact_links(grid: _Grid, pair_a: np.ndarray, pair_b: np.ndarray, linked: np
         for i in large:
             a, b = int(pair_a[i]), int(pair_b[i])
             ca, cb = forest.find(int(cell_component[a])), forest.find(int(cell_component[b]))
-            if ca != cb and _cells_linked(sorted_points[bounds[a]:bounds[a + 1]],
-                                          sorted_points[bounds[b]:bounds[b + 1]], eps):
+            if ca != cb and _cells_linked(
+                sorted_points[bounds[a] : bounds[a + 1]],
+                sorted_points[bounds[b] : bounds[b + 1]],
+                eps,
+            ):
                 forest.union(ca, cb)
         roots = np.array([forest.find(c) for c in range(cell_component.max() + 1)])
         cell_component = roots[cell_component]
@@ -318,8 +358,9 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _brute_force_links(points: np.ndarray, bounds: np.ndarray, a: np.ndarray, b: np.ndarray,
-                       eps: float) -> np.ndarray:
+def _brute_force_links(
+    points: np.ndarray, bounds: np.ndarray, a: np.ndarray, b: np.ndarray, eps: float
+) -> np.ndarray:
     """For each cell pair (a[i], b[i]): is any point pair within eps? All pairs, in chunks."""
     out = np.zeros(a.shape[0], dtype=bool)
     na, nb = np.diff(bounds)[a], np.diff(bounds)[b]

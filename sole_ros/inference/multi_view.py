@@ -19,6 +19,7 @@ Same interface as OpenVocabSegmenter for what the pipeline, the evaluation and t
 use (set_scene, clear_scene, scene_version, query, segment_all); answers index the points given
 to set_scene, with boxes in their frame.
 """
+
 from __future__ import annotations
 
 import threading
@@ -42,8 +43,13 @@ def view_transforms(views: int, scale: float, scale_jitter: float, shift: float,
     return out
 
 
-def merge_views(answers: list[list[Instance]], points: np.ndarray, num_views: int, merge_iou: float = 0.5,
-                vote: float = 0.5) -> list[Instance]:
+def merge_views(
+    answers: list[list[Instance]],
+    points: np.ndarray,
+    num_views: int,
+    merge_iou: float = 0.5,
+    vote: float = 0.5,
+) -> list[Instance]:
     """One answer per object found across views (see the module docstring), best first.
 
     ``answers``: per view, instances indexing ``points``. Greedy by score: the best answer left
@@ -57,8 +63,9 @@ def merge_views(answers: list[list[Instance]], points: np.ndarray, num_views: in
     views = np.array([view for view, _ in flat])
     rows = np.repeat(np.arange(len(flat)), [a.point_indices.shape[0] for _, a in flat])
     cols = np.concatenate([a.point_indices for _, a in flat])
-    masks = sp.csr_matrix((np.ones(rows.shape[0], dtype=np.float32), (rows, cols)),
-                          shape=(len(flat), points.shape[0]))
+    masks = sp.csr_matrix(
+        (np.ones(rows.shape[0], dtype=np.float32), (rows, cols)), shape=(len(flat), points.shape[0])
+    )
     sizes = np.asarray(masks.sum(axis=1)).ravel()
     inter = (masks @ masks.T).toarray()
     iou = inter / np.maximum(sizes[:, None] + sizes[None, :] - inter, 1.0)
@@ -70,7 +77,9 @@ def merge_views(answers: list[list[Instance]], points: np.ndarray, num_views: in
             continue
         members = np.flatnonzero(free & (labels == labels[j]) & (iou[j] >= merge_iou))
         free[members] = False
-        _, first = np.unique(views[members], return_index=True)  # members are sorted: each view's best
+        _, first = np.unique(
+            views[members], return_index=True
+        )  # members are sorted: each view's best
         voters = members[first]
         held = np.asarray(masks[voters].sum(axis=0)).ravel()
         indices = np.flatnonzero(held >= vote * voters.shape[0])
@@ -86,7 +95,7 @@ def merge_views(answers: list[list[Instance]], points: np.ndarray, num_views: in
 
 @dataclass
 class _PreparedViews:
-    views: list        # each view's prepared scene
+    views: list  # each view's prepared scene
     points: np.ndarray  # the scene's points as given
     version: object
 
@@ -98,8 +107,16 @@ class MultiViewSegmenter(SegmenterOver):
     text encoder (each caches its view's encoding).
     """
 
-    def __init__(self, base: OpenVocabSegmenter, views: int = 8, scene_scale: float = 1.0,
-                 scale_jitter: float = 0.1, merge_iou: float = 0.5, vote: float = 0.5, seed: int = 0):
+    def __init__(
+        self,
+        base: OpenVocabSegmenter,
+        views: int = 8,
+        scene_scale: float = 1.0,
+        scale_jitter: float = 0.1,
+        merge_iou: float = 0.5,
+        vote: float = 0.5,
+        seed: int = 0,
+    ):
         if views < 1:
             raise ValueError(f"views must be at least 1, not {views}")
         if scene_scale <= 0:
@@ -109,11 +126,21 @@ class MultiViewSegmenter(SegmenterOver):
         if not 0.0 < merge_iou <= 1.0 or not 0.0 < vote <= 1.0:
             raise ValueError("merge_iou and vote must be within (0, 1]")
         self.base = base
-        self.views = [base] + [OpenVocabSegmenter(base.model, base.text_encoder, device=base.device,
-                                                  use_autocast=base.use_autocast, dbscan_eps=base.dbscan_eps,
-                                                  top_k=base.top_k, contrast_phrases=base.contrast_phrases)
-                               for _ in range(views - 1)]
-        self.transforms = view_transforms(views, scene_scale, scale_jitter, base.model.config.voxel_size, seed)
+        self.views = [base] + [
+            OpenVocabSegmenter(
+                base.model,
+                base.text_encoder,
+                device=base.device,
+                use_autocast=base.use_autocast,
+                dbscan_eps=base.dbscan_eps,
+                top_k=base.top_k,
+                contrast_phrases=base.contrast_phrases,
+            )
+            for _ in range(views - 1)
+        ]
+        self.transforms = view_transforms(
+            views, scene_scale, scale_jitter, base.model.config.voxel_size, seed
+        )
         self.scene_scale = float(scene_scale)
         self.split_distance = float(base.dbscan_eps)
         self.merge_iou, self.vote = float(merge_iou), float(vote)
@@ -147,9 +174,15 @@ class MultiViewSegmenter(SegmenterOver):
             encoding = self._encodings
         centre = points.mean(axis=0)
         # a fresh version per encoding, so that no view keeps an older encoding of this one
-        views = [segmenter.prepare_scene(((points - centre) @ rotation.T * scale + centre + shift).astype(np.float32),
-                                         colors, clip_features, version=(encoding, version))
-                 for segmenter, (rotation, scale, shift) in zip(self.views, self.transforms)]
+        views = [
+            segmenter.prepare_scene(
+                ((points - centre) @ rotation.T * scale + centre + shift).astype(np.float32),
+                colors,
+                clip_features,
+                version=(encoding, version),
+            )
+            for segmenter, (rotation, scale, shift) in zip(self.views, self.transforms)
+        ]
         return _PreparedViews(views, points, version)
 
     def use_scene(self, prepared: _PreparedViews) -> None:
@@ -171,14 +204,21 @@ class MultiViewSegmenter(SegmenterOver):
             raise ValueError("no scene: call set_scene first")
         return self._points
 
-    def query(self, phrases, top_k: int | None = None, min_score: float = 0.0,
-              contrast_phrases: list[str] | None = None) -> list[Instance]:
+    def query(
+        self,
+        phrases,
+        top_k: int | None = None,
+        min_score: float = 0.0,
+        contrast_phrases: list[str] | None = None,
+    ) -> list[Instance]:
         """As OpenVocabSegmenter.query, merged over the views."""
         top_k = self.top_k if top_k is None else int(top_k)
         with self._lock:
             points = self._require_points()
             # min_score applies to the merged score: a view's weaker answers still add to it
-            answers = [s.query(phrases, top_k=top_k, contrast_phrases=contrast_phrases) for s in self.views]
+            answers = [
+                s.query(phrases, top_k=top_k, contrast_phrases=contrast_phrases) for s in self.views
+            ]
             merged = merge_views(answers, points, len(self.views), self.merge_iou, self.vote)
             return [a for a in merged if a.score >= min_score][:top_k]
 

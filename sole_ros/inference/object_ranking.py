@@ -13,6 +13,7 @@ changes the queries. The pipeline therefore asks SOLE itself (the decoder with t
 key, on the cached encodings) in the few crops that hold the best estimated parts, and answers
 with the estimates only elsewhere (PerceptionPipeline._query_memory).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ class RememberedParts:
         n = len(instances)
         dims = {np.asarray(i.embed).shape[0] for i in instances if i.embed is not None}
         embeds = np.zeros((n, dims.pop() if len(dims) == 1 else 0), dtype=np.float32)
-        has_embed = np.array([i.embed is not None and embeds.shape[1] > 0 for i in instances], dtype=bool)
+        has_embed = np.array(
+            [i.embed is not None and embeds.shape[1] > 0 for i in instances], dtype=bool
+        )
         for row in np.flatnonzero(has_embed):
             embeds[row] = _unit(instances[row].embed)
         pooled = [f for f in features if f is not None]
@@ -53,7 +56,14 @@ class RememberedParts:
             stacked = np.zeros((n, np.asarray(pooled[0]).shape[0]), dtype=np.float32)
             for row in np.flatnonzero(has_feature):
                 stacked[row] = _unit(features[row])
-        return cls(list(ids), list(instances), embeds, stacked, has_embed, has_feature & (stacked is not None))
+        return cls(
+            list(ids),
+            list(instances),
+            embeds,
+            stacked,
+            has_embed,
+            has_feature & (stacked is not None),
+        )
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -65,8 +75,13 @@ def _unit(vector) -> np.ndarray:
     return (vector / norm if norm > 0 else vector).astype(np.float32)
 
 
-def estimate_scores(parts: RememberedParts, text: torch.Tensor, background: torch.Tensor, answered: int,
-                    scale: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+def estimate_scores(
+    parts: RememberedParts,
+    text: torch.Tensor,
+    background: torch.Tensor,
+    answered: int,
+    scale: float = 100.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Each part's estimated score and the index of its best phrase among the first ``answered``
     columns of ``text`` [T, C] (the rest are contrast phrases). Parts without an embedding score 0."""
     n = len(parts)
@@ -77,12 +92,15 @@ def estimate_scores(parts: RememberedParts, text: torch.Tensor, background: torc
     embeds = torch.from_numpy(parts.embeds)
     if embeds.shape[1] != text.shape[1]:
         return np.zeros(n), np.zeros(n, dtype=np.int64)
-    p_model = model_branch_probs(torch.cat([scale * embeds @ text.t(), scale * embeds @ background.t()], dim=-1))
+    p_model = model_branch_probs(
+        torch.cat([scale * embeds @ text.t(), scale * embeds @ background.t()], dim=-1)
+    )
     p = p_model
     if parts.features is not None and parts.features.shape[1] == text.shape[1]:
         pooled = torch.from_numpy(parts.features)
-        p_clip = torch.softmax(torch.cat([scale * pooled @ text.t(), scale * pooled @ background.t()], dim=-1),
-                               dim=-1)[:, :-1]
+        p_clip = torch.softmax(
+            torch.cat([scale * pooled @ text.t(), scale * pooled @ background.t()], dim=-1), dim=-1
+        )[:, :-1]
         with_clip = torch.from_numpy(parts.has_feature)[:, None]
         p = torch.where(with_clip, soft_geometric_mean(p_clip, p_model), p_model)
     p = p[:, :answered]

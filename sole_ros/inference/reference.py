@@ -6,6 +6,7 @@ scikit-learn's DBSCAN(eps, min_samples=1), top-k over all (part x phrase) pairs 
 score = probability x mean mask probability, sorted. OpenVocabSegmenter.query must give the same
 instances; bench/bench_model.py times both. Needs scikit-learn (a test/tool dependency).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,17 +27,24 @@ class ReferenceInstance:
 
 
 @torch.no_grad()
-def reference_instances(model, scene: VoxelScene, text: torch.Tensor, eps: float,
-                        top_k: int) -> list[ReferenceInstance]:
+def reference_instances(
+    model, scene: VoxelScene, text: torch.Tensor, eps: float, top_k: int
+) -> list[ReferenceInstance]:
     from sklearn.cluster import DBSCAN
 
     device = model.device
     text = text.to(device)
     out = model([scene], [text])  # full forward, auxiliary outputs included, as in the reference
     masks = out["pred_masks"][0].float().cpu()
-    probs = class_probabilities(masks.to(device), out["pred_logits"][0], scene.clip.to(device), text,
-                                model.bg_feature, use_clip=scene.has_clip,
-                                scale=model.config.logit_scale).cpu()
+    probs = class_probabilities(
+        masks.to(device),
+        out["pred_logits"][0],
+        scene.clip.to(device),
+        text,
+        model.bg_feature,
+        use_clip=scene.has_clip,
+        scale=model.config.logit_scale,
+    ).cpu()
     raw = scene.raw_coords.numpy().astype(np.float64)
 
     part_masks, part_probs, part_query = [], [], []
@@ -65,6 +73,12 @@ def reference_instances(model, scene: VoxelScene, text: torch.Tensor, eps: float
     mask_scores = (chosen.sigmoid() * binary).sum(0) / (binary.sum(0) + 1e-6)
     scores = scores_per_pair * mask_scores
     order = torch.argsort(scores, descending=True, stable=True)
-    return [ReferenceInstance(query=part_query[int(part[i])], phrase=int(phrase[i]),
-                              voxels=torch.nonzero(binary[:, i]).squeeze(1).numpy(), score=float(scores[i]))
-            for i in order]
+    return [
+        ReferenceInstance(
+            query=part_query[int(part[i])],
+            phrase=int(phrase[i]),
+            voxels=torch.nonzero(binary[:, i]).squeeze(1).numpy(),
+            score=float(scores[i]),
+        )
+        for i in order
+    ]

@@ -24,6 +24,7 @@ Works over any segmenter with the prepare_scene / use_scene / query / segment_al
 (OpenVocabSegmenter, MultiViewSegmenter); it offers the same interface, with point indices into
 the whole scene given to ``prepare_scene``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,7 @@ MERGE_AGREEMENT = 0.5
 # A crop with fewer voxels than this is not segmented (a few stray voxels at a crop's edge).
 MIN_CROP_VOXELS = 50
 # The cell of a scene segmented whole (no grid cell has it).
-WHOLE_SCENE = (2 ** 62, 2 ** 62)
+WHOLE_SCENE = (2**62, 2**62)
 
 
 @dataclass
@@ -76,7 +77,9 @@ class PreparedRegions:
         if len(self.crops) == 1 and self.crops[0].cell == WHOLE_SCENE:
             return WHOLE_SCENE
         stride = self.size - self.overlap
-        cell = np.floor((np.asarray(xy, dtype=np.float64) - self.overlap / 2) / stride).astype(np.int64)
+        cell = np.floor((np.asarray(xy, dtype=np.float64) - self.overlap / 2) / stride).astype(
+            np.int64
+        )
         return int(cell[0]), int(cell[1])
 
     def in_core(self, cell: tuple[int, int], xy: np.ndarray) -> bool:
@@ -89,7 +92,9 @@ class PreparedRegions:
         return bool(np.all((xy >= low) & (xy < low + stride)))
 
 
-def crop_cells(points: np.ndarray, size: float, overlap: float) -> dict[tuple[int, int], np.ndarray]:
+def crop_cells(
+    points: np.ndarray, size: float, overlap: float
+) -> dict[tuple[int, int], np.ndarray]:
     """Every non-empty crop cell and the indices (ascending) of the points it holds."""
     stride = size - overlap
     cells: dict[tuple[int, int], list[np.ndarray]] = {}
@@ -119,7 +124,9 @@ def crop_cells(points: np.ndarray, size: float, overlap: float) -> dict[tuple[in
 
 
 def _fingerprint(coords: np.ndarray, colors: np.ndarray, observations: np.ndarray | None) -> bytes:
-    digest = hashlib.blake2b(np.ascontiguousarray(coords, dtype=np.float32).tobytes(), digest_size=16)
+    digest = hashlib.blake2b(
+        np.ascontiguousarray(coords, dtype=np.float32).tobytes(), digest_size=16
+    )
     digest.update(np.ascontiguousarray(colors, dtype=np.float32).tobytes())
     if observations is not None:
         digest.update(np.ascontiguousarray(observations).tobytes())
@@ -129,12 +136,21 @@ def _fingerprint(coords: np.ndarray, colors: np.ndarray, observations: np.ndarra
 class RegionSegmenter(SegmenterOver):
     """Segments a scene crop by crop with ``base``; see the module docstring."""
 
-    def __init__(self, base, size: float = 4.0, overlap: float = 0.5, min_crop_voxels: int = MIN_CROP_VOXELS,
-                 whole_when_it_fits: bool = False, max_encodings: int = 0):
+    def __init__(
+        self,
+        base,
+        size: float = 4.0,
+        overlap: float = 0.5,
+        min_crop_voxels: int = MIN_CROP_VOXELS,
+        whole_when_it_fits: bool = False,
+        max_encodings: int = 0,
+    ):
         if not (math.isfinite(size) and size > 0):
             raise ValueError(f"region size must be a positive number of metres, got {size}")
         if not (math.isfinite(overlap) and 0 <= overlap < size / 2):
-            raise ValueError(f"region overlap must be in [0, size/2), got {overlap} for size {size}")
+            raise ValueError(
+                f"region overlap must be in [0, size/2), got {overlap} for size {size}"
+            )
         self.base = base
         self.size = float(size)
         self.overlap = float(overlap)
@@ -160,14 +176,17 @@ class RegionSegmenter(SegmenterOver):
         return None if self._scene is None else self._scene.version
 
     # ---------------------------------------------------------------------------------- scene
-    def set_scene(self, points, colors, clip_features=None, version: int = 0, observations=None) -> bool:
+    def set_scene(
+        self, points, colors, clip_features=None, version: int = 0, observations=None
+    ) -> bool:
         if self._scene is not None and self._scene.version == version:
             return False
         self.use_scene(self.prepare_scene(points, colors, clip_features, version, observations))
         return True
 
-    def prepare_scene(self, points, colors, clip_features=None, version: int = 0,
-                      observations=None) -> PreparedRegions:
+    def prepare_scene(
+        self, points, colors, clip_features=None, version: int = 0, observations=None
+    ) -> PreparedRegions:
         """Crop the scene and encode the crops whose content changed since they were last
         encoded; the others keep their encoding. ``observations`` (per point, optional) makes a
         crop whose voxels were seen again count as changed even where their centres did not move."""
@@ -184,8 +203,11 @@ class RegionSegmenter(SegmenterOver):
             for cell, indices in self._cells(points):
                 if indices.shape[0] < self.min_crop_voxels:
                     continue
-                fingerprint = _fingerprint(points[indices], colors[indices],
-                                           None if observations is None else observations[indices])
+                fingerprint = _fingerprint(
+                    points[indices],
+                    colors[indices],
+                    None if observations is None else observations[indices],
+                )
                 previous = self._encoded.get(cell)
                 if previous is not None and previous.fingerprint == fingerprint:
                     crops.append(Crop(cell, indices, fingerprint, previous.prepared))
@@ -195,17 +217,29 @@ class RegionSegmenter(SegmenterOver):
                 crops.append(crop)
                 encoded += 1
             if not crops:
-                raise ValueError(f"no crop holds {self.min_crop_voxels} voxels or more: the scene is too sparse")
+                raise ValueError(
+                    f"no crop holds {self.min_crop_voxels} voxels or more: the scene is too sparse"
+                )
             if epoch == self._epoch:  # not forgotten meanwhile (a reset or a loaded map)
                 self._encoded = {crop.cell: crop for crop in crops}
-            return PreparedRegions(version, points, crops, encoded, self.size, self.overlap, colors, clip_features,
-                                   fresh_after)
+            return PreparedRegions(
+                version,
+                points,
+                crops,
+                encoded,
+                self.size,
+                self.overlap,
+                colors,
+                clip_features,
+                fresh_after,
+            )
 
     def _encode(self, crop: Crop, points, colors, clip_features, version) -> None:
         indices = crop.indices
         features = None if clip_features is None else clip_features[indices]
-        crop.prepared = self.base.prepare_scene(points[indices], colors[indices], features,
-                                                version=(version, crop.cell))
+        crop.prepared = self.base.prepare_scene(
+            points[indices], colors[indices], features, version=(version, crop.cell)
+        )
         self._clock += 1
         crop.encoded_at = self._clock
 
@@ -214,7 +248,9 @@ class RegionSegmenter(SegmenterOver):
         if crop.prepared is None:
             with self._encode_lock:
                 if crop.prepared is None:
-                    self._encode(crop, scene.points, scene.colors, scene.clip_features, scene.version)
+                    self._encode(
+                        crop, scene.points, scene.colors, scene.clip_features, scene.version
+                    )
         return crop.prepared
 
     def _release_oldest(self, scene: PreparedRegions, keep_fresh: bool = False) -> None:
@@ -224,7 +260,7 @@ class RegionSegmenter(SegmenterOver):
         if self.max_encodings <= 0 or len(held) <= self.max_encodings:
             return
         held.sort(key=lambda crop: crop.encoded_at)
-        for crop in held[:len(held) - self.max_encodings]:
+        for crop in held[: len(held) - self.max_encodings]:
             if not (keep_fresh and crop.encoded_at > scene.fresh_after):
                 crop.prepared = None
 
@@ -267,13 +303,23 @@ class RegionSegmenter(SegmenterOver):
         return self._scene
 
     # ---------------------------------------------------------------------------------- query
-    def query(self, phrases, top_k: int | None = None, min_score: float = 0.0, contrast_phrases=None,
-              cells=None) -> list[Instance]:
+    def query(
+        self,
+        phrases,
+        top_k: int | None = None,
+        min_score: float = 0.0,
+        contrast_phrases=None,
+        cells=None,
+    ) -> list[Instance]:
         """Every crop's answers (only the crops of ``cells``, when given), merged across borders,
         best first; at most ``top_k``."""
         top_k = self.top_k if top_k is None else int(top_k)
-        found = self._per_crop(lambda: self.base.query(phrases, top_k=top_k, min_score=min_score,
-                                                       contrast_phrases=contrast_phrases), cells)
+        found = self._per_crop(
+            lambda: self.base.query(
+                phrases, top_k=top_k, min_score=min_score, contrast_phrases=contrast_phrases
+            ),
+            cells,
+        )
         return merge_across_crops(found, self._require_scene())[:top_k]
 
     def segment_all(self, phrases=None, min_score: float = 0.0) -> list[Instance]:
@@ -287,7 +333,11 @@ class RegionSegmenter(SegmenterOver):
                 kept = self._parts.get(crop.cell)
                 if kept is None or kept[0] != crop.fingerprint or kept[1] != key:
                     self.base.use_scene(self._encoded_crop(scene, crop))
-                    kept = (crop.fingerprint, key, self.base.segment_all(phrases, min_score=min_score))
+                    kept = (
+                        crop.fingerprint,
+                        key,
+                        self.base.segment_all(phrases, min_score=min_score),
+                    )
                     self._parts[crop.cell] = kept
                 found.append((crop, kept[2]))
             current = {crop.cell for crop in scene.crops}
@@ -329,7 +379,9 @@ class RegionSegmenter(SegmenterOver):
             return [answers[i] for i in asked]
 
 
-def merge_across_crops(found: list[tuple[Crop, list[Instance]]], scene: PreparedRegions) -> list[Instance]:
+def merge_across_crops(
+    found: list[tuple[Crop, list[Instance]]], scene: PreparedRegions
+) -> list[Instance]:
     """The crops' instances with point indices into the whole scene; those of different crops
     that agree on the voxels both crops hold become one (see MERGE_AGREEMENT). Best first."""
     instances, crop_of, members = [], [], []
@@ -342,12 +394,18 @@ def merge_across_crops(found: list[tuple[Crop, list[Instance]]], scene: Prepared
         return []
     n, m = len(instances), scene.points.shape[0]
     rows = np.repeat(np.arange(n), [len(p) for p in members])
-    held = sparse.csr_matrix((np.ones(rows.shape[0], dtype=np.float32), (rows, np.concatenate(members))), shape=(n, m))
+    held = sparse.csr_matrix(
+        (np.ones(rows.shape[0], dtype=np.float32), (rows, np.concatenate(members))), shape=(n, m)
+    )
     crop_rows = np.repeat(np.arange(len(found)), [crop.indices.shape[0] for crop, _ in found])
-    crop_points = sparse.csr_matrix((np.ones(crop_rows.shape[0], dtype=np.float32),
-                                     (crop_rows, np.concatenate([crop.indices for crop, _ in found]))),
-                                    shape=(len(found), m))
-    shared = (held @ held.T).tocoo()          # points two instances have in common
+    crop_points = sparse.csr_matrix(
+        (
+            np.ones(crop_rows.shape[0], dtype=np.float32),
+            (crop_rows, np.concatenate([crop.indices for crop, _ in found])),
+        ),
+        shape=(len(found), m),
+    )
+    shared = (held @ held.T).tocoo()  # points two instances have in common
     inside = (held @ crop_points.T).toarray()  # points of each instance inside each crop
     crop_of = np.asarray(crop_of)
     a, b, common = shared.row, shared.col, shared.data
@@ -367,7 +425,9 @@ def merge_across_crops(found: list[tuple[Crop, list[Instance]]], scene: Prepared
     for group in groups:
         # a part seen only near a crop's edge, where a neighbour sees the place whole, is a sliver
         # of something cut by the crop: the crop whose core holds it answers for it
-        if not any(scene.in_core(found[crop_of[i]][0].cell, instances[i].centroid[:2]) for i in group):
+        if not any(
+            scene.in_core(found[crop_of[i]][0].cell, instances[i].centroid[:2]) for i in group
+        ):
             continue
         # the crop that saw the most of it judges it: a crop holding a table's corner may take
         # the corner for anything, with confidence
@@ -377,8 +437,15 @@ def merge_across_crops(found: list[tuple[Crop, list[Instance]]], scene: Prepared
         else:
             indices = np.unique(np.concatenate([members[i] for i in group]))
         source = instances[best]
-        merged.append(make_instance(scene.points, indices, source.label, source.score,
-                                    source.query_index if len(group) == 1 else -1))
+        merged.append(
+            make_instance(
+                scene.points,
+                indices,
+                source.label,
+                source.score,
+                source.query_index if len(group) == 1 else -1,
+            )
+        )
         merged[-1].embed = source.embed
     merged.sort(key=lambda inst: -inst.score)
     return merged

@@ -19,6 +19,7 @@ every query as extra classes of the softmax (and extra text keys of the decoder)
 answered: asked alone, a phrase only competes with the background, so any object a little closer
 to it than to the background scores high; with contrast phrases, "mug" must also beat "bowl".
 """
+
 from __future__ import annotations
 
 import threading
@@ -46,7 +47,9 @@ class Instance:
     num_points: int
     query_index: int = -1  # which decoder query produced it (diagnostics)
     # its voxels in the segmenter's voxelisation; empty when merged over views (multi_view.py)
-    voxel_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    voxel_indices: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False
+    )
     # the decoder's semantic embedding (unit, CLIP text space) of the query that produced it, from
     # a class-agnostic segmentation: what the object memory ranks phrases against (None elsewhere)
     embed: np.ndarray | None = field(default=None, repr=False)
@@ -78,15 +81,17 @@ class _CachedScene:
         return np.flatnonzero(selected[self.scene.point_to_voxel])
 
 
-def split_mask(mask_logits: np.ndarray, raw_coords: np.ndarray, eps: float,
-               min_part_fraction: float = 0.0) -> list[np.ndarray]:
+def split_mask(
+    mask_logits: np.ndarray, raw_coords: np.ndarray, eps: float, min_part_fraction: float = 0.0
+) -> list[np.ndarray]:
     """The voxels of one query's mask (logit > 0) in parts connected within eps (DBSCAN order),
     without the parts smaller than ``min_part_fraction`` of the largest."""
     return split_masks(mask_logits[None], [0], raw_coords, eps, min_part_fraction)[0]
 
 
-def split_masks(masks_t: np.ndarray, queries, raw_coords: np.ndarray, eps: float,
-                min_part_fraction: float = 0.0) -> dict[int, list[np.ndarray]]:
+def split_masks(
+    masks_t: np.ndarray, queries, raw_coords: np.ndarray, eps: float, min_part_fraction: float = 0.0
+) -> dict[int, list[np.ndarray]]:
     """split_mask for each query q in ``queries`` (rows of masks_t [Q, N]), in few connected_parts
     calls: each query's voxels form their own group, so the parts are the same as split one by one.
     A call takes queries until they hold SPLIT_POINTS voxels (room-sized masks stay bounded)."""
@@ -99,29 +104,41 @@ def split_masks(masks_t: np.ndarray, queries, raw_coords: np.ndarray, eps: float
         while end < len(queries) and (end == start or held + voxels[end].shape[0] <= SPLIT_POINTS):
             held += voxels[end].shape[0]
             end += 1
-        _split_groups(queries[start:end], voxels[start:end], raw_coords, eps, min_part_fraction, out)
+        _split_groups(
+            queries[start:end], voxels[start:end], raw_coords, eps, min_part_fraction, out
+        )
         start = end
     return out
 
 
-def _split_groups(queries: list[int], voxels: list[np.ndarray], raw_coords: np.ndarray, eps: float,
-                  min_part_fraction: float, out: dict[int, list[np.ndarray]]) -> None:
+def _split_groups(
+    queries: list[int],
+    voxels: list[np.ndarray],
+    raw_coords: np.ndarray,
+    eps: float,
+    min_part_fraction: float,
+    out: dict[int, list[np.ndarray]],
+) -> None:
     sizes = np.array([v.shape[0] for v in voxels], dtype=np.int64)
     if sizes.sum() == 0:
         return
-    labels = connected_parts(raw_coords[np.concatenate(voxels)], eps,
-                             groups=np.repeat(np.arange(len(queries)), sizes))
+    labels = connected_parts(
+        raw_coords[np.concatenate(voxels)], eps, groups=np.repeat(np.arange(len(queries)), sizes)
+    )
     start = 0
     for q, own, size in zip(queries, voxels, sizes):
         if size:
-            part = labels[start:start + size]
+            part = labels[start : start + size]
             part = part - part.min()
             order = np.argsort(part, kind="stable")
             counts = np.bincount(part)
             bounds = np.r_[0, np.cumsum(counts)]
             smallest = min_part_fraction * counts.max()
-            out[q] = [own[order[bounds[i]:bounds[i + 1]]] for i in range(bounds.shape[0] - 1)
-                      if counts[i] >= smallest]
+            out[q] = [
+                own[order[bounds[i] : bounds[i + 1]]]
+                for i in range(bounds.shape[0] - 1)
+                if counts[i] >= smallest
+            ]
         start += size
 
 
@@ -147,9 +164,16 @@ def drop_duplicates(candidates: list[Candidate], num_voxels: int, iou: float) ->
     return kept
 
 
-def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.ndarray, eps: float,
-                      top_k: int, min_score: float = 0.0, min_part_fraction: float = 0.0,
-                      duplicate_iou: float | None = None) -> list[Candidate]:
+def ranked_candidates(
+    masks: torch.Tensor,
+    probs: torch.Tensor,
+    raw_coords: np.ndarray,
+    eps: float,
+    top_k: int,
+    min_score: float = 0.0,
+    min_part_fraction: float = 0.0,
+    duplicate_iou: float | None = None,
+) -> list[Candidate]:
     """Top-k (part x phrase) candidates by class probability, then sorted by final score.
 
     masks [N, Q] logits, probs [Q, T]. Parts inherit their query's probabilities, so walking the
@@ -175,7 +199,7 @@ def ranked_candidates(masks: torch.Tensor, probs: torch.Tensor, raw_coords: np.n
             break
         q, t = divmod(int(flat_index), n_phrases)
         if q not in parts_of:
-            batch = query_order[next_batch:next_batch + SPLIT_BATCH]
+            batch = query_order[next_batch : next_batch + SPLIT_BATCH]
             next_batch += len(batch)
             parts_of.update(split_masks(masks_t, batch, raw_coords, eps, min_part_fraction))
         for voxels in parts_of[q]:
@@ -224,14 +248,24 @@ class OpenVocabSegmenter:
     ``model.config.clip_dim``; device: "auto", "cpu" or "cuda[:N]"; use_autocast: float16 on the GPU.
     """
 
-    def __init__(self, model, text_encoder, device="auto", use_autocast: bool = False,
-                 dbscan_eps: float | None = None, top_k: int | None = None, contrast_phrases=()):
+    def __init__(
+        self,
+        model,
+        text_encoder,
+        device="auto",
+        use_autocast: bool = False,
+        dbscan_eps: float | None = None,
+        top_k: int | None = None,
+        contrast_phrases=(),
+    ):
         # dbscan_eps / top_k: None = the model config's; so are min_part_fraction and duplicate_iou
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.text_encoder = text_encoder
         if text_encoder.dim != model.config.clip_dim:
-            raise ValueError(f"text encoder width {text_encoder.dim} != model clip_dim {model.config.clip_dim}")
+            raise ValueError(
+                f"text encoder width {text_encoder.dim} != model clip_dim {model.config.clip_dim}"
+            )
         self.use_autocast = use_autocast
         self.dbscan_eps = float(dbscan_eps if dbscan_eps is not None else model.config.dbscan_eps)
         self.top_k = int(top_k if top_k is not None else model.config.top_k)
@@ -315,17 +349,28 @@ class OpenVocabSegmenter:
             with autocast(self.device, self.use_autocast):
                 out = self.model.decode([cached.encoding], [text], return_aux=False)
             masks = out["pred_masks"][0].float()
-            probs = class_probabilities(masks, out["pred_logits"][0], cached.encoding.clip, text,
-                                        self.model.bg_feature, use_clip=cached.encoding.has_clip,
-                                        scale=self.model.config.logit_scale)
+            probs = class_probabilities(
+                masks,
+                out["pred_logits"][0],
+                cached.encoding.clip,
+                text,
+                self.model.bg_feature,
+                use_clip=cached.encoding.has_clip,
+                scale=self.model.config.logit_scale,
+            )
             return masks, probs, out["pred_embeds"][0].float()
 
     def encode_text(self, phrases: list[str]) -> torch.Tensor:
         """The phrases' unit CLIP text embeddings [P, clip_dim] on the segmenter's device (cached per phrase)."""
         return self.text_encoder.encode(phrases).to(self.device)
 
-    def query(self, phrases: list[str], top_k: int | None = None, min_score: float = 0.0,
-              contrast_phrases: list[str] | None = None) -> list[Instance]:
+    def query(
+        self,
+        phrases: list[str],
+        top_k: int | None = None,
+        min_score: float = 0.0,
+        contrast_phrases: list[str] | None = None,
+    ) -> list[Instance]:
         """Instances for the phrases, best first. Each phrase acts as its own class; a single
         phrase is a binary classifier against the background embedding and the contrast phrases
         (``contrast_phrases``, None: the segmenter's)."""
@@ -333,17 +378,33 @@ class OpenVocabSegmenter:
         top_k = self.top_k if top_k is None else int(top_k)
         if top_k <= 0:
             raise ValueError("top_k must be positive")
-        contrast_phrases = self.contrast_phrases if contrast_phrases is None else self._check_contrast(contrast_phrases)
+        contrast_phrases = (
+            self.contrast_phrases
+            if contrast_phrases is None
+            else self._check_contrast(contrast_phrases)
+        )
         contrast = [c for c in contrast_phrases if c not in phrases]
         with self._lock:
             cached = self._require_scene()
             masks, probs = self.predict(phrases + contrast)
-            probs = probs[:, :len(phrases)]  # the contrast phrases took their share; they are not answers
-            chosen = ranked_candidates(masks, probs, cached.raw, self.dbscan_eps, top_k, min_score,
-                                       self.min_part_fraction, self.duplicate_iou)
+            probs = probs[
+                :, : len(phrases)
+            ]  # the contrast phrases took their share; they are not answers
+            chosen = ranked_candidates(
+                masks,
+                probs,
+                cached.raw,
+                self.dbscan_eps,
+                top_k,
+                min_score,
+                self.min_part_fraction,
+                self.duplicate_iou,
+            )
             return [self._instance(cached, c, phrases[c.phrase]) for c in chosen]
 
-    def segment_all(self, phrases: list[str] | None = None, min_score: float = 0.0) -> list[Instance]:
+    def segment_all(
+        self, phrases: list[str] | None = None, min_score: float = 0.0
+    ) -> list[Instance]:
         """Every connected part of every query's mask, without top-k.
 
         With phrases, each part is labelled with its most probable phrase and scored as in
@@ -360,8 +421,13 @@ class OpenVocabSegmenter:
             masks_t = np.ascontiguousarray(masks.cpu().numpy().T)
             best_p, best_t = probs.cpu().max(dim=1)
             parts = []
-            parts_of = split_masks(masks_t, range(masks_t.shape[0]), cached.raw, self.dbscan_eps,
-                                   self.min_part_fraction)
+            parts_of = split_masks(
+                masks_t,
+                range(masks_t.shape[0]),
+                cached.raw,
+                self.dbscan_eps,
+                self.min_part_fraction,
+            )
             for q in range(masks_t.shape[0]):
                 for voxels in parts_of[q]:
                     mask_prob = mean_mask_probability(torch.from_numpy(masks_t[q][voxels]))
@@ -372,23 +438,40 @@ class OpenVocabSegmenter:
             parts.sort(key=lambda c: -c.score)
             if self.duplicate_iou is not None:
                 parts = drop_duplicates(parts, cached.raw.shape[0], self.duplicate_iou)
-            found = [self._instance(cached, c, "" if agnostic else phrases[c.phrase]) for c in parts]
+            found = [
+                self._instance(cached, c, "" if agnostic else phrases[c.phrase]) for c in parts
+            ]
             for c, instance in zip(parts, found):
                 instance.embed = embeds[c.query]
             return found
 
     @staticmethod
     def _instance(cached: _CachedScene, c: Candidate, label: str) -> Instance:
-        return make_instance(cached.points, cached.points_of(c.voxels), label, c.score, c.query, c.voxels)
+        return make_instance(
+            cached.points, cached.points_of(c.voxels), label, c.score, c.query, c.voxels
+        )
 
 
-def make_instance(points: np.ndarray, indices: np.ndarray, label: str, score: float, query_index: int = -1,
-                  voxels: np.ndarray | None = None) -> Instance:
+def make_instance(
+    points: np.ndarray,
+    indices: np.ndarray,
+    label: str,
+    score: float,
+    query_index: int = -1,
+    voxels: np.ndarray | None = None,
+) -> Instance:
     """The Instance of ``points[indices]``: centroid and axis-aligned box in the points' frame."""
     pts = points[indices]
     lo, hi = column_min(pts), column_max(pts)
     centroid = np.array([pts[:, i].mean() for i in range(3)])
-    return Instance(point_indices=indices, label=label, score=float(score), centroid=centroid,
-                    bbox_center=(lo + hi) / 2, bbox_size=hi - lo, num_points=int(indices.shape[0]),
-                    query_index=query_index,
-                    voxel_indices=np.zeros(0, dtype=np.int64) if voxels is None else voxels)
+    return Instance(
+        point_indices=indices,
+        label=label,
+        score=float(score),
+        centroid=centroid,
+        bbox_center=(lo + hi) / 2,
+        bbox_size=hi - lo,
+        num_points=int(indices.shape[0]),
+        query_index=query_index,
+        voxel_indices=np.zeros(0, dtype=np.int64) if voxels is None else voxels,
+    )

@@ -14,6 +14,7 @@
 Modules: object_memory (association, merges, retirement, the size bound, arrays for saving),
 depth_observation (depth frames retire objects whose space is seen empty).
 """
+
 from sole_ros.scene.free_space import seen_occupied, seen_through
 
 from .depth_observation import key_centres, observe_depth_frame
@@ -28,6 +29,17 @@ from .object_memory import (
     keys_from_centres,
 )
 
-__all__ = ["ObjectMemory", "MemoryObject", "Detection", "UpdateReport", "FrameReport", "as_keys",
-           "keys_from_centres", "detections_from_instances", "key_centres", "seen_through", "seen_occupied",
-           "observe_depth_frame"]
+__all__ = [
+    "ObjectMemory",
+    "MemoryObject",
+    "Detection",
+    "UpdateReport",
+    "FrameReport",
+    "as_keys",
+    "keys_from_centres",
+    "detections_from_instances",
+    "key_centres",
+    "seen_through",
+    "seen_occupied",
+    "observe_depth_frame",
+]

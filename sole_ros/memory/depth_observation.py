@@ -1,5 +1,6 @@
 """Showing depth frames to the object memory: an object whose space the camera sees through,
 frame after frame, is gone (the geometry is in sole_ros/scene/free_space.py)."""
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,9 @@ def observe_depth_frame(memory, depth_m, K, pose_world_from_camera, tolerance: f
     what it was, not on what the map still holds. Costs one projection of all remembered voxels."""
     keys = memory.all_keys()
     centres = key_centres(keys, memory.voxel_size)
-    z, measured, nearest = measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance)
+    z, measured, nearest = measured_and_point_depth(
+        centres, depth_m, K, pose_world_from_camera, tolerance
+    )
     with np.errstate(invalid="ignore"):
         through = nearest > z + tolerance
         occupied = np.abs(measured - z) <= tolerance

@@ -34,6 +34,7 @@ depth frame seeing the surface again (``seen_occupied_keys``) clears votes to re
 All public methods take one lock, so a segmentation worker may update while other threads ask.
 Objects handed out are copies whose arrays are read-only.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -126,7 +127,11 @@ def detections_from_instances(instances, snapshot, features: bool = True) -> lis
     snapshot's fused CLIP features over the instance's voxels that have one (None when none do)."""
     out = []
     coords = np.asarray(snapshot.coords)
-    has = None if not features or snapshot.features is None else np.asarray(snapshot.has_feature, dtype=bool)
+    has = (
+        None
+        if not features or snapshot.features is None
+        else np.asarray(snapshot.has_feature, dtype=bool)
+    )
     for instance in instances:
         index = np.asarray(instance.point_indices, dtype=np.int64)
         feature = None
@@ -135,8 +140,14 @@ def detections_from_instances(instances, snapshot, features: bool = True) -> lis
             if rows.shape[0]:
                 total = np.asarray(snapshot.features[rows], dtype=np.float64).sum(axis=0)
                 feature = total if np.linalg.norm(total) > 0 else None
-        out.append(Detection(keys_from_centres(coords[index], snapshot.voxel_size), feature,
-                             str(instance.label), float(instance.score)))
+        out.append(
+            Detection(
+                keys_from_centres(coords[index], snapshot.voxel_size),
+                feature,
+                str(instance.label),
+                float(instance.score),
+            )
+        )
     return out
 
 
@@ -185,28 +196,34 @@ class MemoryObject:
 class UpdateReport:
     """What one ``update`` did, beyond the ids it returned."""
 
-    ids: list[int]                     # per detection, in the order given
-    created: list[int]                 # new ids
-    matched_by_overlap: list[int]      # ids kept because the voxels overlap
-    matched_by_feature: list[int]      # ids kept because the feature agrees nearby
-    merged: list[tuple[int, int]]      # (surviving id, absorbed id)
-    evicted: list[int]                 # ids dropped for the max_objects bound
+    ids: list[int]  # per detection, in the order given
+    created: list[int]  # new ids
+    matched_by_overlap: list[int]  # ids kept because the voxels overlap
+    matched_by_feature: list[int]  # ids kept because the feature agrees nearby
+    merged: list[tuple[int, int]]  # (surviving id, absorbed id)
+    evicted: list[int]  # ids dropped for the max_objects bound
 
 
 @dataclass(frozen=True)
 class FrameReport:
     """What one ``observe_free`` / ``observe_occupied`` call did."""
 
-    voted: list[int]      # objects mostly seen through (a vote each, retired ones included)
-    reset: list[int]      # objects seen occupied: their votes went back to zero
-    retired: list[int]    # objects removed by this frame
+    voted: list[int]  # objects mostly seen through (a vote each, retired ones included)
+    reset: list[int]  # objects seen occupied: their votes went back to zero
+    retired: list[int]  # objects removed by this frame
 
 
 def _unit(feature, name: str = "feature") -> np.ndarray:
     array = np.asarray(feature)
-    if array.ndim != 1 or array.shape[0] < 1 or not np.issubdtype(array.dtype, np.number) \
-            or np.iscomplexobj(array):
-        raise ValueError(f"{name} must be a non-empty 1D real vector, got shape {array.shape}, dtype {array.dtype}")
+    if (
+        array.ndim != 1
+        or array.shape[0] < 1
+        or not np.issubdtype(array.dtype, np.number)
+        or np.iscomplexobj(array)
+    ):
+        raise ValueError(
+            f"{name} must be a non-empty 1D real vector, got shape {array.shape}, dtype {array.dtype}"
+        )
     if array.shape[0] > MAX_FEATURE_DIM:
         raise ValueError(f"{name} has {array.shape[0]} dimensions, more than {MAX_FEATURE_DIM}")
     array = array.astype(np.float64)
@@ -235,7 +252,11 @@ def _check_fraction(name: str, value, low_open: bool = True) -> float:
 
 
 def _check_count(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not low <= value <= high
+    ):
         raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
     return int(value)
 
@@ -256,10 +277,14 @@ def _intersections(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarra
     left_cols = np.searchsorted(vocabulary, left_keys)
     where = np.minimum(np.searchsorted(vocabulary, right_keys), vocabulary.shape[0] - 1)
     shared = vocabulary[where] == right_keys  # right keys that some left set holds
-    a = sparse.csr_matrix((np.ones(left_keys.shape[0], dtype=np.int64), (left_rows, left_cols)),
-                          shape=(len(left), vocabulary.shape[0]))
-    b = sparse.csr_matrix((np.ones(int(shared.sum()), dtype=np.int64), (right_rows[shared], where[shared])),
-                          shape=(len(right), vocabulary.shape[0]))
+    a = sparse.csr_matrix(
+        (np.ones(left_keys.shape[0], dtype=np.int64), (left_rows, left_cols)),
+        shape=(len(left), vocabulary.shape[0]),
+    )
+    b = sparse.csr_matrix(
+        (np.ones(int(shared.sum()), dtype=np.int64), (right_rows[shared], where[shared])),
+        shape=(len(right), vocabulary.shape[0]),
+    )
     return np.asarray((a @ b.T).toarray(), dtype=np.int64)
 
 
@@ -275,7 +300,12 @@ def _boxes(key_sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def _box_gaps(lo_a, hi_a, lo_b, hi_b, voxel_size: float) -> np.ndarray:
     """(n_a, n_b) distance in metres between axis-aligned voxel boxes (0 when they touch/overlap)."""
-    gap = np.maximum(0, np.maximum(lo_a[:, None, :] - hi_b[None, :, :] - 1, lo_b[None, :, :] - hi_a[:, None, :] - 1))
+    gap = np.maximum(
+        0,
+        np.maximum(
+            lo_a[:, None, :] - hi_b[None, :, :] - 1, lo_b[None, :, :] - hi_a[:, None, :] - 1
+        ),
+    )
     return np.sqrt((gap.astype(np.float64) ** 2).sum(axis=2)) * voxel_size
 
 
@@ -296,18 +326,38 @@ class ObjectMemory:
     ``occupied_fraction``: a depth frame seeing at least this fraction of an object's voxels
     occupied (and not most of them through) resets its votes to retire it."""
 
-    def __init__(self, voxel_size: float, max_objects: int = 500, overlap_threshold: float = 0.25,
-                 feature_threshold: float = 0.85, neighbourhood: float = 0.10, retire_votes: int = 3,
-                 occupied_fraction: float = 0.2):
-        if isinstance(voxel_size, bool) or not isinstance(voxel_size, (int, float, np.integer, np.floating)) \
-                or not (math.isfinite(voxel_size) and voxel_size > 0):
+    def __init__(
+        self,
+        voxel_size: float,
+        max_objects: int = 500,
+        overlap_threshold: float = 0.25,
+        feature_threshold: float = 0.85,
+        neighbourhood: float = 0.10,
+        retire_votes: int = 3,
+        occupied_fraction: float = 0.2,
+    ):
+        if (
+            isinstance(voxel_size, bool)
+            or not isinstance(voxel_size, (int, float, np.integer, np.floating))
+            or not (math.isfinite(voxel_size) and voxel_size > 0)
+        ):
             raise ValueError(f"voxel_size must be a positive number of metres, got {voxel_size!r}")
-        if isinstance(feature_threshold, bool) or not isinstance(feature_threshold, (int, float, np.floating)) \
-                or not -1.0 <= float(feature_threshold) <= 1.0:
-            raise ValueError(f"feature_threshold must be a cosine in [-1, 1], got {feature_threshold!r}")
-        if isinstance(neighbourhood, bool) or not isinstance(neighbourhood, (int, float, np.floating)) \
-                or not (math.isfinite(neighbourhood) and neighbourhood >= 0):
-            raise ValueError(f"neighbourhood must be a finite distance >= 0 in metres, got {neighbourhood!r}")
+        if (
+            isinstance(feature_threshold, bool)
+            or not isinstance(feature_threshold, (int, float, np.floating))
+            or not -1.0 <= float(feature_threshold) <= 1.0
+        ):
+            raise ValueError(
+                f"feature_threshold must be a cosine in [-1, 1], got {feature_threshold!r}"
+            )
+        if (
+            isinstance(neighbourhood, bool)
+            or not isinstance(neighbourhood, (int, float, np.floating))
+            or not (math.isfinite(neighbourhood) and neighbourhood >= 0)
+        ):
+            raise ValueError(
+                f"neighbourhood must be a finite distance >= 0 in metres, got {neighbourhood!r}"
+            )
         self.voxel_size = float(voxel_size)
         self.max_objects = _check_count("max_objects", max_objects, 1, MAX_OBJECTS_LIMIT)
         self.overlap_threshold = _check_fraction("overlap_threshold", overlap_threshold)
@@ -326,10 +376,15 @@ class ObjectMemory:
 
     # --- settings and inspection ----------------------------------------------------------------
     def settings(self) -> dict:
-        return {"voxel_size": self.voxel_size, "max_objects": self.max_objects,
-                "overlap_threshold": self.overlap_threshold, "feature_threshold": self.feature_threshold,
-                "neighbourhood": self.neighbourhood, "retire_votes": self.retire_votes,
-                "occupied_fraction": self.occupied_fraction}
+        return {
+            "voxel_size": self.voxel_size,
+            "max_objects": self.max_objects,
+            "overlap_threshold": self.overlap_threshold,
+            "feature_threshold": self.feature_threshold,
+            "neighbourhood": self.neighbourhood,
+            "retire_votes": self.retire_votes,
+            "occupied_fraction": self.occupied_fraction,
+        }
 
     def emptied(self) -> "ObjectMemory":
         """A memory with these settings and no objects, whose ids continue after this one's, so
@@ -375,7 +430,9 @@ class ObjectMemory:
             if not objects or keys.shape[0] == 0:
                 return None
             low = np.searchsorted(all_keys, keys, "left")
-            counts = np.searchsorted(all_keys, keys, "right") - low  # keys may belong to several objects
+            counts = (
+                np.searchsorted(all_keys, keys, "right") - low
+            )  # keys may belong to several objects
             total = int(counts.sum())
             if total == 0:
                 return None
@@ -391,7 +448,11 @@ class ObjectMemory:
         if self._index is None:
             objects = list(self._objects.values())
             sizes = np.array([o.keys.shape[0] for o in objects], dtype=np.int64)
-            keys = np.concatenate([o.keys for o in objects]) if objects else np.zeros(0, dtype=np.int64)
+            keys = (
+                np.concatenate([o.keys for o in objects])
+                if objects
+                else np.zeros(0, dtype=np.int64)
+            )
             owners = np.repeat(np.arange(len(objects)), sizes)
             order = np.argsort(keys, kind="stable")
             self._index = (keys[order], owners[order], objects, sizes)
@@ -399,8 +460,11 @@ class ObjectMemory:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"objects": len(self._objects), **self._counters,
-                    "voxels": int(sum(o.keys.shape[0] for o in self._objects.values()))}
+            return {
+                "objects": len(self._objects),
+                **self._counters,
+                "voxels": int(sum(o.keys.shape[0] for o in self._objects.values())),
+            }
 
     # --- segmentations ---------------------------------------------------------------------------
     def update(self, detections, stamp: float, present_keys=None) -> list[int]:
@@ -410,8 +474,11 @@ class ObjectMemory:
         ``present_keys``: the keys the map holds now (None: all of a matched object's old voxels
         are assumed to be in the map, so its voxels become the detection's). Invalid input is
         refused whole with ValueError before anything changes."""
-        if isinstance(stamp, bool) or not isinstance(stamp, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(stamp):
+        if (
+            isinstance(stamp, bool)
+            or not isinstance(stamp, (int, float, np.integer, np.floating))
+            or not math.isfinite(stamp)
+        ):
             raise ValueError(f"stamp must be a finite number of seconds, got {stamp!r}")
         stamp = float(stamp)
         detections = list(detections)
@@ -422,7 +489,11 @@ class ObjectMemory:
             if self._feature_dim is not None:
                 dims.add(self._feature_dim)
             if len(dims) > 1:
-                held = f" (this memory holds {self._feature_dim}-d features)" if self._feature_dim else ""
+                held = (
+                    f" (this memory holds {self._feature_dim}-d features)"
+                    if self._feature_dim
+                    else ""
+                )
                 raise ValueError(f"detection features have different widths {sorted(dims)}{held}")
             if dims:
                 self._feature_dim = dims.pop()
@@ -438,12 +509,21 @@ class ObjectMemory:
         keys = as_keys(detection.keys, f"detection {index} keys")
         if keys.shape[0] == 0:
             raise ValueError(f"detection {index} has no voxels")
-        feature = None if detection.feature is None else _unit(detection.feature, f"detection {index} feature")
+        feature = (
+            None
+            if detection.feature is None
+            else _unit(detection.feature, f"detection {index} feature")
+        )
         if not isinstance(detection.label, str) or len(detection.label) > MAX_LABEL_LENGTH:
-            raise ValueError(f"detection {index} label must be a string of at most {MAX_LABEL_LENGTH} characters")
+            raise ValueError(
+                f"detection {index} label must be a string of at most {MAX_LABEL_LENGTH} characters"
+            )
         score = detection.score
-        if isinstance(score, bool) or not isinstance(score, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(score):
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, (int, float, np.integer, np.floating))
+            or not math.isfinite(score)
+        ):
             raise ValueError(f"detection {index} score must be a finite number, got {score!r}")
         return keys, feature, detection.label, float(score)
 
@@ -499,11 +579,15 @@ class ObjectMemory:
             # 3. features, near the box, one to one
             taken = set(match_of_det.values()) | absorbed_objects
             free_dets = [d for d in range(n) if ids[d] is None and clean[d][1] is not None]
-            free_objs = [o for o in range(len(objects)) if o not in taken and objects[o].feature is not None]
+            free_objs = [
+                o for o in range(len(objects)) if o not in taken and objects[o].feature is not None
+            ]
             if free_dets and free_objs:
                 det_lo, det_hi = _boxes([det_keys[d] for d in free_dets])
                 obj_lo, obj_hi = _boxes([objects[o].keys for o in free_objs])
-                near = _box_gaps(det_lo, det_hi, obj_lo, obj_hi, self.voxel_size) <= self.neighbourhood
+                near = (
+                    _box_gaps(det_lo, det_hi, obj_lo, obj_hi, self.voxel_size) <= self.neighbourhood
+                )
                 detected = np.stack([clean[d][1] for d in free_dets])
                 cosine = detected @ np.stack([objects[o].feature for o in free_objs]).T
                 for i, j in _assign(cosine, near & (cosine >= self.feature_threshold)):
@@ -516,8 +600,9 @@ class ObjectMemory:
         for d in range(n):
             if ids[d] is None:
                 keys, feature, label, score = clean[d]
-                obj = MemoryObject(self._next_id, _frozen(keys), _frozen(feature), label, score,
-                                   stamp, stamp, 1)
+                obj = MemoryObject(
+                    self._next_id, _frozen(keys), _frozen(feature), label, score, stamp, stamp, 1
+                )
                 self._objects[obj.id] = obj
                 self._next_id += 1
                 ids[d] = obj.id
@@ -527,7 +612,9 @@ class ObjectMemory:
         return UpdateReport([int(i) for i in ids], created, by_overlap, by_feature, merged, evicted)
 
     @staticmethod
-    def _not_nested(objects: list[MemoryObject], candidates: list[int], match: MemoryObject) -> list[int]:
+    def _not_nested(
+        objects: list[MemoryObject], candidates: list[int], match: MemoryObject
+    ) -> list[int]:
         """The candidates that are not mostly inside ``match`` already: an object nested in the
         one a detection continues (the mug in "the table with the mug on it") was segmented apart
         from it before and is left alone when its own mask is missing from one segmentation."""
@@ -546,7 +633,9 @@ class ObjectMemory:
         if with_feature:
             total = sum(o.feature.astype(np.float64) * o.observations for o in with_feature)
             norm = np.linalg.norm(total)
-            survivor.feature = _frozen((total / norm).astype(np.float32)) if norm > 0 else survivor.feature
+            survivor.feature = (
+                _frozen((total / norm).astype(np.float32)) if norm > 0 else survivor.feature
+            )
         if not survivor.label:
             survivor.label = next((o.label for o in others if o.label), "")
         survivor.score = max(o.score for o in group)
@@ -568,9 +657,14 @@ class ObjectMemory:
             if obj.feature is None:
                 obj.feature = _frozen(feature)
             else:
-                total = obj.feature.astype(np.float64) * min(obj.observations, MAX_FEATURE_WEIGHT) + feature
+                total = (
+                    obj.feature.astype(np.float64) * min(obj.observations, MAX_FEATURE_WEIGHT)
+                    + feature
+                )
                 norm = np.linalg.norm(total)
-                obj.feature = _frozen((total / norm).astype(np.float32)) if norm > 0 else _frozen(feature)
+                obj.feature = (
+                    _frozen((total / norm).astype(np.float32)) if norm > 0 else _frozen(feature)
+                )
         if label:
             obj.label = label
         obj.score = score
@@ -599,7 +693,11 @@ class ObjectMemory:
         reset. Seen-through wins: the voxels of an object resting on a table stay next to the
         table's surface after it has gone. Returns the retired ids (details in ``last_frame``)."""
         free = as_keys(seen_free_keys, "seen_free_keys")
-        occupied = None if seen_occupied_keys is None else as_keys(seen_occupied_keys, "seen_occupied_keys")
+        occupied = (
+            None
+            if seen_occupied_keys is None
+            else as_keys(seen_occupied_keys, "seen_occupied_keys")
+        )
         with self._lock:
             objects = list(self._objects.values())
             if not objects:
@@ -613,8 +711,11 @@ class ObjectMemory:
             reset_mask = np.zeros(len(objects), dtype=bool)
             if occupied is not None:
                 occupied_count = _members_per_owner(keys, owner, occupied, len(objects))
-                reset_mask = ~voted_mask & (occupied_count >= np.minimum(MIN_FREE_VOXELS, sizes)) \
+                reset_mask = (
+                    ~voted_mask
+                    & (occupied_count >= np.minimum(MIN_FREE_VOXELS, sizes))
                     & (occupied_count >= self.occupied_fraction * sizes)
+                )
             voted, reset, retired = [], [], []
             for i in np.flatnonzero(voted_mask):
                 obj = objects[i]
@@ -655,7 +756,9 @@ class ObjectMemory:
             arrays = {
                 "ids": np.array([o.id for o in objects], dtype=np.int64),
                 "key_offsets": np.r_[0, np.cumsum(sizes)].astype(np.int64),
-                "keys": np.concatenate([o.keys for o in objects]) if objects else np.zeros(0, dtype=np.int64),
+                "keys": np.concatenate([o.keys for o in objects])
+                if objects
+                else np.zeros(0, dtype=np.int64),
                 "features": features,
                 "has_feature": has_feature,
                 "scores": np.array([o.score for o in objects], dtype=np.float64),
@@ -664,13 +767,21 @@ class ObjectMemory:
                 "observations": np.array([o.observations for o in objects], dtype=np.int64),
                 "free_votes": np.array([o.free_votes for o in objects], dtype=np.int64),
             }
-            meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "settings": self.settings(),
-                    "next_id": self._next_id, "feature_dim": self._feature_dim,
-                    "counters": dict(self._counters), "labels": [o.label for o in objects]}
+            meta = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "settings": self.settings(),
+                "next_id": self._next_id,
+                "feature_dim": self._feature_dim,
+                "counters": dict(self._counters),
+                "labels": [o.label for o in objects],
+            }
             return arrays, meta
 
     @classmethod
-    def from_arrays(cls, arrays: dict, meta: dict, voxel_size: float | None = None) -> "ObjectMemory":
+    def from_arrays(
+        cls, arrays: dict, meta: dict, voxel_size: float | None = None
+    ) -> "ObjectMemory":
         """The memory ``to_arrays`` described, every field checked; ValueError with the reason
         otherwise. ``voxel_size``: the loading map's, which the memory's must equal."""
         if not isinstance(meta, dict):
@@ -678,8 +789,10 @@ class ObjectMemory:
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(f"not an object memory (format {shown(meta.get('format'))})")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"object memory format version {shown(meta.get('format_version'), 20)} "
-                             f"is not supported (this reads {FORMAT_VERSION})")
+            raise ValueError(
+                f"object memory format version {shown(meta.get('format_version'), 20)} "
+                f"is not supported (this reads {FORMAT_VERSION})"
+            )
         settings = meta.get("settings")
         if not isinstance(settings, dict) or set(settings) != set(cls(1.0).settings()):
             raise ValueError("object memory settings are missing or unknown")
@@ -688,7 +801,9 @@ class ObjectMemory:
         except (TypeError, ValueError) as error:
             raise ValueError(f"object memory settings are invalid: {error}") from None
         if voxel_size is not None and memory.voxel_size != float(voxel_size):
-            raise ValueError(f"object memory voxel_size {memory.voxel_size} does not match the map's {voxel_size}")
+            raise ValueError(
+                f"object memory voxel_size {memory.voxel_size} does not match the map's {voxel_size}"
+            )
         objects = _validate_arrays(arrays, meta, memory)
         memory._objects = {o.id: o for o in objects}
         memory._next_id = int(meta["next_id"])
@@ -697,62 +812,105 @@ class ObjectMemory:
         return memory
 
 
-def _members_per_owner(keys: np.ndarray, owner: np.ndarray, members: np.ndarray, owners: int) -> np.ndarray:
+def _members_per_owner(
+    keys: np.ndarray, owner: np.ndarray, members: np.ndarray, owners: int
+) -> np.ndarray:
     """Per owner: how many of its keys are in the sorted unique ``members``."""
     if members.shape[0] == 0:
         return np.zeros(owners, dtype=np.int64)
     return np.bincount(owner[_members(keys, members)], minlength=owners)
 
 
-_ARRAY_DTYPES = {"ids": np.int64, "key_offsets": np.int64, "keys": np.int64, "features": np.float32,
-                 "has_feature": np.bool_, "scores": np.float64, "first_seen": np.float64,
-                 "last_seen": np.float64, "observations": np.int64, "free_votes": np.int64}
+_ARRAY_DTYPES = {
+    "ids": np.int64,
+    "key_offsets": np.int64,
+    "keys": np.int64,
+    "features": np.float32,
+    "has_feature": np.bool_,
+    "scores": np.float64,
+    "first_seen": np.float64,
+    "last_seen": np.float64,
+    "observations": np.int64,
+    "free_votes": np.int64,
+}
 
 
 def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObject]:
     """The objects the arrays hold, or ValueError naming the first thing wrong."""
     if not isinstance(arrays, dict) or set(arrays) != set(_ARRAY_DTYPES):
         names = sorted(arrays) if isinstance(arrays, dict) else type(arrays).__name__
-        raise ValueError(f"object memory arrays must be exactly {sorted(_ARRAY_DTYPES)}, got {names}")
+        raise ValueError(
+            f"object memory arrays must be exactly {sorted(_ARRAY_DTYPES)}, got {names}"
+        )
     for name, dtype in _ARRAY_DTYPES.items():
         if not isinstance(arrays[name], np.ndarray) or arrays[name].dtype != dtype:
-            raise ValueError(f"object memory array {name} must be {np.dtype(dtype)}, "
-                             f"got {getattr(arrays[name], 'dtype', type(arrays[name]).__name__)}")
+            raise ValueError(
+                f"object memory array {name} must be {np.dtype(dtype)}, "
+                f"got {getattr(arrays[name], 'dtype', type(arrays[name]).__name__)}"
+            )
     ids = arrays["ids"]
     if ids.ndim != 1:
         raise ValueError(f"object memory ids must be 1D, got shape {ids.shape}")
     n = ids.shape[0]
     if n > memory.max_objects:
-        raise ValueError(f"object memory holds {n} objects, more than its max_objects {memory.max_objects}")
+        raise ValueError(
+            f"object memory holds {n} objects, more than its max_objects {memory.max_objects}"
+        )
     feature_dim = meta.get("feature_dim")
-    if feature_dim is not None and (isinstance(feature_dim, bool) or not isinstance(feature_dim, int)
-                                    or not 1 <= feature_dim <= MAX_FEATURE_DIM):
-        raise ValueError(f"object memory feature_dim must be None or 1..{MAX_FEATURE_DIM}, got {str(feature_dim)[:20]}")
+    if feature_dim is not None and (
+        isinstance(feature_dim, bool)
+        or not isinstance(feature_dim, int)
+        or not 1 <= feature_dim <= MAX_FEATURE_DIM
+    ):
+        raise ValueError(
+            f"object memory feature_dim must be None or 1..{MAX_FEATURE_DIM}, got {str(feature_dim)[:20]}"
+        )
     dim = feature_dim or 0
-    expected = {"key_offsets": (n + 1,), "features": (n, dim), "has_feature": (n,), "scores": (n,),
-                "first_seen": (n,), "last_seen": (n,), "observations": (n,), "free_votes": (n,)}
+    expected = {
+        "key_offsets": (n + 1,),
+        "features": (n, dim),
+        "has_feature": (n,),
+        "scores": (n,),
+        "first_seen": (n,),
+        "last_seen": (n,),
+        "observations": (n,),
+        "free_votes": (n,),
+    }
     for name, shape in expected.items():
         if arrays[name].shape != shape:
-            raise ValueError(f"object memory array {name} has shape {arrays[name].shape}, expected {shape}")
+            raise ValueError(
+                f"object memory array {name} has shape {arrays[name].shape}, expected {shape}"
+            )
     keys, offsets = arrays["keys"], arrays["key_offsets"]
     if keys.ndim != 1:
         raise ValueError(f"object memory keys must be 1D, got shape {keys.shape}")
     if n and (np.any(ids < 1) or np.any(ids[1:] <= ids[:-1])):
         raise ValueError("object memory ids must be positive and strictly increasing")
     next_id = meta.get("next_id")
-    if isinstance(next_id, bool) or not isinstance(next_id, int) or next_id < 1 or next_id >= 2 ** 62 \
-            or (n and next_id <= int(ids[-1])):
-        raise ValueError(f"object memory next_id must be an integer above every id, got {str(next_id)[:20]}")
+    if (
+        isinstance(next_id, bool)
+        or not isinstance(next_id, int)
+        or next_id < 1
+        or next_id >= 2**62
+        or (n and next_id <= int(ids[-1]))
+    ):
+        raise ValueError(
+            f"object memory next_id must be an integer above every id, got {str(next_id)[:20]}"
+        )
     if offsets[0] != 0 or offsets[-1] != keys.shape[0] or np.any(offsets[1:] <= offsets[:-1]):
-        raise ValueError("object memory key_offsets must rise strictly from 0 to the number of keys "
-                         "(every object has at least one voxel)")
+        raise ValueError(
+            "object memory key_offsets must rise strictly from 0 to the number of keys "
+            "(every object has at least one voxel)"
+        )
     if keys.shape[0] and (keys.min() < 0 or keys.max() >= KEY_LIMIT):
         raise ValueError("object memory keys lie outside the packed coordinate range")
     if keys.shape[0] > 1:
         rising = keys[1:] > keys[:-1]
         rising[offsets[1:-1] - 1] = True  # the boundary between two objects may fall
         if not rising.all():
-            raise ValueError("object memory keys of an object must be strictly increasing (each voxel once)")
+            raise ValueError(
+                "object memory keys of an object must be strictly increasing (each voxel once)"
+            )
     for name in ("features", "scores", "first_seen", "last_seen"):
         if not np.all(np.isfinite(arrays[name])):
             raise ValueError(f"object memory array {name} contains NaN or inf")
@@ -767,22 +925,47 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
     if has_feature.any() and feature_dim is None:
         raise ValueError("object memory has features but no feature_dim")
     norms = np.linalg.norm(features.astype(np.float64), axis=1) if dim else np.zeros(n)
-    if np.any(np.abs(norms[has_feature] - 1.0) > _UNIT_TOLERANCE) or np.any(norms[~has_feature] != 0):
-        raise ValueError("object memory features must be unit vectors where has_feature, zero elsewhere")
+    if np.any(np.abs(norms[has_feature] - 1.0) > _UNIT_TOLERANCE) or np.any(
+        norms[~has_feature] != 0
+    ):
+        raise ValueError(
+            "object memory features must be unit vectors where has_feature, zero elsewhere"
+        )
     labels = meta.get("labels")
-    if not isinstance(labels, list) or len(labels) != n \
-            or not all(isinstance(s, str) and len(s) <= MAX_LABEL_LENGTH for s in labels):
-        raise ValueError(f"object memory labels must be a list of {n} strings of at most {MAX_LABEL_LENGTH} characters")
+    if (
+        not isinstance(labels, list)
+        or len(labels) != n
+        or not all(isinstance(s, str) and len(s) <= MAX_LABEL_LENGTH for s in labels)
+    ):
+        raise ValueError(
+            f"object memory labels must be a list of {n} strings of at most {MAX_LABEL_LENGTH} characters"
+        )
     counters = meta.get("counters")
-    if not isinstance(counters, dict) or set(counters) != {"created", "merged", "retired", "evicted"} \
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 62 for v in counters.values()):
-        raise ValueError("object memory counters must be created, merged, retired and evicted, each an integer >= 0")
+    if (
+        not isinstance(counters, dict)
+        or set(counters) != {"created", "merged", "retired", "evicted"}
+        or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
+            for v in counters.values()
+        )
+    ):
+        raise ValueError(
+            "object memory counters must be created, merged, retired and evicted, each an integer >= 0"
+        )
     objects = []
     for i in range(n):
         start, end = int(offsets[i]), int(offsets[i + 1])
-        objects.append(MemoryObject(
-            int(ids[i]), _frozen(keys[start:end].copy()),
-            _frozen(features[i].copy()) if has_feature[i] else None, labels[i], float(arrays["scores"][i]),
-            float(arrays["first_seen"][i]), float(arrays["last_seen"][i]), int(arrays["observations"][i]),
-            int(votes[i])))
+        objects.append(
+            MemoryObject(
+                int(ids[i]),
+                _frozen(keys[start:end].copy()),
+                _frozen(features[i].copy()) if has_feature[i] else None,
+                labels[i],
+                float(arrays["scores"][i]),
+                float(arrays["first_seen"][i]),
+                float(arrays["last_seen"][i]),
+                int(arrays["observations"][i]),
+                int(votes[i]),
+            )
+        )
     return objects

@@ -1,5 +1,6 @@
 """The input boundary of message decoding: the one exception it raises for bad messages, and the
 checked read of a message's raw payload that every decoder starts from."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -11,6 +11,7 @@ resized to the depth image (bilinear); registered streams at another resolution 
 optical centre. Any other difference is refused with MalformedMessage: such colour is not
 registered to the depth image, and pasting it on would colour the map wrongly.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,21 +31,31 @@ ASPECT_TOLERANCE = 1e-2  # relative; what camera_matrix accepts as a uniformly s
 
 PoseLookup = Callable[[float, str], np.ndarray]  # (stamp, frame_id) -> fixed-frame-from-sensor 4x4
 
-__all__ = ["SensorFrame", "rgbd_frame", "cloud_frame", "fuse", "match_color_to_depth", "POINTS", "DEPTH",
-           "COLOR", "ASPECT_TOLERANCE"]
+__all__ = [
+    "SensorFrame",
+    "rgbd_frame",
+    "cloud_frame",
+    "fuse",
+    "match_color_to_depth",
+    "POINTS",
+    "DEPTH",
+    "COLOR",
+    "ASPECT_TOLERANCE",
+]
 
 
 @dataclass
 class SensorFrame:
     """One decoded input with its pose (fixed-frame-from-sensor): RGB-D or a point cloud."""
+
     stamp: float
     frame_id: str
     pose: np.ndarray
-    depth: np.ndarray | None = None          # (H,W) float32 metres, NaN = no reading
+    depth: np.ndarray | None = None  # (H,W) float32 metres, NaN = no reading
     K: np.ndarray | None = None
-    color: np.ndarray | None = None          # (H,W,3) uint8 RGB, registered to depth
-    points: np.ndarray | None = None         # (N,3) float32 in the sensor frame
-    point_colors: np.ndarray | None = None   # (N,3) uint8
+    color: np.ndarray | None = None  # (H,W,3) uint8 RGB, registered to depth
+    points: np.ndarray | None = None  # (N,3) float32 in the sensor frame
+    point_colors: np.ndarray | None = None  # (N,3) uint8
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -54,8 +65,9 @@ class SensorFrame:
         return (DEPTH, COLOR) if self.color is not None else (DEPTH,)
 
 
-def match_color_to_depth(color: np.ndarray, depth_shape: tuple[int, int],
-                         on_resize: Callable[[str], None] | None = None) -> np.ndarray:
+def match_color_to_depth(
+    color: np.ndarray, depth_shape: tuple[int, int], on_resize: Callable[[str], None] | None = None
+) -> np.ndarray:
     """``color`` (H,W,3) at the depth image's size: as it is, resized when it is a uniformly
     scaled view, else MalformedMessage. ``on_resize(text)`` hears of each resize."""
     (ch, cw), (dh, dw) = color.shape[:2], depth_shape
@@ -63,8 +75,10 @@ def match_color_to_depth(color: np.ndarray, depth_shape: tuple[int, int],
         return color
     sizes = f"colour {cw}x{ch} and depth {dw}x{dh}"
     if min(ch, cw, dh, dw) <= 0 or not math.isclose(cw / dw, ch / dh, rel_tol=ASPECT_TOLERANCE):
-        raise MalformedMessage(f"{sizes} are not the same view (aspect ratios differ): register the colour "
-                               "to the depth image (e.g. the driver's aligned depth)")
+        raise MalformedMessage(
+            f"{sizes} are not the same view (aspect ratios differ): register the colour "
+            "to the depth image (e.g. the driver's aligned depth)"
+        )
     from PIL import Image
 
     if on_resize is not None:
@@ -72,8 +86,15 @@ def match_color_to_depth(color: np.ndarray, depth_shape: tuple[int, int],
     return np.asarray(Image.fromarray(color).resize((dw, dh), Image.BILINEAR))
 
 
-def rgbd_frame(depth_msg, info, color_msg=None, *, pose: PoseLookup, stamp: float | None = None,
-               on_resize: Callable[[str], None] | None = None) -> SensorFrame:
+def rgbd_frame(
+    depth_msg,
+    info,
+    color_msg=None,
+    *,
+    pose: PoseLookup,
+    stamp: float | None = None,
+    on_resize: Callable[[str], None] | None = None,
+) -> SensorFrame:
     """A depth image (+ its CameraInfo ``info`` and the colour image paired with it) as a frame.
 
     ``pose(stamp, frame_id)`` is asked last, once the messages are known to be usable. ``stamp``
@@ -101,5 +122,9 @@ def cloud_frame(msg, *, pose: PoseLookup, stamp: float | None = None) -> SensorF
 def fuse(pipeline, frame: SensorFrame):
     """Put ``frame`` into ``pipeline`` (a PerceptionPipeline); the map's InvalidInput passes through."""
     if frame.depth is not None:
-        return pipeline.ingest_rgbd(frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp)
-    return pipeline.ingest_points(frame.points, frame.pose, colors=frame.point_colors, stamp=frame.stamp)
+        return pipeline.ingest_rgbd(
+            frame.depth, frame.K, frame.pose, color=frame.color, stamp=frame.stamp
+        )
+    return pipeline.ingest_points(
+        frame.points, frame.pose, colors=frame.point_colors, stamp=frame.stamp
+    )

@@ -5,6 +5,7 @@ Duck-typed on the messages' field names (rclpy messages and rosbags dataclasses 
 Only what an RGB-D pipeline needs; every size is checked first, so a malformed or unsupported
 message gives MalformedMessage with the reason (the package does not depend on cv_bridge).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,16 @@ import numpy as np
 
 from sole_ros.messages.errors import MalformedMessage, message_bytes
 
-__all__ = ["MalformedMessage", "depth_to_metres", "color_to_rgb", "camera_matrix", "depth_image_fields",
-           "color_image_fields", "DEPTH_ENCODINGS", "COLOR_ENCODINGS"]
+__all__ = [
+    "MalformedMessage",
+    "depth_to_metres",
+    "color_to_rgb",
+    "camera_matrix",
+    "depth_image_fields",
+    "color_image_fields",
+    "DEPTH_ENCODINGS",
+    "COLOR_ENCODINGS",
+]
 
 # The package's one table of image encodings: decoding, encoding (the sensor player) and telling
 # depth topics from colour ones (the bag replay) all read it. A new encoding is a row here.
@@ -41,12 +50,14 @@ def _pixel_rows(msg, bytes_per_pixel: int) -> np.ndarray:
     if msg.step < row_bytes:
         raise MalformedMessage(
             f"step {msg.step} is less than width {msg.width} x {bytes_per_pixel} bytes per pixel "
-            f"({msg.encoding})")
+            f"({msg.encoding})"
+        )
     data = message_bytes(msg.data)
     expected = msg.step * msg.height
     if data.size != expected:
         raise MalformedMessage(
-            f"data has {data.size} bytes, step {msg.step} x height {msg.height} needs {expected}")
+            f"data has {data.size} bytes, step {msg.step} x height {msg.height} needs {expected}"
+        )
     if expected == 0:
         return np.zeros((msg.height, row_bytes), np.uint8)
     return data.reshape(msg.height, msg.step)[:, :row_bytes]
@@ -61,7 +72,8 @@ def depth_to_metres(msg) -> np.ndarray:
     """
     if msg.encoding not in DEPTH_ENCODINGS:
         raise MalformedMessage(
-            f"unsupported depth encoding {msg.encoding!r} (supported: {', '.join(DEPTH_ENCODINGS)})")
+            f"unsupported depth encoding {msg.encoding!r} (supported: {', '.join(DEPTH_ENCODINGS)})"
+        )
     dtype, scale = DEPTH_ENCODINGS[msg.encoding]
     dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     rows = _pixel_rows(msg, dtype.itemsize)
@@ -76,7 +88,8 @@ def color_to_rgb(msg) -> np.ndarray:
     """A colour (or mono8) image as uint8 (H, W, 3) RGB; alpha is dropped, grey replicated."""
     if msg.encoding not in COLOR_ENCODINGS:
         raise MalformedMessage(
-            f"unsupported colour encoding {msg.encoding!r} (supported: {', '.join(COLOR_ENCODINGS)})")
+            f"unsupported colour encoding {msg.encoding!r} (supported: {', '.join(COLOR_ENCODINGS)})"
+        )
     channels, order = COLOR_ENCODINGS[msg.encoding]
     rows = _pixel_rows(msg, channels)  # 8-bit channels: byte order does not matter
     pixels = rows.reshape(msg.height, msg.width, channels)
@@ -88,7 +101,9 @@ def depth_image_fields(depth_m: np.ndarray, encoding: str = "16UC1") -> dict:
     reading) in ``encoding``: height, width, encoding, is_bigendian, step, data (little-endian).
     The inverse of depth_to_metres, to its resolution (integer encodings round to the unit)."""
     if encoding not in DEPTH_ENCODINGS:
-        raise ValueError(f"unsupported depth encoding {encoding!r} (supported: {', '.join(DEPTH_ENCODINGS)})")
+        raise ValueError(
+            f"unsupported depth encoding {encoding!r} (supported: {', '.join(DEPTH_ENCODINGS)})"
+        )
     dtype, scale = DEPTH_ENCODINGS[encoding]
     depth = np.asarray(depth_m, dtype=np.float64)
     with np.errstate(invalid="ignore"):
@@ -97,17 +112,27 @@ def depth_image_fields(depth_m: np.ndarray, encoding: str = "16UC1") -> dict:
         values = np.where(valid, depth / scale, np.nan).astype(dtype.newbyteorder("<"))
     else:
         top = np.iinfo(dtype).max
-        values = np.where(valid, np.clip(np.round(depth / scale), 0, top), 0).astype(dtype.newbyteorder("<"))
+        values = np.where(valid, np.clip(np.round(depth / scale), 0, top), 0).astype(
+            dtype.newbyteorder("<")
+        )
     height, width = depth.shape
-    return dict(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * dtype.itemsize,
-                data=values.tobytes())
+    return dict(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * dtype.itemsize,
+        data=values.tobytes(),
+    )
 
 
 def color_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
     """The fields of a sensor_msgs/Image holding ``rgb`` (H,W,3 uint8) in ``encoding`` (alpha
     opaque; mono8 the channels' mean). The inverse of color_to_rgb."""
     if encoding not in COLOR_ENCODINGS:
-        raise ValueError(f"unsupported colour encoding {encoding!r} (supported: {', '.join(COLOR_ENCODINGS)})")
+        raise ValueError(
+            f"unsupported colour encoding {encoding!r} (supported: {', '.join(COLOR_ENCODINGS)})"
+        )
     channels, order = COLOR_ENCODINGS[encoding]
     rgb = np.asarray(rgb, dtype=np.uint8)
     height, width = rgb.shape[:2]
@@ -116,8 +141,14 @@ def color_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
     else:
         pixels = np.full((height, width, channels), 255, np.uint8)
         pixels[:, :, list(order)] = rgb[:, :, :3]
-    return dict(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * channels,
-                data=np.ascontiguousarray(pixels).tobytes())
+    return dict(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels,
+        data=np.ascontiguousarray(pixels).tobytes(),
+    )
 
 
 def _image_size(image) -> tuple[int, int]:
@@ -129,8 +160,7 @@ def _image_size(image) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def camera_matrix(info, image = None, *,
-                  allow_scaled: bool = True) -> np.ndarray:
+def camera_matrix(info, image=None, *, allow_scaled: bool = True) -> np.ndarray:
     """The 3x3 intrinsic matrix K (float64) of ``info``, checked, for ``image`` when given.
 
     Binning and a region of interest in ``info`` are applied (they define the published image
@@ -143,10 +173,12 @@ def camera_matrix(info, image = None, *,
         raise MalformedMessage("camera_info K has non-finite entries")
     if not (k[0, 0] > 0 and k[1, 1] > 0):
         raise MalformedMessage(
-            f"camera_info K has fx={k[0, 0]:g}, fy={k[1, 1]:g}; both must be > 0 (uncalibrated camera?)")
+            f"camera_info K has fx={k[0, 0]:g}, fy={k[1, 1]:g}; both must be > 0 (uncalibrated camera?)"
+        )
     if k[1, 0] != 0 or k[2, 0] != 0 or k[2, 1] != 0 or k[2, 2] != 1:
         raise MalformedMessage(
-            f"camera_info K is not an intrinsic matrix (rows 2-3 must be [0 fy cy], [0 0 1]): {k.tolist()}")
+            f"camera_info K is not an intrinsic matrix (rows 2-3 must be [0 fy cy], [0 0 1]): {k.tolist()}"
+        )
 
     # Binning divides and the ROI shifts the full-resolution pixel grid (CameraInfo.msg).
     bin_x, bin_y = max(info.binning_x, 1), max(info.binning_y, 1)
@@ -158,7 +190,8 @@ def camera_matrix(info, image = None, *,
         if roi.x_offset + roi.width > info.width or roi.y_offset + roi.height > info.height:
             raise MalformedMessage(
                 f"camera_info ROI {roi.width}x{roi.height}+{roi.x_offset}+{roi.y_offset} exceeds "
-                f"the sensor {info.width}x{info.height}")
+                f"the sensor {info.width}x{info.height}"
+            )
         k[0, 2] -= roi.x_offset
         k[1, 2] -= roi.y_offset
     k[0, :] /= bin_x
@@ -167,11 +200,14 @@ def camera_matrix(info, image = None, *,
     if size is None or size == (width, height):
         return k
     if width <= 0 or height <= 0:
-        raise MalformedMessage(f"camera_info has no image size ({info.width}x{info.height}) to check against")
+        raise MalformedMessage(
+            f"camera_info has no image size ({info.width}x{info.height}) to check against"
+        )
     sx, sy = size[0] / width, size[1] / height
     if not allow_scaled or not math.isclose(sx, sy, rel_tol=1e-2) or min(size) <= 0:
         raise MalformedMessage(
-            f"image is {size[0]}x{size[1]} but camera_info describes {width}x{height}")
+            f"image is {size[0]}x{size[1]} but camera_info describes {width}x{height}"
+        )
     # Pixel centres sit at integer coordinates, so the principal point scales about -0.5.
     k[0, 0] *= sx
     k[0, 1] *= sx

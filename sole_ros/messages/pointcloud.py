@@ -6,17 +6,25 @@ rosbags deserialises alike (this module imports nothing from ROS).
 Reading is strict: every size and offset is checked before a byte is touched, so a malformed
 message gives MalformedMessage with the reason and never an IndexError or a garbage cloud.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from sole_ros.messages.errors import MalformedMessage, message_bytes
 
-__all__ = ["MalformedMessage", "read_points", "POINT_FIELD_DTYPES", "DATATYPE_OF_DTYPE", "PointFieldType"]
+__all__ = [
+    "MalformedMessage",
+    "read_points",
+    "POINT_FIELD_DTYPES",
+    "DATATYPE_OF_DTYPE",
+    "PointFieldType",
+]
 
 
 class PointFieldType:
     """sensor_msgs/PointField datatype constants (fixed by the message definition)."""
+
     INT8 = 1
     UINT8 = 2
     INT16 = 3
@@ -56,7 +64,8 @@ def _check_fields(msg) -> dict:
         if field.offset + size > msg.point_step:
             raise MalformedMessage(
                 f"field {field.name!r} (offset {field.offset}, {size} bytes) does not fit in "
-                f"point_step {msg.point_step}")
+                f"point_step {msg.point_step}"
+            )
         if field.name in by_name:
             raise MalformedMessage(f"field {field.name!r} is declared twice")
         by_name[field.name] = field
@@ -66,7 +75,8 @@ def _check_fields(msg) -> dict:
             raise MalformedMessage(f"no {axis!r} field (fields: {sorted(by_name) or 'none'})")
         if field.datatype not in _COORDINATE_TYPES:
             raise MalformedMessage(
-                f"field {axis!r} must be float32 or float64, not datatype {field.datatype}")
+                f"field {axis!r} must be float32 or float64, not datatype {field.datatype}"
+            )
     return by_name
 
 
@@ -77,17 +87,19 @@ def _check_layout(msg, num_bytes: int) -> None:
         raise MalformedMessage("point_step is 0 for a non-empty cloud")
     if msg.row_step < msg.width * msg.point_step:
         raise MalformedMessage(
-            f"row_step {msg.row_step} is less than width {msg.width} x point_step {msg.point_step}")
+            f"row_step {msg.row_step} is less than width {msg.width} x point_step {msg.point_step}"
+        )
     expected = msg.row_step * msg.height
     if num_bytes != expected:
         raise MalformedMessage(
             f"data has {num_bytes} bytes, row_step {msg.row_step} x height {msg.height} "
-            f"needs {expected}")
+            f"needs {expected}"
+        )
 
 
 def _column(points: np.ndarray, offset: int, dtype: np.dtype) -> np.ndarray:
     """The value of type ``dtype`` at byte ``offset`` of every point (rows of ``points``)."""
-    raw = np.ascontiguousarray(points[:, offset:offset + dtype.itemsize])
+    raw = np.ascontiguousarray(points[:, offset : offset + dtype.itemsize])
     return raw.view(dtype).reshape(-1)
 
 
@@ -107,13 +119,16 @@ def read_points(msg) -> tuple[np.ndarray, np.ndarray | None]:
     if colour_field is not None and colour_field.datatype not in _COLOUR_TYPES:
         raise MalformedMessage(
             f"field {colour_field.name!r} must be a packed 4-byte float32/uint32, "
-            f"not datatype {colour_field.datatype}")
+            f"not datatype {colour_field.datatype}"
+        )
 
     count = msg.width * msg.height
     if count == 0:
-        return np.zeros((0, 3), np.float32), (None if colour_field is None else np.zeros((0, 3), np.uint8))
+        return np.zeros((0, 3), np.float32), (
+            None if colour_field is None else np.zeros((0, 3), np.uint8)
+        )
     # One row of point_step bytes per point, the row_step padding cut off.
-    rows = data.reshape(msg.height, msg.row_step)[:, :msg.width * msg.point_step]
+    rows = data.reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
     points = rows.reshape(count, msg.point_step)
     byteorder = ">" if msg.is_bigendian else "<"
 
@@ -129,5 +144,7 @@ def read_points(msg) -> tuple[np.ndarray, np.ndarray | None]:
         return xyz, None
     # The 4 bytes are read as uint32 whatever the declared type: only the bits matter.
     packed = _column(points, colour_field.offset, np.dtype(np.uint32).newbyteorder(byteorder))[keep]
-    rgb = np.stack([(packed >> 16) & 0xFF, (packed >> 8) & 0xFF, packed & 0xFF], axis=1).astype(np.uint8)
+    rgb = np.stack([(packed >> 16) & 0xFF, (packed >> 8) & 0xFF, packed & 0xFF], axis=1).astype(
+        np.uint8
+    )
     return xyz, rgb

@@ -6,6 +6,7 @@ The buffer backs the "pose topic + static sensor extrinsic" mode used when tf2_r
 installed: odometry / pose messages fill it, and a frame's sensor pose is looked up at the image
 stamp (interpolated: linear translation, slerp rotation), then composed with the extrinsic.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -18,10 +19,19 @@ from scipy.spatial.transform import Rotation, Slerp
 from sole_ros.messages.errors import MalformedMessage
 
 __all__ = [
-    "MalformedMessage", "PoseLookupError", "PoseBuffer", "stamp_to_seconds",
-    "pose_to_matrix", "matrix_from_pose", "matrix_from_transform", "matrix_from_odometry",
-    "matrix_from_pose_stamped", "matrix_from_transform_stamped", "extrinsic_matrix",
-    "check_rigid", "POSE_END_TOLERANCE",
+    "MalformedMessage",
+    "PoseLookupError",
+    "PoseBuffer",
+    "stamp_to_seconds",
+    "pose_to_matrix",
+    "matrix_from_pose",
+    "matrix_from_transform",
+    "matrix_from_odometry",
+    "matrix_from_pose_stamped",
+    "matrix_from_transform_stamped",
+    "extrinsic_matrix",
+    "check_rigid",
+    "POSE_END_TOLERANCE",
 ]
 
 QUATERNION_NORM_TOLERANCE = 1e-3  # well above float32 rounding, well below a real mistake
@@ -35,7 +45,9 @@ def stamp_to_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def pose_to_matrix(position, orientation, *, tolerance: float = QUATERNION_NORM_TOLERANCE) -> np.ndarray:
+def pose_to_matrix(
+    position, orientation, *, tolerance: float = QUATERNION_NORM_TOLERANCE
+) -> np.ndarray:
     """4x4 float64 from a position (Point/Vector3: x,y,z) and a Quaternion (x,y,z,w).
 
     The quaternion must be finite with a norm within ``tolerance`` of 1 (it is then
@@ -50,7 +62,8 @@ def pose_to_matrix(position, orientation, *, tolerance: float = QUATERNION_NORM_
     norm = float(np.linalg.norm(q))
     if abs(norm - 1.0) > tolerance:
         raise MalformedMessage(
-            f"quaternion (x,y,z,w)={q.tolist()} has norm {norm:.6g}, not 1 within {tolerance:g}")
+            f"quaternion (x,y,z,w)={q.tolist()} has norm {norm:.6g}, not 1 within {tolerance:g}"
+        )
     matrix = np.eye(4)
     matrix[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
     matrix[:3, 3] = t
@@ -114,7 +127,9 @@ def extrinsic_matrix(extrinsic) -> np.ndarray:
         return m
     if values.shape in ((4, 4), (16,)):
         return check_rigid(values.reshape(4, 4))
-    raise ValueError(f"extrinsic must be [x, y, z, roll, pitch, yaw] or a 4x4, not shape {values.shape}")
+    raise ValueError(
+        f"extrinsic must be [x, y, z, roll, pitch, yaw] or a 4x4, not shape {values.shape}"
+    )
 
 
 class PoseLookupError(LookupError):
@@ -180,8 +195,9 @@ class PoseBuffer:
             matrix = matrix_from_pose_stamped(msg)
         self.add(stamp_to_seconds(msg.header.stamp), matrix)
 
-    def lookup(self, stamp_seconds: float, tolerance: float = 0.05,
-               base_from_sensor=None) -> np.ndarray:
+    def lookup(
+        self, stamp_seconds: float, tolerance: float = 0.05, base_from_sensor=None
+    ) -> np.ndarray:
         """World-from-base at ``stamp_seconds`` (world-from-sensor when an extrinsic is given).
 
         Between two buffered poses it interpolates; outside them it returns the nearest end
@@ -195,29 +211,33 @@ class PoseBuffer:
                 raise PoseLookupError("no pose received yet")
             if stamps[0] < stamp < stamps[-1]:
                 i = bisect.bisect_right(stamps, stamp)
-                pose = _interpolate(stamps[i - 1], poses[i - 1], stamps[i], poses[i], stamp, self.max_gap)
+                pose = _interpolate(
+                    stamps[i - 1], poses[i - 1], stamps[i], poses[i], stamp, self.max_gap
+                )
             else:
                 end = 0 if stamp <= stamps[0] else -1
                 if abs(stamp - stamps[end]) > tolerance:
                     side = "before the oldest" if end == 0 else "after the newest"
                     raise PoseLookupError(
                         f"stamp {stamp:.6f} is {abs(stamp - stamps[end]):.3f} s {side} pose "
-                        f"(buffer {stamps[0]:.3f}..{stamps[-1]:.3f}, tolerance {tolerance:g} s)")
+                        f"(buffer {stamps[0]:.3f}..{stamps[-1]:.3f}, tolerance {tolerance:g} s)"
+                    )
                 pose = poses[end].copy()
         if base_from_sensor is not None:
             pose = pose @ extrinsic_matrix(base_from_sensor)
         return pose
 
 
-def _interpolate(t0: float, p0: np.ndarray, t1: float, p1: np.ndarray, t: float,
-                 max_gap: float | None) -> np.ndarray:
+def _interpolate(
+    t0: float, p0: np.ndarray, t1: float, p1: np.ndarray, t: float, max_gap: float | None
+) -> np.ndarray:
     if max_gap is not None and t1 - t0 > max_gap:
         raise PoseLookupError(
-            f"stamp {t:.6f} falls in a {t1 - t0:.3f} s gap between poses (max_gap {max_gap:g} s)")
+            f"stamp {t:.6f} falls in a {t1 - t0:.3f} s gap between poses (max_gap {max_gap:g} s)"
+        )
     alpha = (t - t0) / (t1 - t0)
     slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([p0[:3, :3], p1[:3, :3]])))
     pose = np.eye(4)
     pose[:3, :3] = slerp([alpha]).as_matrix()[0]
     pose[:3, 3] = (1 - alpha) * p0[:3, 3] + alpha * p1[:3, 3]
     return pose
-

@@ -15,6 +15,7 @@ delivered on their input. ``flush()`` ends the streams: what waits is decided as
 came, oldest first (a recording whose colour lags its depth by more than a frame, within
 ``slop``, and has no depth image at the colour's stamps, pairs its frames in order).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -43,9 +44,16 @@ class ApproximateTimeSync:
     one at a time, in stamp order.
     """
 
-    def __init__(self, num_inputs: int, callback: Callable[..., Any] | None = None, *,
-                 slop: float, queue_size: int = 10, jump_back: float = 1.0,
-                 on_drop: Callable[[int, str], Any] | None = None):
+    def __init__(
+        self,
+        num_inputs: int,
+        callback: Callable[..., Any] | None = None,
+        *,
+        slop: float,
+        queue_size: int = 10,
+        jump_back: float = 1.0,
+        on_drop: Callable[[int, str], Any] | None = None,
+    ):
         if num_inputs < 2:
             raise ValueError("synchronising needs at least two inputs")
         if not slop >= 0:

@@ -4,13 +4,19 @@ Used by the bag replay (tf2_ros is not needed). Every child frame has one parent
 lookup walks both frames up to their nearest common ancestor and composes the links, each
 interpolated at the stamp (static links hold at every time).
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from sole_ros.messages.poses import PoseBuffer, PoseLookupError, matrix_from_transform, stamp_to_seconds
+from sole_ros.messages.poses import (
+    PoseBuffer,
+    PoseLookupError,
+    matrix_from_transform,
+    stamp_to_seconds,
+)
 
 __all__ = ["TransformTree", "PoseLookupError", "frame_name"]
 
@@ -36,10 +42,14 @@ class TransformTree:
     def frames(self) -> set[str]:
         return set(self._parent) | set(self._parent.values())
 
-    def add(self, parent: str, child: str, stamp: float, parent_from_child, static: bool = False) -> None:
+    def add(
+        self, parent: str, child: str, stamp: float, parent_from_child, static: bool = False
+    ) -> None:
         parent, child = frame_name(parent), frame_name(child)
         if not parent or not child or parent == child:
-            raise ValueError(f"a transform needs two different frame names, not {parent!r} -> {child!r}")
+            raise ValueError(
+                f"a transform needs two different frame names, not {parent!r} -> {child!r}"
+            )
         # tf2 lets a child change parent; the newest parent wins and the old history goes.
         if self._parent.get(child) not in (None, parent):
             self._dynamic.pop(child, None)
@@ -49,14 +59,21 @@ class TransformTree:
             self._static[child] = np.asarray(parent_from_child, dtype=np.float64)
             self._dynamic.pop(child, None)
         else:
-            buffer = self._dynamic.setdefault(child, PoseBuffer(max_age=self._max_age, max_size=10_000_000))
+            buffer = self._dynamic.setdefault(
+                child, PoseBuffer(max_age=self._max_age, max_size=10_000_000)
+            )
             buffer.add(stamp, parent_from_child)
 
     def add_message(self, msg, static: bool = False) -> int:
         """Add every TransformStamped of a tf2_msgs/TFMessage; returns how many were added."""
         for t in msg.transforms:
-            self.add(t.header.frame_id, t.child_frame_id, stamp_to_seconds(t.header.stamp),
-                     matrix_from_transform(t.transform), static=static)
+            self.add(
+                t.header.frame_id,
+                t.child_frame_id,
+                stamp_to_seconds(t.header.stamp),
+                matrix_from_transform(t.transform),
+                static=static,
+            )
         return len(msg.transforms)
 
     def root_of(self, frame: str) -> str:
@@ -100,7 +117,9 @@ class TransformTree:
         above_source = self._ancestors(source)
         common = next((f for f in self._ancestors(target) if f in above_source), None)
         if common is None:
-            raise PoseLookupError(f"frames {target!r} and {source!r} are not connected in the tf tree")
+            raise PoseLookupError(
+                f"frames {target!r} and {source!r} are not connected in the tf tree"
+            )
         common_from_source = self._up_to(source, common, stamp, tolerance)
         common_from_target = self._up_to(target, common, stamp, tolerance)
         return np.linalg.inv(common_from_target) @ common_from_source

@@ -1,4 +1,5 @@
 """The SOLE network, its configuration, checkpoint loading and the CLIP text encoder."""
+
 from sole_ros.model.config import SoleConfig
 
 __all__ = ["SoleConfig", "SoleModel", "SceneEncoding", "VoxelScene", "voxelize"]

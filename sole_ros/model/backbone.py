@@ -5,6 +5,7 @@ Module names follow the published Mask3D/SOLE checkpoints (conv0p1s1, bn0, block
 convtr4p16s2.., bntr4..7) so their state_dict keys load without renaming. MinkowskiEngine stores
 kernels as [K^3, C_in, C_out] and BatchNorm as ``<name>.bn.*``.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,11 +22,15 @@ RES16UNET_FIELDS = ("planes", "layers", "init_dim", "conv1_kernel_size", "bn_mom
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, bias: bool = False):
-    return ME.MinkowskiConvolution(c_in, c_out, kernel_size=kernel, stride=stride, bias=bias, dimension=3)
+    return ME.MinkowskiConvolution(
+        c_in, c_out, kernel_size=kernel, stride=stride, bias=bias, dimension=3
+    )
 
 
 def _conv_tr(c_in: int, c_out: int):
-    return ME.MinkowskiConvolutionTranspose(c_in, c_out, kernel_size=2, stride=2, bias=False, dimension=3)
+    return ME.MinkowskiConvolutionTranspose(
+        c_in, c_out, kernel_size=2, stride=2, bias=False, dimension=3
+    )
 
 
 def _bn(channels: int, momentum: float):
@@ -65,7 +70,9 @@ class Res16UNet34C(Backbone):
         init = config.init_dim
 
         def stage(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
-            return nn.Sequential(*[BasicBlock(c_in if i == 0 else c_out, c_out, m) for i in range(blocks)])
+            return nn.Sequential(
+                *[BasicBlock(c_in if i == 0 else c_out, c_out, m) for i in range(blocks)]
+            )
 
         self.conv0p1s1 = _conv(config.in_channels, init, config.conv1_kernel_size)
         self.bn0 = _bn(init, m)
@@ -101,12 +108,16 @@ class Res16UNet34C(Backbone):
     @classmethod
     def output_shape(cls, config: SoleConfig) -> tuple[LevelShape, ...]:
         p = config.planes
-        return tuple(LevelShape(channels, stride) for channels, stride in zip(p[3:], (16, 8, 4, 2, 1)))
+        return tuple(
+            LevelShape(channels, stride) for channels, stride in zip(p[3:], (16, 8, 4, 2, 1))
+        )
 
     @classmethod
     def approximate_parameters(cls, config: SoleConfig) -> int:
         """The second 3x3x3 convolution of every block."""
-        return sum(blocks * 27 * width * width for blocks, width in zip(config.layers, config.planes))
+        return sum(
+            blocks * 27 * width * width for blocks, width in zip(config.layers, config.planes)
+        )
 
     @classmethod
     def settings(cls, config: SoleConfig) -> dict:
@@ -115,8 +126,10 @@ class Res16UNet34C(Backbone):
     @classmethod
     def check_config(cls, config: SoleConfig) -> None:
         if config.backbone_settings:
-            raise ConfigError(f"backbone {cls.name} takes its settings from {', '.join(RES16UNET_FIELDS)}, "
-                              f"not backbone_settings ({', '.join(sorted(map(str, config.backbone_settings)))})")
+            raise ConfigError(
+                f"backbone {cls.name} takes its settings from {', '.join(RES16UNET_FIELDS)}, "
+                f"not backbone_settings ({', '.join(sorted(map(str, config.backbone_settings)))})"
+            )
 
     @classmethod
     def recognises(cls, tensors: dict) -> bool:
@@ -134,8 +147,12 @@ class Res16UNet34C(Backbone):
             changes["init_dim"] = int(first.shape[2])
         planes, layers = [], []
         for stage in range(1, 9):
-            blocks = {int(m.group(1)) for key in tensors
-                      for m in [re.match(rf"block{stage}\.(\d+)\.conv2\.kernel$", key)] if m}
+            blocks = {
+                int(m.group(1))
+                for key in tensors
+                for m in [re.match(rf"block{stage}\.(\d+)\.conv2\.kernel$", key)]
+                if m
+            }
             if not blocks:
                 return changes
             planes.append(int(tensors[f"block{stage}.{max(blocks)}.conv2.kernel"].shape[2]))
@@ -145,7 +162,9 @@ class Res16UNet34C(Backbone):
 
     def _init_weights(self) -> None:
         for module in self.modules():
-            if isinstance(module, ME.MinkowskiConvolution) or isinstance(module, ME.MinkowskiConvolutionTranspose):
+            if isinstance(module, ME.MinkowskiConvolution) or isinstance(
+                module, ME.MinkowskiConvolutionTranspose
+            ):
                 ME.utils.kaiming_normal_(module.kernel, mode="fan_out", nonlinearity="relu")
             if isinstance(module, ME.MinkowskiBatchNorm):
                 nn.init.constant_(module.bn.weight, 1.0)
@@ -171,10 +190,14 @@ def sparse_input(coords: list[torch.Tensor], feats: list[torch.Tensor], device: 
     Rows keep the given order (scene after scene), which the caller relies on to align the
     backbone's stride-1 output with its own per-voxel tensors.
     """
-    batched = torch.cat([
-        torch.cat([torch.full((c.shape[0], 1), b, dtype=torch.int32), c.to(torch.int32).cpu()], dim=1)
-        for b, c in enumerate(coords)
-    ])
+    batched = torch.cat(
+        [
+            torch.cat(
+                [torch.full((c.shape[0], 1), b, dtype=torch.int32), c.to(torch.int32).cpu()], dim=1
+            )
+            for b, c in enumerate(coords)
+        ]
+    )
     features = torch.cat([f.float() for f in feats]).to(device)
     # A coordinate manager of MinkowskiEngine's own making sets torch's thread count to
     # OMP_NUM_THREADS (else every core) each time: a process could not choose its threads. This one
@@ -182,7 +205,15 @@ def sparse_input(coords: list[torch.Tensor], feats: list[torch.Tensor], device: 
     # then come out in the same order every run; the kernel gradients sum over them in that order).
     algorithm = ME.MinkowskiAlgorithm.SPEED_OPTIMIZED
     map_type = ME.CoordinateMapType.CUDA if features.is_cuda else ME.CoordinateMapType.CPU
-    manager = ME.CoordinateManager(D=3, num_threads=torch.get_num_threads(), coordinate_map_type=map_type,
-                                   minkowski_algorithm=algorithm)
-    return ME.SparseTensor(features=features, coordinates=batched.to(device), minkowski_algorithm=algorithm,
-                           coordinate_manager=manager)
+    manager = ME.CoordinateManager(
+        D=3,
+        num_threads=torch.get_num_threads(),
+        coordinate_map_type=map_type,
+        minkowski_algorithm=algorithm,
+    )
+    return ME.SparseTensor(
+        features=features,
+        coordinates=batched.to(device),
+        minkowski_algorithm=algorithm,
+        coordinate_manager=manager,
+    )

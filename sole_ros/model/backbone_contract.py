@@ -18,6 +18,7 @@ config's validation asks for a parameter estimate and a check of the settings, t
 widths and strides, the checkpoint loader whether a file's backbone tensors are this backbone's and
 which settings they imply.
 """
+
 from __future__ import annotations
 
 import abc
@@ -108,11 +109,15 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         unknown = sorted(set(config.backbone_settings) - set(cls.settings_spec))
         if unknown:
             takes = ", ".join(cls.settings_spec) or "none"
-            raise ConfigError(f"backbone {cls.name}: unknown backbone_settings {', '.join(unknown)} "
-                              f"(it takes: {takes})")
+            raise ConfigError(
+                f"backbone {cls.name}: unknown backbone_settings {', '.join(unknown)} "
+                f"(it takes: {takes})"
+            )
         for key, value in config.backbone_settings.items():
             spec = cls.settings_spec[key]
-            problem = range_problem(key, value, spec.low, spec.high, whole=spec.whole, lengths=spec.lengths)
+            problem = range_problem(
+                key, value, spec.low, spec.high, whole=spec.whole, lengths=spec.lengths
+            )
             if problem:
                 raise ConfigError(f"backbone {cls.name}: {problem}")
 
@@ -150,15 +155,22 @@ def register_backbone(name: str):
 
     def register(cls: type) -> type:
         if not (isinstance(cls, type) and issubclass(cls, Backbone)):
-            raise TypeError(f"backbone {name!r}: {cls!r} is not a subclass of "
-                            "sole_ros.model.backbone_contract.Backbone")
+            raise TypeError(
+                f"backbone {name!r}: {cls!r} is not a subclass of "
+                "sole_ros.model.backbone_contract.Backbone"
+            )
         if inspect.isabstract(cls):
             missing = ", ".join(sorted(cls.__abstractmethods__))
             raise TypeError(f"backbone {name!r}: {cls.__name__} does not define {missing}")
         known = _REGISTRY.get(name)
         # the same class again (its module reloaded) replaces itself; another class is a clash
-        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ValueError(f"backbone {name!r} is already registered ({known.__module__}.{known.__qualname__})")
+        if known is not None and (known.__module__, known.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise ValueError(
+                f"backbone {name!r} is already registered ({known.__module__}.{known.__qualname__})"
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -176,8 +188,10 @@ def backbone_class(name: str) -> type[Backbone]:
     if name not in _REGISTRY and name in BUILT_IN_BACKBONES:
         importlib.import_module(BUILT_IN_BACKBONES[name])
     if name not in _REGISTRY:
-        raise UnknownBackboneError(f"unknown backbone {name!r}: registered backbones are "
-                                   f"{', '.join(registered_backbones())}")
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}: registered backbones are "
+            f"{', '.join(registered_backbones())}"
+        )
     return _REGISTRY[name]
 
 

@@ -11,6 +11,7 @@ Res16UNet34C's ``final`` layer), which are ignored on purpose.
 Every key is checked by name and shape; the ``LoadReport`` lists what was loaded, missing,
 unexpected, ignored and mismatched.
 """
+
 from __future__ import annotations
 
 import collections
@@ -50,7 +51,15 @@ def _safe_globals() -> list:
     except ImportError:  # without omegaconf a file with hyper-parameters is refused, never executed
         return allowed
     allowed += [DictConfig, ListConfig, oc_base.ContainerMetadata, oc_base.Metadata]
-    for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "BytesNode", "PathNode"):
+    for name in (
+        "AnyNode",
+        "StringNode",
+        "IntegerNode",
+        "FloatNode",
+        "BooleanNode",
+        "BytesNode",
+        "PathNode",
+    ):
         if hasattr(oc_nodes, name):
             allowed.append(getattr(oc_nodes, name))
     return allowed
@@ -69,7 +78,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL\s+([\w.]+)", str(err))
-        what = f"a reference to {found.group(1)}" if found else "a pickled object that is not plain data"
+        what = (
+            f"a reference to {found.group(1)}"
+            if found
+            else "a pickled object that is not plain data"
+        )
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it contains {what}, which is neither tensors/plain data nor the "
             f"OmegaConf hyper-parameters a SOLE/Mask3D checkpoint holds. Unpickling it could execute code "
@@ -101,7 +114,9 @@ def state_dict_of(data: dict, path: str = "checkpoint") -> dict[str, torch.Tenso
     """The tensors of a Lightning checkpoint ("state_dict") or of a bare state dict."""
     sd = data.get("state_dict", data)
     if not isinstance(sd, dict):
-        raise CheckpointError(f"{path}: its state_dict is a {type(sd).__name__}, not a dict of tensors")
+        raise CheckpointError(
+            f"{path}: its state_dict is a {type(sd).__name__}, not a dict of tensors"
+        )
     if not sd:
         raise CheckpointError(f"{path} has no weights: its state_dict is missing or empty")
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
@@ -116,7 +131,9 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # model keys the file did not provide
     unexpected: list[str] = field(default_factory=list)  # file keys the model has no place for
     ignored: list[str] = field(default_factory=list)  # file keys deliberately not used
-    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, file shape, model shape
+    mismatched: list[tuple[str, tuple, tuple]] = field(
+        default_factory=list
+    )  # key, file shape, model shape
 
     @property
     def ok(self) -> bool:
@@ -134,8 +151,10 @@ class LoadReport:
 
         block("missing from the file", self.missing)
         block("unexpected in the file", self.unexpected)
-        block("shape mismatch (key: file vs model)",
-              [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in self.mismatched])
+        block(
+            "shape mismatch (key: file vs model)",
+            [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in self.mismatched],
+        )
         return "\n".join(lines)
 
 
@@ -144,11 +163,19 @@ def _check_finite(key: str, value: torch.Tensor, path: str) -> None:
     if value.is_floating_point() or value.is_complex():
         if not bool(torch.isfinite(value).all()):
             what = "NaN" if bool(torch.isnan(value).any()) else "inf"
-            raise CheckpointError(f"{path}: {key} holds {what}: a checkpoint's weights must be finite numbers")
+            raise CheckpointError(
+                f"{path}: {key} holds {what}: a checkpoint's weights must be finite numbers"
+            )
 
 
-def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], report: LoadReport,
-           expected_keys: set[str], strict: bool, path: str) -> LoadReport:
+def _apply(
+    model: torch.nn.Module,
+    tensors: dict[str, torch.Tensor],
+    report: LoadReport,
+    expected_keys: set[str],
+    strict: bool,
+    path: str,
+) -> LoadReport:
     own = model.state_dict()
     usable = {}
     for key, value in tensors.items():
@@ -173,8 +200,9 @@ def _backbone_ignored(model: torch.nn.Module) -> tuple[str, ...]:
     return tuple(BACKBONE + key for key in backbone_class(name).ignored_keys)
 
 
-def load_sole_weights(model: torch.nn.Module, path: str | os.PathLike, strict: bool = True,
-                      data: dict | None = None) -> LoadReport:
+def load_sole_weights(
+    model: torch.nn.Module, path: str | os.PathLike, strict: bool = True, data: dict | None = None
+) -> LoadReport:
     """Load a full SOLE checkpoint into ``model`` (a SoleModel). The Fourier matrix comes from the file.
 
     strict: raise CheckpointError unless every model key is present with the right shape and every
@@ -190,14 +218,15 @@ def load_sole_weights(model: torch.nn.Module, path: str | os.PathLike, strict: b
             report.ignored.append(key)
         elif key.startswith("model."):
             _check_finite(key, value, path)
-            tensors[key[len("model."):]] = value
+            tensors[key[len("model.") :]] = value
         else:
             report.unexpected.append(key)
     return _apply(model, tensors, report, set(model.state_dict()), strict, path)
 
 
-def load_backbone_weights(model: torch.nn.Module, path: str | os.PathLike, freeze: bool = True,
-                          strict: bool = True) -> LoadReport:
+def load_backbone_weights(
+    model: torch.nn.Module, path: str | os.PathLike, freeze: bool = True, strict: bool = True
+) -> LoadReport:
     """Load only the backbone from a Mask3D/SOLE checkpoint or a backbone-only file.
 
     Accepts keys ``model.backbone.*`` (Lightning) or ``backbone.*``; every other key is ignored
@@ -209,7 +238,7 @@ def load_backbone_weights(model: torch.nn.Module, path: str | os.PathLike, freez
     report = LoadReport()
     tensors = {}
     for key, value in sd.items():
-        name = key[len("model."):] if key.startswith("model.") else key
+        name = key[len("model.") :] if key.startswith("model.") else key
         if (ignored and name.startswith(ignored)) or not name.startswith(BACKBONE):
             report.ignored.append(key)
         else:
@@ -252,8 +281,13 @@ HYPER_PARAMETER_KEYS: tuple[tuple[str, str, type], ...] = (
 )
 # Reference settings sole_ros reads and reports without applying (its mask splitting is DBSCAN with
 # min_samples 1, always on; score filtering happens at query time).
-NOTED_KEYS = ("general.use_dbscan", "general.dbscan_min_points", "general.scores_threshold",
-              "general.filter_out_instances", "general.iou_threshold")
+NOTED_KEYS = (
+    "general.use_dbscan",
+    "general.dbscan_min_points",
+    "general.scores_threshold",
+    "general.filter_out_instances",
+    "general.iou_threshold",
+)
 
 
 @dataclass
@@ -270,15 +304,21 @@ class HyperParameters:
 
     def describe(self, config: SoleConfig | None = None) -> str:
         """Lines for the load report; ``config`` gives the values the defaulted fields took."""
-        read = ", ".join(f"{self.sources[name]}={_plain(self.values[name])}" for name in self.sources)
+        read = ", ".join(
+            f"{self.sources[name]}={_plain(self.values[name])}" for name in self.sources
+        )
         lines = [f"hyper-parameters read: {read or 'none'}"]
         if self.defaulted:
-            shown = [f"{name}={_plain(getattr(config, name))}" if config is not None else name
-                     for name in self.defaulted]
+            shown = [
+                f"{name}={_plain(getattr(config, name))}" if config is not None else name
+                for name in self.defaulted
+            ]
             lines.append(f"hyper-parameters defaulted (not in the file): {', '.join(shown)}")
         if self.noted:
-            lines.append("hyper-parameters read, not applied: "
-                         + ", ".join(f"{key}={value}" for key, value in self.noted.items()))
+            lines.append(
+                "hyper-parameters read, not applied: "
+                + ", ".join(f"{key}={value}" for key, value in self.noted.items())
+            )
         return "\n".join(lines)
 
 
@@ -314,8 +354,11 @@ def read_hyper_parameters(data: dict) -> HyperParameters:
     for name, key, kind in HYPER_PARAMETER_KEYS:
         source, value = lookup(key)
         if kind is tuple:
-            usable = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool)
-                                                               for v in value)
+            usable = (
+                isinstance(value, list)
+                and value
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            )
         else:
             usable = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not usable:
@@ -347,11 +390,12 @@ def read_hyper_parameters(data: dict) -> HyperParameters:
 def backbone_tensors(sd: dict) -> dict[str, torch.Tensor]:
     """A published state dict's backbone tensors, keyed as the backbone names them (no "model.backbone.")."""
     prefix = "model." + BACKBONE
-    return {key[len(prefix):]: value for key, value in sd.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in sd.items() if key.startswith(prefix)}
 
 
-def config_from_checkpoint(data: dict, base: SoleConfig | None = None,
-                           hyper: HyperParameters | None = None) -> SoleConfig:
+def config_from_checkpoint(
+    data: dict, base: SoleConfig | None = None, hyper: HyperParameters | None = None
+) -> SoleConfig:
     """A SoleConfig for a published checkpoint: sizes read from its tensors, settings from its
     hyper-parameters (``read_hyper_parameters``; pass ``hyper`` when already read).
 
@@ -386,8 +430,9 @@ def config_from_checkpoint(data: dict, base: SoleConfig | None = None,
     return config
 
 
-def load_sole_model(path: str | os.PathLike, device="cpu", config: SoleConfig | None = None,
-                    strict: bool = True):
+def load_sole_model(
+    path: str | os.PathLike, device="cpu", config: SoleConfig | None = None, strict: bool = True
+):
     """Build a SoleModel sized for the checkpoint at ``path``, load it, return (model, report)."""
     from sole_ros.device import resolve_device
     from sole_ros.model.sole import SoleModel

@@ -1,4 +1,5 @@
 """All sizes of the SOLE network in one place; the defaults are the paper's (arXiv 2404.02157)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,10 +41,30 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "min_part_fraction": (0.0, 1.0),
     "duplicate_iou": (0.0, 1.0),  # or None
 }
-_INT_FIELDS = ("in_channels", "clip_dim", "planes", "layers", "init_dim", "conv1_kernel_size", "num_queries",
-               "hidden_dim", "num_heads", "dim_feedforward", "num_decoders", "hlevels", "sample_sizes", "top_k")
-_TUPLE_LENGTHS = {"planes": (8, 8), "layers": (8, 8), "hlevels": (1, 4), "sample_sizes": (1, 16),
-                  "color_mean": (3, 3), "color_std": (3, 3)}
+_INT_FIELDS = (
+    "in_channels",
+    "clip_dim",
+    "planes",
+    "layers",
+    "init_dim",
+    "conv1_kernel_size",
+    "num_queries",
+    "hidden_dim",
+    "num_heads",
+    "dim_feedforward",
+    "num_decoders",
+    "hlevels",
+    "sample_sizes",
+    "top_k",
+)
+_TUPLE_LENGTHS = {
+    "planes": (8, 8),
+    "layers": (8, 8),
+    "hlevels": (1, 4),
+    "sample_sizes": (1, 16),
+    "color_mean": (3, 3),
+    "color_std": (3, 3),
+}
 
 
 # Settings each within its range can still combine into a network of tens of GB (planes 1024 with
@@ -63,11 +84,19 @@ def bound_problem(name: str, value) -> str | None:
     if name == "duplicate_iou" and value is None:
         return None
     low, high = BOUNDS[name]
-    return range_problem(name, value, low, high, whole=name in _INT_FIELDS, lengths=_TUPLE_LENGTHS.get(name))
+    return range_problem(
+        name, value, low, high, whole=name in _INT_FIELDS, lengths=_TUPLE_LENGTHS.get(name)
+    )
 
 
-def range_problem(name: str, value, low: float, high: float, whole: bool = False,
-                  lengths: tuple[int, int] | None = None) -> str | None:
+def range_problem(
+    name: str,
+    value,
+    low: float,
+    high: float,
+    whole: bool = False,
+    lengths: tuple[int, int] | None = None,
+) -> str | None:
     """Why ``value`` is not a number (``whole``: a whole number) in ``low..high``, or with ``lengths``
     (shortest, longest) a list of such numbers; None when it is. Shared with the backbones' settings."""
     if lengths is not None:
@@ -80,9 +109,14 @@ def range_problem(name: str, value, low: float, high: float, whole: bool = False
         entries = [value]
     for entry in entries:
         # numbers.*: numpy's integers and floats count too
-        if isinstance(entry, bool) or not isinstance(entry, numbers.Real) or \
-                (whole and not isinstance(entry, numbers.Integral)):
-            return f"{name} must be {'a whole number' if whole else 'a number'}, not {_shown(value)}"
+        if (
+            isinstance(entry, bool)
+            or not isinstance(entry, numbers.Real)
+            or (whole and not isinstance(entry, numbers.Integral))
+        ):
+            return (
+                f"{name} must be {'a whole number' if whole else 'a number'}, not {_shown(value)}"
+            )
         if not (math.isfinite(entry) and low <= entry <= high):
             return f"{name} {_shown(value)} is outside its bound {_number(low)}..{_number(high)}"
     return None
@@ -214,7 +248,9 @@ class SoleConfig:
         """From a plain dict (checkpoint hyper-parameters store tuples as lists), validated, so that
         a file's configuration is refused (ConfigError) before any network is built from it."""
         if not isinstance(values, dict):
-            raise ConfigError(f"model configuration: a dict of settings expected, not {type(values).__name__}")
+            raise ConfigError(
+                f"model configuration: a dict of settings expected, not {type(values).__name__}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
@@ -245,29 +281,45 @@ class SoleConfig:
             if problem:
                 raise ConfigError(problem)
         if not isinstance(self.freeze_backbone, bool):
-            raise ConfigError(f"freeze_backbone must be true or false, not {self.freeze_backbone!r}")
+            raise ConfigError(
+                f"freeze_backbone must be true or false, not {self.freeze_backbone!r}"
+            )
         if not isinstance(self.backbone, str):
             raise ConfigError(f"backbone must be a name, not {_shown(self.backbone)}")
-        if not isinstance(self.backbone_settings, dict) or not all(isinstance(k, str) for k in self.backbone_settings):
-            raise ConfigError("backbone_settings must be a dict of named settings, "
-                              f"not {_shown(self.backbone_settings)}")
+        if not isinstance(self.backbone_settings, dict) or not all(
+            isinstance(k, str) for k in self.backbone_settings
+        ):
+            raise ConfigError(
+                "backbone_settings must be a dict of named settings, "
+                f"not {_shown(self.backbone_settings)}"
+            )
         backbone = self.backbone_class()
         backbone.check_config(self)  # its own settings, before their parameter count is estimated
         parameters = self.approximate_parameters()
         if parameters > MAX_PARAMETERS:
             size = ", ".join(f"{k} {_plain(v)}" for k, v in backbone.settings(self).items())
-            raise ConfigError(f"the network these settings describe has over {parameters / 1e6:.0f} M parameters "
-                              f"(backbone {self.backbone}: {size}; hidden_dim {self.hidden_dim}, "
-                              f"dim_feedforward {self.dim_feedforward}), more than the {MAX_PARAMETERS / 1e6:.0f} M "
-                              "allowed")
+            raise ConfigError(
+                f"the network these settings describe has over {parameters / 1e6:.0f} M parameters "
+                f"(backbone {self.backbone}: {size}; hidden_dim {self.hidden_dim}, "
+                f"dim_feedforward {self.dim_feedforward}), more than the {MAX_PARAMETERS / 1e6:.0f} M "
+                "allowed"
+            )
         levels = backbone.output_shape(self)
         deepest = max(self.hlevels)
-        if deepest >= len(levels) - 1:  # the last map (stride 1) gives the mask features, not decoder keys
-            raise ConfigError(f"hlevels {list(self.hlevels)}: backbone {self.backbone} has {len(levels)} maps, "
-                              f"so decoder levels index 0..{len(levels) - 2}")
+        if (
+            deepest >= len(levels) - 1
+        ):  # the last map (stride 1) gives the mask features, not decoder keys
+            raise ConfigError(
+                f"hlevels {list(self.hlevels)}: backbone {self.backbone} has {len(levels)} maps, "
+                f"so decoder levels index 0..{len(levels) - 2}"
+            )
         if self.hidden_dim % self.num_heads:
-            raise ConfigError(f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads}")
+            raise ConfigError(
+                f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads}"
+            )
         if self.hidden_dim % 2:
             raise ConfigError("hidden_dim must be even (Fourier features are sin/cos pairs)")
         if self.input_mode not in ("averaged", "reference"):
-            raise ConfigError(f"input_mode must be 'averaged' or 'reference', got {_shown(self.input_mode)}")
+            raise ConfigError(
+                f"input_mode must be 'averaged' or 'reference', got {_shown(self.input_mode)}"
+            )

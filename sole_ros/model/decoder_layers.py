@@ -5,6 +5,7 @@ Parameters live in ``nn.MultiheadAttention`` modules (so published keys such as
 runs through ``scaled_dot_product_attention`` with a mask broadcast over heads: with tens of
 thousands of voxel keys a per-head copy of the mask would cost more than the attention.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,9 +28,14 @@ def project_memory(mha: nn.MultiheadAttention, key: torch.Tensor, value: torch.T
     return k, v
 
 
-def multihead_attention(mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor | None,
-                        value: torch.Tensor | None, allowed: torch.Tensor | None = None,
-                        kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def multihead_attention(
+    mha: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key: torch.Tensor | None,
+    value: torch.Tensor | None,
+    allowed: torch.Tensor | None = None,
+    kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Batch-first attention with ``mha``'s weights. allowed: bool [B, Lq, Lk] (True = may attend).
 
     kv: keys and values already projected by ``project_memory`` (then key/value are not used).
@@ -41,7 +47,9 @@ def multihead_attention(mha: nn.MultiheadAttention, query: torch.Tensor, key: to
     q = F.linear(query, w_q, b_q).view(B, Lq, h, E // h).transpose(1, 2)
     k, v = kv if kv is not None else project_memory(mha, key, value)
     mask = None if allowed is None else allowed[:, None]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=mha.dropout if mha.training else 0.0)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=mha.dropout if mha.training else 0.0
+    )
     return mha.out_proj(out.transpose(1, 2).reshape(B, Lq, E))
 
 
@@ -56,7 +64,9 @@ class CrossAttentionLayer(nn.Module):
 
     def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
         super().__init__()
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.multihead_attn = nn.MultiheadAttention(
+            d_model, nhead, dropout=dropout, batch_first=True
+        )
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         _xavier(self)

@@ -38,6 +38,7 @@ Distances are computed in float32 as ``(dx*dx + dy*dy) + dz*dz``; on integer coo
 magnitude below 2**10 (20 m at 2 cm voxels) every product and sum is exact, so the choice is the
 kernel's whatever the rounding mode or fused multiply-adds of the GPU.
 """
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ product over the k steps of 1 / (number of occupied children of the parent at th
 One sparse matrix per level turns "pool k times" into a single sparse-dense product, which is what
 makes a cached scene cheap to decode again and again.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -33,7 +34,9 @@ def pooling_matrix(fine: np.ndarray, level_coords: np.ndarray, stride: int) -> t
     lo = fine.min(axis=0)
     extent = fine.max(axis=0) - lo + 1
     weights = np.ones(n)
-    prev_inverse = np.arange(n)  # each fine voxel's voxel at the previous stride (index into uniques)
+    prev_inverse = np.arange(
+        n
+    )  # each fine voxel's voxel at the previous stride (index into uniques)
     step = 1
     while step < stride:
         step *= 2
@@ -65,5 +68,7 @@ def pooling_matrix(fine: np.ndarray, level_coords: np.ndarray, stride: int) -> t
     indices = torch.from_numpy(np.stack([rows, np.arange(n)]))
     with warnings.catch_warnings():  # torch flags sparse CSR as beta; the ops used here are stable
         warnings.simplefilter("ignore", UserWarning)
-        matrix = torch.sparse_coo_tensor(indices, torch.from_numpy(weights).float(), (level_coords.shape[0], n))
+        matrix = torch.sparse_coo_tensor(
+            indices, torch.from_numpy(weights).float(), (level_coords.shape[0], n)
+        )
         return matrix.coalesce().to_sparse_csr()

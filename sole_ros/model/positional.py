@@ -3,6 +3,7 @@
 The random matrix ``gauss_B`` [3, d/2] is a buffer: it is part of a checkpoint and must be loaded
 from it, never redrawn, or the decoder's learned weights see different positions.
 """
+
 from __future__ import annotations
 
 import math

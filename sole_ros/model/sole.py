@@ -16,6 +16,7 @@ The forward pass is split in two so that a scene can be encoded once and queried
 The backbone is the one ``SoleConfig.backbone`` names (sole_ros/model/backbone_contract.py); the
 decoder's widths and pooling strides are the ones it reports (``output_shape``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class PointwiseConv(nn.Module):
         super().__init__()
         self.kernel = nn.Parameter(torch.empty(c_in, c_out))
         self.bias = nn.Parameter(torch.zeros(1, c_out))
-        nn.init.kaiming_uniform_(self.kernel.T, a=5 ** 0.5)
+        nn.init.kaiming_uniform_(self.kernel.T, a=5**0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.bias, x, self.kernel)
@@ -54,7 +55,9 @@ class QueryPositionMLP(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.layers = nn.Sequential(nn.Conv1d(dim, dim, 1), nn.ReLU(), nn.Conv1d(dim, dim, 1), nn.ReLU())
+        self.layers = nn.Sequential(
+            nn.Conv1d(dim, dim, 1), nn.ReLU(), nn.Conv1d(dim, dim, 1), nn.ReLU()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, Q, D] -> [B, Q, D]
         return self.layers(x.transpose(1, 2)).transpose(1, 2)
@@ -114,19 +117,49 @@ class SoleModel(nn.Module):
         self.mask_embed_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
         self.class_embed_head = nn.Linear(d, clip)
         self.bg_feature = nn.Parameter(torch.empty(1, clip))
-        nn.init.kaiming_uniform_(self.bg_feature, a=5 ** 0.5)
+        nn.init.kaiming_uniform_(self.bg_feature, a=5**0.5)
         self.pos_enc = FourierPositionalEncoding(d, config.gauss_scale)
         # One shared set of layers (index 0), applied num_decoders times: the published layout.
-        self.cross_attention = nn.ModuleList([nn.ModuleList(
-            [CrossAttentionLayer(d, config.num_heads, config.dropout) for _ in config.hlevels])])
-        self.cross_semantic_attention = nn.ModuleList([nn.ModuleList(
-            [CrossAttentionLayer(d, config.num_heads, config.dropout) for _ in config.hlevels])])
-        self.self_attention = nn.ModuleList([nn.ModuleList(
-            [SelfAttentionLayer(d, config.num_heads, config.dropout) for _ in config.hlevels])])
-        self.ffn_attention = nn.ModuleList([nn.ModuleList(
-            [FFNLayer(d, config.dim_feedforward, config.dropout) for _ in config.hlevels])])
-        self.lin_squeeze = nn.ModuleList([nn.ModuleList(
-            [nn.Linear(widths[h] + clip, d) for h in config.hlevels])])
+        self.cross_attention = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        CrossAttentionLayer(d, config.num_heads, config.dropout)
+                        for _ in config.hlevels
+                    ]
+                )
+            ]
+        )
+        self.cross_semantic_attention = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        CrossAttentionLayer(d, config.num_heads, config.dropout)
+                        for _ in config.hlevels
+                    ]
+                )
+            ]
+        )
+        self.self_attention = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        SelfAttentionLayer(d, config.num_heads, config.dropout)
+                        for _ in config.hlevels
+                    ]
+                )
+            ]
+        )
+        self.ffn_attention = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [FFNLayer(d, config.dim_feedforward, config.dropout) for _ in config.hlevels]
+                )
+            ]
+        )
+        self.lin_squeeze = nn.ModuleList(
+            [nn.ModuleList([nn.Linear(widths[h] + clip, d) for h in config.hlevels])]
+        )
         self.decoder_norm = nn.LayerNorm(d)
         self.set_backbone_frozen(config.freeze_backbone)
 
@@ -177,18 +210,24 @@ class SoleModel(nn.Module):
         expected = self.backbone.input_channels(self.config)
         for scene in scenes:
             if scene.features.shape[1] != expected:
-                raise ValueError(f"backbone {self.config.backbone} takes {expected} input channels per voxel, "
-                                 f"the scene has {scene.features.shape[1]}")
+                raise ValueError(
+                    f"backbone {self.config.backbone} takes {expected} input channels per voxel, "
+                    f"the scene has {scene.features.shape[1]}"
+                )
         device = self.device
         backbone_device = next(self.backbone.parameters()).device
         grad = torch.is_grad_enabled() and not self._backbone_frozen
         with torch.set_grad_enabled(grad):
-            x = sparse_input([s.coords for s in scenes], [s.features for s in scenes], backbone_device)
+            x = sparse_input(
+                [s.coords for s in scenes], [s.features for s in scenes], backbone_device
+            )
             maps = self.backbone(x)
         reported = [level.channels for level in self.level_shapes]
         if [m.F.shape[1] for m in maps] != reported:
-            raise RuntimeError(f"backbone {self.config.backbone} returned maps of widths "
-                               f"{[m.F.shape[1] for m in maps]}, its output_shape says {reported}")
+            raise RuntimeError(
+                f"backbone {self.config.backbone} returned maps of widths "
+                f"{[m.F.shape[1] for m in maps]}, its output_shape says {reported}"
+            )
         level_rows, level_feats = [], []
         for m in maps:
             coords = m.C.cpu()
@@ -209,25 +248,45 @@ class SoleModel(nn.Module):
             levels = []
             for i, h in enumerate(self.config.hlevels):
                 coords, rows = level_rows[h][b]
-                pool = pooling_matrix(scene.coords.cpu().numpy(), coords.numpy(), strides[h]).to(device)
+                pool = pooling_matrix(scene.coords.cpu().numpy(), coords.numpy(), strides[h]).to(
+                    device
+                )
                 clip = torch.sparse.mm(pool, scene.clip)
                 raw = torch.sparse.mm(pool, scene.raw_coords)
                 fused = torch.cat([level_feats[h][rows.to(device)], clip], dim=1)
                 keys = self.lin_squeeze[0][i](fused)
                 pos = self.pos_enc(raw, raw.min(0).values, raw.max(0).values)
-                levels.append(DecoderLevel(keys=keys, pos=pos, pool=pool,
-                                           mask_features=torch.sparse.mm(pool, mask_features.detach())))
+                levels.append(
+                    DecoderLevel(
+                        keys=keys,
+                        pos=pos,
+                        pool=pool,
+                        mask_features=torch.sparse.mm(pool, mask_features.detach()),
+                    )
+                )
 
-            sampler = (reference_furthest_point_sample if self.config.input_mode == "reference"
-                       else farthest_point_sample)
+            sampler = (
+                reference_furthest_point_sample
+                if self.config.input_mode == "reference"
+                else farthest_point_sample
+            )
             fps = sampler(scene.coords.float(), self.config.num_queries)
             query_feat = self.clip_proj(fused_fine[fps])
             raw = scene.raw_coords
             query_pos = self.pos_enc(raw[fps], raw.min(0).values, raw.max(0).values)
             query_pos = self.query_projection(query_pos[None])[0]
-            encodings.append(SceneEncoding(
-                levels=levels, mask_features=mask_features, query_feat=query_feat, query_pos=query_pos,
-                query_voxels=fps, clip=scene.clip, raw_coords=scene.raw_coords, has_clip=scene.has_clip))
+            encodings.append(
+                SceneEncoding(
+                    levels=levels,
+                    mask_features=mask_features,
+                    query_feat=query_feat,
+                    query_pos=query_pos,
+                    query_voxels=fps,
+                    clip=scene.clip,
+                    raw_coords=scene.raw_coords,
+                    has_clip=scene.has_clip,
+                )
+            )
         return encodings
 
     # ---------------------------------------------------------------------------------- decode
@@ -270,12 +329,16 @@ class SoleModel(nn.Module):
                 visible = visible[idx]
             elif reuse:
                 if level_index not in enc.projected:
-                    enc.projected[level_index] = layer.project_memory(level.keys[None], level.pos[None])
+                    enc.projected[level_index] = layer.project_memory(
+                        level.keys[None], level.pos[None]
+                    )
                 k, v = enc.projected[level_index]
             else:
                 k, v = layer.project_memory(level.keys[None], level.pos[None])
             vis = visible.t()  # [Q, M']
-            vis = torch.where(vis.any(dim=1, keepdim=True), vis, True)  # a query that would see nothing sees all
+            vis = torch.where(
+                vis.any(dim=1, keepdim=True), vis, True
+            )  # a query that would see nothing sees all
             pad = size - vis.shape[1]
             if pad:
                 k = F.pad(k, (0, 0, 0, pad))
@@ -288,8 +351,9 @@ class SoleModel(nn.Module):
             return (ks[0], vs[0]), allowed[0][None]
         return (torch.cat(ks), torch.cat(vs)), torch.stack(allowed)
 
-    def decode(self, encodings: list[SceneEncoding], text_keys: list[torch.Tensor],
-               return_aux: bool = True) -> dict:
+    def decode(
+        self, encodings: list[SceneEncoding], text_keys: list[torch.Tensor], return_aux: bool = True
+    ) -> dict:
         """Run the Cross-Modality Decoder and the heads.
 
         text_keys: per scene a [T_b, clip_dim] tensor of L2-normalised CLIP text embeddings (T_b >= 1):
@@ -310,10 +374,16 @@ class SoleModel(nn.Module):
         text_keys = [t.to(device=device, dtype=torch.float32) for t in text_keys]
         for t in text_keys:
             if t.ndim != 2 or t.shape[1] != self.config.clip_dim or t.shape[0] == 0:
-                raise ValueError(f"text keys must be [T >= 1, {self.config.clip_dim}], got {tuple(t.shape)}")
+                raise ValueError(
+                    f"text keys must be [T >= 1, {self.config.clip_dim}], got {tuple(t.shape)}"
+                )
         n_text = max(t.shape[0] for t in text_keys)
-        text = torch.stack([F.pad(self.semantic_proj(t), (0, 0, 0, n_text - t.shape[0])) for t in text_keys])
-        text_allowed = torch.stack([torch.arange(n_text, device=device) < t.shape[0] for t in text_keys])
+        text = torch.stack(
+            [F.pad(self.semantic_proj(t), (0, 0, 0, n_text - t.shape[0])) for t in text_keys]
+        )
+        text_allowed = torch.stack(
+            [torch.arange(n_text, device=device) < t.shape[0] for t in text_keys]
+        )
         text_allowed = text_allowed[:, None, :].expand(-1, self.config.num_queries, -1)
 
         queries = torch.stack([e.query_feat for e in encodings])
@@ -344,12 +414,18 @@ def _checked_levels(backbone, config: SoleConfig) -> tuple:
     powers of two (the pooling halves the resolution step by step), the last at stride 1."""
     levels = tuple(backbone.output_shape(config))
     strides = [level.stride for level in levels]
-    if (len(levels) < 2 or strides[-1] != 1 or any(s < 1 or s & (s - 1) for s in strides)
-            or any(a <= b for a, b in zip(strides, strides[1:]))
-            or any(level.channels < 1 for level in levels)):
-        raise ValueError(f"backbone {config.backbone}: output_shape must give at least two maps with positive "
-                         f"widths, coarsest first, at strides that are powers of two ending at 1, "
-                         f"not {[(level.channels, level.stride) for level in levels]}")
+    if (
+        len(levels) < 2
+        or strides[-1] != 1
+        or any(s < 1 or s & (s - 1) for s in strides)
+        or any(a <= b for a, b in zip(strides, strides[1:]))
+        or any(level.channels < 1 for level in levels)
+    ):
+        raise ValueError(
+            f"backbone {config.backbone}: output_shape must give at least two maps with positive "
+            f"widths, coarsest first, at strides that are powers of two ending at 1, "
+            f"not {[(level.channels, level.stride) for level in levels]}"
+        )
     return levels
 
 

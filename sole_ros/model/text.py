@@ -1,4 +1,5 @@
 """CLIP text embeddings of phrases (SOLE's prompt: "a {} in a scene."), cached per phrase."""
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,11 @@ from sole_ros.device import resolve_device
 DEFAULT_PROMPT = "a {} in a scene."
 
 # What people put before the thing they ask for; the prompt template brings its own article.
-_REQUEST = re.compile(r"^(?:(?:please|can you|could you)\s+)?(?:find|locate|show|get|fetch|bring|give|"
-                      r"look for|search for|where is|where's|pick up|grab)(?:\s+me)?\s+", re.IGNORECASE)
+_REQUEST = re.compile(
+    r"^(?:(?:please|can you|could you)\s+)?(?:find|locate|show|get|fetch|bring|give|"
+    r"look for|search for|where is|where's|pick up|grab)(?:\s+me)?\s+",
+    re.IGNORECASE,
+)
 _ARTICLE = re.compile(r"^(?:a|an|the|some|my|that|this)\s+", re.IGNORECASE)
 
 
@@ -34,8 +38,9 @@ class TextEncoder:
     it names first (``object_phrase``): "a mug in a scene.", as SOLE writes class names.
     """
 
-    def __init__(self, spec: ClipSpec | None = None, device="auto", prompt: str = DEFAULT_PROMPT,
-                 loaded=None):
+    def __init__(
+        self, spec: ClipSpec | None = None, device="auto", prompt: str = DEFAULT_PROMPT, loaded=None
+    ):
         if "{}" not in prompt:
             raise ValueError(f"prompt must contain '{{}}' where the phrase goes, got {prompt!r}")
         self.device = resolve_device(device)
@@ -64,7 +69,9 @@ class TextEncoder:
         with self._lock:
             todo = list(dict.fromkeys(p for p in phrases if p not in self._cache))
             if todo:
-                tokens = self.clip.tokenizer([self.prompt_for(p) for p in todo]).to(self.clip.device)
+                tokens = self.clip.tokenizer([self.prompt_for(p) for p in todo]).to(
+                    self.clip.device
+                )
                 embeds = F.normalize(self.clip.model.encode_text(tokens).float(), dim=-1)
                 for phrase, e in zip(todo, embeds):
                     self._cache[phrase] = e.to(self.device)

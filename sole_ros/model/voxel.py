@@ -12,6 +12,7 @@ Two input modes (``SoleConfig.input_mode``, see docs/ARCHITECTURE.md "Input mode
   order matters: the reference draws its query seeds in it (sole_ros/model/fps.py). The CLIP
   feature is L2-normalised like in the averaged mode (a unit point feature stays as it is).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,16 +45,25 @@ class VoxelScene:
         return int(self.coords.shape[0])
 
     def to(self, device) -> "VoxelScene":
-        return VoxelScene(self.coords.to(device), self.features.to(device), self.raw_coords.to(device),
-                          self.clip.to(device), self.point_to_voxel, self.has_clip)
+        return VoxelScene(
+            self.coords.to(device),
+            self.features.to(device),
+            self.raw_coords.to(device),
+            self.clip.to(device),
+            self.point_to_voxel,
+            self.has_clip,
+        )
 
 
-def _segment_mean(values: np.ndarray, inverse: torch.Tensor, counts: torch.Tensor,
-                  dtype=torch.float64) -> torch.Tensor:
+def _segment_mean(
+    values: np.ndarray, inverse: torch.Tensor, counts: torch.Tensor, dtype=torch.float64
+) -> torch.Tensor:
     """Mean of the rows of ``values`` per voxel (index_add: fast and memory-light for wide rows)."""
     # the map hands out read-only views; torch warns on (and must not share) non-writable memory
     values = torch.from_numpy(np.require(values, requirements="W")).to(dtype)
-    sums = torch.zeros((counts.shape[0], values.shape[1]), dtype=dtype).index_add_(0, inverse, values)
+    sums = torch.zeros((counts.shape[0], values.shape[1]), dtype=dtype).index_add_(
+        0, inverse, values
+    )
     return sums / counts[:, None].to(dtype)
 
 
@@ -80,7 +90,9 @@ def _first_point_voxels(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return grid[first], first, rank[inverse.reshape(-1)]
 
 
-def voxelize(points, colors, clip_features, config: SoleConfig, mode: str | None = None) -> VoxelScene:
+def voxelize(
+    points, colors, clip_features, config: SoleConfig, mode: str | None = None
+) -> VoxelScene:
     """Validate the inputs and build a VoxelScene; raises ValueError with the reason when invalid.
 
     ``mode``: "averaged" or "reference" (module docstring); None takes ``config.input_mode``.
@@ -104,7 +116,9 @@ def voxelize(points, colors, clip_features, config: SoleConfig, mode: str | None
     if clip_features is not None:
         clip_features = np.asarray(clip_features, dtype=np.float32)
         if clip_features.shape != (n, config.clip_dim):
-            raise ValueError(f"clip_features must have shape ({n}, {config.clip_dim}), got {clip_features.shape}")
+            raise ValueError(
+                f"clip_features must have shape ({n}, {config.clip_dim}), got {clip_features.shape}"
+            )
         if not np.isfinite(clip_features).all():
             raise ValueError("clip_features contain NaN or infinite values")
 
@@ -125,19 +139,28 @@ def voxelize(points, colors, clip_features, config: SoleConfig, mode: str | None
         features = (torch.from_numpy(colors[first]) - mean) / std
         raw = torch.from_numpy(points[first])
         if clip_features is not None:
-            clip = torch.nn.functional.normalize(torch.from_numpy(clip_features[first]).float(), dim=1)
+            clip = torch.nn.functional.normalize(
+                torch.from_numpy(clip_features[first]).float(), dim=1
+            )
         else:
             clip = torch.zeros((coords.shape[0], config.clip_dim))
-        return VoxelScene(coords=torch.from_numpy(coords.astype(np.int32)), features=features.float(),
-                          raw_coords=raw.float(), clip=clip.float(), point_to_voxel=inverse.astype(np.int64),
-                          has_clip=clip_features is not None)
+        return VoxelScene(
+            coords=torch.from_numpy(coords.astype(np.int32)),
+            features=features.float(),
+            raw_coords=raw.float(),
+            clip=clip.float(),
+            point_to_voxel=inverse.astype(np.int64),
+            has_clip=clip_features is not None,
+        )
 
     inverse_t = torch.from_numpy(inverse.astype(np.int64))
     counts_t = torch.from_numpy(counts)
     features = (_segment_mean(colors, inverse_t, counts_t) - mean) / std
     raw = _segment_mean(points, inverse_t, counts_t)
     if clip_features is not None:
-        clip = torch.nn.functional.normalize(_segment_mean(clip_features, inverse_t, counts_t, torch.float32), dim=1)
+        clip = torch.nn.functional.normalize(
+            _segment_mean(clip_features, inverse_t, counts_t, torch.float32), dim=1
+        )
     else:
         clip = torch.zeros((coords.shape[0], config.clip_dim))
     return VoxelScene(

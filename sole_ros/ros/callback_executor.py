@@ -7,6 +7,7 @@ segmentation, say) its spin thread loops at full speed holding the GIL, and the 
 those queries wait for slows down in turn. Waiting for a free thread first keeps the spin thread
 asleep until there is somewhere to run the callback; what is not taken waits in the middleware's
 queues, where it belongs."""
+
 from __future__ import annotations
 
 import threading
@@ -20,7 +21,12 @@ from rclpy.executors import (
     TimeoutException,
 )
 
-_NOT_READY = (ConditionReachedException, ExternalShutdownException, ShutdownException, TimeoutException)
+_NOT_READY = (
+    ConditionReachedException,
+    ExternalShutdownException,
+    ShutdownException,
+    TimeoutException,
+)
 
 
 class PooledCallbackExecutor(Executor):
@@ -39,7 +45,9 @@ class PooledCallbackExecutor(Executor):
         self._raise_callback_error()
         # Wait for a free thread before looking for work; a bounded wait, so spin() still notices
         # shutdown while every thread is busy.
-        seconds = getattr(timeout_sec, "timeout", timeout_sec)  # spin_until_future_complete's TimeoutObject
+        seconds = getattr(
+            timeout_sec, "timeout", timeout_sec
+        )  # spin_until_future_complete's TimeoutObject
         wait = 0.5 if seconds is None or seconds < 0 else min(seconds, 0.5)
         if not self._free_threads.acquire(timeout=wait):
             return

@@ -6,6 +6,7 @@
    prints each answer (label, score, centroid, number of points);
 4. writes a PNG of the scene with every found instance highlighted and labelled.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,29 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def node_command(weights: str | None, device: str, contrast_phrases: str = "", views: int = 1) -> list[str]:
-    exe = Path(os.environ.get("COLCON_PREFIX_PATH", "install").split(os.pathsep)[0]) / "sole_ros/lib/sole_ros/sole_node"
-    args = [str(exe), "--ros-args", "-p", f"device:={device}", "-p", "pose.source:=topic",
-            "-p", "inputs.qos:=reliable", "-p", "segmentation.period:=0.0",
-            "-p", "scene.keyframe_translation:=0.0", "-p", "scene.keyframe_rotation_deg:=0.0"]
+def node_command(
+    weights: str | None, device: str, contrast_phrases: str = "", views: int = 1
+) -> list[str]:
+    exe = (
+        Path(os.environ.get("COLCON_PREFIX_PATH", "install").split(os.pathsep)[0])
+        / "sole_ros/lib/sole_ros/sole_node"
+    )
+    args = [
+        str(exe),
+        "--ros-args",
+        "-p",
+        f"device:={device}",
+        "-p",
+        "pose.source:=topic",
+        "-p",
+        "inputs.qos:=reliable",
+        "-p",
+        "segmentation.period:=0.0",
+        "-p",
+        "scene.keyframe_translation:=0.0",
+        "-p",
+        "scene.keyframe_rotation_deg:=0.0",
+    ]
     if contrast_phrases:
         args += ["-p", f"query.contrast_phrases:={contrast_phrases}"]
     if views != 1:
@@ -52,8 +71,16 @@ def node_command(weights: str | None, device: str, contrast_phrases: str = "", v
         args += ["-p", f"model.checkpoint:={weights}"]
     else:
         # No trained weights available: the pipeline still runs, the answers mean nothing.
-        args += ["-p", "model.config:=tiny", "-p", "model.allow_random_weights:=true",
-                 "-p", "model.clip_model:=sole-tiny", "-p", "model.clip_pretrained:=''"]
+        args += [
+            "-p",
+            "model.config:=tiny",
+            "-p",
+            "model.allow_random_weights:=true",
+            "-p",
+            "model.clip_model:=sole-tiny",
+            "-p",
+            "model.clip_pretrained:=''",
+        ]
     return args
 
 
@@ -63,8 +90,11 @@ class DemoClient:
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.scene: PointCloud2 | None = None
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
         self.node.create_subscription(PointCloud2, "/sole/scene", self._keep_scene, latched)
 
     def _keep_scene(self, msg):
@@ -96,18 +126,29 @@ def _as_scene_instances(answer, scene_xyz: np.ndarray):
     for inst in answer.instances:
         xyz, _ = read_points(inst.points)
         _, idx = tree.query(xyz, k=1)
-        out.append(argparse.Namespace(
-            point_indices=np.unique(idx), label=inst.label, score=inst.score, num_points=inst.num_points,
-            centroid=np.array([inst.centroid.x, inst.centroid.y, inst.centroid.z]),
-            bbox_center=np.array([inst.bbox_center.x, inst.bbox_center.y, inst.bbox_center.z]),
-            bbox_size=np.array([inst.bbox_size.x, inst.bbox_size.y, inst.bbox_size.z])))
+        out.append(
+            argparse.Namespace(
+                point_indices=np.unique(idx),
+                label=inst.label,
+                score=inst.score,
+                num_points=inst.num_points,
+                centroid=np.array([inst.centroid.x, inst.centroid.y, inst.centroid.z]),
+                bbox_center=np.array([inst.bbox_center.x, inst.bbox_center.y, inst.bbox_center.z]),
+                bbox_size=np.array([inst.bbox_size.x, inst.bbox_size.y, inst.bbox_size.z]),
+            )
+        )
     return out
 
 
 def demo_scene(args):
     """The demo's tabletop (seed, frames and object sizes from the command line) -> (scene, frames)."""
-    return render_demo_frames(args.seed, args.frames, kind="tabletop", classes=DEMO_CLASSES,
-                              object_sizes=args.object_sizes)
+    return render_demo_frames(
+        args.seed,
+        args.frames,
+        kind="tabletop",
+        classes=DEMO_CLASSES,
+        object_sizes=args.object_sizes,
+    )
 
 
 def run(args) -> int:
@@ -119,19 +160,29 @@ def run(args) -> int:
     if weights:
         say(f"weights: {weights}")
     else:
-        say("WARNING: no demo weights in sole_ros/weights: running with RANDOM weights, answers are meaningless")
-    say(f"rendering a synthetic RGB-D sequence (scene seed {args.seed}, {args.frames} frames, "
-        f"{args.object_sizes} object sizes)")
+        say(
+            "WARNING: no demo weights in sole_ros/weights: running with RANDOM weights, answers are meaningless"
+        )
+    say(
+        f"rendering a synthetic RGB-D sequence (scene seed {args.seed}, {args.frames} frames, "
+        f"{args.object_sizes} object sizes)"
+    )
     scene, frames = demo_scene(args)
-    say("objects in the scene: " + ", ".join(o.class_name for o in scene.objects if o.class_name != "table"))
+    say(
+        "objects in the scene: "
+        + ", ".join(o.class_name for o in scene.objects if o.class_name != "table")
+    )
 
     say("starting sole_node")
     log_path = Path(args.out_dir) / "sole_node.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "wb")
-    node_proc = subprocess.Popen(node_command(weights, args.device, args.contrast_phrases, args.views),
-                                 stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+    node_proc = subprocess.Popen(
+        node_command(weights, args.device, args.contrast_phrases, args.views),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     rclpy.init()
     client = DemoClient()
     player = SensorPlayer(frames, name="sole_demo_camera")
@@ -156,17 +207,27 @@ def run(args) -> int:
 
         found = []
         for phrase in args.queries:
-            answer = client.call(QueryObjects, "/sole/query",
-                                 QueryObjects.Request(phrases=[phrase], max_results=args.max_results,
-                                                      include_points=True), timeout=300)
+            answer = client.call(
+                QueryObjects,
+                "/sole/query",
+                QueryObjects.Request(
+                    phrases=[phrase], max_results=args.max_results, include_points=True
+                ),
+                timeout=300,
+            )
             if not answer.success:
                 say(f"{phrase!r}: failed: {answer.message}")
                 return 1
-            say(f"{phrase!r}: {len(answer.instances)} instance(s) in frame '{answer.header.frame_id}'")
+            say(
+                f"{phrase!r}: {len(answer.instances)} instance(s) in frame '{answer.header.frame_id}'"
+            )
             for inst in answer.instances:
                 c = inst.centroid
-                print(f"    {inst.label:<16} score {inst.score:.3f}  centroid ({c.x:+.2f}, {c.y:+.2f}, {c.z:+.2f}) m"
-                      f"  {inst.num_points} points", flush=True)
+                print(
+                    f"    {inst.label:<16} score {inst.score:.3f}  centroid ({c.x:+.2f}, {c.y:+.2f}, {c.z:+.2f}) m"
+                    f"  {inst.num_points} points",
+                    flush=True,
+                )
             found.append(answer)
 
         deadline = time.monotonic() + 30
@@ -176,10 +237,18 @@ def run(args) -> int:
             say("no /sole/scene message arrived for the picture")
             return 1
         scene_xyz, scene_rgb = read_points(client.scene)
-        instances = [inst for answer in found for inst in _as_scene_instances(answer, scene_xyz)[:1]]
+        instances = [
+            inst for answer in found for inst in _as_scene_instances(answer, scene_xyz)[:1]
+        ]
         # The scene is in the map frame, z up by ROS convention (REP 103): no need to guess "up".
-        png = render_instances_png(scene_xyz, scene_rgb, instances, Path(args.out_dir) / "demo.png",
-                                   title="sole_ros demo: " + ", ".join(args.queries), up=(0.0, 0.0, 1.0))
+        png = render_instances_png(
+            scene_xyz,
+            scene_rgb,
+            instances,
+            Path(args.out_dir) / "demo.png",
+            title="sole_ros demo: " + ", ".join(args.queries),
+            up=(0.0, 0.0, 1.0),
+        )
         say(f"picture of the answers (best instance per query): {png}")
         say(f"done in {time.monotonic() - start:.0f} s")
         return 0
@@ -203,25 +272,44 @@ def stop_node_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="sole_ros demo: node, camera, queries and a picture.")
-    parser.add_argument("--queries", nargs="+", default=DEFAULT_QUERIES, help="phrases to ask, one query each")
+    parser = argparse.ArgumentParser(
+        description="sole_ros demo: node, camera, queries and a picture."
+    )
+    parser.add_argument(
+        "--queries", nargs="+", default=DEFAULT_QUERIES, help="phrases to ask, one query each"
+    )
     parser.add_argument("--seed", type=int, default=DEMO_SCENE_SEED, help="synthetic scene seed")
     parser.add_argument("--frames", type=int, default=16, help="frames to publish")
     parser.add_argument("--rate", type=float, default=4.0, help="frames per second")
     parser.add_argument("--max-results", type=int, default=3, help="instances per query")
-    parser.add_argument("--contrast-phrases", default=", ".join(CLASS_NAMES),
-                        help="the node's query.contrast_phrases: the things the robot knows, which a query "
-                             "must beat (default: the demo weights' nine classes; '' for SOLE's binary query)")
-    parser.add_argument("--views", type=int, default=16,
-                        help="the node's model.test_time_views: segment N turned, scaled views of the scene and keep "
-                             "what they agree on, for N times the model's time (default: %(default)s: the demo weights "
-                             "answer best with it; 1: SOLE's single pass)")
-    parser.add_argument("--checkpoint", default=None, help="SOLE checkpoint (default: the demo weights)")
-    parser.add_argument("--object-sizes", choices=tuple(OBJECT_SIZES), default="compact",
-                        help="the small objects' size ranges (default compact, what the demo weights were trained "
-                             "on; household: real products' sizes, for weights trained with OBJECT_SIZES=household)")
+    parser.add_argument(
+        "--contrast-phrases",
+        default=", ".join(CLASS_NAMES),
+        help="the node's query.contrast_phrases: the things the robot knows, which a query "
+        "must beat (default: the demo weights' nine classes; '' for SOLE's binary query)",
+    )
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=16,
+        help="the node's model.test_time_views: segment N turned, scaled views of the scene and keep "
+        "what they agree on, for N times the model's time (default: %(default)s: the demo weights "
+        "answer best with it; 1: SOLE's single pass)",
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="SOLE checkpoint (default: the demo weights)"
+    )
+    parser.add_argument(
+        "--object-sizes",
+        choices=tuple(OBJECT_SIZES),
+        default="compact",
+        help="the small objects' size ranges (default compact, what the demo weights were trained "
+        "on; household: real products' sizes, for weights trained with OBJECT_SIZES=household)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--out-dir", default="out/demo", help="where the picture and the node's log go")
+    parser.add_argument(
+        "--out-dir", default="out/demo", help="where the picture and the node's log go"
+    )
     return parser
 
 

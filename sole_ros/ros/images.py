@@ -3,6 +3,7 @@
 The decoding, the encoders and the encoding table are ROS-free (sole_ros.messages.images, shared
 with the bag replay); this module is where the ROS layer imports them from.
 """
+
 from sole_ros.messages.images import (
     COLOR_ENCODINGS,
     DEPTH_ENCODINGS,
@@ -14,5 +15,13 @@ from sole_ros.messages.images import (
     depth_to_metres,
 )
 
-__all__ = ["MalformedMessage", "depth_to_metres", "color_to_rgb", "camera_matrix", "depth_image_fields",
-           "color_image_fields", "DEPTH_ENCODINGS", "COLOR_ENCODINGS"]
+__all__ = [
+    "MalformedMessage",
+    "depth_to_metres",
+    "color_to_rgb",
+    "camera_matrix",
+    "depth_image_fields",
+    "color_image_fields",
+    "DEPTH_ENCODINGS",
+    "COLOR_ENCODINGS",
+]

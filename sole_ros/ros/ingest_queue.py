@@ -6,6 +6,7 @@ whose oldest are overwritten unseen: lost with no trace. Here the callbacks only
 frame; when more than ``max_pending`` wait, the oldest is dropped and reported, so every loss is
 counted under its reason.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,8 +22,13 @@ class IngestQueue:
     ``on_overflow(item)`` hears of each item dropped because the queue was full (the oldest go).
     """
 
-    def __init__(self, handle: Callable[[Any], None], max_pending: int,
-                 on_overflow: Callable[[Any], None], name: str = "sole-ingest"):
+    def __init__(
+        self,
+        handle: Callable[[Any], None],
+        max_pending: int,
+        on_overflow: Callable[[Any], None],
+        name: str = "sole-ingest",
+    ):
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
         self._handle = handle

@@ -8,6 +8,7 @@ subscription stays as it is. The choice is re-checked
 periodically, as publishers come, go or change, and a group of subscriptions (a depth/colour
 pair) is re-created when any of its topics' choice changes, as rosbag2's recorder adapts.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -28,8 +29,12 @@ def offered_reliability(publishers) -> ReliabilityPolicy | None:
 
 
 class _Group:
-    def __init__(self, topics: list[str], create: Callable[[list[QoSProfile]], Callable[[], None]],
-                 latest_value: bool = False):
+    def __init__(
+        self,
+        topics: list[str],
+        create: Callable[[list[QoSProfile]], Callable[[], None]],
+        latest_value: bool = False,
+    ):
         self.topics = topics
         self.latest_value = latest_value
         self.create = create
@@ -60,7 +65,9 @@ class AdaptiveSubscriptions:
     def publishers(self, topic: str) -> list:
         return self._node.get_publishers_info_by_topic(self.resolve(topic))
 
-    def _reliability(self, topic: str, current: ReliabilityPolicy | None = None) -> ReliabilityPolicy:
+    def _reliability(
+        self, topic: str, current: ReliabilityPolicy | None = None
+    ) -> ReliabilityPolicy:
         if self._mode == "reliable":
             return ReliabilityPolicy.RELIABLE
         if self._mode == "best_effort":
@@ -73,10 +80,16 @@ class AdaptiveSubscriptions:
         return offered
 
     def _profile(self, reliability: ReliabilityPolicy) -> QoSProfile:
-        return QoSProfile(depth=self._depth, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+        return QoSProfile(
+            depth=self._depth, history=HistoryPolicy.KEEP_LAST, reliability=reliability
+        )
 
-    def add(self, topics: list[str], create: Callable[[list[QoSProfile]], Callable[[], None]],
-            latest_value: bool = False) -> None:
+    def add(
+        self,
+        topics: list[str],
+        create: Callable[[list[QoSProfile]], Callable[[], None]],
+        latest_value: bool = False,
+    ) -> None:
         """``latest_value``: small messages that each supersede the last (camera info), read best
         effort in auto mode: a lost one is replaced by the next, whereas a reliable reader would
         hold every later one back until the lost one is resent."""
@@ -96,7 +109,9 @@ class AdaptiveSubscriptions:
             group.destroy()
         group.destroy = group.create([self._profile(r) for r in wanted])
         if group.current is not None or self._mode == "auto":
-            chosen = ", ".join(f"{self.resolve(t)}: {NAMES[r]}" for t, r in zip(group.topics, wanted))
+            chosen = ", ".join(
+                f"{self.resolve(t)}: {NAMES[r]}" for t, r in zip(group.topics, wanted)
+            )
             self._log(f"input QoS ({self._mode}): {chosen}")
         group.current = wanted
 
@@ -108,7 +123,12 @@ class AdaptiveSubscriptions:
 
     def chosen(self) -> dict[str, str]:
         """Each subscribed topic's full name and the reliability it is subscribed with now."""
-        return {self.resolve(t): NAMES[r] for g in self._groups if g.current for t, r in zip(g.topics, g.current)}
+        return {
+            self.resolve(t): NAMES[r]
+            for g in self._groups
+            if g.current
+            for t, r in zip(g.topics, g.current)
+        }
 
     def destroy(self) -> None:
         for group in self._groups:

@@ -1,4 +1,5 @@
 """Segmented instances -> visualization_msgs/MarkerArray (a box and a label per instance)."""
+
 from __future__ import annotations
 
 import colorsys
@@ -17,8 +18,9 @@ __all__ = ["instance_markers", "instance_color", "PALETTE"]
 def _make_palette(size: int = 16) -> tuple[tuple[float, float, float], ...]:
     # Hues a golden-ratio step apart: neighbouring ids get clearly different colours.
     golden = (math.sqrt(5) - 1) / 2
-    return tuple(colorsys.hsv_to_rgb((i * golden) % 1.0, 0.75 if i % 2 else 0.95, 0.95)
-                 for i in range(size))
+    return tuple(
+        colorsys.hsv_to_rgb((i * golden) % 1.0, 0.75 if i % 2 else 0.95, 0.95) for i in range(size)
+    )
 
 
 PALETTE = _make_palette()
@@ -35,27 +37,42 @@ def _vector(instance, name: str) -> np.ndarray:
     value = np.asarray(getattr(instance, name), dtype=np.float64).reshape(-1)
     if value.shape != (3,) or not np.isfinite(value).all():
         raise ValueError(
-            f"instance {getattr(instance, 'id', '?')}: {name} must be 3 finite numbers, not {value.tolist()}")
+            f"instance {getattr(instance, 'id', '?')}: {name} must be 3 finite numbers, not {value.tolist()}"
+        )
     return value
 
 
 def _box_edges(center: np.ndarray, size: np.ndarray) -> list[Point]:
     """The 12 edges of an axis-aligned box as 24 LINE_LIST points."""
     half = size / 2
-    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half + center
+    corners = (
+        np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half
+        + center
+    )
     points = []
     for i in range(8):
         for axis in range(3):
             j = i | (1 << (2 - axis))  # the corner across this axis (bit order follows sx, sy, sz)
             if j != i:
-                points += [Point(x=float(corners[i][0]), y=float(corners[i][1]), z=float(corners[i][2])),
-                           Point(x=float(corners[j][0]), y=float(corners[j][1]), z=float(corners[j][2]))]
+                points += [
+                    Point(x=float(corners[i][0]), y=float(corners[i][1]), z=float(corners[i][2])),
+                    Point(x=float(corners[j][0]), y=float(corners[j][1]), z=float(corners[j][2])),
+                ]
     return points
 
 
-def instance_markers(header, instances: Iterable, ns: str = "sole", lifetime: float = 0.0, *,
-                     style: str = "cube", alpha: float = 0.4, line_width: float = 0.01,
-                     text_height: float = 0.06, show_score: bool = True) -> MarkerArray:
+def instance_markers(
+    header,
+    instances: Iterable,
+    ns: str = "sole",
+    lifetime: float = 0.0,
+    *,
+    style: str = "cube",
+    alpha: float = 0.4,
+    line_width: float = 0.01,
+    text_height: float = 0.06,
+    show_score: bool = True,
+) -> MarkerArray:
     """A MarkerArray: DELETEALL, then per instance a box and a "label 0.87" text above it (the
     label alone without ``show_score``).
 
@@ -90,11 +107,20 @@ def instance_markers(header, instances: Iterable, ns: str = "sole", lifetime: fl
             box.scale.x = float(line_width)
             box.color = instance_color(instance_id, 1.0)
 
-        text = Marker(header=header, ns=ns, id=2 * index + 1, action=Marker.ADD, lifetime=life,
-                      type=Marker.TEXT_VIEW_FACING,
-                      text=f"{instance.label} {float(instance.score):.2f}" if show_score else str(instance.label))
-        text.pose.position = Point(x=float(center[0]), y=float(center[1]),
-                                   z=float(center[2] + size[2] / 2 + text_height))
+        text = Marker(
+            header=header,
+            ns=ns,
+            id=2 * index + 1,
+            action=Marker.ADD,
+            lifetime=life,
+            type=Marker.TEXT_VIEW_FACING,
+            text=f"{instance.label} {float(instance.score):.2f}"
+            if show_score
+            else str(instance.label),
+        )
+        text.pose.position = Point(
+            x=float(center[0]), y=float(center[1]), z=float(center[2] + size[2] / 2 + text_height)
+        )
         text.pose.orientation.w = 1.0
         text.scale.z = float(text_height)  # TEXT markers use only scale.z (the letter height)
         text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)

@@ -7,6 +7,7 @@ default) it configures and activates itself on start-up.
 Everything here converts messages, parameters and services into calls on
 sole_ros.pipeline.PerceptionPipeline; the perception itself is ROS-free.
 """
+
 from __future__ import annotations
 
 import sys
@@ -45,7 +46,7 @@ class SoleNode(LifecycleNode):
         self._wake = threading.Event()
         self._segmented = threading.Condition()
         self._last_segment_error = ""
-        self._entities: list = []       # timers of the active state
+        self._entities: list = []  # timers of the active state
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         # Inputs (subscriptions of the active state, counters of every state) and outputs.
@@ -62,12 +63,17 @@ class SoleNode(LifecycleNode):
 
         # Diagnostics in every state, so a failed configure is visible there too.
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.param("output.diagnostics_period"), self._publish_diagnostics,
-                          callback_group=self._timer_group)
+        self.create_timer(
+            self.param("output.diagnostics_period"),
+            self._publish_diagnostics,
+            callback_group=self._timer_group,
+        )
 
         if self.param("autostart"):
             # Deferred to the first spin so the node is fully constructed first.
-            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._timer_group)
+            self._autostart_timer = self.create_timer(
+                0.0, self._autostart, callback_group=self._timer_group
+            )
 
     # --- helpers --------------------------------------------------------------------------------
     def param(self, name: str):
@@ -78,8 +84,10 @@ class SoleNode(LifecycleNode):
         # rclpy turns an exception in a transition into ERROR without a word: say why here
         configured = self.trigger_configure()
         if configured != TransitionCallbackReturn.SUCCESS:
-            self.get_logger().error(f"autostart: configure did not succeed ({configured.name}): "
-                                    f"{self._model_error or 'see the error above'}; the node stays unconfigured")
+            self.get_logger().error(
+                f"autostart: configure did not succeed ({configured.name}): "
+                f"{self._model_error or 'see the error above'}; the node stays unconfigured"
+            )
             return
         activated = self.trigger_activate()
         if activated != TransitionCallbackReturn.SUCCESS:
@@ -111,22 +119,32 @@ class SoleNode(LifecycleNode):
         self._model_error = ""
         self._state_label = "inactive"
         contrast = ", ".join(settings.contrast_phrases) or "none (SOLE's binary query)"
-        self.get_logger().info(f"configured: model on {self.pipeline.device}, fixed frame "
-                               f"'{values['fixed_frame']}', contrast phrases: {contrast}, test-time views: "
-                               f"{settings.test_time_views} at scene scale {settings.scene_scale}")
+        self.get_logger().info(
+            f"configured: model on {self.pipeline.device}, fixed frame "
+            f"'{values['fixed_frame']}', contrast phrases: {contrast}, test-time views: "
+            f"{settings.test_time_views} at scene scale {settings.scene_scale}"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.inputs.start()
         period = self.param("segmentation.period")
         if period > 0:
-            self._entities.append(self.create_timer(period, self._wake.set, callback_group=self._timer_group))
+            self._entities.append(
+                self.create_timer(period, self._wake.set, callback_group=self._timer_group)
+            )
         if self.param("output.scene_period") > 0:
-            self._entities.append(self.create_timer(self.param("output.scene_period"),
-                                                    lambda: self.outputs.publish_scene(self.pipeline),
-                                                    callback_group=self._timer_group))
+            self._entities.append(
+                self.create_timer(
+                    self.param("output.scene_period"),
+                    lambda: self.outputs.publish_scene(self.pipeline),
+                    callback_group=self._timer_group,
+                )
+            )
         self._stop.clear()
-        self._worker = threading.Thread(target=self._segmentation_worker, name="sole-segmentation", daemon=True)
+        self._worker = threading.Thread(
+            target=self._segmentation_worker, name="sole-segmentation", daemon=True
+        )
         self._worker.start()
         self._state_label = "active"
         self.get_logger().info("active")
@@ -175,8 +193,10 @@ class SoleNode(LifecycleNode):
             try:
                 result = pipeline.segment()
                 self._last_segment_error = ""
-                self.get_logger().info(f"segmented scene v{result.version}: {len(result.snapshot)} voxels "
-                                       f"in {result.seconds:.2f} s")
+                self.get_logger().info(
+                    f"segmented scene v{result.version}: {len(result.snapshot)} voxels "
+                    f"in {result.seconds:.2f} s"
+                )
                 if self.param("output.full_segmentation"):
                     self.outputs.publish_instances(pipeline.full_segmentation(), result)
                 if result.objects:
@@ -228,7 +248,9 @@ class SoleNode(LifecycleNode):
                 raise QueryRejected(reason)
             max_results = int(request.max_results) or self.param("query.default_max_results")
             self._refresh_if_stale()
-            answer = self.pipeline.query(phrases, max_results=max_results, min_score=float(request.min_score))
+            answer = self.pipeline.query(
+                phrases, max_results=max_results, min_score=float(request.min_score)
+            )
         except QueryRejected as error:
             response.success, response.message = False, str(error)
             return response
@@ -242,12 +264,16 @@ class SoleNode(LifecycleNode):
         response.header = header
         # the object memory's stable id; without the memory, the rank in this answer
         ids = answer.object_ids or list(range(len(answer.instances)))
-        response.instances = [instance_msg(object_id, inst, header, coords, colors, request.include_points)
-                              for object_id, inst in zip(ids, answer.instances)]
+        response.instances = [
+            instance_msg(object_id, inst, header, coords, colors, request.include_points)
+            for object_id, inst in zip(ids, answer.instances)
+        ]
         self.outputs.remember_labels(answer.object_ids, answer.instances)
         response.success = True
-        response.message = (f"{len(answer.instances)} instance(s) for {len(phrases)} phrase(s) "
-                            f"in scene v{answer.segmentation.version}")
+        response.message = (
+            f"{len(answer.instances)} instance(s) for {len(phrases)} phrase(s) "
+            f"in scene v{answer.segmentation.version}"
+        )
         if not self.param("output.full_segmentation"):
             self.outputs.publish_instances(answer.instances, answer.segmentation)
         return response
@@ -272,7 +298,9 @@ class SoleNode(LifecycleNode):
         seg = self.pipeline.segmentation
         if done and seg is not None:
             response.success = True
-            response.message = f"scene v{seg.version}: {len(seg.snapshot)} voxels in {seg.seconds:.2f} s"
+            response.message = (
+                f"scene v{seg.version}: {len(seg.snapshot)} voxels in {seg.seconds:.2f} s"
+            )
         else:
             response.success = False
             response.message = f"segmentation failed: {self._last_segment_error or 'timed out'}"
@@ -313,16 +341,25 @@ class SoleNode(LifecycleNode):
                 done = f"loaded {self.pipeline.map.num_voxels} voxels from {path}"
             response.success, response.message = True, done
         except Exception as error:  # noqa: BLE001 - whatever a request or a file does: a reason, never a crash
-            reason = str(error) if isinstance(error, (OSError, ValueError)) else f"{type(error).__name__}: {error}"
+            reason = (
+                str(error)
+                if isinstance(error, (OSError, ValueError))
+                else f"{type(error).__name__}: {error}"
+            )
             response.success, response.message = False, f"could not {action} {name!r}: {reason}"
             self.get_logger().warning(response.message)
         return response
 
     # --- diagnostics ----------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        status = perception_status(self.get_fully_qualified_name(), self._state_label,
-                                   self.inputs.diagnostic_values(), self.pipeline, self._model_error,
-                                   self._last_segment_error)
+        status = perception_status(
+            self.get_fully_qualified_name(),
+            self._state_label,
+            self.inputs.diagnostic_values(),
+            self.pipeline,
+            self._model_error,
+            self._last_segment_error,
+        )
         self.diagnostics_pub.publish(diagnostic_array(status, self.get_clock().now().to_msg()))
 
 

@@ -6,6 +6,7 @@ frames (node_inputs.py), the lifecycle state, the map, the last segmentation and
 memory. Its level: ERROR with the reason when the model did not load or a segmentation failed,
 WARN when the node is not active, else OK.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,20 +44,35 @@ def pipeline_values(pipeline) -> dict[str, str]:
     if pipeline is None:
         return {}
     stats = pipeline.map.stats()
-    values = {"map voxels": str(stats["voxels"]), "map memory (bytes)": str(stats["memory_bytes"]),
-              "map version": str(stats["version"]), "map stamp": f"{stats['stamp']:.6f}",
-              "model device": str(pipeline.device)}
+    values = {
+        "map voxels": str(stats["voxels"]),
+        "map memory (bytes)": str(stats["memory_bytes"]),
+        "map version": str(stats["version"]),
+        "map stamp": f"{stats['stamp']:.6f}",
+        "model device": str(pipeline.device),
+    }
     seg = pipeline.segmentation
     values["last segmentation age (s)"] = f"{time.time() - seg.finished_at:.1f}" if seg else "never"
     memory = pipeline.memory
     if memory is not None:
-        values.update({"objects remembered" if name == "objects" else f"objects {name}": str(count)
-                       for name, count in memory.stats().items() if name != "voxels"})
+        values.update(
+            {
+                "objects remembered" if name == "objects" else f"objects {name}": str(count)
+                for name, count in memory.stats().items()
+                if name != "voxels"
+            }
+        )
     return values
 
 
-def perception_status(node_name: str, state: str, input_values: dict[str, str], pipeline,
-                      model_error: str = "", segment_error: str = "") -> DiagnosticStatus:
+def perception_status(
+    node_name: str,
+    state: str,
+    input_values: dict[str, str],
+    pipeline,
+    model_error: str = "",
+    segment_error: str = "",
+) -> DiagnosticStatus:
     """The node's status: ``state`` its lifecycle state, ``input_values`` NodeInputs'."""
     status = DiagnosticStatus(name=f"{node_name}: perception", hardware_id="sole_ros")
     values = {k: v for k, v in input_values.items() if k.startswith("input rate ")}

@@ -3,6 +3,7 @@
 Reading is ROS-free (sole_ros.messages.pointcloud, shared with the bag replay) and re-exported
 here; writing builds rclpy messages, so it lives in the ROS layer.
 """
+
 from __future__ import annotations
 
 import array
@@ -26,11 +27,14 @@ def _as_field_array(name: str, values, count: int) -> np.ndarray:
     if values.dtype.newbyteorder("=") not in _DATATYPE_OF_DTYPE:
         raise ValueError(
             f"extra field {name!r} has dtype {values.dtype}; PointCloud2 holds int8/16/32, "
-            "uint8/16/32, float32 or float64 (convert int64 ids to uint32/int32)")
+            "uint8/16/32, float32 or float64 (convert int64 ids to uint32/int32)"
+        )
     return values
 
 
-def make_cloud(header, xyz, rgb=None, extra_fields: Mapping[str, np.ndarray] | None = None) -> PointCloud2:
+def make_cloud(
+    header, xyz, rgb=None, extra_fields: Mapping[str, np.ndarray] | None = None
+) -> PointCloud2:
     """An unorganised PointCloud2 (height 1) that RViz and PCL read.
 
     ``xyz`` (N,3) is written as float32 x,y,z; ``rgb`` (N,3) uint8 as the float32 field "rgb"
@@ -42,7 +46,9 @@ def make_cloud(header, xyz, rgb=None, extra_fields: Mapping[str, np.ndarray] | N
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"xyz must have shape (N, 3), not {xyz.shape}")
     count = xyz.shape[0]
-    columns: list[tuple[str, np.ndarray]] = [(axis, xyz[:, i].astype(np.float32)) for i, axis in enumerate("xyz")]
+    columns: list[tuple[str, np.ndarray]] = [
+        (axis, xyz[:, i].astype(np.float32)) for i, axis in enumerate("xyz")
+    ]
     if rgb is not None:
         rgb = np.asarray(rgb)
         if rgb.shape != (count, 3):
@@ -70,7 +76,9 @@ def make_cloud(header, xyz, rgb=None, extra_fields: Mapping[str, np.ndarray] | N
         offset += dtype.itemsize
     alignment = max(f.itemsize for f in formats)
     point_step = -(-offset // alignment) * alignment
-    record = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+    record = np.dtype(
+        {"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step}
+    )
     table = np.zeros(count, dtype=record)
     for name, values in columns:
         table[name] = values

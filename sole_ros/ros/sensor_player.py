@@ -6,6 +6,7 @@ demo and the node tests; also runnable on its own:
 
     python -m sole_ros.ros.sensor_player --seed 3 --frames 12 --rate 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,22 @@ def odometry(header: Header, child_frame: str, pose: np.ndarray) -> Odometry:
 class SensorPlayer(Node):
     """Publishes pre-rendered frames; ``publish_frame(i)`` sends frame i with a stamp."""
 
-    def __init__(self, frames, fixed_frame: str = "map", camera_frame: str = "camera",
-                 reliable: bool = True, name: str = "sole_sensor_player", **kwargs):
+    def __init__(
+        self,
+        frames,
+        fixed_frame: str = "map",
+        camera_frame: str = "camera",
+        reliable: bool = True,
+        name: str = "sole_sensor_player",
+        **kwargs,
+    ):
         super().__init__(name, **kwargs)
         self.frames = list(frames)
         self.fixed_frame, self.camera_frame = fixed_frame, camera_frame
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable
-                         else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(
+            depth=10,
+            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        )
         self.depth_pub = self.create_publisher(Image, "depth/image", qos)
         self.info_pub = self.create_publisher(CameraInfo, "depth/camera_info", qos)
         self.color_pub = self.create_publisher(Image, "color/image", qos)
@@ -99,8 +109,15 @@ class SensorPlayer(Node):
         return False
 
 
-def render_demo_frames(seed: int, num_frames: int, width: int = 320, height: int = 240, kind: str = "tabletop",
-                       classes: list[str] | None = None, object_sizes: str = "compact"):
+def render_demo_frames(
+    seed: int,
+    num_frames: int,
+    width: int = 320,
+    height: int = 240,
+    kind: str = "tabletop",
+    classes: list[str] | None = None,
+    object_sizes: str = "compact",
+):
     from sole_ros.synthetic import generate_scene, render_sequence
 
     scene = generate_scene(seed=seed, kind=kind, classes=classes, sizes=object_sizes)
@@ -110,13 +127,19 @@ def render_demo_frames(seed: int, num_frames: int, width: int = 320, height: int
 def main(argv=None) -> int:
     from sole_ros.synthetic.catalogue import OBJECT_SIZES
 
-    parser = argparse.ArgumentParser(description="Publish a synthetic RGB-D sequence with poses over ROS 2.")
+    parser = argparse.ArgumentParser(
+        description="Publish a synthetic RGB-D sequence with poses over ROS 2."
+    )
     parser.add_argument("--seed", type=int, default=3, help="scene seed (default 3)")
     parser.add_argument("--frames", type=int, default=12, help="frames to render and publish")
     parser.add_argument("--rate", type=float, default=5.0, help="frames per second")
     parser.add_argument("--loop", action="store_true", help="start over at the end")
-    parser.add_argument("--object-sizes", choices=tuple(OBJECT_SIZES), default="compact",
-                        help="the small objects' size ranges (default compact)")
+    parser.add_argument(
+        "--object-sizes",
+        choices=tuple(OBJECT_SIZES),
+        default="compact",
+        help="the small objects' size ranges (default compact)",
+    )
     args, ros_args = parser.parse_known_args(argv)
     if args.frames < 1 or args.rate <= 0:
         print("sensor_player: error: --frames must be >= 1 and --rate > 0", file=sys.stderr)

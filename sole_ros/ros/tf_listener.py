@@ -9,6 +9,7 @@ tf2_msgs/msg/TFMessage interface from its identical one-line definition, so thes
 match every other node's /tf on the wire, and the transforms go into
 sole_ros.messages.transform_tree.TransformTree, the same tree the bag replay uses.
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,10 +25,18 @@ from sole_ros.messages.transform_tree import TransformTree
 # by the next one and interpolation spans the gap, whereas a reliable reader delivers in order and
 # holds every later transform back until the lost one is resent, which can take seconds while
 # image bursts crowd the host. /tf_static stays reliable and latched, as tf2_ros reads it.
-DYNAMIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
-                         durability=DurabilityPolicy.VOLATILE)
-STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DYNAMIC_QOS = QoSProfile(
+    depth=100,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+STATIC_QOS = QoSProfile(
+    depth=100,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 CACHE_SECONDS = 10.0  # how much /tf history is kept, as tf2's default buffer
 
 
@@ -77,10 +86,15 @@ class OwnTransformListener:
         # process's remappings (e.g. /tf:=tf) are given to it too.
         self._context = rclpy.Context()
         rclpy.init(args=_ros_arguments(), context=self._context)
-        self._node = rclpy.create_node(f"{node.get_name()}_transforms", namespace=node.get_namespace(),
-                                       context=self._context)
-        self._node.create_subscription(TFMessage, "/tf", lambda msg: self._add(msg, False), DYNAMIC_QOS)
-        self._node.create_subscription(TFMessage, "/tf_static", lambda msg: self._add(msg, True), STATIC_QOS)
+        self._node = rclpy.create_node(
+            f"{node.get_name()}_transforms", namespace=node.get_namespace(), context=self._context
+        )
+        self._node.create_subscription(
+            TFMessage, "/tf", lambda msg: self._add(msg, False), DYNAMIC_QOS
+        )
+        self._node.create_subscription(
+            TFMessage, "/tf_static", lambda msg: self._add(msg, True), STATIC_QOS
+        )
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
         self._stop = threading.Event()
@@ -101,11 +115,18 @@ class OwnTransformListener:
             for t in msg.transforms:
                 # One bad transform must not spoil the others of the message.
                 try:
-                    self._tree.add(t.header.frame_id, t.child_frame_id, stamp_to_seconds(t.header.stamp),
-                                   matrix_from_transform(t.transform), static=static)
+                    self._tree.add(
+                        t.header.frame_id,
+                        t.child_frame_id,
+                        stamp_to_seconds(t.header.stamp),
+                        matrix_from_transform(t.transform),
+                        static=static,
+                    )
                 except (ValueError, PoseLookupError) as error:
-                    self._node.get_logger().warning(f"transform {t.header.frame_id} -> {t.child_frame_id} "
-                                                    f"ignored: {error}", throttle_duration_sec=5.0)
+                    self._node.get_logger().warning(
+                        f"transform {t.header.frame_id} -> {t.child_frame_id} ignored: {error}",
+                        throttle_duration_sec=5.0,
+                    )
             self._arrived.notify_all()
 
     def lookup(self, target: str, source: str, stamp: float, timeout: float) -> np.ndarray:
@@ -145,8 +166,12 @@ class Tf2RosListener:
         from rclpy.time import Time
 
         try:
-            transform = self._buffer.lookup_transform(target, source, Time(nanoseconds=round(stamp * 1e9)),
-                                                      timeout=Duration(seconds=timeout))
+            transform = self._buffer.lookup_transform(
+                target,
+                source,
+                Time(nanoseconds=round(stamp * 1e9)),
+                timeout=Duration(seconds=timeout),
+            )
         except Exception as error:  # noqa: BLE001 - tf2 raises several lookup exception types
             raise PoseLookupError(str(error)) from None
         return matrix_from_transform(transform.transform)
@@ -160,10 +185,17 @@ def make_transform_listener(node):
     if tf2_ros_available():
         return Tf2RosListener(node)
     if not tf_messages_available():
-        raise ImportError("pose.source=tf needs tf2_msgs: run scripts/setup.sh (it builds the standard "
-                          "tf2_msgs/msg/TFMessage interface), or install ROS 2's tf2_msgs")
+        raise ImportError(
+            "pose.source=tf needs tf2_msgs: run scripts/setup.sh (it builds the standard "
+            "tf2_msgs/msg/TFMessage interface), or install ROS 2's tf2_msgs"
+        )
     return OwnTransformListener(node)
 
 
-__all__ = ["OwnTransformListener", "Tf2RosListener", "make_transform_listener", "tf2_ros_available",
-           "tf_messages_available"]
+__all__ = [
+    "OwnTransformListener",
+    "Tf2RosListener",
+    "make_transform_listener",
+    "tf2_ros_available",
+    "tf_messages_available",
+]

@@ -7,6 +7,7 @@ The buffer backs the "pose topic + static sensor extrinsic" mode used when tf2_r
 installed: odometry / pose messages fill it, and a frame's sensor pose is looked up at the image
 stamp (interpolated: linear translation, slerp rotation), then composed with the extrinsic.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,9 +31,18 @@ from sole_ros.messages.poses import (  # noqa: F401
 )
 
 __all__ = [
-    "MalformedMessage", "PoseLookupError", "PoseBuffer", "stamp_to_seconds", "seconds_to_stamp",
-    "pose_to_matrix", "matrix_from_pose", "matrix_from_transform", "matrix_from_odometry",
-    "matrix_from_pose_stamped", "matrix_from_transform_stamped", "extrinsic_matrix",
+    "MalformedMessage",
+    "PoseLookupError",
+    "PoseBuffer",
+    "stamp_to_seconds",
+    "seconds_to_stamp",
+    "pose_to_matrix",
+    "matrix_from_pose",
+    "matrix_from_transform",
+    "matrix_from_odometry",
+    "matrix_from_pose_stamped",
+    "matrix_from_transform_stamped",
+    "extrinsic_matrix",
     "check_rigid",
 ]
 

@@ -29,6 +29,7 @@ rendering (depth images from the map), map_file (versioned, checksummed, atomic,
 format), saved_map (what a map file must hold), scene_folder (the one folder the node's scene
 services read and write), free_space (what a depth frame sees through).
 """
+
 from .dense_clip import DenseClipFeatures
 from .errors import InvalidInput, MapFileError
 from .keyframes import KeyframeSelector
@@ -36,6 +37,16 @@ from .map_file import FORMAT_VERSION
 from .validation import COLOR_ENCODINGS, DEPTH_ENCODINGS, unpack_rgb
 from .voxel_map import IntegrationSummary, SceneSnapshot, VoxelMap
 
-__all__ = ["VoxelMap", "SceneSnapshot", "IntegrationSummary", "InvalidInput", "MapFileError",
-           "DenseClipFeatures", "KeyframeSelector", "FORMAT_VERSION", "COLOR_ENCODINGS", "DEPTH_ENCODINGS",
-           "unpack_rgb"]
+__all__ = [
+    "VoxelMap",
+    "SceneSnapshot",
+    "IntegrationSummary",
+    "InvalidInput",
+    "MapFileError",
+    "DenseClipFeatures",
+    "KeyframeSelector",
+    "FORMAT_VERSION",
+    "COLOR_ENCODINGS",
+    "DEPTH_ENCODINGS",
+    "unpack_rgb",
+]

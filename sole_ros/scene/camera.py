@@ -4,6 +4,7 @@ projection of world points into an image.
 Pixel (u, v) has its centre at integer coordinates, so K's principal point for a 640x480 image is
 near (319.5, 239.5) and the pixel under a projected point is floor(u + 0.5).
 """
+
 from __future__ import annotations
 
 import threading
@@ -15,8 +16,9 @@ import numpy as np
 @dataclass(frozen=True)
 class PixelRays:
     """Rays through every pixel centre, flattened row-major: direction = (x, y, 1) scaled by depth."""
-    x: np.ndarray       # (H*W,) float32, (u - cx) / fx
-    y: np.ndarray       # (H*W,) float32, (v - cy) / fy
+
+    x: np.ndarray  # (H*W,) float32, (u - cx) / fx
+    y: np.ndarray  # (H*W,) float32, (v - cy) / fy
     length: np.ndarray  # (H*W,) float32, |(x, y, 1)|: range = depth * length
 
 
@@ -29,7 +31,9 @@ class RayCache:
         self._lock = threading.Lock()
 
     def get(self, K: np.ndarray, width: int, height: int) -> PixelRays:
-        key = np.asarray([width, height], dtype=np.float64).tobytes() + K.astype(np.float64).tobytes()
+        key = (
+            np.asarray([width, height], dtype=np.float64).tobytes() + K.astype(np.float64).tobytes()
+        )
         with self._lock:
             rays = self._entries.get(key)
             if rays is None:
@@ -57,12 +61,17 @@ def world_to_camera(points_world: np.ndarray, camera_to_world: np.ndarray) -> np
     return np.stack(columns, axis=1)
 
 
-def world_to_camera_columns(x: np.ndarray, y: np.ndarray, z: np.ndarray, camera_to_world: np.ndarray):
+def world_to_camera_columns(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, camera_to_world: np.ndarray
+):
     """world_to_camera on three float32 columns (contiguous passes; numpy's (N,3)@(3,3) is slow)."""
     rotation = camera_to_world[:3, :3].astype(np.float32)
     translation = camera_to_world[:3, 3].astype(np.float32)
     dx, dy, dz = x - translation[0], y - translation[1], z - translation[2]
-    return tuple(dx * rotation[0, axis] + dy * rotation[1, axis] + dz * rotation[2, axis] for axis in range(3))
+    return tuple(
+        dx * rotation[0, axis] + dy * rotation[1, axis] + dz * rotation[2, axis]
+        for axis in range(3)
+    )
 
 
 def project(points_camera: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

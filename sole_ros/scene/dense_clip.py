@@ -12,6 +12,7 @@ are rounded to whole patches, and the positional embedding grid is interpolated 
 result is an (h, w, D) grid of unit vectors whose cells tile the whole input image; the voxel map
 samples it bilinearly at projected pixel positions (upsampling only where it is looked up).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,35 +24,64 @@ from .errors import InvalidInput
 
 
 class DenseClipFeatures:
-    def __init__(self, clip, device: str | torch.device | None = None, short_side: int | None = None,
-                 mixed_precision: bool = True):
+    def __init__(
+        self,
+        clip,
+        device: str | torch.device | None = None,
+        short_side: int | None = None,
+        mixed_precision: bool = True,
+    ):
         """`clip` is a sole_ros.clip.LoadedClip whose model is an open_clip ViT CLIP."""
         visual = clip.model.visual
-        for name in ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj"):
+        for name in (
+            "conv1",
+            "class_embedding",
+            "positional_embedding",
+            "ln_pre",
+            "transformer",
+            "ln_post",
+            "proj",
+        ):
             if getattr(visual, name, None) is None:
-                raise TypeError(f"dense CLIP features need an open_clip VisionTransformer; "
-                                f"{type(visual).__name__} has no {name!r}")
+                raise TypeError(
+                    f"dense CLIP features need an open_clip VisionTransformer; "
+                    f"{type(visual).__name__} has no {name!r}"
+                )
         if getattr(visual, "attn_pool", None) is not None:
             raise TypeError("attention-pooled vision towers (CoCa-style) are not supported")
         self.visual = visual
-        self.device = resolve_device(device) if device is not None else next(visual.parameters()).device
+        self.device = (
+            resolve_device(device) if device is not None else next(visual.parameters()).device
+        )
         if next(visual.parameters()).device != self.device:
-            raise ValueError(f"the CLIP model is on {next(visual.parameters()).device}, not {self.device}; "
-                             "load it on the device you want the features computed on")
+            raise ValueError(
+                f"the CLIP model is on {next(visual.parameters()).device}, not {self.device}; "
+                "load it on the device you want the features computed on"
+            )
         self.feature_dim = int(clip.embed_dim)
         self.short_side = int(short_side or min(clip.image_size))
-        self.patch = tuple(int(p) for p in visual.patch_size) if isinstance(visual.patch_size, (tuple, list)) \
+        self.patch = (
+            tuple(int(p) for p in visual.patch_size)
+            if isinstance(visual.patch_size, (tuple, list))
             else (int(visual.patch_size),) * 2
+        )
         self.mixed_precision = mixed_precision
-        self._mean = torch.tensor(clip.image_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(clip.image_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(clip.image_mean, dtype=torch.float32, device=self.device).view(
+            1, 3, 1, 1
+        )
+        self._std = torch.tensor(clip.image_std, dtype=torch.float32, device=self.device).view(
+            1, 3, 1, 1
+        )
         self._positional_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input size for an image: short side -> short_side, both rounded to patches."""
         scale = self.short_side / min(height, width)
         ph, pw = self.patch
-        return (max(ph, int(round(height * scale / ph)) * ph), max(pw, int(round(width * scale / pw)) * pw))
+        return (
+            max(ph, int(round(height * scale / ph)) * ph),
+            max(pw, int(round(width * scale / pw)) * pw),
+        )
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         h, w = self.input_size(height, width)
@@ -74,7 +104,9 @@ class DenseClipFeatures:
         batch = _check_images(images)
         pixels = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         size = self.input_size(batch.shape[1], batch.shape[2])
-        pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+        pixels = F.interpolate(
+            pixels, size=size, mode="bilinear", align_corners=False, antialias=True
+        )
         return (pixels - self._mean) / self._std
 
     def grid_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -94,9 +126,9 @@ class DenseClipFeatures:
 
     def _patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         visual = self.visual
-        x = visual.conv1(pixels.to(visual.conv1.weight.dtype))       # B, width, h, w
+        x = visual.conv1(pixels.to(visual.conv1.weight.dtype))  # B, width, h, w
         batch, _, h, w = x.shape
-        x = x.flatten(2).transpose(1, 2)                             # B, h*w, width
+        x = x.flatten(2).transpose(1, 2)  # B, h*w, width
         cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(batch, 1, -1)
         x = torch.cat([cls, x], dim=1) + self._positional((h, w)).to(x.dtype)
         x = visual.ln_pre(x)
@@ -130,10 +162,10 @@ def _last_block_without_attention(block, x: torch.Tensor) -> torch.Tensor:
     width = x.shape[-1]
     y = block.ln_1(x)
     if attn.in_proj_weight is not None:
-        value_weight = attn.in_proj_weight[2 * width:]
+        value_weight = attn.in_proj_weight[2 * width :]
     else:  # nn.MultiheadAttention with separate projections
         value_weight = attn.v_proj_weight
-    value_bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+    value_bias = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
     value = F.linear(y, value_weight, value_bias)
     head_scale = getattr(attn, "head_scale", None)
     if head_scale is not None:  # open_clip's custom Attention scales each head's output
@@ -155,6 +187,11 @@ def _check_images(images) -> np.ndarray:
             raise InvalidInput(f"images in one batch must share a size, got {sorted(shapes)}")
         images = np.stack([np.asarray(image) for image in images])
     batch = np.asarray(images)
-    if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3 or min(batch.shape[1:3]) < 1:
+    if (
+        batch.dtype != np.uint8
+        or batch.ndim != 4
+        or batch.shape[3] != 3
+        or min(batch.shape[1:3]) < 1
+    ):
         raise InvalidInput(f"images must be uint8 RGB (B,H,W,3), got {batch.dtype} {batch.shape}")
     return np.ascontiguousarray(batch)

@@ -1,4 +1,5 @@
 """Errors the scene library raises, each with a reason a person can act on."""
+
 from __future__ import annotations
 
 MAX_REASON_LENGTH = 1000
@@ -17,11 +18,11 @@ class MapFileError(ValueError):
     def __init__(self, message: str):
         line = "".join(c if c.isprintable() else " " for c in str(message))
         if len(line) > MAX_REASON_LENGTH:
-            line = line[:MAX_REASON_LENGTH - 3] + "..."
+            line = line[: MAX_REASON_LENGTH - 3] + "..."
         super().__init__(line)
 
 
 def shown(value, limit: int = 40) -> str:
     """A value read from a file as a message may quote it: its repr, cut to ``limit`` characters."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -18,6 +18,7 @@ The map's policy, ``OldestSeenFirst``:
   sensor position are evicted (a sweep is a pass over the whole map: not every frame).
 - Restore: a saved map with more voxels than the bound keeps those eviction would keep.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,9 +33,10 @@ from .voxel_store import VoxelStore
 @dataclass
 class Room:
     """The answer to ``make_room``: what leaves the map so that the frame's new voxels fit."""
-    victims: np.ndarray    # slots of stored voxels to evict before the frame goes in
+
+    victims: np.ndarray  # slots of stored voxels to evict before the frame goes in
     new_index: np.ndarray  # indices of the frame's new keys that go in (sorted)
-    dropped: int           # new voxels of the frame that do not fit
+    dropped: int  # new voxels of the frame that do not fit
 
 
 class EvictionPolicy(Protocol):
@@ -42,8 +44,13 @@ class EvictionPolicy(Protocol):
     ``last_seen``, ``observations``, ``centres``), read only; every answer names slots or rows,
     and the map does the removing."""
 
-    def make_room(self, store: VoxelStore, new_keys: np.ndarray, observed_slots: np.ndarray,
-                  origin: np.ndarray) -> Room:
+    def make_room(
+        self,
+        store: VoxelStore,
+        new_keys: np.ndarray,
+        observed_slots: np.ndarray,
+        origin: np.ndarray,
+    ) -> Room:
         """A frame observed ``observed_slots`` and brings ``new_keys`` (not stored yet) from a
         sensor at ``origin``: which stored voxels to evict, and which new keys go in."""
 
@@ -61,15 +68,22 @@ class OldestSeenFirst:
     """The map's policy: evict the voxels seen longest ago, in batches, and those left beyond
     ``keep_radius`` of the sensor (see the module's description)."""
 
-    def __init__(self, voxel_size: float, max_voxels: int, evict_fraction: float, keep_radius: float | None):
+    def __init__(
+        self, voxel_size: float, max_voxels: int, evict_fraction: float, keep_radius: float | None
+    ):
         self.voxel_size = voxel_size
         self.max_voxels = max_voxels
         self.evict_fraction = evict_fraction
         self.keep_radius = keep_radius
         self._sweep_origin: np.ndarray | None = None
 
-    def make_room(self, store: VoxelStore, new_keys: np.ndarray, observed_slots: np.ndarray,
-                  origin: np.ndarray) -> Room:
+    def make_room(
+        self,
+        store: VoxelStore,
+        new_keys: np.ndarray,
+        observed_slots: np.ndarray,
+        origin: np.ndarray,
+    ) -> Room:
         new_index = np.arange(new_keys.shape[0])
         room = self.max_voxels - store.size
         if new_index.shape[0] <= room:
@@ -85,7 +99,9 @@ class OldestSeenFirst:
             new_index = np.sort(nearest)
         return Room(victims, new_index, dropped)
 
-    def victims(self, store: VoxelStore, count: int, protected: np.ndarray | None = None) -> np.ndarray:
+    def victims(
+        self, store: VoxelStore, count: int, protected: np.ndarray | None = None
+    ) -> np.ndarray:
         """Slots of the ``count`` voxels seen longest ago; ties on the last-seen stamp go to the
         voxels with fewer observations. ``protected`` slots are never chosen. O(voxels)."""
         slots = store.live_slots()
@@ -123,7 +139,9 @@ class OldestSeenFirst:
         slots = store.live_slots()
         x, y, z = store.centres(slots)
         origin = origin.astype(np.float32)
-        far = (x - origin[0]) ** 2 + (y - origin[1]) ** 2 + (z - origin[2]) ** 2 > self.keep_radius ** 2
+        far = (x - origin[0]) ** 2 + (y - origin[1]) ** 2 + (
+            z - origin[2]
+        ) ** 2 > self.keep_radius**2
         return slots[far]
 
     def keep_on_restore(self, observations: np.ndarray, last_seen: np.ndarray) -> np.ndarray:

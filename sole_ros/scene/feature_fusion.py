@@ -5,6 +5,7 @@ measured depth at that pixel agrees with the centre's depth within a tolerance, 
 behind a nearer surface (or in front of it, i.e. no longer there) get nothing from the view. The
 map keeps a running mean per voxel, stored as float16.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,16 @@ from .camera import world_to_camera_columns
 from .voxel_store import VoxelStore
 
 
-def fuse_view_features(store: VoxelStore, features: torch.Tensor, K: np.ndarray, depth_m: np.ndarray,
-                       stride: int, image_size: tuple[int, int], pose: np.ndarray, tolerance: float) -> int:
+def fuse_view_features(
+    store: VoxelStore,
+    features: torch.Tensor,
+    K: np.ndarray,
+    depth_m: np.ndarray,
+    stride: int,
+    image_size: tuple[int, int],
+    pose: np.ndarray,
+    tolerance: float,
+) -> int:
     """Average this view's (h,w,D) feature grid into the voxels it sees; how many took a feature.
     ``depth_m`` and ``K`` may be strided by ``stride``; the grid spans the full ``image_size``."""
     slots = store.live_slots()
@@ -30,8 +39,14 @@ def fuse_view_features(store: VoxelStore, features: torch.Tensor, K: np.ndarray,
     return int(index.shape[0])
 
 
-def surface_in_view(store: VoxelStore, slots: np.ndarray, K: np.ndarray, depth_m: np.ndarray, pose: np.ndarray,
-                    tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def surface_in_view(
+    store: VoxelStore,
+    slots: np.ndarray,
+    K: np.ndarray,
+    depth_m: np.ndarray,
+    pose: np.ndarray,
+    tolerance: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which of ``slots`` (their positions in it) lie on the surface the depth image measured,
     and the pixel coordinates (u, v) each projects to."""
     height, width = depth_m.shape
@@ -45,7 +60,9 @@ def surface_in_view(store: VoxelStore, slots: np.ndarray, K: np.ndarray, depth_m
     candidates = np.flatnonzero((column >= 0) & (column < width) & (row >= 0) & (row < height))
     measured = depth_m[row[candidates], column[candidates]]
     with np.errstate(invalid="ignore"):
-        agrees = np.isfinite(measured) & (measured > 0) & (np.abs(z[candidates] - measured) <= tolerance)
+        agrees = (
+            np.isfinite(measured) & (measured > 0) & (np.abs(z[candidates] - measured) <= tolerance)
+        )
     seen = candidates[agrees]
     return ahead[seen], u[seen], v[seen]
 
@@ -63,8 +80,9 @@ def fold_features(store: VoxelStore, rows: np.ndarray, samples: torch.Tensor) ->
     table.index_copy_(0, index, current.half())
 
 
-def sample_feature_grid(features: torch.Tensor, u: np.ndarray, v: np.ndarray,
-                        width: int, height: int) -> torch.Tensor:
+def sample_feature_grid(
+    features: torch.Tensor, u: np.ndarray, v: np.ndarray, width: int, height: int
+) -> torch.Tensor:
     """Bilinearly sample an (h,w,D) feature grid whose cells tile a width x height image at pixel
     coordinates (u, v), clamping at the border: the grid is upsampled to the image only where it
     is looked up. Returns (N,D) float32 on the CPU.
@@ -85,7 +103,9 @@ def sample_feature_grid(features: torch.Tensor, u: np.ndarray, v: np.ndarray,
     x1 = (x0 + 1).clamp_(max=grid_w - 1).long()
     y1 = (y0 + 1).clamp_(max=grid_h - 1).long()
     x0, y0 = x0.long(), y0.long()
-    index = torch.stack([y0 * grid_w + x0, y0 * grid_w + x1, y1 * grid_w + x0, y1 * grid_w + x1], dim=1)
+    index = torch.stack(
+        [y0 * grid_w + x0, y0 * grid_w + x1, y1 * grid_w + x0, y1 * grid_w + x1], dim=1
+    )
     weight = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)
     sampled = torch.nn.functional.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
     return sampled.cpu()

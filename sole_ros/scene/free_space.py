@@ -14,6 +14,7 @@ the z coordinate in the camera frame, metres. The tolerance should cover half a 
 (a centre is up to that far from the surface it stands for), depth noise and pose error: two to
 three voxel sizes is a sound start.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,10 @@ def measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolera
     outside the image, behind the camera, no valid pixel)."""
     points = np.asarray(centres)
     if points.ndim != 2 or points.shape[1] != 3 or not np.issubdtype(points.dtype, np.number):
-        raise ValueError(f"centres must be an (N,3) array of numbers, got shape {points.shape}, "
-                         f"dtype {points.dtype}")
+        raise ValueError(
+            f"centres must be an (N,3) array of numbers, got shape {points.shape}, "
+            f"dtype {points.dtype}"
+        )
     points = points.astype(np.float64, copy=False)
     if not np.all(np.isfinite(points)):
         raise ValueError("centres contain NaN or inf")
@@ -48,10 +51,15 @@ def measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolera
     if depth.ndim != 2 or depth.shape[0] < 1 or depth.shape[1] < 1:
         raise ValueError(f"depth must be a non-empty 2D image (H,W), got shape {depth.shape}")
     if depth.dtype not in (np.float32, np.float64):
-        raise ValueError(f"depth must be float metres (float32/float64), got {depth.dtype}: "
-                         "scale integer depth (e.g. uint16 millimetres) to metres first")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float, np.floating, np.integer)) \
-            or not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(
+            f"depth must be float metres (float32/float64), got {depth.dtype}: "
+            "scale integer depth (e.g. uint16 millimetres) to metres first"
+        )
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, (int, float, np.floating, np.integer))
+        or not (math.isfinite(tolerance) and tolerance >= 0)
+    ):
         raise ValueError(f"tolerance must be a finite number of metres >= 0, got {tolerance!r}")
     height, width = depth.shape
     K = check_intrinsics(K, width, height)
@@ -91,6 +99,8 @@ def seen_through(centres, depth_m, K, pose_world_from_camera, tolerance: float) 
 def seen_occupied(centres, depth_m, K, pose_world_from_camera, tolerance: float) -> np.ndarray:
     """Bool mask of the (N,3) world points whose depth is within ``tolerance`` metres of the
     reading under them: the camera saw a surface there."""
-    z, measured, _ = measured_and_point_depth(centres, depth_m, K, pose_world_from_camera, tolerance)
+    z, measured, _ = measured_and_point_depth(
+        centres, depth_m, K, pose_world_from_camera, tolerance
+    )
     with np.errstate(invalid="ignore"):
         return np.abs(measured - z) <= tolerance

@@ -1,4 +1,5 @@
 """Keyframe selection: which camera frames are worth the cost of dense CLIP features."""
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,18 @@ class KeyframeSelector:
     if set. The first frame, and a frame whose stamp goes back in time (a replay restarted), are
     keyframes."""
 
-    def __init__(self, min_translation: float = 0.10, min_rotation_deg: float = 10.0,
-                 min_interval: float = 0.0, max_interval: float | None = None):
-        for name, value in (("min_translation", min_translation), ("min_rotation_deg", min_rotation_deg),
-                            ("min_interval", min_interval)):
+    def __init__(
+        self,
+        min_translation: float = 0.10,
+        min_rotation_deg: float = 10.0,
+        min_interval: float = 0.0,
+        max_interval: float | None = None,
+    ):
+        for name, value in (
+            ("min_translation", min_translation),
+            ("min_rotation_deg", min_rotation_deg),
+            ("min_interval", min_interval),
+        ):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if max_interval is not None and not (math.isfinite(max_interval) and max_interval > 0):

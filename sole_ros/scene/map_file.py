@@ -9,6 +9,7 @@ Atomicity: the file is written to a temporary name in the same folder, flushed a
 renamed over the target (rename is atomic on POSIX and Windows); a crash at any point leaves the
 previous file untouched (plus, at worst, a stray temporary file starting with '.').
 """
+
 from __future__ import annotations
 
 import itertools
@@ -34,7 +35,9 @@ _counter = itertools.count()
 
 def temporary_path(path: pathlib.Path) -> pathlib.Path:
     """Unique per process, thread and call, so concurrent saves never share a temporary file."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}-{next(_counter)}")
+    return path.with_name(
+        f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}-{next(_counter)}"
+    )
 
 
 def write(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -47,12 +50,24 @@ def write(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
         contiguous[name] = array
-        entries.append({"name": name, "dtype": array.dtype.str, "shape": list(array.shape),
-                        "offset": offset, "nbytes": int(array.nbytes),
-                        "crc32": zlib.crc32(_bytes_of(array))})
+        entries.append(
+            {
+                "name": name,
+                "dtype": array.dtype.str,
+                "shape": list(array.shape),
+                "offset": offset,
+                "nbytes": int(array.nbytes),
+                "crc32": zlib.crc32(_bytes_of(array)),
+            }
+        )
         offset += int(array.nbytes)
-    full_header = {**header, "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                   "arrays": entries, "payload_bytes": offset}
+    full_header = {
+        **header,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "arrays": entries,
+        "payload_bytes": offset,
+    }
     header_bytes = json.dumps(full_header).encode("utf-8")
     temporary = temporary_path(path)
     try:
@@ -94,12 +109,17 @@ def _sync_folder(folder: pathlib.Path) -> None:
 
 
 # Limits a file must keep before anything it declares is believed.
-MAX_HEADER_BYTES = 1 << 20   # a real header is a few kB: settings and one entry per array
-MAX_HEADER_DEPTH = 8         # a real header nests 4 deep (header > arrays > entry > shape)
+MAX_HEADER_BYTES = 1 << 20  # a real header is a few kB: settings and one entry per array
+MAX_HEADER_DEPTH = 8  # a real header nests 4 deep (header > arrays > entry > shape)
 MAX_ARRAYS = 64
 # Opening for reading never blocks (a named pipe) and never follows a final link.
-READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-MAX_DIMENSION = 1 << 40      # any one axis of any array
+READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+MAX_DIMENSION = 1 << 40  # any one axis of any array
 
 
 def read(path, max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -117,7 +137,9 @@ def read(path, max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray
     except MapFileError:
         raise
     except Exception as error:  # noqa: BLE001 - a crafted file may fail in any way: all are refusals
-        raise MapFileError(f"{path}: unreadable map file ({type(error).__name__}: {error})") from None
+        raise MapFileError(
+            f"{path}: unreadable map file ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _read_regular_file(path: pathlib.Path, max_bytes: int | None) -> bytes:
@@ -128,10 +150,14 @@ def _read_regular_file(path: pathlib.Path, max_bytes: int | None) -> bytes:
     try:
         status = os.fstat(handle)
         if not stat.S_ISREG(status.st_mode):
-            raise MapFileError(f"{path}: not a regular file (a device, pipe, socket or folder): refused")
+            raise MapFileError(
+                f"{path}: not a regular file (a device, pipe, socket or folder): refused"
+            )
         if max_bytes is not None and status.st_size > max_bytes:
-            raise MapFileError(f"{path}: {status.st_size} bytes, more than the {max_bytes} bytes a map of "
-                               "this node's size (scene.max_voxels) can need: refused")
+            raise MapFileError(
+                f"{path}: {status.st_size} bytes, more than the {max_bytes} bytes a map of "
+                "this node's size (scene.max_voxels) can need: refused"
+            )
         chunks, remaining = [], status.st_size
         while remaining > 0:  # read no more than fstat said, whatever the file does meanwhile
             chunk = os.read(handle, min(remaining, 1 << 24))
@@ -180,26 +206,34 @@ def _parse(path: pathlib.Path, data: bytes) -> tuple[dict, dict[str, np.ndarray]
     if header_length > MAX_HEADER_BYTES or start + header_length > len(data):
         raise MapFileError(f"{path}: truncated or corrupt header (length {header_length})")
     try:
-        text = data[start:start + header_length].decode("utf-8")
+        text = data[start : start + header_length].decode("utf-8")
         if _nesting_depth(text) > MAX_HEADER_DEPTH:
             raise MapFileError(f"header nests deeper than {MAX_HEADER_DEPTH} levels")
         header = json.loads(text, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, MapFileError) as error:
         raise MapFileError(f"{path}: corrupt header ({error})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise MapFileError(f"{path}: not a {FORMAT_NAME} file (format "
-                           f"{shown(header.get('format')) if isinstance(header, dict) else 'none'})")
+        raise MapFileError(
+            f"{path}: not a {FORMAT_NAME} file (format "
+            f"{shown(header.get('format')) if isinstance(header, dict) else 'none'})"
+        )
     version = header.get("format_version")
     if isinstance(version, bool) or version != FORMAT_VERSION:
-        raise MapFileError(f"{path}: format version {shown(version)} is not supported "
-                           f"(this code reads {FORMAT_VERSION})")
-    payload = memoryview(data)[start + header_length:]
+        raise MapFileError(
+            f"{path}: format version {shown(version)} is not supported "
+            f"(this code reads {FORMAT_VERSION})"
+        )
+    payload = memoryview(data)[start + header_length :]
     if header.get("payload_bytes") != len(payload):
-        raise MapFileError(f"{path}: payload is {len(payload)} bytes, header says "
-                           f"{shown(header.get('payload_bytes'))} (truncated or corrupt file)")
+        raise MapFileError(
+            f"{path}: payload is {len(payload)} bytes, header says "
+            f"{shown(header.get('payload_bytes'))} (truncated or corrupt file)"
+        )
     table = header.get("arrays")
     if not isinstance(table, list) or len(table) > MAX_ARRAYS:
-        raise MapFileError(f"{path}: corrupt array table (not a list of at most {MAX_ARRAYS} entries)")
+        raise MapFileError(
+            f"{path}: corrupt array table (not a list of at most {MAX_ARRAYS} entries)"
+        )
     arrays = {}
     try:
         for entry in table:
@@ -209,8 +243,12 @@ def _parse(path: pathlib.Path, data: bytes) -> tuple[dict, dict[str, np.ndarray]
             if name in arrays:
                 raise MapFileError(f"array {shown(name)} appears twice")
             if dtype not in _ALLOWED_DTYPES or not isinstance(shape, list) or len(shape) > 4:
-                raise MapFileError(f"array {shown(name)} has unsupported dtype {shown(dtype, 20)} or shape")
-            shape = tuple(_integer(s, f"array {shown(name)} shape", 0, MAX_DIMENSION) for s in shape)
+                raise MapFileError(
+                    f"array {shown(name)} has unsupported dtype {shown(dtype, 20)} or shape"
+                )
+            shape = tuple(
+                _integer(s, f"array {shown(name)} shape", 0, MAX_DIMENSION) for s in shape
+            )
             offset = _integer(entry.get("offset"), f"array {shown(name)} offset", 0, len(payload))
             nbytes = _integer(entry.get("nbytes"), f"array {shown(name)} nbytes", 0, len(payload))
             crc = _integer(entry.get("crc32"), f"array {shown(name)} crc32", 0, 0xFFFFFFFF)
@@ -219,7 +257,7 @@ def _parse(path: pathlib.Path, data: bytes) -> tuple[dict, dict[str, np.ndarray]
                 count *= s
             if nbytes != count * np.dtype(dtype).itemsize or offset + nbytes > len(payload):
                 raise MapFileError(f"array {shown(name)} does not fit the payload")
-            chunk = payload[offset:offset + nbytes]
+            chunk = payload[offset : offset + nbytes]
             if zlib.crc32(chunk) != crc:
                 raise MapFileError(f"array {shown(name)} fails its checksum (corrupt file)")
             arrays[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)

@@ -1,4 +1,5 @@
 """Depth images rendered from voxel centres (for checking a map against measured depth)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,9 @@ _MAX_HALF_WIDTH = 16
 SURFACE_BAND_VOXELS = 1.5
 
 
-def render_voxel_depth(centres: np.ndarray, voxel_size: float, K: np.ndarray, pose: np.ndarray,
-                       width: int, height: int) -> np.ndarray:
+def render_voxel_depth(
+    centres: np.ndarray, voxel_size: float, K: np.ndarray, pose: np.ndarray, width: int, height: int
+) -> np.ndarray:
     """Depth image of voxels drawn as squares about their projected width at their centres'
     depth. Returns (height, width) float32 metres, NaN where nothing was drawn."""
     pixels, depths = [], []
@@ -28,7 +30,12 @@ def render_voxel_depth(centres: np.ndarray, voxel_size: float, K: np.ndarray, po
         # A square of 2*half+1 pixels is closest to the voxel's projected width fx*s/z.
         half = np.round((K[0, 0] * voxel_size / z - 1.0) / 2.0).astype(np.int64)
         np.clip(half, 0, _MAX_HALF_WIDTH, out=half)
-        reach = (column + half >= 0) & (column - half < width) & (row + half >= 0) & (row - half < height)
+        reach = (
+            (column + half >= 0)
+            & (column - half < width)
+            & (row + half >= 0)
+            & (row - half < height)
+        )
         for h in np.unique(half[reach]):
             group = np.flatnonzero(reach & (half == h))
             for dy in range(-h, h + 1):

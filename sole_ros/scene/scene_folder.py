@@ -15,6 +15,7 @@ Checking and then writing leaves a window in which another process that can writ
 folder could swap a name for a link; the folder is created private (0700) so that only the
 node's own user can.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,9 @@ def default_scene_directory() -> pathlib.Path:
 class SceneFolder:
     def __init__(self, directory: str | os.PathLike | None = None):
         directory = os.fspath(directory) if directory else ""
-        self.directory = pathlib.Path(os.path.expanduser(directory)) if directory else default_scene_directory()
+        self.directory = (
+            pathlib.Path(os.path.expanduser(directory)) if directory else default_scene_directory()
+        )
 
     def _root(self, create: bool) -> pathlib.Path:
         if create:
@@ -50,18 +53,26 @@ class SceneFolder:
     def resolve(self, name: str, create: bool = False) -> pathlib.Path:
         """The real path ``name`` means inside the folder; SceneFileRefused when it leaves it."""
         if not isinstance(name, str) or not name.strip():
-            raise SceneFileRefused("no file name given: name a file inside the scene folder "
-                                   f"({self.directory})")
-        if "\x00" in name or len(name) > 4 * MAX_NAME_LENGTH or \
-                any(len(part) > MAX_NAME_LENGTH for part in name.split("/")):
+            raise SceneFileRefused(
+                f"no file name given: name a file inside the scene folder ({self.directory})"
+            )
+        if (
+            "\x00" in name
+            or len(name) > 4 * MAX_NAME_LENGTH
+            or any(len(part) > MAX_NAME_LENGTH for part in name.split("/"))
+        ):
             raise SceneFileRefused(f"{name[:80]!r} is not a usable file name")
         root = self._root(create)
         target = pathlib.Path(os.path.realpath(root / name))  # an absolute name replaces root here
         if target == root:
-            raise SceneFileRefused(f"{name!r} names the scene folder {root} itself, not a file in it")
+            raise SceneFileRefused(
+                f"{name!r} names the scene folder {root} itself, not a file in it"
+            )
         if root not in target.parents:
-            raise SceneFileRefused(f"{name!r} resolves to {target}, outside the scene folder {root} "
-                                   "(scene.directory): refused")
+            raise SceneFileRefused(
+                f"{name!r} resolves to {target}, outside the scene folder {root} "
+                "(scene.directory): refused"
+            )
         return target
 
     def path_to_save(self, name: str) -> pathlib.Path:
@@ -75,7 +86,9 @@ class SceneFolder:
         if not stat.S_ISREG(status.st_mode):
             raise SceneFileRefused(f"{target} exists and is not a regular file: refused")
         if not _starts_with_magic(target):
-            raise SceneFileRefused(f"{target} exists and is not a sole_ros scene file: refusing to replace it")
+            raise SceneFileRefused(
+                f"{target} exists and is not a sole_ros scene file: refusing to replace it"
+            )
         return target
 
     def path_to_load(self, name: str) -> pathlib.Path:

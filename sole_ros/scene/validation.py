@@ -1,5 +1,6 @@
 """Checks on everything that enters the map. Each check returns a clean array or raises
 InvalidInput with the reason; nothing is partially accepted."""
+
 from __future__ import annotations
 
 import math
@@ -58,10 +59,13 @@ def check_pose(pose, name: str = "pose") -> np.ndarray:
     if orthogonality > ROTATION_TOLERANCE:
         raise InvalidInput(
             f"{name} rotation block is not orthonormal (max |R^T R - I| = {orthogonality:.3g}); "
-            "scaled or sheared transforms are not poses")
+            "scaled or sheared transforms are not poses"
+        )
     determinant = float(np.linalg.det(rotation))
     if abs(determinant - 1.0) > ROTATION_TOLERANCE:
-        raise InvalidInput(f"{name} rotation block has determinant {determinant:.4f}, not +1 (a mirror)")
+        raise InvalidInput(
+            f"{name} rotation block has determinant {determinant:.4f}, not +1 (a mirror)"
+        )
     return array
 
 
@@ -76,11 +80,15 @@ def check_intrinsics(K, width: int, height: int) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise InvalidInput("K contains NaN or inf")
     if not (array[0, 0] > 0 and array[1, 1] > 0):
-        raise InvalidInput(f"K focal lengths must be positive, got fx={array[0, 0]}, fy={array[1, 1]}")
+        raise InvalidInput(
+            f"K focal lengths must be positive, got fx={array[0, 0]}, fy={array[1, 1]}"
+        )
     if array[1, 0] != 0 or not np.allclose(array[2], (0.0, 0.0, 1.0)):
         raise InvalidInput(f"K is not a pinhole camera matrix (rows 2-3: {array[1:].tolist()})")
     if not (-width <= array[0, 2] <= 2 * width and -height <= array[1, 2] <= 2 * height):
-        raise InvalidInput(f"K principal point ({array[0, 2]}, {array[1, 2]}) is far outside a {width}x{height} image")
+        raise InvalidInput(
+            f"K principal point ({array[0, 2]}, {array[1, 2]}) is far outside a {width}x{height} image"
+        )
     return array
 
 
@@ -91,10 +99,14 @@ def depth_in_metres(depth, depth_scale: float, encoding: str | None = None) -> n
     array = _as_array(depth, "depth")
     if encoding is not None:
         if encoding not in DEPTH_ENCODINGS:
-            raise InvalidInput(f"unknown depth encoding {encoding!r}; supported: {', '.join(DEPTH_ENCODINGS)}")
+            raise InvalidInput(
+                f"unknown depth encoding {encoding!r}; supported: {', '.join(DEPTH_ENCODINGS)}"
+            )
         if array.dtype != DEPTH_ENCODINGS[encoding]:
-            raise InvalidInput(f"depth encoding {encoding} needs dtype {np.dtype(DEPTH_ENCODINGS[encoding])}, "
-                               f"got {array.dtype}")
+            raise InvalidInput(
+                f"depth encoding {encoding} needs dtype {np.dtype(DEPTH_ENCODINGS[encoding])}, "
+                f"got {array.dtype}"
+            )
     if array.ndim != 2:
         raise InvalidInput(f"depth must be a 2D image (H,W), got shape {array.shape}")
     if array.shape[0] < 1 or array.shape[1] < 1:
@@ -106,13 +118,16 @@ def depth_in_metres(depth, depth_scale: float, encoding: str | None = None) -> n
     if array.dtype in (np.float32, np.float64):
         return array.astype(np.float32, copy=False)
     raise InvalidInput(
-        f"unsupported depth encoding (dtype {array.dtype}): use float32 metres or uint16 with depth_scale")
+        f"unsupported depth encoding (dtype {array.dtype}): use float32 metres or uint16 with depth_scale"
+    )
 
 
 def color_image_rgb(color, encoding: str, shape: tuple[int, int]) -> np.ndarray:
     """Colour image of the given encoding -> (H,W,3) uint8 RGB, same size as the depth image."""
     if encoding not in COLOR_ENCODINGS:
-        raise InvalidInput(f"unknown colour encoding {encoding!r}; supported: {', '.join(COLOR_ENCODINGS)}")
+        raise InvalidInput(
+            f"unknown colour encoding {encoding!r}; supported: {', '.join(COLOR_ENCODINGS)}"
+        )
     array = _as_array(color, "color")
     if array.dtype != np.uint8:
         raise InvalidInput(f"color must be uint8, got dtype {array.dtype}")
@@ -120,10 +135,14 @@ def color_image_rgb(color, encoding: str, shape: tuple[int, int]) -> np.ndarray:
     if encoding == "mono8" and array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] != channels:
-        raise InvalidInput(f"color with encoding {encoding} must be (H,W,{channels}), got shape {array.shape}")
+        raise InvalidInput(
+            f"color with encoding {encoding} must be (H,W,{channels}), got shape {array.shape}"
+        )
     if array.shape[:2] != tuple(shape):
-        raise InvalidInput(f"color size {array.shape[1]}x{array.shape[0]} does not match depth size "
-                           f"{shape[1]}x{shape[0]}")
+        raise InvalidInput(
+            f"color size {array.shape[1]}x{array.shape[0]} does not match depth size "
+            f"{shape[1]}x{shape[0]}"
+        )
     if encoding == "mono8":
         return np.repeat(array, 3, axis=2)
     if encoding in ("bgr8", "bgra8"):
@@ -145,7 +164,8 @@ def point_colors_rgb(colors, count: int) -> np.ndarray:
         return array[:, :3]
     raise InvalidInput(
         f"unsupported point colours (shape {array.shape}, dtype {array.dtype}): "
-        "use (N,3) uint8 RGB, (N,4) uint8 RGBA or (N,) uint32 packed 0xAARRGGBB")
+        "use (N,3) uint8 RGB, (N,4) uint8 RGBA or (N,) uint32 packed 0xAARRGGBB"
+    )
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
@@ -182,7 +202,9 @@ def check_features(features, feature_dim: int):
     if features.ndim != 3:
         raise InvalidInput(f"features must be (h,w,D), got shape {tuple(features.shape)}")
     if features.shape[2] != feature_dim:
-        raise InvalidInput(f"features have {features.shape[2]} channels, the map stores {feature_dim}")
+        raise InvalidInput(
+            f"features have {features.shape[2]} channels, the map stores {feature_dim}"
+        )
     if features.shape[0] < 1 or features.shape[1] < 1:
         raise InvalidInput(f"features grid is empty (shape {tuple(features.shape)})")
     if not features.is_floating_point():

@@ -3,6 +3,7 @@
 A key holds three 21-bit fields (x, y, z each offset by 2**20), so coordinates in
 [-2**20, 2**20) voxels are representable: +-20 km at 0.02 m. Keys sort as (x, y, z).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,10 @@ _MASK = (1 << FIELD_BITS) - 1
 
 # Odd 64-bit multipliers for multiplicative hashing, one per grouping round (the first is
 # 2**64 / golden ratio). Keys that collide under one rarely collide under the next.
-_HASH_MULTIPLIERS = tuple(np.uint64(m) for m in (
-    0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93))
+_HASH_MULTIPLIERS = tuple(
+    np.uint64(m)
+    for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93)
+)
 
 
 def coords_in_range(coords: np.ndarray) -> np.ndarray:
@@ -76,9 +79,9 @@ def group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = part.shape[0]
         slot = (part.view(np.uint64) * multiplier) >> shift
         local = np.arange(m, dtype=np.int64)
-        table[slot] = local                     # one writer per slot wins
+        table[slot] = local  # one writer per slot wins
         winner = table[slot]
-        same = part[winner] == part             # grouped with its slot's winner
+        same = part[winner] == part  # grouped with its slot's winner
         winners = np.flatnonzero(winner == local)
         group_of = np.empty(m, dtype=np.int64)
         group_of[winners] = np.arange(found, found + winners.shape[0])

@@ -19,6 +19,7 @@ Versioning: `version` increases by one on every change of content (integration t
 voxel, eviction, crop, reset, restore) and never otherwise, so it can key caches of results
 computed from export().
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,9 @@ from .color_averaging import first_colors, fold_colors, frame_mean_colors
 from .errors import InvalidInput, MapFileError, shown
 from .eviction_policy import EvictionPolicy, OldestSeenFirst
 from .feature_fusion import fuse_view_features
-from .feature_fusion import sample_feature_grid as sample_feature_grid  # the map's sampler, also named from here
+from .feature_fusion import (
+    sample_feature_grid as sample_feature_grid,
+)  # the map's sampler, also named from here
 from .free_space import seen_through
 from .rendering import render_voxel_depth
 from .saved_map import ARRAY_SPECS, LOAD_CAPACITY_FACTOR, SavedMap
@@ -57,13 +60,14 @@ UNKNOWN_COLOR = 0.5
 @dataclass(frozen=True)
 class SceneSnapshot:
     """An immutable copy of the map for the model (arrays are read-only), in voxel-key order."""
-    coords: np.ndarray                  # (M,3) float32 voxel centres, world frame, metres
-    colors: np.ndarray                  # (M,3) float32 RGB in 0..1
-    features: np.ndarray | None         # (M,D) float32, L2-normalised; zero rows = no feature yet
-    has_feature: np.ndarray | None      # (M,) bool, which rows of features are real
-    observations: np.ndarray            # (M,) uint32, frames/clouds that observed each voxel
+
+    coords: np.ndarray  # (M,3) float32 voxel centres, world frame, metres
+    colors: np.ndarray  # (M,3) float32 RGB in 0..1
+    features: np.ndarray | None  # (M,D) float32, L2-normalised; zero rows = no feature yet
+    has_feature: np.ndarray | None  # (M,) bool, which rows of features are real
+    observations: np.ndarray  # (M,) uint32, frames/clouds that observed each voxel
     version: int
-    stamp: float                        # latest stamp integrated (0 for an empty map)
+    stamp: float  # latest stamp integrated (0 for an empty map)
     voxel_size: float
 
     def __len__(self) -> int:
@@ -73,23 +77,25 @@ class SceneSnapshot:
 @dataclass(frozen=True)
 class IntegrationSummary:
     """What one integrate_* call did. Points are counted before voxelisation."""
+
     points_in: int
     points_used: int
-    dropped_invalid: int          # NaN / inf / zero depth or coordinates
-    dropped_out_of_region: int    # outside the region box, max_range or keep_radius
+    dropped_invalid: int  # NaN / inf / zero depth or coordinates
+    dropped_out_of_region: int  # outside the region box, max_range or keep_radius
     voxels_updated: int
     voxels_added: int
     voxels_dropped_capacity: int  # new voxels of this frame that did not fit (see eviction policy)
     voxels_evicted: int
-    voxels_featured: int          # voxels that received a CLIP feature from this frame
+    voxels_featured: int  # voxels that received a CLIP feature from this frame
     version: int
 
 
 @dataclass
 class _FrameVoxels:
     """One frame reduced to its distinct voxels."""
-    keys: np.ndarray            # (U,) int64
-    color: np.ndarray | None    # (U,3) float32 mean colour, 0..255
+
+    keys: np.ndarray  # (U,) int64
+    color: np.ndarray | None  # (U,3) float32 mean colour, 0..255
     points_used: int
 
 
@@ -112,10 +118,18 @@ class VoxelMap:
     # keep_radius); see eviction_policy.py.
     eviction_policy: type[EvictionPolicy] = OldestSeenFirst
 
-    def __init__(self, voxel_size: float = 0.02, max_voxels: int = 500_000,
-                 region_min=None, region_max=None, keep_radius: float | None = None,
-                 max_range: float | None = None, feature_dim: int = 0, evict_fraction: float = 0.1,
-                 feature_depth_tolerance: float | None = None):
+    def __init__(
+        self,
+        voxel_size: float = 0.02,
+        max_voxels: int = 500_000,
+        region_min=None,
+        region_max=None,
+        keep_radius: float | None = None,
+        max_range: float | None = None,
+        feature_dim: int = 0,
+        evict_fraction: float = 0.1,
+        feature_depth_tolerance: float | None = None,
+    ):
         if not (math.isfinite(voxel_size) and voxel_size > 0):
             raise ValueError(f"voxel_size must be positive, got {voxel_size}")
         if int(max_voxels) < 1:
@@ -124,8 +138,11 @@ class VoxelMap:
             raise ValueError(f"evict_fraction must be in [0, 1), got {evict_fraction}")
         if int(feature_dim) < 0:
             raise ValueError(f"feature_dim must be >= 0, got {shown(feature_dim)}")
-        for name, value in (("keep_radius", keep_radius), ("max_range", max_range),
-                            ("feature_depth_tolerance", feature_depth_tolerance)):
+        for name, value in (
+            ("keep_radius", keep_radius),
+            ("max_range", max_range),
+            ("feature_depth_tolerance", feature_depth_tolerance),
+        ):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive or None, got {value}")
         if (region_min is None) != (region_max is None):
@@ -133,9 +150,14 @@ class VoxelMap:
         if region_min is not None:
             region_min = np.asarray(region_min, dtype=np.float64).reshape(3)
             region_max = np.asarray(region_max, dtype=np.float64).reshape(3)
-            if not (np.all(np.isfinite(region_min)) and np.all(np.isfinite(region_max))
-                    and np.all(region_min < region_max)):
-                raise ValueError(f"region must satisfy min < max elementwise, got {region_min}, {region_max}")
+            if not (
+                np.all(np.isfinite(region_min))
+                and np.all(np.isfinite(region_max))
+                and np.all(region_min < region_max)
+            ):
+                raise ValueError(
+                    f"region must satisfy min < max elementwise, got {region_min}, {region_max}"
+                )
         self.voxel_size = float(voxel_size)
         self.max_voxels = int(max_voxels)
         self.region_min = region_min
@@ -144,15 +166,18 @@ class VoxelMap:
         self.max_range = max_range
         self.feature_dim = int(feature_dim)
         self.evict_fraction = float(evict_fraction)
-        self.feature_depth_tolerance = (float(feature_depth_tolerance) if feature_depth_tolerance
-                                        else 2.0 * self.voxel_size)
+        self.feature_depth_tolerance = (
+            float(feature_depth_tolerance) if feature_depth_tolerance else 2.0 * self.voxel_size
+        )
         self._lock = threading.RLock()
         self._rays = RayCache()
         self._store = VoxelStore(self.voxel_size, self.feature_dim, self.max_voxels)
         self._version = 0
         self._stamp = 0.0
         self._counters = _Counters()
-        self._eviction = self.eviction_policy(self.voxel_size, self.max_voxels, self.evict_fraction, keep_radius)
+        self._eviction = self.eviction_policy(
+            self.voxel_size, self.max_voxels, self.evict_fraction, keep_radius
+        )
         self._snapshot: SceneSnapshot | None = None
 
     # --- observable state ------------------------------------------------------------------
@@ -178,11 +203,14 @@ class VoxelMap:
 
     def settings(self) -> dict:
         return {
-            "voxel_size": self.voxel_size, "max_voxels": self.max_voxels,
+            "voxel_size": self.voxel_size,
+            "max_voxels": self.max_voxels,
             "region_min": None if self.region_min is None else self.region_min.tolist(),
             "region_max": None if self.region_max is None else self.region_max.tolist(),
-            "keep_radius": self.keep_radius, "max_range": self.max_range,
-            "feature_dim": self.feature_dim, "evict_fraction": self.evict_fraction,
+            "keep_radius": self.keep_radius,
+            "max_range": self.max_range,
+            "feature_dim": self.feature_dim,
+            "evict_fraction": self.evict_fraction,
             "feature_depth_tolerance": self.feature_depth_tolerance,
         }
 
@@ -196,7 +224,9 @@ class VoxelMap:
                 "capacity": store.capacity,
                 "memory_bytes": store.nbytes(),
                 "memory_bound_bytes": self.max_voxels * self.bytes_per_voxel,
-                "voxels_with_features": int(np.count_nonzero(store.feature_count[live])) if self.feature_dim else 0,
+                "voxels_with_features": int(np.count_nonzero(store.feature_count[live]))
+                if self.feature_dim
+                else 0,
                 "version": self._version,
                 "stamp": self._stamp,
                 "frames_integrated": c.frames,
@@ -232,12 +262,27 @@ class VoxelMap:
         kept = np.flatnonzero(in_range)
         columns = [np.ascontiguousarray(points[kept, axis]) for axis in range(3)]
         frame = self._reduce(*columns, None if rgb is None else np.take(rgb, kept, axis=0), pose)
-        return self._commit(frame, stamp, pose, total_points=total,
-                            dropped_invalid=int(total - np.count_nonzero(valid)))
+        return self._commit(
+            frame,
+            stamp,
+            pose,
+            total_points=total,
+            dropped_invalid=int(total - np.count_nonzero(valid)),
+        )
 
-    def integrate_rgbd(self, depth, K, pose, color=None, stamp: float = 0.0, features=None,
-                       color_encoding: str = "rgb8", depth_scale: float = 0.001,
-                       pixel_stride: int = 1, depth_encoding: str | None = None) -> IntegrationSummary:
+    def integrate_rgbd(
+        self,
+        depth,
+        K,
+        pose,
+        color=None,
+        stamp: float = 0.0,
+        features=None,
+        color_encoding: str = "rgb8",
+        depth_scale: float = 0.001,
+        pixel_stride: int = 1,
+        depth_encoding: str | None = None,
+    ) -> IntegrationSummary:
         """Add a depth image (float32 metres, or uint16 scaled by depth_scale) seen with pinhole
         intrinsics K from `pose` (camera-to-world, optical frame: z forward, x right, y down),
         with an optional aligned colour image and an optional dense feature grid (h,w,D) covering
@@ -249,7 +294,11 @@ class VoxelMap:
         voxel spans fx * voxel_size / depth pixels (5 at 2 m for fx = 525, 0.02 m), so stride 2
         still samples every voxel of a frontal surface up to about 5 m; colours average fewer
         pixels and thin or grazing structures may lose voxels."""
-        if isinstance(pixel_stride, bool) or not isinstance(pixel_stride, (int, np.integer)) or pixel_stride < 1:
+        if (
+            isinstance(pixel_stride, bool)
+            or not isinstance(pixel_stride, (int, np.integer))
+            or pixel_stride < 1
+        ):
             raise InvalidInput(f"pixel_stride must be a positive integer, got {pixel_stride!r}")
         depth_m = depth_in_metres(depth, depth_scale, depth_encoding)
         height, width = depth_m.shape
@@ -282,16 +331,24 @@ class VoxelMap:
         frame = self._reduce(x, y, z, frame_rgb, pose)
         total = flat.shape[0]
         n_valid = int(np.count_nonzero(valid))
-        return self._commit(frame, stamp, pose, total_points=total, dropped_invalid=total - n_valid,
-                            feature_frame=None if features is None else
-                            (features, K, depth_m, pixel_stride, (width, height)))
+        return self._commit(
+            frame,
+            stamp,
+            pose,
+            total_points=total,
+            dropped_invalid=total - n_valid,
+            feature_frame=None
+            if features is None
+            else (features, K, depth_m, pixel_stride, (width, height)),
+        )
 
     def _range_limit(self) -> float | None:
         limits = [v for v in (self.max_range, self.keep_radius) if v is not None]
         return min(limits) if limits else None
 
-    def _reduce(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, rgb: np.ndarray | None,
-                pose: np.ndarray) -> _FrameVoxels:
+    def _reduce(
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, rgb: np.ndarray | None, pose: np.ndarray
+    ) -> _FrameVoxels:
         """Sensor-frame points (three float32 columns) -> the frame's distinct voxel keys and mean
         colours. Runs without the lock; column-wise numpy keeps every pass contiguous."""
         scale = 1.0 / self.voxel_size
@@ -300,8 +357,13 @@ class VoxelMap:
         # Voxel-unit world coordinates g = (R p + t) / voxel_size, one axis at a time, in float32
         # (float64 costs a third of the frame time). Points within about 1e-5 voxel of a voxel
         # boundary may therefore fall on either side of it, which no use of the map can tell.
-        grid = [x * rotation[axis, 0] + y * rotation[axis, 1] + z * rotation[axis, 2] + translation[axis]
-                for axis in range(3)]
+        grid = [
+            x * rotation[axis, 0]
+            + y * rotation[axis, 1]
+            + z * rotation[axis, 2]
+            + translation[axis]
+            for axis in range(3)
+        ]
         low = np.full(3, voxel_keys.COORD_MIN, dtype=np.float64)
         high = np.full(3, voxel_keys.COORD_MAX + 1, dtype=np.float64)
         if self.region_min is not None:
@@ -333,8 +395,15 @@ class VoxelMap:
             mean_color = frame_mean_colors(rgb, starts, run_group, distinct.shape[0])
         return _FrameVoxels(distinct, mean_color, n)
 
-    def _commit(self, frame: _FrameVoxels, stamp: float, pose: np.ndarray, total_points: int,
-                dropped_invalid: int, feature_frame=None) -> IntegrationSummary:
+    def _commit(
+        self,
+        frame: _FrameVoxels,
+        stamp: float,
+        pose: np.ndarray,
+        total_points: int,
+        dropped_invalid: int,
+        feature_frame=None,
+    ) -> IntegrationSummary:
         origin = pose[:3, 3]
         with self._lock:
             store = self._store
@@ -381,18 +450,39 @@ class VoxelMap:
             c.dropped_capacity += dropped_capacity
             c.featured_views += int(featured > 0)
             return IntegrationSummary(
-                points_in=total_points, points_used=frame.points_used, dropped_invalid=dropped_invalid,
+                points_in=total_points,
+                points_used=frame.points_used,
+                dropped_invalid=dropped_invalid,
                 dropped_out_of_region=total_points - dropped_invalid - frame.points_used,
-                voxels_updated=int(existing.shape[0]), voxels_added=int(added.shape[0]),
-                voxels_dropped_capacity=dropped_capacity, voxels_evicted=evicted + swept,
-                voxels_featured=featured, version=self._version)
+                voxels_updated=int(existing.shape[0]),
+                voxels_added=int(added.shape[0]),
+                voxels_dropped_capacity=dropped_capacity,
+                voxels_evicted=evicted + swept,
+                voxels_featured=featured,
+                version=self._version,
+            )
 
-    def _fuse_features(self, features: torch.Tensor, K: np.ndarray, depth_m: np.ndarray,
-                       stride: int, image_size: tuple[int, int], pose: np.ndarray) -> int:
+    def _fuse_features(
+        self,
+        features: torch.Tensor,
+        K: np.ndarray,
+        depth_m: np.ndarray,
+        stride: int,
+        image_size: tuple[int, int],
+        pose: np.ndarray,
+    ) -> int:
         """Average this view's dense features into the voxels it sees (lock held); see
         feature_fusion.py for which voxels a view gives a feature to."""
-        return fuse_view_features(self._store, features, K, depth_m, stride, image_size, pose,
-                                  self.feature_depth_tolerance)
+        return fuse_view_features(
+            self._store,
+            features,
+            K,
+            depth_m,
+            stride,
+            image_size,
+            pose,
+            self.feature_depth_tolerance,
+        )
 
     # --- export ----------------------------------------------------------------------------
     def export(self) -> SceneSnapshot:
@@ -410,18 +500,29 @@ class VoxelMap:
             feature = store.feature[slots] if self.feature_dim else None
             feature_count = store.feature_count[slots] if self.feature_dim else None
             version, stamp = self._version, self._stamp
-        colors = np.where(color_count[:, None] > 0, color / np.float32(255.0), np.float32(UNKNOWN_COLOR))
+        colors = np.where(
+            color_count[:, None] > 0, color / np.float32(255.0), np.float32(UNKNOWN_COLOR)
+        )
         colors = colors.astype(np.float32)
         features = has_feature = None
         if feature is not None:
-            features = torch.nn.functional.normalize(torch.from_numpy(feature).float(), dim=1).numpy()
+            features = torch.nn.functional.normalize(
+                torch.from_numpy(feature).float(), dim=1
+            ).numpy()
             has_feature = feature_count > 0
         for array in (coords, colors, features, has_feature, observations):
             if array is not None:
                 array.setflags(write=False)
-        snapshot = SceneSnapshot(coords=coords, colors=colors, features=features, has_feature=has_feature,
-                                 observations=observations, version=version, stamp=stamp,
-                                 voxel_size=self.voxel_size)
+        snapshot = SceneSnapshot(
+            coords=coords,
+            colors=colors,
+            features=features,
+            has_feature=has_feature,
+            observations=observations,
+            version=version,
+            stamp=stamp,
+            voxel_size=self.voxel_size,
+        )
         with self._lock:
             if self._version == version:
                 self._snapshot = snapshot
@@ -433,7 +534,9 @@ class VoxelMap:
         K = check_intrinsics(K, width, height)
         pose = check_pose(pose)
         snapshot = self.export()
-        return render_voxel_depth(snapshot.coords, self.voxel_size, K, pose, int(width), int(height))
+        return render_voxel_depth(
+            snapshot.coords, self.voxel_size, K, pose, int(width), int(height)
+        )
 
     # --- editing ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -451,7 +554,9 @@ class VoxelMap:
         low = np.asarray(box_min, dtype=np.float64).reshape(3)
         high = np.asarray(box_max, dtype=np.float64).reshape(3)
         if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low <= high)):
-            raise InvalidInput(f"crop box must be finite with min <= max, got {low.tolist()}, {high.tolist()}")
+            raise InvalidInput(
+                f"crop box must be finite with min <= max, got {low.tolist()}, {high.tolist()}"
+            )
         with self._lock:
             slots = self._store.live_slots()
             centres = np.stack(self._store.centres(slots), axis=1)
@@ -460,8 +565,15 @@ class VoxelMap:
             self._counters.cropped += removed
             return removed
 
-    def clear_seen_through(self, depth, K, pose, tolerance: float | None = None, depth_scale: float = 0.001,
-                           depth_encoding: str | None = None) -> int:
+    def clear_seen_through(
+        self,
+        depth,
+        K,
+        pose,
+        tolerance: float | None = None,
+        depth_scale: float = 0.001,
+        depth_encoding: str | None = None,
+    ) -> int:
         """Remove the voxels this depth frame saw through: in view, under a valid reading, and more
         than ``tolerance`` metres (default 2.5 voxel sizes) in front of it, so nothing is there any
         more (an object taken away, a person who walked off). Voxels behind the measured surface,
@@ -473,9 +585,14 @@ class VoxelMap:
         pose = check_pose(pose)
         if tolerance is None:
             tolerance = 2.5 * self.voxel_size
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
-                or not (math.isfinite(tolerance) and tolerance >= 0):
-            raise InvalidInput(f"tolerance must be a finite number of metres >= 0, got {tolerance!r}")
+        if (
+            isinstance(tolerance, bool)
+            or not isinstance(tolerance, (int, float))
+            or not (math.isfinite(tolerance) and tolerance >= 0)
+        ):
+            raise InvalidInput(
+                f"tolerance must be a finite number of metres >= 0, got {tolerance!r}"
+            )
         with self._lock:
             slots = self._store.live_slots()
             centres = np.stack(self._store.centres(slots), axis=1)
@@ -492,14 +609,20 @@ class VoxelMap:
         return int(slots.shape[0])
 
     # --- persistence -----------------------------------------------------------------------
-    def save(self, path, extra_arrays: dict | None = None, extra_header: dict | None = None) -> None:
+    def save(
+        self, path, extra_arrays: dict | None = None, extra_header: dict | None = None
+    ) -> None:
         """Write the map to `path` atomically: a crash leaves either the old file or the new one.
         ``extra_arrays`` (names outside the map's own) and ``extra_header`` travel with it, for
         what belongs with the map (the object memory); SavedMap hands them back unchecked."""
         with self._lock:
             arrays = self._raw_arrays()
-            header = {"settings": self.settings(), "version": self._version, "stamp": self._stamp,
-                      "voxels": self._store.size}
+            header = {
+                "settings": self.settings(),
+                "version": self._version,
+                "stamp": self._stamp,
+                "voxels": self._store.size,
+            }
         clash = set(extra_arrays or ()) & set(arrays) or set(extra_header or ()) & set(header)
         if clash:
             raise ValueError(f"extra entries {sorted(clash)} would replace the map's own")
@@ -517,8 +640,10 @@ class VoxelMap:
     def file_size_limit(self) -> int:
         """The largest map file this map accepts: LOAD_CAPACITY_FACTOR x max_voxels voxels of its
         feature size (a file may hold more voxels than the bound; the most recent are kept)."""
-        bytes_per_voxel = sum(np.dtype(dtype).itemsize * int(np.prod(trailing(self.feature_dim), dtype=np.int64))
-                              for dtype, trailing in ARRAY_SPECS.values())
+        bytes_per_voxel = sum(
+            np.dtype(dtype).itemsize * int(np.prod(trailing(self.feature_dim), dtype=np.int64))
+            for dtype, trailing in ARRAY_SPECS.values()
+        )
         return map_file.MAX_HEADER_BYTES + LOAD_CAPACITY_FACTOR * self.max_voxels * bytes_per_voxel
 
     def read_saved(self, path) -> "SavedMap":
@@ -529,7 +654,8 @@ class VoxelMap:
         if settings["voxel_size"] != self.voxel_size or settings["feature_dim"] != self.feature_dim:
             raise MapFileError(
                 f"{path}: voxel_size {settings['voxel_size']} / feature_dim {settings['feature_dim']} "
-                f"do not match this map's {self.voxel_size} / {self.feature_dim}")
+                f"do not match this map's {self.voxel_size} / {self.feature_dim}"
+            )
         return saved
 
     def restore_saved(self, saved: "SavedMap") -> None:
@@ -564,7 +690,14 @@ class VoxelMap:
             keys = arrays["keys"]
             keep = self._eviction.keep_on_restore(arrays["observations"], arrays["last_seen"])
             slots = store.insert(keys[keep])
-            for name in ("color", "color_count", "observations", "last_seen", "feature", "feature_count"):
+            for name in (
+                "color",
+                "color_count",
+                "observations",
+                "last_seen",
+                "feature",
+                "feature_count",
+            ):
                 getattr(store, name)[slots] = arrays[name][keep]
             self._counters = _Counters()
             self._counters.evicted_capacity = int(keys.shape[0] - keep.shape[0])

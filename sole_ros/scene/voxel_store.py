@@ -5,6 +5,7 @@ for the next insertion (no compaction, no copying of the large feature rows). Th
 sorted array of keys with the slot of each, kept sorted by merge-inserting a frame's new keys
 (O(voxels) for 12 bytes a voxel), and looked up with a binary search.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,14 +15,29 @@ from . import voxel_keys
 # Per-voxel arrays other than the feature rows: key, centre, colour mean, colour count,
 # observations, last seen, feature count, alive flag, and the index (key + slot).
 ATTRIBUTE_BYTES_PER_VOXEL = 8 + 12 + 12 + 4 + 4 + 8 + 4 + 1 + 8 + 8
-_ROW_ARRAYS = ("key", "centre_x", "centre_y", "centre_z", "color", "color_count", "observations", "last_seen",
-               "feature",
-               "feature_count", "alive")
+_ROW_ARRAYS = (
+    "key",
+    "centre_x",
+    "centre_y",
+    "centre_z",
+    "color",
+    "color_count",
+    "observations",
+    "last_seen",
+    "feature",
+    "feature_count",
+    "alive",
+)
 
 
 class VoxelStore:
-    def __init__(self, voxel_size: float, feature_dim: int, capacity_limit: int,
-                 initial_capacity: int = 1 << 16):
+    def __init__(
+        self,
+        voxel_size: float,
+        feature_dim: int,
+        capacity_limit: int,
+        initial_capacity: int = 1 << 16,
+    ):
         self.voxel_size = float(voxel_size)
         self.feature_dim = int(feature_dim)
         self.capacity_limit = int(capacity_limit)
@@ -30,8 +46,8 @@ class VoxelStore:
 
     # --- layout ----------------------------------------------------------------------------
     def clear(self) -> None:
-        self.index_keys = np.empty(0, dtype=np.int64)     # sorted
-        self.index_slots = np.empty(0, dtype=np.int64)    # slot of each key in index_keys
+        self.index_keys = np.empty(0, dtype=np.int64)  # sorted
+        self.index_slots = np.empty(0, dtype=np.int64)  # slot of each key in index_keys
         self._allocate(self._initial_capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -41,12 +57,12 @@ class VoxelStore:
         self.centre_x = np.zeros(capacity, dtype=np.float32)
         self.centre_y = np.zeros(capacity, dtype=np.float32)
         self.centre_z = np.zeros(capacity, dtype=np.float32)
-        self.color = np.zeros((capacity, 3), dtype=np.float32)        # running mean, 0..255
-        self.color_count = np.zeros(capacity, dtype=np.uint32)        # coloured observations
-        self.observations = np.zeros(capacity, dtype=np.uint32)       # frames/clouds that hit it
+        self.color = np.zeros((capacity, 3), dtype=np.float32)  # running mean, 0..255
+        self.color_count = np.zeros(capacity, dtype=np.uint32)  # coloured observations
+        self.observations = np.zeros(capacity, dtype=np.uint32)  # frames/clouds that hit it
         self.last_seen = np.zeros(capacity, dtype=np.float64)
         self.feature = np.zeros((capacity, self.feature_dim), dtype=np.float16)  # running mean
-        self.feature_count = np.zeros(capacity, dtype=np.uint32)      # views that gave a feature
+        self.feature_count = np.zeros(capacity, dtype=np.uint32)  # views that gave a feature
         self.alive = np.zeros(capacity, dtype=bool)
 
     def _grow(self, needed: int) -> None:
@@ -120,7 +136,11 @@ class VoxelStore:
 
     def centres(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """World centres of the given voxels as three float32 columns."""
-        return (np.take(self.centre_x, slots), np.take(self.centre_y, slots), np.take(self.centre_z, slots))
+        return (
+            np.take(self.centre_x, slots),
+            np.take(self.centre_y, slots),
+            np.take(self.centre_z, slots),
+        )
 
     def live_slots(self) -> np.ndarray:
         """Slots of all stored voxels, in key order (so exports and files are deterministic)."""

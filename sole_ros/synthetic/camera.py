@@ -3,6 +3,7 @@
 Poses are camera-to-world 4x4 matrices in the optical convention (x right, y down, z forward),
 the one ROS uses for ``*_optical_frame`` and the one depth back-projection assumes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,9 +32,16 @@ def look_at(position, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     return pose
 
 
-def orbit_trajectory(focus, num_frames: int, radius: float, height: float, rng: np.random.Generator,
-                     arc: float = np.pi / 2, start_angle: float | None = None,
-                     jitter: float = 0.02) -> list[np.ndarray]:
+def orbit_trajectory(
+    focus,
+    num_frames: int,
+    radius: float,
+    height: float,
+    rng: np.random.Generator,
+    arc: float = np.pi / 2,
+    start_angle: float | None = None,
+    jitter: float = 0.02,
+) -> list[np.ndarray]:
     """A hand-held-like sweep: an arc around ``focus`` at ``height`` above it, looking at it, with a
     slow height wave and a little positional and aiming jitter."""
     focus = np.asarray(focus, dtype=np.float64)
@@ -56,5 +64,7 @@ def pixel_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
     Pixel (u, v) has its centre at integer coordinates, the convention of cx = (W-1)/2.
     """
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1).reshape(-1, 3)
+    d = np.stack(
+        [(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1
+    ).reshape(-1, 3)
     return d / np.linalg.norm(d, axis=1, keepdims=True)

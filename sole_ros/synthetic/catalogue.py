@@ -5,6 +5,7 @@ cylinder, a bottle a tall cylinder with a neck and cap, a book a thin flat box..
 and colour, so a model cannot recognise a class from its colour alone. Each builder returns the
 primitives, the footprint radius used for placement, and the words its caption is made of.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -104,15 +105,23 @@ def build_mug(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
     t = 0.012
     reach = rng.uniform(0.025, 0.035)
     span = h * 0.6
+
     def at(dx, dz):
         return (x + c * dx, y + s * dx, z + dz)
+
     handle = [
         Box(center=at(r + reach / 2, h / 2 + span / 2), yaw=yaw, size=(reach, t, t), albedo=albedo),
         Box(center=at(r + reach / 2, h / 2 - span / 2), yaw=yaw, size=(reach, t, t), albedo=albedo),
         Box(center=at(r + reach, h / 2), yaw=yaw, size=(t, t, span + t), albedo=albedo),
     ]
-    return BuiltObject([body, *handle], r + reach + t, colour, f"{_article(colour)} {colour} mug",
-                       ("a handle",), "with a handle")
+    return BuiltObject(
+        [body, *handle],
+        r + reach + t,
+        colour,
+        f"{_article(colour)} {colour} mug",
+        ("a handle",),
+        "with a handle",
+    )
 
 
 def build_bowl(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
@@ -121,7 +130,9 @@ def build_bowl(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
     r = rng.uniform(*size["radius"])
     depth = r * rng.uniform(0.55, 0.8)
     # A spherical cap below its rim: the shell's lowest point touches the table.
-    shell = Sphere(center=(x, y, z + r), radius=r, z_max=-r + depth, albedo=_jitter(COLOURS[colour], rng))
+    shell = Sphere(
+        center=(x, y, z + r), radius=r, z_max=-r + depth, albedo=_jitter(COLOURS[colour], rng)
+    )
     return BuiltObject([shell], r, colour, f"{_article(colour)} {colour} bowl")
 
 
@@ -134,20 +145,39 @@ def build_bottle(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
     albedo = _jitter(COLOURS[colour], rng)
     parts = [
         Cylinder(center=(x, y, z + h / 2), radius=r, height=h, albedo=albedo),
-        Cylinder(center=(x, y, z + h + neck_h / 2 - 0.002), radius=neck_r, height=neck_h + 0.004, albedo=albedo),
-        Cylinder(center=(x, y, z + h + neck_h + 0.01), radius=neck_r * 1.15, height=0.02,
-                 albedo=_jitter(COLOURS[cap], rng)),
+        Cylinder(
+            center=(x, y, z + h + neck_h / 2 - 0.002),
+            radius=neck_r,
+            height=neck_h + 0.004,
+            albedo=albedo,
+        ),
+        Cylinder(
+            center=(x, y, z + h + neck_h + 0.01),
+            radius=neck_r * 1.15,
+            height=0.02,
+            albedo=_jitter(COLOURS[cap], rng),
+        ),
     ]
-    return BuiltObject(parts, r, colour, f"{_article(colour)} {colour} bottle",
-                       (f"{_article(cap)} {cap} cap",), f"with {_article(cap)} {cap} cap")
+    return BuiltObject(
+        parts,
+        r,
+        colour,
+        f"{_article(colour)} {colour} bottle",
+        (f"{_article(cap)} {cap} cap",),
+        f"with {_article(cap)} {cap} cap",
+    )
 
 
 def build_box(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
     size = sizes["box"]
     colour = _colour(rng)
     dims = tuple(rng.uniform(*size[side]) for side in ("length", "width", "height"))
-    box = Box(center=(x, y, z + dims[2] / 2), yaw=yaw, size=dims, albedo=_jitter(COLOURS[colour], rng))
-    return BuiltObject([box], float(np.hypot(dims[0], dims[1]) / 2), colour, f"{_article(colour)} {colour} box")
+    box = Box(
+        center=(x, y, z + dims[2] / 2), yaw=yaw, size=dims, albedo=_jitter(COLOURS[colour], rng)
+    )
+    return BuiltObject(
+        [box], float(np.hypot(dims[0], dims[1]) / 2), colour, f"{_article(colour)} {colour} box"
+    )
 
 
 def build_ball(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
@@ -169,8 +199,9 @@ def build_can(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
         # A slightly narrower metal lid on top.
         Cylinder(center=(x, y, z + h + 0.004), radius=r * 0.92, height=0.008, albedo=lid),
     ]
-    return BuiltObject(parts, r, colour, f"{_article(colour)} {colour} can",
-                       ("a metal lid",), "with a metal lid")
+    return BuiltObject(
+        parts, r, colour, f"{_article(colour)} {colour} can", ("a metal lid",), "with a metal lid"
+    )
 
 
 def build_book(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
@@ -181,12 +212,22 @@ def build_book(rng, x, y, z, yaw, sizes=OBJECT_SIZES["compact"]):
     albedo = _jitter(COLOURS[colour], rng)
     parts = [  # two covers around the white pages
         Box(center=(x, y, z + cover / 2), yaw=yaw, size=(w, d, cover), albedo=albedo),
-        Box(center=(x, y, z + t / 2), yaw=yaw, size=(w - 0.006, d - 0.006, t - 2 * cover),
-            albedo=_jitter(COLOURS["white"], rng, 0.02)),
+        Box(
+            center=(x, y, z + t / 2),
+            yaw=yaw,
+            size=(w - 0.006, d - 0.006, t - 2 * cover),
+            albedo=_jitter(COLOURS["white"], rng, 0.02),
+        ),
         Box(center=(x, y, z + t - cover / 2), yaw=yaw, size=(w, d, cover), albedo=albedo),
     ]
-    return BuiltObject(parts, float(np.hypot(w, d) / 2), colour, f"{_article(colour)} {colour} book",
-                       ("white pages",), "with white pages")
+    return BuiltObject(
+        parts,
+        float(np.hypot(w, d) / 2),
+        colour,
+        f"{_article(colour)} {colour} book",
+        ("white pages",),
+        "with white pages",
+    )
 
 
 def build_table(rng, x, y, z, yaw, size=None):
@@ -199,31 +240,78 @@ def build_table(rng, x, y, z, yaw, size=None):
     for sx in (-1, 1):
         for sy in (-1, 1):
             lx, ly = sx * (w / 2 - leg), sy * (d / 2 - leg)
-            parts.append(Box(center=(x + c * lx - s * ly, y + s * lx + c * ly, z + (h - top) / 2),
-                             yaw=yaw, size=(leg, leg, h - top), albedo=albedo))
-    return BuiltObject(parts, float(np.hypot(w, d) / 2), colour, f"{_article(colour)} {colour} table",
-                       ("four legs",), "with four legs", support_height=z + h, support_size=(w, d))
+            parts.append(
+                Box(
+                    center=(x + c * lx - s * ly, y + s * lx + c * ly, z + (h - top) / 2),
+                    yaw=yaw,
+                    size=(leg, leg, h - top),
+                    albedo=albedo,
+                )
+            )
+    return BuiltObject(
+        parts,
+        float(np.hypot(w, d) / 2),
+        colour,
+        f"{_article(colour)} {colour} table",
+        ("four legs",),
+        "with four legs",
+        support_height=z + h,
+        support_size=(w, d),
+    )
 
 
 def build_chair(rng, x, y, z, yaw):
     colour = _colour(rng, WOOD_COLOURS + ("red", "blue", "green"))
     albedo = _jitter(COLOURS[colour], rng)
-    w, seat_h, back_h, leg = rng.uniform(0.40, 0.48), rng.uniform(0.42, 0.48), rng.uniform(0.35, 0.5), 0.04
+    w, seat_h, back_h, leg = (
+        rng.uniform(0.40, 0.48),
+        rng.uniform(0.42, 0.48),
+        rng.uniform(0.35, 0.5),
+        0.04,
+    )
     c, s = np.cos(yaw), np.sin(yaw)
+
     def at(lx, ly, lz):
         return (x + c * lx - s * ly, y + s * lx + c * ly, z + lz)
+
     # The chair faces +x of its yaw frame; the backrest is on the -x side.
-    parts = [Box(center=at(0, 0, seat_h - 0.02), yaw=yaw, size=(w, w, 0.04), albedo=albedo),
-             Box(center=at(-w / 2 + 0.02, 0, seat_h + back_h / 2), yaw=yaw, size=(0.04, w, back_h), albedo=albedo)]
+    parts = [
+        Box(center=at(0, 0, seat_h - 0.02), yaw=yaw, size=(w, w, 0.04), albedo=albedo),
+        Box(
+            center=at(-w / 2 + 0.02, 0, seat_h + back_h / 2),
+            yaw=yaw,
+            size=(0.04, w, back_h),
+            albedo=albedo,
+        ),
+    ]
     for sx in (-1, 1):
         for sy in (-1, 1):
-            parts.append(Box(center=at(sx * (w / 2 - leg), sy * (w / 2 - leg), (seat_h - 0.04) / 2), yaw=yaw,
-                             size=(leg, leg, seat_h - 0.04), albedo=albedo))
-    return BuiltObject(parts, float(w / np.sqrt(2)), colour, f"{_article(colour)} {colour} chair",
-                       ("a backrest",), "with a backrest")
+            parts.append(
+                Box(
+                    center=at(sx * (w / 2 - leg), sy * (w / 2 - leg), (seat_h - 0.04) / 2),
+                    yaw=yaw,
+                    size=(leg, leg, seat_h - 0.04),
+                    albedo=albedo,
+                )
+            )
+    return BuiltObject(
+        parts,
+        float(w / np.sqrt(2)),
+        colour,
+        f"{_article(colour)} {colour} chair",
+        ("a backrest",),
+        "with a backrest",
+    )
 
 
 BUILDERS: dict[str, Callable[..., BuiltObject]] = {
-    "mug": build_mug, "bowl": build_bowl, "bottle": build_bottle, "box": build_box, "ball": build_ball,
-    "can": build_can, "book": build_book, "chair": build_chair, "table": build_table,
+    "mug": build_mug,
+    "bowl": build_bowl,
+    "bottle": build_bottle,
+    "box": build_box,
+    "ball": build_ball,
+    "can": build_can,
+    "book": build_book,
+    "chair": build_chair,
+    "table": build_table,
 }

@@ -11,6 +11,7 @@ Every primitive answers three questions, vectorised over many rays or points:
 Primitives only rotate about the world z axis (yaw): objects stand upright on tables and floors,
 which keeps the intersection code short and exact.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -186,14 +187,17 @@ class Cylinder(Primitive):
         normals = np.where(
             (part == 0)[:, None],
             np.stack([np.cos(theta), np.sin(theta), np.zeros(n)], axis=1),
-            np.stack([np.zeros(n), np.zeros(n), np.where(part == 1, -1.0, 1.0)], axis=1))
+            np.stack([np.zeros(n), np.zeros(n), np.where(part == 1, -1.0, 1.0)], axis=1),
+        )
         return pts + self.center, normals
 
     def contains(self, points):
         if self.open_top:
             return np.zeros(len(points), dtype=bool)  # a shell has no inside
         p = points - self.center
-        return (p[:, 0] ** 2 + p[:, 1] ** 2 < (self.radius - 1e-6) ** 2) & (np.abs(p[:, 2]) < self.height / 2 - 1e-6)
+        return (p[:, 0] ** 2 + p[:, 1] ** 2 < (self.radius - 1e-6) ** 2) & (
+            np.abs(p[:, 2]) < self.height / 2 - 1e-6
+        )
 
 
 @dataclass

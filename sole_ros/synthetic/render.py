@@ -5,6 +5,7 @@ Every pixel's ray is intersected with the primitives whose bounding sphere proje
 albedo, instance and class. Colour is shaded like the point cloud; depth then goes through the
 Kinect-like sensor model. The ideal depth is kept too, for checks and ablations.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,7 +57,9 @@ class RayHits:
 
 def _screen_rect(center_cam: np.ndarray, radius: float, K: np.ndarray, width: int, height: int):
     """Pixel rectangle (u0, u1, v0, v1) covering a sphere in camera coordinates, or None if behind."""
-    corners = center_cam + radius * np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
+    corners = (
+        center_cam + radius * np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
+    )
     if corners[:, 2].max() <= 1e-3:
         return None
     if corners[:, 2].min() <= 1e-3:
@@ -76,8 +79,13 @@ def cast_rays(scene: Scene, pose: np.ndarray, K: np.ndarray, width: int, height:
     rot, origin = pose[:3, :3], pose[:3, 3]
     rays_world = rays_cam @ rot.T
     n = width * height
-    hits = RayHits(np.full(n, np.inf), np.zeros((n, 3)), np.zeros((n, 3)),
-                   np.full(n, BACKGROUND_INSTANCE, np.int32), np.full(n, BACKGROUND_CLASS, np.int32))
+    hits = RayHits(
+        np.full(n, np.inf),
+        np.zeros((n, 3)),
+        np.zeros((n, 3)),
+        np.full(n, BACKGROUND_INSTANCE, np.int32),
+        np.full(n, BACKGROUND_CLASS, np.int32),
+    )
     grid = np.arange(n).reshape(height, width)
     for primitive, instance_id, class_id in scene.labelled_primitives():
         centre, radius = primitive.bounding_sphere()
@@ -98,9 +106,18 @@ def cast_rays(scene: Scene, pose: np.ndarray, K: np.ndarray, width: int, height:
     return hits
 
 
-def render_frame(scene: Scene, pose: np.ndarray, K: np.ndarray, width: int, height: int,
-                 rng: np.random.Generator, noise: KinectNoise | None = KinectNoise(),
-                 color_noise: float = 0.01, index: int = 0, stamp: float = 0.0) -> Frame:
+def render_frame(
+    scene: Scene,
+    pose: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    noise: KinectNoise | None = KinectNoise(),
+    color_noise: float = 0.01,
+    index: int = 0,
+    stamp: float = 0.0,
+) -> Frame:
     hits = cast_rays(scene, pose, K, width, height)
     rays_cam = pixel_rays(K, width, height)
     hit = np.isfinite(hits.t)
@@ -115,10 +132,20 @@ def render_frame(scene: Scene, pose: np.ndarray, K: np.ndarray, width: int, heig
         depth = depth_ideal.astype(np.float32)
     else:
         luminance = (hits.albedo @ np.array([0.299, 0.587, 0.114])).reshape(height, width)
-        depth = noise.apply(depth_ideal, cos_incidence, np.where(hit.reshape(height, width), luminance, 1.0), rng)
-    return Frame(color=color, depth=depth, K=K.copy(), pose=pose.copy(),
-                 instance=hits.instance.reshape(height, width), semantic=hits.semantic.reshape(height, width),
-                 depth_ideal=depth_ideal.astype(np.float32), index=index, stamp=stamp)
+        depth = noise.apply(
+            depth_ideal, cos_incidence, np.where(hit.reshape(height, width), luminance, 1.0), rng
+        )
+    return Frame(
+        color=color,
+        depth=depth,
+        K=K.copy(),
+        pose=pose.copy(),
+        instance=hits.instance.reshape(height, width),
+        semantic=hits.semantic.reshape(height, width),
+        depth_ideal=depth_ideal.astype(np.float32),
+        index=index,
+        stamp=stamp,
+    )
 
 
 def default_trajectory(scene: Scene, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -130,14 +157,31 @@ def default_trajectory(scene: Scene, num_frames: int, rng: np.random.Generator) 
     return orbit_trajectory(scene.focus, num_frames, radius, height, rng, arc=arc)
 
 
-def render_sequence(scene: Scene, num_frames: int = 20, width: int = 320, height: int = 240, seed: int = 0,
-                    noise: KinectNoise | None = KinectNoise(), poses: list[np.ndarray] | None = None,
-                    K: np.ndarray | None = None, fps: float = 10.0) -> Iterator[Frame]:
+def render_sequence(
+    scene: Scene,
+    num_frames: int = 20,
+    width: int = 320,
+    height: int = 240,
+    seed: int = 0,
+    noise: KinectNoise | None = KinectNoise(),
+    poses: list[np.ndarray] | None = None,
+    K: np.ndarray | None = None,
+    fps: float = 10.0,
+) -> Iterator[Frame]:
     """Frames along a camera sweep, one at a time (streamable); deterministic in (scene, seed)."""
     seeds = np.random.SeedSequence([scene.seed, seed]).spawn(num_frames + 1)
     if poses is None:
         poses = default_trajectory(scene, num_frames, np.random.default_rng(seeds[0]))
     K = kinect_intrinsics(width, height) if K is None else np.asarray(K, dtype=np.float64)
     for i, pose in enumerate(poses[:num_frames]):
-        yield render_frame(scene, pose, K, width, height, np.random.default_rng(seeds[i + 1]), noise,
-                           index=i, stamp=i / fps)
+        yield render_frame(
+            scene,
+            pose,
+            K,
+            width,
+            height,
+            np.random.default_rng(seeds[i + 1]),
+            noise,
+            index=i,
+            stamp=i / fps,
+        )

@@ -4,6 +4,7 @@ World frame: metres, z up, the floor at z = 0. Instance ids start at 1 (0 is the
 floor, walls, or nothing); class ids index ``CLASS_NAMES`` (-1 for the background).
 Everything is drawn from one ``numpy.random.Generator`` seeded by ``seed``, so a seed is a scene.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -74,8 +75,9 @@ class Scene:
         return out + [(p, BACKGROUND_INSTANCE, BACKGROUND_CLASS) for p in self.background]
 
 
-def _caption(built: BuiltObject, relation: str, category: str,
-             relation_phrase: str = "the table") -> tuple[str, tuple[str, ...]]:
+def _caption(
+    built: BuiltObject, relation: str, category: str, relation_phrase: str = "the table"
+) -> tuple[str, tuple[str, ...]]:
     """'a red mug with a handle on the table' and its noun phrases ('a red mug', 'a handle',
     'the table', and the head noun alone, 'mug', as a noun-chunk parser also returns it)."""
     words = [built.head_phrase]
@@ -105,7 +107,9 @@ STACK_SUPPORTS = ("box", "book")
 STACKED_CLASSES = ("box", "book", "can", "mug", "bowl")
 
 
-def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, clutter: float, sizes):
+def _add_clutter(
+    rng, table: BuiltObject, table_xy, table_yaw, small, placed, clutter: float, sizes
+):
     """Real tabletops are cluttered: objects stacked on boxes and books, and neighbours that
     touch. Each box or book carries another object with probability ``clutter``; each object gets
     a touching neighbour with probability ``clutter`` / 2. Returns (name, built, relation, relation
@@ -118,8 +122,14 @@ def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, cl
             top_name = str(rng.choice(STACKED_CLASSES))
             reach = 0.3 * (margin - 0.02)  # off-centre, but resting on the support
             ox, oy = rng.uniform(-reach, reach, 2)
-            stacked = BUILDERS[top_name](rng, x + ox, y + oy, max(_top(p) for p in built.primitives),
-                                         rng.uniform(0, 2 * np.pi), sizes=sizes)
+            stacked = BUILDERS[top_name](
+                rng,
+                x + ox,
+                y + oy,
+                max(_top(p) for p in built.primitives),
+                rng.uniform(0, 2 * np.pi),
+                sizes=sizes,
+            )
             added.append((top_name, stacked, f"on {built.head_phrase}", built.head_phrase))
         if rng.random() < clutter / 2:
             side_name = str(rng.choice(SMALL_OBJECT_CLASSES))
@@ -130,10 +140,16 @@ def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, cl
             # Bounding circles overlapping by 10%: the objects touch or nearly do.
             gap = 0.9 * (radius + margin - 0.02)
             nx, ny = x + gap * np.cos(angle), y + gap * np.sin(angle)
-            lx, ly = c * (nx - table_xy[0]) + s * (ny - table_xy[1]), -s * (nx - table_xy[0]) + c * (ny - table_xy[1])
+            lx, ly = (
+                c * (nx - table_xy[0]) + s * (ny - table_xy[1]),
+                -s * (nx - table_xy[0]) + c * (ny - table_xy[1]),
+            )
             on_table = abs(lx) < w / 2 - radius and abs(ly) < d / 2 - radius
-            free = all(np.hypot(nx - px, ny - py) >= 0.9 * (radius + pr - 0.02)
-                       for px, py, pr in placed if (px, py) != (x, y))
+            free = all(
+                np.hypot(nx - px, ny - py) >= 0.9 * (radius + pr - 0.02)
+                for px, py, pr in placed
+                if (px, py) != (x, y)
+            )
             if on_table and free:
                 neighbour = BUILDERS[side_name](rng, nx, ny, table.support_height, yaw, sizes=sizes)
                 placed.append((nx, ny, radius + 0.02))
@@ -141,7 +157,9 @@ def _add_clutter(rng, table: BuiltObject, table_xy, table_yaw, small, placed, cl
     return added
 
 
-def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, placed, sizes, max_tries=200):
+def _place_on_table(
+    rng, table: BuiltObject, table_xy, table_yaw, classes, placed, sizes, max_tries=200
+):
     """Rejection-sample non-overlapping footprints on the table top; returns built objects."""
     w, d = table.support_size
     c, s = np.cos(table_yaw), np.sin(table_yaw)
@@ -155,7 +173,10 @@ def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, place
             margin = probe.footprint_radius + 0.02
             if 2 * margin >= min(w, d):
                 continue
-            lx, ly = rng.uniform(-w / 2 + margin, w / 2 - margin), rng.uniform(-d / 2 + margin, d / 2 - margin)
+            lx, ly = (
+                rng.uniform(-w / 2 + margin, w / 2 - margin),
+                rng.uniform(-d / 2 + margin, d / 2 - margin),
+            )
             x, y = table_xy[0] + c * lx - s * ly, table_xy[1] + s * lx + c * ly
             if any(np.hypot(x - px, y - py) < margin + pr for px, py, pr in placed):
                 continue
@@ -170,36 +191,58 @@ def _place_on_table(rng, table: BuiltObject, table_xy, table_yaw, classes, place
 
 
 def _floor(extent: float) -> Box:
-    return Box(center=(0.0, 0.0, -0.01), size=(2 * extent, 2 * extent, 0.02), albedo=(0.62, 0.58, 0.52))
+    return Box(
+        center=(0.0, 0.0, -0.01), size=(2 * extent, 2 * extent, 0.02), albedo=(0.62, 0.58, 0.52)
+    )
 
 
 def _walls(extent: float, height: float = 2.6) -> list[Box]:
     t, albedo = 0.1, (0.85, 0.84, 0.80)
-    return [Box(center=(0.0, sign * (extent + t / 2), height / 2), size=(2 * extent + 2 * t, t, height), albedo=albedo)
-            for sign in (-1, 1)] + [
-            Box(center=(sign * (extent + t / 2), 0.0, height / 2), size=(t, 2 * extent, height), albedo=albedo)
-            for sign in (-1, 1)]
+    return [
+        Box(
+            center=(0.0, sign * (extent + t / 2), height / 2),
+            size=(2 * extent + 2 * t, t, height),
+            albedo=albedo,
+        )
+        for sign in (-1, 1)
+    ] + [
+        Box(
+            center=(sign * (extent + t / 2), 0.0, height / 2),
+            size=(t, 2 * extent, height),
+            albedo=albedo,
+        )
+        for sign in (-1, 1)
+    ]
 
 
 def _draw_classes(rng: np.random.Generator, kind: str, num_objects: int | None) -> list:
     """The small objects' classes: every class once in a room (plus a few more), any in a tabletop."""
     if kind == "room":
-        n_extra = int(rng.integers(0, 3)) if num_objects is None \
+        n_extra = (
+            int(rng.integers(0, 3))
+            if num_objects is None
             else max(0, num_objects - len(SMALL_OBJECT_CLASSES))
+        )
         return list(SMALL_OBJECT_CLASSES) + list(rng.choice(SMALL_OBJECT_CLASSES, n_extra))
     n = int(rng.integers(4, 8)) if num_objects is None else num_objects
     return list(rng.choice(SMALL_OBJECT_CLASSES, n))
 
 
-def _chairs_around(rng: np.random.Generator, table: BuiltObject, table_xy: np.ndarray,
-                   table_yaw: float) -> list[BuiltObject]:
+def _chairs_around(
+    rng: np.random.Generator, table: BuiltObject, table_xy: np.ndarray, table_yaw: float
+) -> list[BuiltObject]:
     """Two to four chairs facing the table from different sides, a little way out."""
     n_chairs = int(rng.integers(2, 5))
     sides = rng.permutation(4)[:n_chairs]
     w, d = table.support_size
     chairs = []
     for side in sides:
-        local = [(w / 2 + 0.35, 0.0), (-w / 2 - 0.35, 0.0), (0.0, d / 2 + 0.35), (0.0, -d / 2 - 0.35)][side]
+        local = [
+            (w / 2 + 0.35, 0.0),
+            (-w / 2 - 0.35, 0.0),
+            (0.0, d / 2 + 0.35),
+            (0.0, -d / 2 - 0.35),
+        ][side]
         offset = rng.uniform(-0.15, 0.15)
         lx, ly = (local[0], offset) if side < 2 else (offset, local[1])
         c, s = np.cos(table_yaw), np.sin(table_yaw)
@@ -209,8 +252,14 @@ def _chairs_around(rng: np.random.Generator, table: BuiltObject, table_xy: np.nd
     return chairs
 
 
-def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = None,
-                   classes: list[str] | None = None, clutter: float = 0.0, sizes: str = "compact") -> Scene:
+def generate_scene(
+    seed: int,
+    kind: str = "tabletop",
+    num_objects: int | None = None,
+    classes: list[str] | None = None,
+    clutter: float = 0.0,
+    sizes: str = "compact",
+) -> Scene:
     """A random scene.
 
     ``tabletop``: one table with ``num_objects`` small objects (default 4-7) on a floor patch.
@@ -230,30 +279,46 @@ def generate_scene(seed: int, kind: str = "tabletop", num_objects: int | None = 
         raise ValueError(f"unknown scene kind {kind!r}: use 'tabletop' or 'room'")
     unknown = set(classes or ()) - set(SMALL_OBJECT_CLASSES)
     if unknown:
-        raise ValueError(f"classes {sorted(unknown)} cannot stand on a table; choose from {SMALL_OBJECT_CLASSES}")
+        raise ValueError(
+            f"classes {sorted(unknown)} cannot stand on a table; choose from {SMALL_OBJECT_CLASSES}"
+        )
     rng = np.random.default_rng(seed)
     extent = 1.6 if kind == "tabletop" else float(rng.uniform(2.2, 2.8))
     table_yaw = float(rng.uniform(0, np.pi))
     table_xy = np.zeros(2) if kind == "tabletop" else rng.uniform(-0.3, 0.3, 2)
     table = build_table(rng, table_xy[0], table_xy[1], 0.0, table_yaw)
 
-    classes = [str(c) for c in (classes if classes is not None else _draw_classes(rng, kind, num_objects))]
+    classes = [
+        str(c) for c in (classes if classes is not None else _draw_classes(rng, kind, num_objects))
+    ]
     placed: list[tuple[float, float, float]] = []
     small = _place_on_table(rng, table, table_xy, table_yaw, classes, placed, size_ranges)
 
     built_objects: list[tuple[str, BuiltObject, str, str]] = [("table", table, "", "")]
     built_objects += [(name, b, "on the table", "the table") for name, b in small]
     if clutter > 0:
-        built_objects += _add_clutter(np.random.default_rng([seed, 1]), table, table_xy, table_yaw, small,
-                                      placed, clutter, size_ranges)
+        built_objects += _add_clutter(
+            np.random.default_rng([seed, 1]),
+            table,
+            table_xy,
+            table_yaw,
+            small,
+            placed,
+            clutter,
+            size_ranges,
+        )
     if kind == "room":
-        built_objects += [("chair", chair, "next to the table", "the table")
-                          for chair in _chairs_around(rng, table, table_xy, table_yaw)]
+        built_objects += [
+            ("chair", chair, "next to the table", "the table")
+            for chair in _chairs_around(rng, table, table_xy, table_yaw)
+        ]
 
     objects = []
     for instance_id, (name, built, relation, relation_phrase) in enumerate(built_objects, start=1):
         caption, phrases = _caption(built, relation, name, relation_phrase)
-        objects.append(SceneObject(instance_id, name, built.colour, built.primitives, caption, phrases))
+        objects.append(
+            SceneObject(instance_id, name, built.colour, built.primitives, caption, phrases)
+        )
     background = [_floor(extent)] + (_walls(extent) if kind == "room" else [])
     focus = np.array([table_xy[0], table_xy[1], table.support_height])
     light = rng.normal([0.3, -0.4, 1.0], 0.2)

@@ -13,6 +13,7 @@ What it reproduces, and where the numbers come from:
     every foreground edge, unstable pixels on depth edges, dark (IR-absorbing) surfaces, and
     blob-shaped and isolated random dropouts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,15 +40,23 @@ class KinectNoise:
 
     def axial_sigma(self, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
         theta = np.minimum(theta, np.deg2rad(89.0))
-        return (0.0012 + 0.0019 * (z - 0.4) ** 2
-                + 0.0001 / np.sqrt(np.maximum(z, 1e-3)) * theta**2 / (np.pi / 2 - theta) ** 2)
+        return (
+            0.0012
+            + 0.0019 * (z - 0.4) ** 2
+            + 0.0001 / np.sqrt(np.maximum(z, 1e-3)) * theta**2 / (np.pi / 2 - theta) ** 2
+        )
 
     def disparity_factor(self, width: int) -> float:
         """f * b in pixel-metres for this image width (disparity in px = factor / z)."""
         return self.ir_focal_px_at_640 * width / 640.0 * self.baseline_m
 
-    def apply(self, depth: np.ndarray, cos_incidence: np.ndarray, albedo_luminance: np.ndarray,
-              rng: np.random.Generator) -> np.ndarray:
+    def apply(
+        self,
+        depth: np.ndarray,
+        cos_incidence: np.ndarray,
+        albedo_luminance: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
         """Noisy float32 depth (0 = no reading) from ideal ``depth`` (0 = nothing hit)."""
         h, w = depth.shape
         valid = depth > 0
@@ -70,8 +79,12 @@ class KinectNoise:
 
         missing = ~valid | (out < self.min_range) | (out > self.max_range)
         # Grazing angles: the projected pattern smears out.
-        grazing = np.clip((np.rad2deg(theta) - self.grazing_start_deg)
-                          / (self.grazing_full_deg - self.grazing_start_deg), 0, 1)
+        grazing = np.clip(
+            (np.rad2deg(theta) - self.grazing_start_deg)
+            / (self.grazing_full_deg - self.grazing_start_deg),
+            0,
+            1,
+        )
         missing |= rng.random((h, w)) < grazing
         missing |= self._projector_shadow(np.where(valid, fb / np.maximum(z, 1e-3), 0.0))
         missing |= self._depth_edges(z, valid) & (rng.random((h, w)) < self.edge_dropout)
@@ -113,6 +126,10 @@ class KinectNoise:
         xs = np.linspace(0, coarse.shape[1] - 1.001, w)
         y0, x0 = ys.astype(int), xs.astype(int)
         fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-        field = ((1 - fy) * (1 - fx) * coarse[y0][:, x0] + (1 - fy) * fx * coarse[y0][:, x0 + 1]
-                 + fy * (1 - fx) * coarse[y0 + 1][:, x0] + fy * fx * coarse[y0 + 1][:, x0 + 1])
+        field = (
+            (1 - fy) * (1 - fx) * coarse[y0][:, x0]
+            + (1 - fy) * fx * coarse[y0][:, x0 + 1]
+            + fy * (1 - fx) * coarse[y0 + 1][:, x0]
+            + fy * fx * coarse[y0 + 1][:, x0 + 1]
+        )
         return field > np.quantile(field, 1 - self.blob_fraction)

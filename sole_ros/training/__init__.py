@@ -3,6 +3,7 @@ AdamW + OneCycle, mixed precision, checkpoints and resume, DDP under torchrun, m
 
     from sole_ros.training import TrainConfig, train, evaluate_checkpoint
 """
+
 from sole_ros.training.config import DataConfig, TrainConfig
 
 __all__ = ["DataConfig", "TrainConfig", "evaluate_checkpoint", "train"]

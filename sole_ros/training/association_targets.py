@@ -12,6 +12,7 @@
   visual features the phrases are averaged. The reference's code for this is not public; this is
   the paper's description made concrete.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,8 +63,12 @@ def visual_targets(voxel_clip: torch.Tensor, masks: torch.Tensor) -> torch.Tenso
     return (weights @ voxel_clip) / counts.clamp(min=1.0)
 
 
-def entity_guides(phrases_per_instance: list[list[str]], mva: torch.Tensor, encode: PhraseEncoder,
-                  temperature: float = 100.0) -> torch.Tensor:
+def entity_guides(
+    phrases_per_instance: list[list[str]],
+    mva: torch.Tensor,
+    encode: PhraseEncoder,
+    temperature: float = 100.0,
+) -> torch.Tensor:
     rows = []
     for k, phrases in enumerate(phrases_per_instance):
         entities = encode(phrases).to(mva)  # [P, D]
@@ -75,9 +80,15 @@ def entity_guides(phrases_per_instance: list[list[str]], mva: torch.Tensor, enco
     return torch.stack(rows) if rows else mva.new_zeros((0, mva.shape[1]))
 
 
-def build_targets(sample: SceneSample, instance_ids: np.ndarray, voxel_clip: torch.Tensor, masks: torch.Tensor,
-                  encode: PhraseEncoder, captioner: Captioner | None = None,
-                  encode_phrases: PhraseEncoder | None = None) -> AssociationTargets:
+def build_targets(
+    sample: SceneSample,
+    instance_ids: np.ndarray,
+    voxel_clip: torch.Tensor,
+    masks: torch.Tensor,
+    encode: PhraseEncoder,
+    captioner: Captioner | None = None,
+    encode_phrases: PhraseEncoder | None = None,
+) -> AssociationTargets:
     """All three targets for the instances ``instance_ids`` (rows of ``masks`` [K, V]). Without
     point CLIP features (all-zero ``voxel_clip``) MVA is left out of the losses. ``encode`` writes
     the captions, ``encode_phrases`` (default: ``encode``) the entity phrases."""

@@ -11,6 +11,7 @@ point CLIP features altogether, greying out its colours, or painting a random te
 The last two matter for synthetic scenes, whose objects have one colour each: a model trained on
 them alone learns "one colour = one object" and cuts real, printed objects into pieces.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,12 @@ from sole_ros.datasets.scene_sample import SceneSample
 from sole_ros.geometry import yaw_matrix
 from sole_ros.model.config import SoleConfig
 from sole_ros.model.voxel import VoxelScene, voxelize
-from sole_ros.training.association_targets import AssociationTargets, Captioner, PhraseEncoder, build_targets
+from sole_ros.training.association_targets import (
+    AssociationTargets,
+    Captioner,
+    PhraseEncoder,
+    build_targets,
+)
 from sole_ros.training.config import REFERENCE_SCALE_RANGE
 
 
@@ -35,8 +41,9 @@ class TrainingItem:
     instance_ids: np.ndarray
 
 
-def elastic_distortion(points: np.ndarray, granularity: float, magnitude: float,
-                       rng: np.random.Generator) -> np.ndarray:
+def elastic_distortion(
+    points: np.ndarray, granularity: float, magnitude: float, rng: np.random.Generator
+) -> np.ndarray:
     """Displace points by a smooth random field: Gaussian noise on a grid of cell ``granularity``
     (metres), blurred three times per axis with a 3-tap box filter, trilinearly interpolated,
     scaled by ``magnitude``."""
@@ -49,12 +56,17 @@ def elastic_distortion(points: np.ndarray, granularity: float, magnitude: float,
     for _ in range(2):
         for axis in range(3):
             noise = uniform_filter1d(noise, size=3, axis=axis, mode="constant")
-    axes = [np.linspace(lo[d] - granularity, lo[d] + granularity * (dims[d] - 2), dims[d]) for d in range(3)]
+    axes = [
+        np.linspace(lo[d] - granularity, lo[d] + granularity * (dims[d] - 2), dims[d])
+        for d in range(3)
+    ]
     field = RegularGridInterpolator(axes, noise, bounds_error=False, fill_value=0.0)
     return points + field(points) * magnitude
 
 
-def color_texture(points: np.ndarray, rng: np.random.Generator, waves: int = 8, strength: float = 0.3) -> np.ndarray:
+def color_texture(
+    points: np.ndarray, rng: np.random.Generator, waves: int = 8, strength: float = 0.3
+) -> np.ndarray:
     """[N, 3] colour offsets varying over space like printed textures: a sum of ``waves`` random
     plane waves with wavelengths of 3 to 20 cm and random RGB amplitudes (std ``strength``)."""
     directions = rng.normal(size=(waves, 3))
@@ -64,9 +76,15 @@ def color_texture(points: np.ndarray, rng: np.random.Generator, waves: int = 8, 
     return np.sin(points @ frequencies.T + rng.uniform(0, 2 * np.pi, waves)) @ amplitudes
 
 
-def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
-            feature_dropout: float = 0.0, color_drop: float = 0.0, texture: float = 0.0,
-            scale_range: tuple[float, float] = REFERENCE_SCALE_RANGE) -> SceneSample:
+def augment(
+    sample: SceneSample,
+    rng: np.random.Generator,
+    elastic: bool = True,
+    feature_dropout: float = 0.0,
+    color_drop: float = 0.0,
+    texture: float = 0.0,
+    scale_range: tuple[float, float] = REFERENCE_SCALE_RANGE,
+) -> SceneSample:
     points = sample.points.astype(np.float64)
     if elastic and rng.random() < 0.95:
         for granularity, magnitude in ((0.2, 0.4), (0.8, 1.6)):
@@ -76,7 +94,9 @@ def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
     flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
     points[:, :2] *= flips
     points *= rng.uniform(*scale_range)
-    colors = np.clip((sample.colors - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1), 0, 1)
+    colors = np.clip(
+        (sample.colors - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1), 0, 1
+    )
     if color_drop > 0 and rng.random() < color_drop:
         colors = np.full_like(colors, 0.5)
     elif texture > 0 and rng.random() < texture:
@@ -87,7 +107,9 @@ def augment(sample: SceneSample, rng: np.random.Generator, elastic: bool = True,
     return SceneSample(**{**sample.__dict__, **changes})
 
 
-def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels: int) -> np.ndarray:
+def voxel_instances(
+    point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels: int
+) -> np.ndarray:
     """Majority instance id per voxel (-1 where most points have none)."""
     pairs = np.stack([point_to_voxel, instance], axis=1)
     uniq, counts = np.unique(pairs, axis=0, return_counts=True)
@@ -101,19 +123,37 @@ def voxel_instances(point_to_voxel: np.ndarray, instance: np.ndarray, num_voxels
     return out
 
 
-def prepare_item(sample: SceneSample, config: SoleConfig, encode: PhraseEncoder, rng: np.random.Generator | None,
-                 captioner: Captioner | None = None, min_voxels: int = 1, elastic: bool = True,
-                 feature_dropout: float = 0.0, encode_phrases: PhraseEncoder | None = None,
-                 color_drop: float = 0.0, texture: float = 0.0,
-                 scale_range: tuple[float, float] = REFERENCE_SCALE_RANGE) -> TrainingItem | None:
+def prepare_item(
+    sample: SceneSample,
+    config: SoleConfig,
+    encode: PhraseEncoder,
+    rng: np.random.Generator | None,
+    captioner: Captioner | None = None,
+    min_voxels: int = 1,
+    elastic: bool = True,
+    feature_dropout: float = 0.0,
+    encode_phrases: PhraseEncoder | None = None,
+    color_drop: float = 0.0,
+    texture: float = 0.0,
+    scale_range: tuple[float, float] = REFERENCE_SCALE_RANGE,
+) -> TrainingItem | None:
     """Augment (when ``rng`` is given), voxelise and build targets; None when no instance survives.
     ``encode`` writes captions, ``encode_phrases`` (default: ``encode``) the entity phrases."""
     if rng is not None:
-        sample = augment(sample, rng, elastic=elastic, feature_dropout=feature_dropout, color_drop=color_drop,
-                         texture=texture, scale_range=scale_range)
+        sample = augment(
+            sample,
+            rng,
+            elastic=elastic,
+            feature_dropout=feature_dropout,
+            color_drop=color_drop,
+            texture=texture,
+            scale_range=scale_range,
+        )
     clip = sample.clip_features
     if clip is not None and clip.shape[1] != config.clip_dim:
-        raise ValueError(f"{sample.name}: point features are {clip.shape[1]}-d, the model expects {config.clip_dim}")
+        raise ValueError(
+            f"{sample.name}: point features are {clip.shape[1]}-d, the model expects {config.clip_dim}"
+        )
     scene = voxelize(sample.points, sample.colors, clip, config)
     voxel_ids = voxel_instances(scene.point_to_voxel, sample.instance, scene.num_voxels)
     ids = sample.instance_ids

@@ -6,6 +6,7 @@ Extra keys: ``hyper_parameters`` (plain dicts: sole_config, train_config, clip),
 ``scheduler``, ``scaler``, ``progress`` (epoch, step, batch within the epoch), the RNG states. Writes are atomic
 (temporary file, then rename), so an interrupted save never leaves a broken ``last.pt``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,19 +35,35 @@ def _plain(value):
     return value
 
 
-def save_checkpoint(path, model, sole_config, train_config, clip=None, optimizer=None, scheduler=None,
-                    scaler=None, progress: Progress | None = None) -> pathlib.Path:
+def save_checkpoint(
+    path,
+    model,
+    sole_config,
+    train_config,
+    clip=None,
+    optimizer=None,
+    scheduler=None,
+    scaler=None,
+    progress: Progress | None = None,
+) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "state_dict": {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()},
-        "hyper_parameters": {"sole_config": _plain(sole_config), "train_config": _plain(train_config),
-                             "clip": {"model_name": train_config.clip_model,
-                                      "pretrained": train_config.clip_pretrained}},
+        "hyper_parameters": {
+            "sole_config": _plain(sole_config),
+            "train_config": _plain(train_config),
+            "clip": {
+                "model_name": train_config.clip_model,
+                "pretrained": train_config.clip_pretrained,
+            },
+        },
         "progress": _plain(progress or Progress()),
     }
     if clip is not None and train_config.clip_pretrained is None:
-        payload["clip_state_dict"] = {k: v.detach().cpu() for k, v in clip.model.state_dict().items()}
+        payload["clip_state_dict"] = {
+            k: v.detach().cpu() for k, v in clip.model.state_dict().items()
+        }
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
@@ -80,13 +97,21 @@ def export_for_inference(source, destination, inference: dict | None = None) -> 
     ``inference`` changes the post-processing settings stored with the network (the keys of
     INFERENCE_SETTINGS), e.g. for the scenes the weights are meant for; training never uses them."""
     data = load_checkpoint(source)
-    keep = {k: data[k] for k in ("state_dict", "hyper_parameters", "clip_state_dict", "progress") if k in data}
+    keep = {
+        k: data[k]
+        for k in ("state_dict", "hyper_parameters", "clip_state_dict", "progress")
+        if k in data
+    }
     if inference:
         unknown = set(inference) - set(INFERENCE_SETTINGS)
         if unknown:
-            raise ValueError(f"not inference settings: {sorted(unknown)} (allowed: {', '.join(INFERENCE_SETTINGS)})")
-        keep["hyper_parameters"] = {**keep["hyper_parameters"],
-                                    "sole_config": {**keep["hyper_parameters"]["sole_config"], **inference}}
+            raise ValueError(
+                f"not inference settings: {sorted(unknown)} (allowed: {', '.join(INFERENCE_SETTINGS)})"
+            )
+        keep["hyper_parameters"] = {
+            **keep["hyper_parameters"],
+            "sole_config": {**keep["hyper_parameters"]["sole_config"], **inference},
+        }
     return save_atomic(keep, destination)
 
 
@@ -96,13 +121,17 @@ def load_checkpoint(path) -> dict:
 
 
 def model_state(data: dict) -> dict[str, torch.Tensor]:
-    return {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
+    return {k[len("model.") :]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
 
 
 def restore_rng(data: dict) -> None:
     if "torch_rng" in data:
         torch.set_rng_state(data["torch_rng"])
-    if "cuda_rng" in data and torch.cuda.is_available() and len(data["cuda_rng"]) == torch.cuda.device_count():
+    if (
+        "cuda_rng" in data
+        and torch.cuda.is_available()
+        and len(data["cuda_rng"]) == torch.cuda.device_count()
+    ):
         torch.cuda.set_rng_state_all(data["cuda_rng"])
 
 

@@ -1,4 +1,5 @@
 """Settings of a training or evaluation run; defaults follow SOLE (arXiv 2404.02157 and its reference configuration)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,9 @@ class DataConfig:
     "mosd" (real Kinect tabletop scans, class-agnostic: objects vs table; for evaluation)."""
 
     kind: str = "synthetic"
-    root: str | None = None  # processed ScanNet folder (<root>/<mode>/*.npy, *_database.yaml) or mOSD folder
+    root: str | None = (
+        None  # processed ScanNet folder (<root>/<mode>/*.npy, *_database.yaml) or mOSD folder
+    )
     train_mode: str = "train"
     eval_mode: str = "validation"
     features_dir: str | None = None  # per-point CLIP features (<scan>_0.pt)
@@ -31,11 +34,15 @@ class DataConfig:
     # rooms' own cap (None: synthetic_max_points): a room scan holds 3-4x a tabletop's voxels, so a
     # run can keep tabletops at full density and still afford rooms
     synthetic_room_max_points: int | None = None
-    synthetic_clutter: float = 0.0  # 0..1: stacked and touching objects (real tabletops are cluttered)
+    synthetic_clutter: float = (
+        0.0  # 0..1: stacked and touching objects (real tabletops are cluttered)
+    )
     # the small objects' size ranges (synthetic.catalogue.OBJECT_SIZES): "compact" (demo.ckpt's) or
     # "household" (real products' spread, 0.1-0.3 m boxes, books and bottles)
     synthetic_object_sizes: str = "compact"
-    synthetic_frames: int = 12  # RGB-D frames fused per "scan" scene (1: a single view, like a robot's first look)
+    synthetic_frames: int = (
+        12  # RGB-D frames fused per "scan" scene (1: a single view, like a robot's first look)
+    )
     oracle_feature_noise: float = 0.3  # stand-in for fused OpenSeg features, see TextOracleFeatures
     oracle_unseen: float = 0.05
 
@@ -43,8 +50,10 @@ class DataConfig:
         from sole_ros.synthetic.catalogue import OBJECT_SIZES
 
         if self.synthetic_object_sizes not in OBJECT_SIZES:
-            raise ValueError(f"data.synthetic_object_sizes must be one of {sorted(OBJECT_SIZES)}, "
-                             f"not {self.synthetic_object_sizes!r}")
+            raise ValueError(
+                f"data.synthetic_object_sizes must be one of {sorted(OBJECT_SIZES)}, "
+                f"not {self.synthetic_object_sizes!r}"
+            )
 
 
 @dataclass
@@ -55,13 +64,19 @@ class TrainConfig:
     model_size: str = "paper"
     model_overrides: dict = field(default_factory=dict)  # any SoleConfig field
     clip_model: str = "ViT-L-14"
-    clip_pretrained: str | None = "openai"  # open_clip tag, local file, or None (random, saved with the run)
-    backbone_checkpoint: str | None = None  # Mask3D/SOLE backbone weights (SOLE trains with it frozen)
+    clip_pretrained: str | None = (
+        "openai"  # open_clip tag, local file, or None (random, saved with the run)
+    )
+    backbone_checkpoint: str | None = (
+        None  # Mask3D/SOLE backbone weights (SOLE trains with it frozen)
+    )
     init_checkpoint: str | None = None  # start from these SOLE weights (not a resume)
     # None: frozen when pretrained weights are given (backbone_checkpoint or init_checkpoint, SOLE's
     # setting), trained otherwise: a frozen random backbone gives the decoder nothing to learn from.
     freeze_backbone: bool | None = None
-    elastic_distortion: bool = True  # the reference's elastic augmentation (see training/batching.py)
+    elastic_distortion: bool = (
+        True  # the reference's elastic augmentation (see training/batching.py)
+    )
     # probability that a training scene loses all its point CLIP features (MVA is then skipped), so the
     # model also works where no 2D features exist (real scans without images, nodes without a 2D CLIP)
     feature_dropout: float = 0.0
@@ -88,12 +103,16 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None  # also save mid-epoch (always at the end of an epoch)
     resume: bool = True  # continue from <output_dir>/last.pt when it exists
     progress: bool = True
-    cache_scenes: bool = False  # keep loaded scenes in memory (small datasets: synthetic demos, tests)
+    cache_scenes: bool = (
+        False  # keep loaded scenes in memory (small datasets: synthetic demos, tests)
+    )
 
     def __post_init__(self):
         lo_hi = list(self.scale_range)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
-            raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, not {self.scale_range}")
+            raise ValueError(
+                f"scale_range must be [low, high] with 0 < low <= high, not {self.scale_range}"
+            )
 
     @property
     def backbone_frozen(self) -> bool:
@@ -102,8 +121,10 @@ class TrainConfig:
         if self.freeze_backbone is None:
             return pretrained
         if self.freeze_backbone and not pretrained:
-            raise ValueError("freeze_backbone needs backbone_checkpoint or init_checkpoint: "
-                             "a frozen, randomly initialised backbone cannot learn")
+            raise ValueError(
+                "freeze_backbone needs backbone_checkpoint or init_checkpoint: "
+                "a frozen, randomly initialised backbone cannot learn"
+            )
         return self.freeze_backbone
 
     def to_dict(self) -> dict:

@@ -1,6 +1,7 @@
 """Multi-process training with PyTorch DDP, as started by torchrun (one process per GPU, any
 number of nodes): RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT come from the environment.
 Without them everything runs in one process."""
+
 from __future__ import annotations
 
 import gc
@@ -42,7 +43,11 @@ def local_device(setting: str) -> torch.device:
     from sole_ros.device import resolve_device
 
     device = resolve_device(setting)
-    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if (
+        device.type == "cuda"
+        and device.index is None
+        and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    ):
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return device
@@ -57,7 +62,9 @@ def all_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def mean_over_processes(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+def mean_over_processes(
+    values: dict[str, float], info: DistInfo, device: torch.device
+) -> dict[str, float]:
     if not info.enabled or not values:
         return values
     keys = sorted(values)

@@ -12,6 +12,7 @@ answer is scored: the query top-1 accuracy, once asked alone (SOLE's binary quer
 the benchmark's other class names as contrast phrases (``query.contrast_phrases``).
 Writes a per-class table, CSV, JSON and a PNG plot.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,11 @@ from sole_ros.training.config import TrainConfig
 def vocabulary(config: TrainConfig, dataset) -> tuple[list[int], list[str], tuple]:
     """(label ids, class names, splits) scored for this data kind."""
     if config.data.kind in ("synthetic", "mosd"):
-        ids = [i for i in sorted(dataset.class_names) if i not in getattr(dataset, "ignored_labels", ())]
+        ids = [
+            i
+            for i in sorted(dataset.class_names)
+            if i not in getattr(dataset, "ignored_labels", ())
+        ]
         if config.data.kind == "mosd":
             from sole_ros.datasets.mosd import OBJECT
 
@@ -53,8 +58,9 @@ def vocabulary(config: TrainConfig, dataset) -> tuple[list[int], list[str], tupl
     return list(label_set.ids), list(label_set.names), label_set.splits
 
 
-def predict_scene(segmenter, sample, class_ids: list[int], class_names: list[str],
-                  top_k: int | None = None) -> ScenePrediction:
+def predict_scene(
+    segmenter, sample, class_ids: list[int], class_names: list[str], top_k: int | None = None
+) -> ScenePrediction:
     segmenter.set_scene(sample.points, sample.colors, sample.clip_features, version=sample.name)
     instances = segmenter.query(class_names, top_k=top_k)
     label_of = dict(zip(class_names, class_ids))
@@ -74,8 +80,15 @@ def _as_prediction(instances, num_points: int, labels) -> ScenePrediction:
     return ScenePrediction(masks, labels, [i.score for i in instances])
 
 
-def score_top1_queries(segmenter, sample, class_ids: list[int], class_names: list[str], min_region_size: int,
-                       tally: QueryTop1, contrast_phrases: list[str] = ()) -> None:
+def score_top1_queries(
+    segmenter,
+    sample,
+    class_ids: list[int],
+    class_names: list[str],
+    min_region_size: int,
+    tally: QueryTop1,
+    contrast_phrases: list[str] = (),
+) -> None:
     """Ask each class present in the scene on its own (as the query service does) and score the
     best answer (see sole_ros.evaluation.query_accuracy). The scene must be set already."""
     gt = SceneGroundTruth(sample.semantic, sample.instance)
@@ -89,12 +102,22 @@ def score_top1_queries(segmenter, sample, class_ids: list[int], class_names: lis
         tally.add(name_of[class_id], top1_hit(gt, class_id, answer, tally.iou_threshold))
 
 
-def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_dir=None, device: str = "auto",
-                        max_scenes: int | None = None, top_k: int | None = None,
-                        min_region_size: int | None = None, query_top1: bool = True, views: int = 1,
-                        scene_scale: float = 1.0, view_scale_jitter: float = 0.1,
-                        point_features: bool = True, num_queries: int = 0,
-                        matching: str = "scannet") -> InstanceAPResult:
+def evaluate_checkpoint(
+    checkpoint,
+    config: TrainConfig | None = None,
+    output_dir=None,
+    device: str = "auto",
+    max_scenes: int | None = None,
+    top_k: int | None = None,
+    min_region_size: int | None = None,
+    query_top1: bool = True,
+    views: int = 1,
+    scene_scale: float = 1.0,
+    view_scale_jitter: float = 0.1,
+    point_features: bool = True,
+    num_queries: int = 0,
+    matching: str = "scannet",
+) -> InstanceAPResult:
     """AP of ``checkpoint`` on the evaluation split of ``config`` (default: the run's own config),
     and with ``query_top1`` the top-1 accuracy of class-name queries asked alone
     (``result.query_top1``) and among the other class names (``result.query_top1_contrast``).
@@ -118,10 +141,17 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
             raise ValueError(f"{checkpoint} has no training settings: pass a TrainConfig")
         config = TrainConfig.from_dict(hp["train_config"])
     # The model and its CLIP load exactly as the ROS node loads them.
-    settings = PipelineSettings(checkpoint=str(checkpoint), device=str(device), prompt=CLASS_PROMPT,
-                                top_k=SoleConfig.from_dict(hp["sole_config"]).top_k, dense_features=False,
-                                test_time_views=views, scene_scale=scene_scale, view_scale_jitter=view_scale_jitter,
-                                num_queries=num_queries)
+    settings = PipelineSettings(
+        checkpoint=str(checkpoint),
+        device=str(device),
+        prompt=CLASS_PROMPT,
+        top_k=SoleConfig.from_dict(hp["sole_config"]).top_k,
+        dense_features=False,
+        test_time_views=views,
+        scene_scale=scene_scale,
+        view_scale_jitter=view_scale_jitter,
+        num_queries=num_queries,
+    )
     segmenter, clip = load_segmenter(settings, device, log=lambda *_: None)
     _, class_encoder = text_encoders(clip, device)
     dataset = build_dataset(config, "eval", class_encoder if point_features else None)
@@ -129,23 +159,51 @@ def evaluate_checkpoint(checkpoint, config: TrainConfig | None = None, output_di
     if min_region_size is None:
         min_region_size = 100 if config.data.kind in ("scannet", "scannet200") else 30
     count = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
-    pairs, agnostic, alone, contrasted = _predict_scenes(segmenter, dataset, count, class_ids, class_names, top_k,
-                                                         min_region_size, query_top1)
-    result = evaluate_instances(pairs, class_ids, class_names, splits=splits, min_region_size=min_region_size,
-                                agnostic_predictions=agnostic, matching=matching)
+    pairs, agnostic, alone, contrasted = _predict_scenes(
+        segmenter, dataset, count, class_ids, class_names, top_k, min_region_size, query_top1
+    )
+    result = evaluate_instances(
+        pairs,
+        class_ids,
+        class_names,
+        splits=splits,
+        min_region_size=min_region_size,
+        agnostic_predictions=agnostic,
+        matching=matching,
+    )
     result.query_top1, result.query_top1_contrast = alone, contrasted
     if output_dir is not None:
-        _write_report(result, pathlib.Path(output_dir), f"{config.data.kind} ({count} scenes)", {
-            "checkpoint": str(checkpoint), "scenes": count, "min_region_size": min_region_size,
-            "top_k": top_k if top_k is not None else segmenter.top_k, "device": str(device),
-            "views": views, "scene_scale": scene_scale, "view_scale_jitter": view_scale_jitter,
-            "point_features": point_features, "num_queries": segmenter.model.config.num_queries,
-            "matching": matching})
+        _write_report(
+            result,
+            pathlib.Path(output_dir),
+            f"{config.data.kind} ({count} scenes)",
+            {
+                "checkpoint": str(checkpoint),
+                "scenes": count,
+                "min_region_size": min_region_size,
+                "top_k": top_k if top_k is not None else segmenter.top_k,
+                "device": str(device),
+                "views": views,
+                "scene_scale": scene_scale,
+                "view_scale_jitter": view_scale_jitter,
+                "point_features": point_features,
+                "num_queries": segmenter.model.config.num_queries,
+                "matching": matching,
+            },
+        )
     return result
 
 
-def _predict_scenes(segmenter, dataset, count: int, class_ids: list[int], class_names: list[str],
-                    top_k: int | None, min_region_size: int, query_top1: bool):
+def _predict_scenes(
+    segmenter,
+    dataset,
+    count: int,
+    class_ids: list[int],
+    class_names: list[str],
+    top_k: int | None,
+    min_region_size: int,
+    query_top1: bool,
+):
     """The first ``count`` scenes predicted: (ground truth, prediction) pairs, class-agnostic
     predictions, and the query top-1 tallies asked alone and with contrast (None without)."""
     pairs, agnostic = [], []
@@ -157,8 +215,15 @@ def _predict_scenes(segmenter, dataset, count: int, class_ids: list[int], class_
         agnostic.append(predict_agnostic(segmenter, sample))
         if query_top1:
             score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, alone)
-            score_top1_queries(segmenter, sample, class_ids, class_names, min_region_size, contrasted,
-                               contrast_phrases=class_names)
+            score_top1_queries(
+                segmenter,
+                sample,
+                class_ids,
+                class_names,
+                min_region_size,
+                contrasted,
+                contrast_phrases=class_names,
+            )
     return pairs, agnostic, alone, contrasted
 
 

@@ -17,6 +17,7 @@ batch shows (a mug covers a hundred times fewer pixels than the floor). Optional
 cross-entropy on each class region's mean feature in a frame too, since the map names an object by
 pooling its voxels' features, not pixel by pixel. Bit-repeatable on one thread.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,11 +81,14 @@ def vocabulary_embeddings(clip) -> torch.Tensor:
     from sole_ros.model.text import TextEncoder
     from sole_ros.training.components import CLASS_PROMPT, encode_each
 
-    return encode_each(TextEncoder(device=clip.device, prompt=CLASS_PROMPT, loaded=clip))(vocabulary())
+    return encode_each(TextEncoder(device=clip.device, prompt=CLASS_PROMPT, loaded=clip))(
+        vocabulary()
+    )
 
 
-def render_labelled_images(seeds, frames_per_scene: int, image_size: tuple[int, int],
-                           object_sizes: str = "compact") -> LabelledImages:
+def render_labelled_images(
+    seeds, frames_per_scene: int, image_size: tuple[int, int], object_sizes: str = "compact"
+) -> LabelledImages:
     """Frames of synthetic scenes (even seed: tabletop, odd: room) with each pixel's phrase index."""
     colors, targets = [], []
     for seed in seeds:
@@ -111,11 +115,15 @@ def _world_height(frame) -> np.ndarray:
     height, width = frame.depth_ideal.shape
     v, u = np.mgrid[0:height, 0:width]
     K, depth = frame.K, frame.depth_ideal
-    cam = np.stack([(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth], axis=-1)
+    cam = np.stack(
+        [(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth], axis=-1
+    )
     return cam @ frame.pose[2, :3] + frame.pose[2, 3]
 
 
-def _augment(colors: np.ndarray, targets: np.ndarray, config: ImageTowerConfig, rng: np.random.Generator):
+def _augment(
+    colors: np.ndarray, targets: np.ndarray, config: ImageTowerConfig, rng: np.random.Generator
+):
     """Random crop-and-zoom (objects nearer or farther), mirror, brightness, channel order and
     grey, image by image."""
     n, height, width = targets.shape
@@ -125,8 +133,14 @@ def _augment(colors: np.ndarray, targets: np.ndarray, config: ImageTowerConfig, 
         share = rng.uniform(*config.zoom)
         ch, cw = int(round(height * share)), int(round(width * share))
         top, left = rng.integers(0, height - ch + 1), rng.integers(0, width - cw + 1)
-        c = torch.from_numpy(colors[i, top:top + ch, left:left + cw]).permute(2, 0, 1).float()[None]
-        t = torch.from_numpy(targets[i, top:top + ch, left:left + cw].astype(np.int64))[None, None].float()
+        c = (
+            torch.from_numpy(colors[i, top : top + ch, left : left + cw])
+            .permute(2, 0, 1)
+            .float()[None]
+        )
+        t = torch.from_numpy(targets[i, top : top + ch, left : left + cw].astype(np.int64))[
+            None, None
+        ].float()
         c = F.interpolate(c, size=(height, width), mode="bilinear", align_corners=False)[0]
         t = F.interpolate(t, size=(height, width), mode="nearest")[0, 0].long()
         if rng.random() < 0.5:
@@ -152,15 +166,18 @@ def _balanced_pixels(targets: torch.Tensor, count: int, rng: np.random.Generator
     return torch.from_numpy(rng.choice(valid, size=count, p=weights / weights.sum()))
 
 
-def region_means(features: torch.Tensor, labels: torch.Tensor, frame_of: torch.Tensor,
-                 classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def region_means(
+    features: torch.Tensor, labels: torch.Tensor, frame_of: torch.Tensor, classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit mean feature of each (frame, class) region among sampled pixels, and the region's class."""
     regions, region_of = torch.unique(frame_of * classes + labels, return_inverse=True)
     sums = features.new_zeros(len(regions), features.shape[1]).index_add(0, region_of, features)
     return F.normalize(sums, dim=-1), regions % classes
 
 
-def sample_at_pixels(grid: torch.Tensor, pixels: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+def sample_at_pixels(
+    grid: torch.Tensor, pixels: torch.Tensor, image_size: tuple[int, int]
+) -> torch.Tensor:
     """(h,w,D) feature grid tiling a width x height image -> features at flat pixel indices, bilinear
     with cell centres as sole_ros.scene.feature_fusion.sample_feature_grid takes them; differentiable."""
     width, height = image_size
@@ -169,60 +186,88 @@ def sample_at_pixels(grid: torch.Tensor, pixels: torch.Tensor, image_size: tuple
     v = torch.div(pixels, width, rounding_mode="floor").float()
     # grid_sample's align_corners=False puts cell centres where the map's sampler does
     coords = torch.stack([(u + 0.5) / width * 2 - 1, (v + 0.5) / height * 2 - 1], dim=-1)
-    sampled = F.grid_sample(grid.permute(2, 0, 1)[None], coords[None, None], mode="bilinear",
-                            padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(
+        grid.permute(2, 0, 1)[None],
+        coords[None, None],
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )
     return F.normalize(sampled[0, :, 0].t(), dim=-1)
 
 
 @torch.no_grad()
-def evaluate_image_tower(dense, phrase_embeddings: torch.Tensor, images: LabelledImages,
-                         batch_size: int = 8) -> dict:
+def evaluate_image_tower(
+    dense, phrase_embeddings: torch.Tensor, images: LabelledImages, batch_size: int = 8
+) -> dict:
     """Pixel accuracy (nearest phrase) over every labelled pixel and per class, and region accuracy:
     the mean feature over each class region of a frame (as the map pools an object's voxels)."""
-    vocabulary_embeddings = phrase_embeddings.float().cpu()  # scored on the CPU, whatever the device
+    vocabulary_embeddings = (
+        phrase_embeddings.float().cpu()
+    )  # scored on the CPU, whatever the device
     hits = np.zeros(len(phrase_embeddings))
     totals = np.zeros(len(phrase_embeddings))
     region_hits = region_total = 0
     for start in range(0, len(images.colors), batch_size):
-        colors = images.colors[start:start + batch_size]
+        colors = images.colors[start : start + batch_size]
         grids = dense.grid_features(dense.network_input(colors))
-        for grid, target in zip(grids, torch.from_numpy(images.targets[start:start + batch_size].astype(np.int64))):
+        for grid, target in zip(
+            grids, torch.from_numpy(images.targets[start : start + batch_size].astype(np.int64))
+        ):
             pixels = torch.nonzero(target.reshape(-1) >= 0)[:, 0]
             labels = target.reshape(-1)[pixels]
-            features = sample_at_pixels(grid, pixels, (target.shape[1], target.shape[0])).float().cpu()
+            features = (
+                sample_at_pixels(grid, pixels, (target.shape[1], target.shape[0])).float().cpu()
+            )
             predicted = (features @ vocabulary_embeddings.t()).argmax(dim=1)
             np.add.at(totals, labels.numpy(), 1)
             np.add.at(hits, labels.numpy(), (predicted == labels).numpy())
-            means, classes = region_means(features, labels, torch.zeros_like(labels), len(vocabulary_embeddings))
+            means, classes = region_means(
+                features, labels, torch.zeros_like(labels), len(vocabulary_embeddings)
+            )
             region_hits += int(((means @ vocabulary_embeddings.t()).argmax(dim=1) == classes).sum())
             region_total += len(classes)
     seen = totals > 0
     names = vocabulary()
-    return {"pixel_accuracy": float(hits.sum() / max(totals.sum(), 1)),
-            "mean_class_accuracy": float(np.mean(hits[seen] / totals[seen])) if seen.any() else 0.0,
-            "region_accuracy": region_hits / max(region_total, 1), "regions": region_total,
-            "per_class": {names[i]: round(float(hits[i] / totals[i]), 4) for i in np.flatnonzero(seen)}}
+    return {
+        "pixel_accuracy": float(hits.sum() / max(totals.sum(), 1)),
+        "mean_class_accuracy": float(np.mean(hits[seen] / totals[seen])) if seen.any() else 0.0,
+        "region_accuracy": region_hits / max(region_total, 1),
+        "regions": region_total,
+        "per_class": {names[i]: round(float(hits[i] / totals[i]), 4) for i in np.flatnonzero(seen)},
+    }
 
 
-def train_image_tower(clip, phrase_embeddings: torch.Tensor, config: ImageTowerConfig,
-                      log=print) -> dict:
+def train_image_tower(
+    clip, phrase_embeddings: torch.Tensor, config: ImageTowerConfig, log=print
+) -> dict:
     """Train ``clip``'s image tower in place (a sole_ros.clip.LoadedClip on the CPU or a GPU); its
     text tower and every other weight stay as they are. Returns the held-out figures."""
     first, last = config.first_seed, config.first_seed + config.scenes
     if first < config.eval_seeds[1] and config.eval_seeds[0] < last:
-        raise ValueError(f"training scenes {first}-{last - 1} include the held-out scenes "
-                         f"{config.eval_seeds[0]}-{config.eval_seeds[1] - 1}: train on fewer scenes")
+        raise ValueError(
+            f"training scenes {first}-{last - 1} include the held-out scenes "
+            f"{config.eval_seeds[0]}-{config.eval_seeds[1] - 1}: train on fewer scenes"
+        )
     from sole_ros.scene.dense_clip import DenseClipFeatures
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
     seeds = range(config.first_seed, config.first_seed + config.scenes)
-    train = render_labelled_images(seeds, config.frames_per_scene, config.image_size, config.object_sizes)
-    held_out = render_labelled_images(range(*config.eval_seeds), config.eval_frames_per_scene, config.image_size,
-                                      config.object_sizes)
-    log(f"rendered {len(train.colors)} training and {len(held_out.colors)} held-out frames "
-        f"in {time.perf_counter() - started:.0f} s")
+    train = render_labelled_images(
+        seeds, config.frames_per_scene, config.image_size, config.object_sizes
+    )
+    held_out = render_labelled_images(
+        range(*config.eval_seeds),
+        config.eval_frames_per_scene,
+        config.image_size,
+        config.object_sizes,
+    )
+    log(
+        f"rendered {len(train.colors)} training and {len(held_out.colors)} held-out frames "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
 
     model = clip.model
     for parameter in model.parameters():
@@ -235,36 +280,54 @@ def train_image_tower(clip, phrase_embeddings: torch.Tensor, config: ImageTowerC
     targets_embedded = phrase_embeddings.to(clip.device).float()
     steps_per_epoch = len(train.colors) // config.batch_size
     optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                   total_steps=config.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+    )
     visual.train()
     try:
         for epoch in range(config.epochs):
             order = rng.permutation(len(train.colors))
             totals = []
             for step in range(steps_per_epoch):
-                chosen = np.sort(order[step * config.batch_size:(step + 1) * config.batch_size])
-                loss = _tower_loss(dense, targets_embedded, train.colors[chosen], train.targets[chosen], config, rng)
+                chosen = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
+                loss = _tower_loss(
+                    dense,
+                    targets_embedded,
+                    train.colors[chosen],
+                    train.targets[chosen],
+                    config,
+                    rng,
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 totals.append(loss.item())
-            log(f"image tower epoch {epoch + 1}/{config.epochs}: loss {np.mean(totals):.3f} "
-                f"({time.perf_counter() - started:.0f} s)")
+            log(
+                f"image tower epoch {epoch + 1}/{config.epochs}: loss {np.mean(totals):.3f} "
+                f"({time.perf_counter() - started:.0f} s)"
+            )
     finally:
         visual.eval()
         for parameter in model.parameters():
             parameter.requires_grad_(False)
     figures = evaluate_image_tower(dense, targets_embedded, held_out)
-    log(f"held-out frames (seeds {config.eval_seeds[0]}-{config.eval_seeds[1] - 1}): pixel accuracy "
+    log(
+        f"held-out frames (seeds {config.eval_seeds[0]}-{config.eval_seeds[1] - 1}): pixel accuracy "
         f"{figures['pixel_accuracy']:.3f}, mean over classes {figures['mean_class_accuracy']:.3f}, "
-        f"regions {figures['region_accuracy']:.3f} of {figures['regions']}")
+        f"regions {figures['region_accuracy']:.3f} of {figures['regions']}"
+    )
     return figures
 
 
-def _tower_loss(dense, targets_embedded: torch.Tensor, colors: np.ndarray, targets: np.ndarray,
-                config: ImageTowerConfig, rng: np.random.Generator) -> torch.Tensor:
+def _tower_loss(
+    dense,
+    targets_embedded: torch.Tensor,
+    colors: np.ndarray,
+    targets: np.ndarray,
+    config: ImageTowerConfig,
+    rng: np.random.Generator,
+) -> torch.Tensor:
     """The loss of one batch of frames: each sampled pixel's feature against its class's phrase
     (cross-entropy and cosine), plus the region loss on each frame's class means."""
     colors, targets = _augment(colors, targets, config, rng)
@@ -278,12 +341,17 @@ def _tower_loss(dense, targets_embedded: torch.Tensor, colors: np.ndarray, targe
     device = features[0].device
     features, labels = torch.cat(features), torch.cat(labels).to(device)
     similarity = features @ targets_embedded.t()
-    loss = F.cross_entropy(config.logit_scale * similarity, labels) + \
-        config.cosine_weight * (1 - similarity.gather(1, labels[:, None])).mean()
+    loss = (
+        F.cross_entropy(config.logit_scale * similarity, labels)
+        + config.cosine_weight * (1 - similarity.gather(1, labels[:, None])).mean()
+    )
     if config.region_weight:
-        means, classes = region_means(features, labels, torch.cat(frame_of).to(device), len(targets_embedded))
+        means, classes = region_means(
+            features, labels, torch.cat(frame_of).to(device), len(targets_embedded)
+        )
         loss = loss + config.region_weight * F.cross_entropy(
-            config.logit_scale * means @ targets_embedded.t(), classes)
+            config.logit_scale * means @ targets_embedded.t(), classes
+        )
     return loss
 
 
@@ -304,9 +372,14 @@ def clip_with_text_tower_of(data: dict, model_name: str, device, seed: int = 0):
     configs = [open_clip.get_model_config(name) for name in (own, model_name)]
     if configs[1] is None:
         raise ValueError(f"unknown CLIP architecture {model_name!r}")
-    if any(c is None or (c["text_cfg"], c["embed_dim"]) != (configs[0]["text_cfg"], configs[0]["embed_dim"])
-           for c in configs):
-        raise ValueError(f"{model_name!r} does not share the text tower of the checkpoint's CLIP {own!r}")
+    if any(
+        c is None
+        or (c["text_cfg"], c["embed_dim"]) != (configs[0]["text_cfg"], configs[0]["embed_dim"])
+        for c in configs
+    ):
+        raise ValueError(
+            f"{model_name!r} does not share the text tower of the checkpoint's CLIP {own!r}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         clip = load_clip(ClipSpec(model_name, None), device)

@@ -11,6 +11,7 @@ Per scene, with Q queries and K ground-truth instances:
   * matching cost: 5 BCE + 2 dice + 2 x (minus the mean of the three softmax probabilities).
 There is no class cross-entropy: the "classes" are the scene's own instances.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * (p * targets).sum(-1) + 1) / (p.sum(-1) + targets.sum(-1) + 1)
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Per-row mean of the focal loss (RetinaNet) over the columns: [R, C] -> [R]."""
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p = logits.sigmoid()
@@ -66,31 +68,46 @@ def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def hungarian_match(mask_logits: torch.Tensor, target_masks: torch.Tensor, assoc_logits: dict[str, torch.Tensor],
-                    weights: LossWeights = LossWeights()) -> tuple[np.ndarray, np.ndarray]:
+def hungarian_match(
+    mask_logits: torch.Tensor,
+    target_masks: torch.Tensor,
+    assoc_logits: dict[str, torch.Tensor],
+    weights: LossWeights = LossWeights(),
+) -> tuple[np.ndarray, np.ndarray]:
     """(query indices, target indices) of the minimum-cost assignment for one scene.
 
     mask_logits [N, Q] (the model's layout), target_masks [K, N], assoc_logits {name: [Q, K + 1]}.
     """
     logits = mask_logits.t().float()
     targets = target_masks.float()
-    cost = weights.mask_bce * pairwise_bce(logits, targets) + weights.mask_dice * pairwise_dice(logits, targets)
+    cost = weights.mask_bce * pairwise_bce(logits, targets) + weights.mask_dice * pairwise_dice(
+        logits, targets
+    )
     if assoc_logits:
-        probs = torch.stack([logit.float().softmax(-1)[:, :-1] for logit in assoc_logits.values()]).mean(0)
+        probs = torch.stack(
+            [logit.float().softmax(-1)[:, :-1] for logit in assoc_logits.values()]
+        ).mean(0)
         cost = cost - weights.match_class * probs
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     return rows, cols
 
 
-def association_logits(embeds: torch.Tensor, targets: torch.Tensor, background: torch.Tensor,
-                       scale: float = 100.0) -> torch.Tensor:
+def association_logits(
+    embeds: torch.Tensor, targets: torch.Tensor, background: torch.Tensor, scale: float = 100.0
+) -> torch.Tensor:
     """[Q, D] normalised embeddings vs [K, D] targets and the [1, D] background -> [Q, K + 1]."""
     return torch.cat([scale * embeds @ targets.t(), scale * embeds @ background.t()], dim=-1)
 
 
-def scene_losses(mask_logits: torch.Tensor, embeds: torch.Tensor, target_masks: torch.Tensor,
-                 assoc_targets: dict[str, torch.Tensor], background: torch.Tensor,
-                 weights: LossWeights = LossWeights(), scale: float = 100.0) -> dict[str, torch.Tensor]:
+def scene_losses(
+    mask_logits: torch.Tensor,
+    embeds: torch.Tensor,
+    target_masks: torch.Tensor,
+    assoc_targets: dict[str, torch.Tensor],
+    background: torch.Tensor,
+    weights: LossWeights = LossWeights(),
+    scale: float = 100.0,
+) -> dict[str, torch.Tensor]:
     """Unweighted losses of one output (final or auxiliary) on one scene, after matching."""
     logits = {k: association_logits(embeds, t, background, scale) for k, t in assoc_targets.items()}
     rows, cols = hungarian_match(mask_logits, target_masks, logits, weights)
@@ -98,8 +115,12 @@ def scene_losses(mask_logits: torch.Tensor, embeds: torch.Tensor, target_masks: 
     cols_t = torch.as_tensor(cols, device=mask_logits.device, dtype=torch.long)
     matched = mask_logits[:, rows_t].t().float()  # [M, N]
     target = target_masks[cols_t].float()
-    out = {"mask_bce": F.binary_cross_entropy_with_logits(matched, target, reduction="none").mean(-1).mean(),
-           "mask_dice": dice_loss(matched, target).mean()}
+    out = {
+        "mask_bce": F.binary_cross_entropy_with_logits(matched, target, reduction="none")
+        .mean(-1)
+        .mean(),
+        "mask_dice": dice_loss(matched, target).mean(),
+    }
     num_queries = embeds.shape[0]
     focal = dice = mask_logits.new_zeros(())
     for name, logit in logits.items():
@@ -115,9 +136,14 @@ def scene_losses(mask_logits: torch.Tensor, embeds: torch.Tensor, target_masks: 
     return out
 
 
-def total_loss(outputs: dict, target_masks: list[torch.Tensor], assoc_targets: list[dict[str, torch.Tensor]],
-               background: torch.Tensor, weights: LossWeights = LossWeights(),
-               scale: float = 100.0) -> tuple[torch.Tensor, dict[str, float]]:
+def total_loss(
+    outputs: dict,
+    target_masks: list[torch.Tensor],
+    assoc_targets: list[dict[str, torch.Tensor]],
+    background: torch.Tensor,
+    weights: LossWeights = LossWeights(),
+    scale: float = 100.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum over the final and every auxiliary output and over the scenes of the batch.
 
     Returns the loss and logged numbers: the weighted terms of the final output, their totals over
@@ -126,12 +152,23 @@ def total_loss(outputs: dict, target_masks: list[torch.Tensor], assoc_targets: l
     layers = [outputs] + list(outputs.get("aux_outputs", []))
     loss = background.new_zeros(())
     logs: dict[str, float] = {}
-    term_weights = {"mask_bce": weights.mask_bce, "mask_dice": weights.mask_dice,
-                    "assoc_focal": weights.assoc_focal, "assoc_dice": weights.assoc_dice}
+    term_weights = {
+        "mask_bce": weights.mask_bce,
+        "mask_dice": weights.mask_dice,
+        "assoc_focal": weights.assoc_focal,
+        "assoc_dice": weights.assoc_dice,
+    }
     for depth, layer in enumerate(layers):
         for b, (masks, targets) in enumerate(zip(target_masks, assoc_targets)):
-            terms = scene_losses(layer["pred_masks"][b], layer["pred_embeds"][b], masks, targets, background,
-                                 weights, scale)
+            terms = scene_losses(
+                layer["pred_masks"][b],
+                layer["pred_embeds"][b],
+                masks,
+                targets,
+                background,
+                weights,
+                scale,
+            )
             for name, w in term_weights.items():
                 weighted = w * terms[name]
                 loss = loss + weighted
@@ -142,6 +179,7 @@ def total_loss(outputs: dict, target_masks: list[torch.Tensor], assoc_targets: l
                 for name in ASSOCIATIONS:
                     if f"{name}_accuracy" in terms:
                         logs[f"{name}_accuracy"] = logs.get(f"{name}_accuracy", 0.0) + float(
-                            terms[f"{name}_accuracy"]) / len(target_masks)
+                            terms[f"{name}_accuracy"]
+                        ) / len(target_masks)
     logs["loss"] = float(loss.detach())
     return loss, logs

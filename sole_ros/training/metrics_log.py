@@ -1,4 +1,5 @@
 """The training log: one JSON object per line (metrics.jsonl), and a PNG of the curves."""
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,7 @@ class MetricsLog:
 def plot_curves(records: list[dict], path, title: str = "training") -> None:
     """Loss terms (log scale), association accuracies and the learning rate against the step."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -51,7 +53,9 @@ def plot_curves(records: list[dict], path, title: str = "training") -> None:
     evals = [r for r in records if r.get("kind") == "eval"]
     for key in ("ap", "ap50", "ap25"):
         if evals and key in evals[0]:
-            axes[1].plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=f"eval {key}")
+            axes[1].plot(
+                [r["step"] for r in evals], [r[key] for r in evals], "o-", label=f"eval {key}"
+            )
     axes[1].set_ylim(0, 1)
     axes[1].set_title("matched-query association accuracy / eval AP")
     axes[1].legend(fontsize=8)

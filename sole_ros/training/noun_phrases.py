@@ -17,32 +17,43 @@ centred captions a 2D captioner produces ("a red mug with a handle on the table"
 It is a heuristic: verbs outside the list or noun-noun compounds split oddly. Captions given with
 their phrases (synthetic scenes) bypass it.
 """
+
 from __future__ import annotations
 
 import re
 
-PREPOSITIONS = frozenset("""
+PREPOSITIONS = frozenset(
+    """
 about above across after against along alongside amid among around as at atop before behind below beneath
 beside besides between beyond by close down during except for from in inside into like near next of off on
 onto opposite out outside over past per through throughout to toward towards under underneath unlike until
 up upon via with within without
-""".split())
-CONJUNCTIONS = frozenset("and or but nor so yet while whereas because although though if than".split())
+""".split()
+)
+CONJUNCTIONS = frozenset(
+    "and or but nor so yet while whereas because although though if than".split()
+)
 RELATIVES = frozenset("that which who whom whose where when".split())
-VERBS = frozenset("""
+VERBS = frozenset(
+    """
 is are was were be been being am has have had having do does did can could may might must shall should will
 would sits sit sitting sat stands stand standing stood lies lie lying lay rests rest resting placed place
 placing put located positioned hangs hanging hung leaning leans contains containing holds holding filled
 covered made shows showing appears appear looks look seems seem there here
-""".split())
-DETERMINERS = frozenset("a an the this that these those some any each every another its their his her my our "
-                        "your one two three four five several many few".split())
+""".split()
+)
+DETERMINERS = frozenset(
+    "a an the this that these those some any each every another its their his her my our "
+    "your one two three four five several many few".split()
+)
 # Words that describe but never end a noun phrase in these captions.
-NON_HEAD_WORDS = DETERMINERS | frozenset("""
+NON_HEAD_WORDS = DETERMINERS | frozenset(
+    """
 red green blue yellow orange purple pink white black gray grey brown silver golden gold dark light bright
 small large big little tall short long wide round square flat empty full open closed wooden plastic metal
 metallic glass ceramic old new shiny
-""".split())
+""".split()
+)
 _BREAK_WORDS = PREPOSITIONS | CONJUNCTIONS | RELATIVES | VERBS
 
 

@@ -7,6 +7,7 @@ Mixed precision (fp16 autocast with gradient scaling) is used on GPUs. Process 0
 ``metrics.jsonl``, ``curves.png`` and checkpoints (``last.pt`` always, ``epoch_XXXX.pt`` per
 epoch); a rerun with the same output folder resumes from ``last.pt`` where it stopped, to the batch.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,11 +63,13 @@ class SoleTrainingModule(nn.Module):
         out = self.model([it.scene for it in items], [it.targets.mca.to(device) for it in items])
         masks = [it.masks.to(device) for it in items]
         targets = [{k: v.to(device) for k, v in it.targets.as_dict().items()} for it in items]
-        return total_loss(out, masks, targets, self.model.bg_feature, self.weights, self.model.config.logit_scale)
+        return total_loss(
+            out, masks, targets, self.model.bg_feature, self.weights, self.model.config.logit_scale
+        )
 
 
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _epoch_share(num_scenes: int, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
@@ -74,7 +77,7 @@ def _epoch_share(num_scenes: int, seed: int, epoch: int, rank: int, world: int) 
     does not divide evenly is dropped, so every process runs the same number of steps)."""
     order = np.random.default_rng([seed, epoch]).permutation(num_scenes)
     per_process = num_scenes // world
-    return order[rank * per_process:(rank + 1) * per_process]
+    return order[rank * per_process : (rank + 1) * per_process]
 
 
 def train(config: TrainConfig) -> dict:
@@ -101,12 +104,16 @@ class _TrainingRun:
     """One run of the loop: the network, its optimisation, its progress and its outputs. Built in
     the order the random streams are drawn (seed, network, data, optimiser, resumed state)."""
 
-    def __init__(self, config: TrainConfig, device, dist, out_dir: pathlib.Path, resume: dict | None):
+    def __init__(
+        self, config: TrainConfig, device, dist, out_dir: pathlib.Path, resume: dict | None
+    ):
         self.config, self.device, self.dist, self.out_dir = config, device, dist, out_dir
         self._build_network(resume)
         self.dataset = build_dataset(config, "train", self.phrase_encoder)
         self._cache: dict = {}
-        steps_per_epoch = max(len(_batches(np.arange(len(self.dataset) // dist.world_size), config.batch_size)), 1)
+        steps_per_epoch = max(
+            len(_batches(np.arange(len(self.dataset) // dist.world_size), config.batch_size)), 1
+        )
         self.total_steps = config.epochs * steps_per_epoch
         self._build_optimisation(resume)
         self._open_outputs()
@@ -118,7 +125,10 @@ class _TrainingRun:
         torch.manual_seed(config.seed)  # identical initial weights in every process
         self.clip = load_run_clip(config, device, resume.get("clip_state_dict") if resume else None)
         caption_encoder, self.phrase_encoder = text_encoders(self.clip, device)
-        self.encode_caption, self.encode_phrase = encode_each(caption_encoder), encode_each(self.phrase_encoder)
+        self.encode_caption, self.encode_phrase = (
+            encode_each(caption_encoder),
+            encode_each(self.phrase_encoder),
+        )
         self.sole_config = sole_config_for(config, self.clip.embed_dim)
         model = SoleModel(self.sole_config)
         if config.backbone_checkpoint and resume is None:
@@ -136,7 +146,8 @@ class _TrainingRun:
         module = SoleTrainingModule(model, LossWeights(**config.loss_weights))
         if self.dist.enabled:
             module = nn.parallel.DistributedDataParallel(
-                module, device_ids=[device.index] if device.type == "cuda" else None)
+                module, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.model, self.module = model, module
 
     def _build_optimisation(self, resume: dict | None) -> None:
@@ -144,9 +155,12 @@ class _TrainingRun:
         all as they were when the run resumes."""
         config = self.config
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr,
-                                                             total_steps=self.total_steps)
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=config.lr, total_steps=self.total_steps
+        )
         self.use_amp = config.mixed_precision and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.progress = Progress()
@@ -170,8 +184,18 @@ class _TrainingRun:
         if dist.is_main and config.progress:
             from tqdm import tqdm
 
-            total = self.total_steps if config.max_steps is None else min(self.total_steps, config.max_steps)
-            self.bar = tqdm(total=total, initial=self.progress.step, desc="train", unit="step", dynamic_ncols=True)
+            total = (
+                self.total_steps
+                if config.max_steps is None
+                else min(self.total_steps, config.max_steps)
+            )
+            self.bar = tqdm(
+                total=total,
+                initial=self.progress.step,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+            )
 
     def load(self, index: int):
         if not self.config.cache_scenes:
@@ -182,8 +206,17 @@ class _TrainingRun:
 
     def checkpoint(self, name: str = "last.pt") -> None:
         if self.dist.is_main:
-            save_checkpoint(self.out_dir / name, self.model, self.sole_config, self.config, self.clip,
-                            self.optimizer, self.scheduler, self.scaler, self.progress)
+            save_checkpoint(
+                self.out_dir / name,
+                self.model,
+                self.sole_config,
+                self.config,
+                self.clip,
+                self.optimizer,
+                self.scheduler,
+                self.scaler,
+                self.progress,
+            )
         barrier(self.dist)
 
     def run(self) -> dict:
@@ -204,14 +237,23 @@ class _TrainingRun:
             self.bar.close()
         digest = _check_replicas(self.model, self.dist)
         out_dir, dist = self.out_dir, self.dist
-        return {"progress": progress.__dict__, "last": self.last_logs, "checkpoint": str(out_dir / "last.pt"),
-                "metrics": str(out_dir / "metrics.jsonl"), "curves": str(out_dir / "curves.png"),
-                "rank": dist.rank, "world_size": dist.world_size, "parameter_digest": digest}
+        return {
+            "progress": progress.__dict__,
+            "last": self.last_logs,
+            "checkpoint": str(out_dir / "last.pt"),
+            "metrics": str(out_dir / "metrics.jsonl"),
+            "curves": str(out_dir / "curves.png"),
+            "rank": dist.rank,
+            "world_size": dist.world_size,
+            "parameter_digest": digest,
+        }
 
     def _run_epoch(self) -> bool:
         """This process's remaining batches of the epoch; True when max_steps stopped it early."""
         config, dist, progress = self.config, self.dist, self.progress
-        share = _epoch_share(len(self.dataset), config.seed, progress.epoch, dist.rank, dist.world_size)
+        share = _epoch_share(
+            len(self.dataset), config.seed, progress.epoch, dist.rank, dist.world_size
+        )
         batches = _batches(share, config.batch_size)
         for batch_index in range(progress.batch, len(batches)):
             if config.max_steps is not None and progress.step >= config.max_steps:
@@ -231,11 +273,18 @@ class _TrainingRun:
         config, progress = self.config, self.progress
         items = []
         for index in batch:
-            item = prepare_item(self.load(int(index)), self.sole_config, self.encode_caption,
-                                item_rng(config.seed, progress.epoch, int(index)),
-                                elastic=config.elastic_distortion, feature_dropout=config.feature_dropout,
-                                encode_phrases=self.encode_phrase, color_drop=config.color_drop,
-                                texture=config.color_texture, scale_range=tuple(config.scale_range))
+            item = prepare_item(
+                self.load(int(index)),
+                self.sole_config,
+                self.encode_caption,
+                item_rng(config.seed, progress.epoch, int(index)),
+                elastic=config.elastic_distortion,
+                feature_dropout=config.feature_dropout,
+                encode_phrases=self.encode_phrase,
+                color_drop=config.color_drop,
+                texture=config.color_texture,
+                scale_range=tuple(config.scale_range),
+            )
             if item is not None:
                 items.append(item)
         return items
@@ -263,9 +312,14 @@ class _TrainingRun:
         """The step's numbers into the metrics log and onto the progress bar."""
         progress = self.progress
         if self.dist.is_main and logs:
-            self.last_logs = {"kind": "train", "step": progress.step, "epoch": progress.epoch,
-                              "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
-                              **logs}
+            self.last_logs = {
+                "kind": "train",
+                "step": progress.step,
+                "epoch": progress.epoch,
+                "lr": self.scheduler.get_last_lr()[0],
+                "seconds": time.perf_counter() - started,
+                **logs,
+            }
             self.log.append(self.last_logs)
         if self.bar is not None:
             self.bar.update(1)
@@ -274,8 +328,11 @@ class _TrainingRun:
 
     def _plot(self) -> None:
         if self.dist.is_main:
-            plot_curves(self.log.read(), self.out_dir / "curves.png",
-                        title=f"SOLE training ({self.config.data.kind})")
+            plot_curves(
+                self.log.read(),
+                self.out_dir / "curves.png",
+                title=f"SOLE training ({self.config.data.kind})",
+            )
 
 
 def _check_replicas(model, dist) -> str:
