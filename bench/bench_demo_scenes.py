@@ -1,6 +1,6 @@
 """How often the weights find the demo's objects: the demo's path on many scenes like the demo's.
 
-The demo (and tests/test_demo_weights.py) asks one scene, seed 11, for three objects; that is one
+The demo (and tests/weights/test_demo_weights.py) asks one scene, seed 11, for three objects; that is one
 draw of the scene generator. This runs the same path (16 RGB-D frames of a tabletop with the demo's
 five classes, fused by the pipeline, 16 test-time views, the nine class names as contrast phrases)
 on other scene seeds and reports, per checkpoint in one run:

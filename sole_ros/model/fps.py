@@ -13,7 +13,7 @@ Two samplers:
   same code runs on CPU and CUDA tensors).
 
 Rules of that kernel (``furthest_point_sampling_kernel`` with its wrapper; verified by reading its
-source and checked in tests/test_reference_inputs.py against a literal thread-by-thread simulation):
+source and checked in tests/model/test_reference_inputs.py against a literal thread-by-thread simulation):
 
 1. The first seed is index 0. Running distances start at 1e10 (float32).
 2. A point with x*x + y*y + z*z <= 1e-3 (for integer coordinates: the voxel at (0, 0, 0)) is

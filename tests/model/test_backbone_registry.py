@@ -37,7 +37,7 @@ from sole_ros.model.config import MAX_PARAMETERS, ConfigError
 # for each other made them ~20x slower.
 torch.set_num_threads(1)
 
-DEMO_WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "sole_ros" / "weights" / "demo.ckpt"
+DEMO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "sole_ros" / "weights" / "demo.ckpt"
 
 
 @register_backbone("toy_pyramid")

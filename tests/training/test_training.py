@@ -32,7 +32,7 @@ from sole_ros.training.losses import (
     total_loss,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_config(out, **changes) -> TrainConfig:

@@ -15,7 +15,7 @@ from scene_support import box_scene_depth, translation
 
 from sole_ros.scene import MapFileError, VoxelMap, map_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def filled_map(seed=0, feature_dim=8, shift=0.0) -> VoxelMap:
