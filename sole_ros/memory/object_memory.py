@@ -533,71 +533,108 @@ class ObjectMemory:
         merged: list[tuple[int, int]] = []
         by_overlap: list[int] = []
         by_feature: list[int] = []
-        det_keys = [c[0] for c in clean]
         objects = list(self._objects.values())
         if n and objects:
-            obj_keys = [o.keys for o in objects]
-            shared = _intersections(det_keys, obj_keys)
-            det_size = np.array([k.shape[0] for k in det_keys], dtype=np.int64)
-            obj_size = np.array([k.shape[0] for k in obj_keys], dtype=np.int64)
-            iou = shared / (det_size[:, None] + obj_size[None, :] - shared)
-            # 1. overlap, one to one
-            pairs = _assign(iou, (shared > 0) & (iou >= self.overlap_threshold))
-            match_of_det = {d: o for d, o in pairs}
-            matched_objects = {o for _, o in pairs}
-            # 2. merges: each unmatched object joins the detection covering most of the smaller
-            covered = shared / np.minimum(det_size[:, None], obj_size[None, :])
-            groups: dict[int, list[int]] = {}
-            for o in range(len(objects)):
-                if o in matched_objects:
-                    continue
-                column = covered[:, o]
-                d = int(np.argmax(column))
-                if column[d] > self.overlap_threshold:
-                    groups.setdefault(d, []).append(o)
-            absorbed_objects: set[int] = set()
-            for d, extra in groups.items():
-                if d in match_of_det:
-                    extra = self._not_nested(objects, extra, objects[match_of_det[d]])
-                members = ([match_of_det[d]] if d in match_of_det else []) + extra
-                if len(members) < 2:
-                    continue
-                survivor = min(members, key=lambda o: (objects[o].first_seen, objects[o].id))
-                for o in members:
-                    if o != survivor:
-                        merged.append((objects[survivor].id, objects[o].id))
-                        absorbed_objects.add(o)
-                self._merge(objects[survivor], [objects[o] for o in members if o != survivor])
-                match_of_det[d] = survivor
-            for _, absorbed in merged:
-                del self._objects[absorbed]
-            self._counters["merged"] += len(merged)
+            match_of_det, merged, absorbed_objects = self._match_by_overlap(
+                [c[0] for c in clean], objects
+            )
             for d, o in sorted(match_of_det.items()):
                 self._continue(objects[o], clean[d], stamp, present)
                 ids[d] = objects[o].id
                 by_overlap.append(objects[o].id)
-            # 3. features, near the box, one to one
             taken = set(match_of_det.values()) | absorbed_objects
-            free_dets = [d for d in range(n) if ids[d] is None and clean[d][1] is not None]
-            free_objs = [
-                o for o in range(len(objects)) if o not in taken and objects[o].feature is not None
-            ]
-            if free_dets and free_objs:
-                det_lo, det_hi = _boxes([det_keys[d] for d in free_dets])
-                obj_lo, obj_hi = _boxes([objects[o].keys for o in free_objs])
-                near = (
-                    _box_gaps(det_lo, det_hi, obj_lo, obj_hi, self.voxel_size) <= self.neighbourhood
-                )
-                detected = np.stack([clean[d][1] for d in free_dets])
-                cosine = detected @ np.stack([objects[o].feature for o in free_objs]).T
-                for i, j in _assign(cosine, near & (cosine >= self.feature_threshold)):
-                    d, o = free_dets[i], free_objs[j]
-                    self._continue(objects[o], clean[d], stamp, present)
-                    ids[d] = objects[o].id
-                    by_feature.append(objects[o].id)
-        # 4. new objects
+            for d, o in self._match_by_feature(clean, ids, objects, taken):
+                self._continue(objects[o], clean[d], stamp, present)
+                ids[d] = objects[o].id
+                by_feature.append(objects[o].id)
+        created = self._create_objects(clean, ids, stamp)
+        evicted = self._enforce_bound()
+        return UpdateReport([int(i) for i in ids], created, by_overlap, by_feature, merged, evicted)
+
+    def _match_by_overlap(
+        self, det_keys: list[np.ndarray], objects: list[MemoryObject]
+    ) -> tuple[dict[int, int], list[tuple[int, int]], set[int]]:
+        """Steps 1 and 2: detections matched one to one to the objects they overlap, then the
+        objects a detection covers merged. Returns (object index per detection, merged
+        (survivor id, absorbed id) pairs, absorbed object indices)."""
+        obj_keys = [o.keys for o in objects]
+        shared = _intersections(det_keys, obj_keys)
+        det_size = np.array([k.shape[0] for k in det_keys], dtype=np.int64)
+        obj_size = np.array([k.shape[0] for k in obj_keys], dtype=np.int64)
+        iou = shared / (det_size[:, None] + obj_size[None, :] - shared)
+        pairs = _assign(iou, (shared > 0) & (iou >= self.overlap_threshold))
+        match_of_det = {d: o for d, o in pairs}
+        covered = shared / np.minimum(det_size[:, None], obj_size[None, :])
+        groups = self._covering_groups(covered, {o for _, o in pairs})
+        merged, absorbed_objects = self._merge_groups(objects, groups, match_of_det)
+        return match_of_det, merged, absorbed_objects
+
+    def _covering_groups(
+        self, covered: np.ndarray, matched_objects: set[int]
+    ) -> dict[int, list[int]]:
+        """Each unmatched object joins the detection covering most of the smaller of the two."""
+        groups: dict[int, list[int]] = {}
+        for o in range(covered.shape[1]):
+            if o in matched_objects:
+                continue
+            column = covered[:, o]
+            d = int(np.argmax(column))
+            if column[d] > self.overlap_threshold:
+                groups.setdefault(d, []).append(o)
+        return groups
+
+    def _merge_groups(
+        self,
+        objects: list[MemoryObject],
+        groups: dict[int, list[int]],
+        match_of_det: dict[int, int],
+    ) -> tuple[list[tuple[int, int]], set[int]]:
+        """Merge each detection's group (with the object it matched) into its oldest member,
+        which ``match_of_det`` then names; returns the merged pairs and absorbed indices."""
+        merged: list[tuple[int, int]] = []
+        absorbed_objects: set[int] = set()
+        for d, extra in groups.items():
+            if d in match_of_det:
+                extra = self._not_nested(objects, extra, objects[match_of_det[d]])
+            members = ([match_of_det[d]] if d in match_of_det else []) + extra
+            if len(members) < 2:
+                continue
+            survivor = min(members, key=lambda o: (objects[o].first_seen, objects[o].id))
+            for o in members:
+                if o != survivor:
+                    merged.append((objects[survivor].id, objects[o].id))
+                    absorbed_objects.add(o)
+            self._merge(objects[survivor], [objects[o] for o in members if o != survivor])
+            match_of_det[d] = survivor
+        for _, absorbed in merged:
+            del self._objects[absorbed]
+        self._counters["merged"] += len(merged)
+        return merged, absorbed_objects
+
+    def _match_by_feature(
+        self, clean, ids: list[int | None], objects: list[MemoryObject], taken: set[int]
+    ) -> list[tuple[int, int]]:
+        """Step 3: (detection, object index) pairs for the detections still without an object,
+        matched one to one by feature among the free objects near their box."""
+        free_dets = [d for d in range(len(clean)) if ids[d] is None and clean[d][1] is not None]
+        free_objs = [
+            o for o in range(len(objects)) if o not in taken and objects[o].feature is not None
+        ]
+        if not (free_dets and free_objs):
+            return []
+        det_lo, det_hi = _boxes([clean[d][0] for d in free_dets])
+        obj_lo, obj_hi = _boxes([objects[o].keys for o in free_objs])
+        near = _box_gaps(det_lo, det_hi, obj_lo, obj_hi, self.voxel_size) <= self.neighbourhood
+        detected = np.stack([clean[d][1] for d in free_dets])
+        cosine = detected @ np.stack([objects[o].feature for o in free_objs]).T
+        allowed = near & (cosine >= self.feature_threshold)
+        return [(free_dets[i], free_objs[j]) for i, j in _assign(cosine, allowed)]
+
+    def _create_objects(self, clean, ids: list[int | None], stamp: float) -> list[int]:
+        """Step 4: a new object for each detection still without one (its id written to
+        ``ids``); returns the new ids."""
         created = []
-        for d in range(n):
+        for d in range(len(clean)):
             if ids[d] is None:
                 keys, feature, label, score = clean[d]
                 obj = MemoryObject(
@@ -608,8 +645,7 @@ class ObjectMemory:
                 ids[d] = obj.id
                 created.append(obj.id)
         self._counters["created"] += len(created)
-        evicted = self._enforce_bound()
-        return UpdateReport([int(i) for i in ids], created, by_overlap, by_feature, merged, evicted)
+        return created
 
     @staticmethod
     def _not_nested(
@@ -837,6 +873,21 @@ _ARRAY_DTYPES = {
 
 def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObject]:
     """The objects the arrays hold, or ValueError naming the first thing wrong."""
+    _check_array_types(arrays)
+    n = _object_count(arrays["ids"], memory.max_objects)
+    feature_dim = _checked_feature_dim(meta.get("feature_dim"))
+    _check_shapes(arrays, n, feature_dim or 0)
+    _check_ids(arrays["ids"], meta.get("next_id"))
+    _check_key_layout(arrays["keys"], arrays["key_offsets"])
+    _check_object_values(arrays, memory.retire_votes)
+    _check_features(arrays["features"], arrays["has_feature"], feature_dim)
+    labels = _checked_labels(meta.get("labels"), n)
+    _check_counters(meta.get("counters"))
+    return _objects_from_arrays(arrays, labels)
+
+
+def _check_array_types(arrays) -> None:
+    """Exactly the named arrays, each a numpy array of its dtype."""
     if not isinstance(arrays, dict) or set(arrays) != set(_ARRAY_DTYPES):
         names = sorted(arrays) if isinstance(arrays, dict) else type(arrays).__name__
         raise ValueError(
@@ -848,15 +899,21 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
                 f"object memory array {name} must be {np.dtype(dtype)}, "
                 f"got {getattr(arrays[name], 'dtype', type(arrays[name]).__name__)}"
             )
-    ids = arrays["ids"]
+
+
+def _object_count(ids: np.ndarray, max_objects: int) -> int:
+    """The number of objects ``ids`` names, within the memory's bound."""
     if ids.ndim != 1:
         raise ValueError(f"object memory ids must be 1D, got shape {ids.shape}")
     n = ids.shape[0]
-    if n > memory.max_objects:
+    if n > max_objects:
         raise ValueError(
-            f"object memory holds {n} objects, more than its max_objects {memory.max_objects}"
+            f"object memory holds {n} objects, more than its max_objects {max_objects}"
         )
-    feature_dim = meta.get("feature_dim")
+    return n
+
+
+def _checked_feature_dim(feature_dim) -> int | None:
     if feature_dim is not None and (
         isinstance(feature_dim, bool)
         or not isinstance(feature_dim, int)
@@ -865,7 +922,11 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
         raise ValueError(
             f"object memory feature_dim must be None or 1..{MAX_FEATURE_DIM}, got {str(feature_dim)[:20]}"
         )
-    dim = feature_dim or 0
+    return feature_dim
+
+
+def _check_shapes(arrays: dict, n: int, dim: int) -> None:
+    """Every array shaped for ``n`` objects with ``dim``-d features; the keys flat."""
     expected = {
         "key_offsets": (n + 1,),
         "features": (n, dim),
@@ -881,12 +942,16 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
             raise ValueError(
                 f"object memory array {name} has shape {arrays[name].shape}, expected {shape}"
             )
-    keys, offsets = arrays["keys"], arrays["key_offsets"]
+    keys = arrays["keys"]
     if keys.ndim != 1:
         raise ValueError(f"object memory keys must be 1D, got shape {keys.shape}")
+
+
+def _check_ids(ids: np.ndarray, next_id) -> None:
+    """Ids positive and strictly increasing, ``next_id`` above all of them."""
+    n = ids.shape[0]
     if n and (np.any(ids < 1) or np.any(ids[1:] <= ids[:-1])):
         raise ValueError("object memory ids must be positive and strictly increasing")
-    next_id = meta.get("next_id")
     if (
         isinstance(next_id, bool)
         or not isinstance(next_id, int)
@@ -897,6 +962,10 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
         raise ValueError(
             f"object memory next_id must be an integer above every id, got {str(next_id)[:20]}"
         )
+
+
+def _check_key_layout(keys: np.ndarray, offsets: np.ndarray) -> None:
+    """Offsets slicing the keys into non-empty runs of strictly increasing packed keys."""
     if offsets[0] != 0 or offsets[-1] != keys.shape[0] or np.any(offsets[1:] <= offsets[:-1]):
         raise ValueError(
             "object memory key_offsets must rise strictly from 0 to the number of keys "
@@ -911,6 +980,10 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
             raise ValueError(
                 "object memory keys of an object must be strictly increasing (each voxel once)"
             )
+
+
+def _check_object_values(arrays: dict, retire_votes: int) -> None:
+    """Finite numbers, consistent times, at least one observation, votes below retirement."""
     for name in ("features", "scores", "first_seen", "last_seen"):
         if not np.all(np.isfinite(arrays[name])):
             raise ValueError(f"object memory array {name} contains NaN or inf")
@@ -919,19 +992,28 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
     if np.any(arrays["observations"] < 1):
         raise ValueError("object memory observations must be at least 1")
     votes = arrays["free_votes"]
-    if np.any(votes < 0) or np.any(votes >= memory.retire_votes):
-        raise ValueError(f"object memory free_votes must be in 0..{memory.retire_votes - 1}")
-    features, has_feature = arrays["features"], arrays["has_feature"]
+    if np.any(votes < 0) or np.any(votes >= retire_votes):
+        raise ValueError(f"object memory free_votes must be in 0..{retire_votes - 1}")
+
+
+def _check_features(features: np.ndarray, has_feature: np.ndarray, feature_dim) -> None:
+    """Unit rows where ``has_feature``, zero rows elsewhere."""
     if has_feature.any() and feature_dim is None:
         raise ValueError("object memory has features but no feature_dim")
-    norms = np.linalg.norm(features.astype(np.float64), axis=1) if dim else np.zeros(n)
+    norms = (
+        np.linalg.norm(features.astype(np.float64), axis=1)
+        if feature_dim
+        else np.zeros(has_feature.shape[0])
+    )
     if np.any(np.abs(norms[has_feature] - 1.0) > _UNIT_TOLERANCE) or np.any(
         norms[~has_feature] != 0
     ):
         raise ValueError(
             "object memory features must be unit vectors where has_feature, zero elsewhere"
         )
-    labels = meta.get("labels")
+
+
+def _checked_labels(labels, n: int) -> list[str]:
     if (
         not isinstance(labels, list)
         or len(labels) != n
@@ -940,7 +1022,10 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
         raise ValueError(
             f"object memory labels must be a list of {n} strings of at most {MAX_LABEL_LENGTH} characters"
         )
-    counters = meta.get("counters")
+    return labels
+
+
+def _check_counters(counters) -> None:
     if (
         not isinstance(counters, dict)
         or set(counters) != {"created", "merged", "retired", "evicted"}
@@ -952,8 +1037,14 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
         raise ValueError(
             "object memory counters must be created, merged, retired and evicted, each an integer >= 0"
         )
+
+
+def _objects_from_arrays(arrays: dict, labels: list[str]) -> list[MemoryObject]:
+    """The checked arrays as objects, each holding its own copies."""
+    ids, offsets, keys = arrays["ids"], arrays["key_offsets"], arrays["keys"]
+    features, has_feature = arrays["features"], arrays["has_feature"]
     objects = []
-    for i in range(n):
+    for i in range(ids.shape[0]):
         start, end = int(offsets[i]), int(offsets[i + 1])
         objects.append(
             MemoryObject(
@@ -965,7 +1056,7 @@ def _validate_arrays(arrays, meta: dict, memory: ObjectMemory) -> list[MemoryObj
                 float(arrays["first_seen"][i]),
                 float(arrays["last_seen"][i]),
                 int(arrays["observations"][i]),
-                int(votes[i]),
+                int(arrays["free_votes"][i]),
             )
         )
     return objects
