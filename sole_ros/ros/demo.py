@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import rclpy
@@ -152,37 +153,13 @@ def demo_scene(args):
 
 
 def run(args) -> int:
-    from sole_ros.pipeline import find_default_checkpoint
-    from sole_ros.visualize import render_instances_png
-
     start = time.monotonic()
-    weights = args.checkpoint or find_default_checkpoint()
-    if weights:
-        say(f"weights: {weights}")
-    else:
-        say(
-            "WARNING: no demo weights in sole_ros/weights: running with RANDOM weights, answers are meaningless"
-        )
-    say(
-        f"rendering a synthetic RGB-D sequence (scene seed {args.seed}, {args.frames} frames, "
-        f"{args.object_sizes} object sizes)"
-    )
-    scene, frames = demo_scene(args)
-    say(
-        "objects in the scene: "
-        + ", ".join(o.class_name for o in scene.objects if o.class_name != "table")
-    )
+    weights = _demo_weights(args.checkpoint)
+    frames = _render_frames(args)
 
     say("starting sole_node")
     log_path = Path(args.out_dir) / "sole_node.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "wb")
-    node_proc = subprocess.Popen(
-        node_command(weights, args.device, args.contrast_phrases, args.views),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    node_proc, log = _start_node(weights, args, log_path)
     rclpy.init()
     client = DemoClient()
     player = SensorPlayer(frames, name="sole_demo_camera")
@@ -192,63 +169,16 @@ def run(args) -> int:
             say(f"sole_node did not subscribe within 180 s; its log: {log_path}")
             return 1
         say(f"sole_node is up ({time.monotonic() - start:.0f} s); publishing {len(frames)} frames")
-        for i in range(len(frames)):
-            player.publish_frame(i)
-            client.spin(1.0 / args.rate)
-            print(f"\r[demo] published frame {i + 1}/{len(frames)}", end="", flush=True)
-        print(flush=True)
-        client.spin(1.0)
-        say("segmenting the scene")
-        segmented = client.call(Trigger, "/sole/segment", Trigger.Request(), timeout=600)
-        if not segmented.success:
-            say(f"segmentation failed: {segmented.message} (log: {log_path})")
+        _publish_frames(client, player, len(frames), args.rate)
+        if not _segment(client, log_path):
             return 1
-        say(segmented.message)
-
-        found = []
-        for phrase in args.queries:
-            answer = client.call(
-                QueryObjects,
-                "/sole/query",
-                QueryObjects.Request(
-                    phrases=[phrase], max_results=args.max_results, include_points=True
-                ),
-                timeout=300,
-            )
-            if not answer.success:
-                say(f"{phrase!r}: failed: {answer.message}")
-                return 1
-            say(
-                f"{phrase!r}: {len(answer.instances)} instance(s) in frame '{answer.header.frame_id}'"
-            )
-            for inst in answer.instances:
-                c = inst.centroid
-                print(
-                    f"    {inst.label:<16} score {inst.score:.3f}  centroid ({c.x:+.2f}, {c.y:+.2f}, {c.z:+.2f}) m"
-                    f"  {inst.num_points} points",
-                    flush=True,
-                )
-            found.append(answer)
-
-        deadline = time.monotonic() + 30
-        while client.scene is None and time.monotonic() < deadline:
-            client.spin(0.2)
-        if client.scene is None:
+        found = _ask_queries(client, args.queries, args.max_results)
+        if found is None:
+            return 1
+        if not _wait_for_scene(client, timeout=30):
             say("no /sole/scene message arrived for the picture")
             return 1
-        scene_xyz, scene_rgb = read_points(client.scene)
-        instances = [
-            inst for answer in found for inst in _as_scene_instances(answer, scene_xyz)[:1]
-        ]
-        # The scene is in the map frame, z up by ROS convention (REP 103): no need to guess "up".
-        png = render_instances_png(
-            scene_xyz,
-            scene_rgb,
-            instances,
-            Path(args.out_dir) / "demo.png",
-            title="sole_ros demo: " + ", ".join(args.queries),
-            up=(0.0, 0.0, 1.0),
-        )
+        png = _draw_answers(client.scene, found, args.queries, Path(args.out_dir) / "demo.png")
         say(f"picture of the answers (best instance per query): {png}")
         say(f"done in {time.monotonic() - start:.0f} s")
         return 0
@@ -259,6 +189,123 @@ def run(args) -> int:
         rclpy.try_shutdown()
         stop_node_process(node_proc)
         log.close()
+
+
+def _demo_weights(checkpoint: str | None) -> str | None:
+    """The checkpoint to run (the given one, else the shipped demo weights), announced."""
+    from sole_ros.pipeline import find_default_checkpoint
+
+    weights = checkpoint or find_default_checkpoint()
+    if weights:
+        say(f"weights: {weights}")
+    else:
+        say(
+            "WARNING: no demo weights in sole_ros/weights: running with RANDOM weights, answers are meaningless"
+        )
+    return weights
+
+
+def _render_frames(args) -> list:
+    """The demo's camera frames, the scene's objects announced."""
+    say(
+        f"rendering a synthetic RGB-D sequence (scene seed {args.seed}, {args.frames} frames, "
+        f"{args.object_sizes} object sizes)"
+    )
+    scene, frames = demo_scene(args)
+    say(
+        "objects in the scene: "
+        + ", ".join(o.class_name for o in scene.objects if o.class_name != "table")
+    )
+    return frames
+
+
+def _start_node(weights: str | None, args, log_path: Path) -> tuple[subprocess.Popen, IO[bytes]]:
+    """sole_node in its own process group (so it can be stopped whole), logging to ``log_path``;
+    returns the process and the open log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "wb")
+    node_proc = subprocess.Popen(
+        node_command(weights, args.device, args.contrast_phrases, args.views),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return node_proc, log
+
+
+def _publish_frames(client: DemoClient, player: SensorPlayer, count: int, rate: float) -> None:
+    """Every frame at ``rate`` per second, then a second for the node to take in the last."""
+    for i in range(count):
+        player.publish_frame(i)
+        client.spin(1.0 / rate)
+        print(f"\r[demo] published frame {i + 1}/{count}", end="", flush=True)
+    print(flush=True)
+    client.spin(1.0)
+
+
+def _segment(client: DemoClient, log_path: Path) -> bool:
+    """Ask the node to segment its scene; False (said why) when it could not."""
+    say("segmenting the scene")
+    segmented = client.call(Trigger, "/sole/segment", Trigger.Request(), timeout=600)
+    if not segmented.success:
+        say(f"segmentation failed: {segmented.message} (log: {log_path})")
+        return False
+    say(segmented.message)
+    return True
+
+
+def _ask_queries(client: DemoClient, queries: list[str], max_results: int) -> list | None:
+    """Each phrase's answer, printed; None (said why) when a query failed."""
+    found = []
+    for phrase in queries:
+        answer = client.call(
+            QueryObjects,
+            "/sole/query",
+            QueryObjects.Request(phrases=[phrase], max_results=max_results, include_points=True),
+            timeout=300,
+        )
+        if not answer.success:
+            say(f"{phrase!r}: failed: {answer.message}")
+            return None
+        _print_answer(phrase, answer)
+        found.append(answer)
+    return found
+
+
+def _print_answer(phrase: str, answer) -> None:
+    say(f"{phrase!r}: {len(answer.instances)} instance(s) in frame '{answer.header.frame_id}'")
+    for inst in answer.instances:
+        c = inst.centroid
+        print(
+            f"    {inst.label:<16} score {inst.score:.3f}  centroid ({c.x:+.2f}, {c.y:+.2f}, {c.z:+.2f}) m"
+            f"  {inst.num_points} points",
+            flush=True,
+        )
+
+
+def _wait_for_scene(client: DemoClient, timeout: float) -> bool:
+    """Spin until the latched /sole/scene cloud has arrived; False if not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while client.scene is None and time.monotonic() < deadline:
+        client.spin(0.2)
+    return client.scene is not None
+
+
+def _draw_answers(scene: PointCloud2, found: list, queries: list[str], path: Path):
+    """The scene cloud with each query's best instance highlighted, written as a PNG."""
+    from sole_ros.visualize import render_instances_png
+
+    scene_xyz, scene_rgb = read_points(scene)
+    instances = [inst for answer in found for inst in _as_scene_instances(answer, scene_xyz)[:1]]
+    # The scene is in the map frame, z up by ROS convention (REP 103): no need to guess "up".
+    return render_instances_png(
+        scene_xyz,
+        scene_rgb,
+        instances,
+        path,
+        title="sole_ros demo: " + ", ".join(queries),
+        up=(0.0, 0.0, 1.0),
+    )
 
 
 def stop_node_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
