@@ -275,58 +275,15 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
     input mode (settings.input_mode "auto") is "reference" for a published file and the recorded
     ``sole_config.input_mode`` for sole_ros's own ("averaged" when absent, as in the demo weights).
     """
-    from sole_ros.clip import ClipSpec, load_clip
-    from sole_ros.inference import OpenVocabSegmenter
-    from sole_ros.model import SoleConfig, SoleModel
-    from sole_ros.model.checkpoint import (
-        config_from_checkpoint,
-        load_sole_weights,
-        read_checkpoint,
-        read_hyper_parameters,
-    )
-    from sole_ros.model.text import TextEncoder
-
     # Random weights are an explicit choice (tests); otherwise an empty setting means the demo weights.
     checkpoint = settings.checkpoint or (
         None if settings.allow_random_weights else find_default_checkpoint()
     )
     hyper = None
     if checkpoint:
-        data = read_checkpoint(checkpoint)
-        hp = data.get("hyper_parameters")
-        own_run = isinstance(hp, dict) and "sole_config" in hp
-        if own_run:
-            config = SoleConfig.from_dict(hp["sole_config"])
-        else:
-            hyper = read_hyper_parameters(data)
-            config = config_from_checkpoint(data, hyper=hyper)
-        config = with_input_mode(config, settings.input_mode, log)
-        model = SoleModel(with_query_count(config, settings.num_queries, log))
-        report = load_sole_weights(model, checkpoint, data=data)
-        model = model.to(device).eval()
-        log(f"loaded {checkpoint}: {report.describe()}")
-        if hyper is not None:
-            log(hyper.describe(config.replace(top_k=hyper.values.get("top_k", DEFAULT_TOP_K))))
-        if "clip_state_dict" in data:
-            # The run's CLIP had random weights: they define its text space and travel with it.
-            clip = load_clip(ClipSpec(hp["clip"]["model_name"], None), device)
-            clip.model.load_state_dict(data["clip_state_dict"])
-            image_tower = hp["clip"].get("image_tower")
-            if image_tower:  # trained by `sole-ros train-image-tower`
-                clip.image_tower_trained = True
-                clip.dense_short_side = int(image_tower["short_side"])
-        elif own_run and hp.get("clip", {}).get("pretrained"):
-            clip = load_clip(ClipSpec(hp["clip"]["model_name"], hp["clip"]["pretrained"]), device)
-        else:
-            clip = load_clip(
-                ClipSpec(settings.clip_model, settings.clip_pretrained or None), device
-            )
+        model, clip, hyper = _load_checkpoint(checkpoint, settings, device, log)
     elif settings.allow_random_weights:
-        clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
-        config = SoleConfig() if settings.model_config == "paper" else SoleConfig.tiny()
-        config = with_input_mode(config, settings.input_mode, log)
-        model = SoleModel(with_query_count(config, settings.num_queries, log)).to(device).eval()
-        log("WARNING: no checkpoint: running with random weights (answers are meaningless)")
+        model, clip = _random_model(settings, device, log)
     else:
         raise ValueError(
             "no checkpoint: set model.checkpoint to a SOLE .ckpt (see `sole-ros weights`), "
@@ -337,18 +294,7 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
             f"the model expects {model.config.clip_dim}-d CLIP features but the CLIP "
             f"{clip.spec.model_name} gives {clip.embed_dim}-d: pick the matching CLIP model"
         )
-    top_k, top_k_source = candidate_count(settings.top_k, hyper)
-    log(f"{top_k} candidates ranked per query ({top_k_source})")
-    text = TextEncoder(device=device, prompt=settings.prompt, loaded=clip)
-    segmenter = OpenVocabSegmenter(
-        model,
-        text,
-        device=device,
-        use_autocast=settings.autocast,
-        top_k=top_k,
-        dbscan_eps=settings.split_distance,
-        contrast_phrases=settings.contrast_phrases,
-    )
+    segmenter = _open_vocab_segmenter(model, clip, hyper, settings, device, log)
     if settings.test_time_views != 1 or settings.scene_scale != 1.0:
         from sole_ros.inference import MultiViewSegmenter
 
@@ -359,6 +305,88 @@ def load_segmenter(settings: PipelineSettings, device, log=print):
             scale_jitter=settings.view_scale_jitter,
         )
     return segmenter, clip
+
+
+def _load_checkpoint(checkpoint: str, settings: PipelineSettings, device, log):
+    """(model, LoadedClip, published hyper-parameters or None) from a checkpoint file: a
+    published SOLE one or one written by ``sole-ros train`` (``hyper_parameters["sole_config"]``)."""
+    from sole_ros.model import SoleConfig, SoleModel
+    from sole_ros.model.checkpoint import (
+        config_from_checkpoint,
+        load_sole_weights,
+        read_checkpoint,
+        read_hyper_parameters,
+    )
+
+    hyper = None
+    data = read_checkpoint(checkpoint)
+    hp = data.get("hyper_parameters")
+    own_run = isinstance(hp, dict) and "sole_config" in hp
+    if own_run:
+        config = SoleConfig.from_dict(hp["sole_config"])
+    else:
+        hyper = read_hyper_parameters(data)
+        config = config_from_checkpoint(data, hyper=hyper)
+    config = with_input_mode(config, settings.input_mode, log)
+    model = SoleModel(with_query_count(config, settings.num_queries, log))
+    report = load_sole_weights(model, checkpoint, data=data)
+    model = model.to(device).eval()
+    log(f"loaded {checkpoint}: {report.describe()}")
+    if hyper is not None:
+        log(hyper.describe(config.replace(top_k=hyper.values.get("top_k", DEFAULT_TOP_K))))
+    clip = _checkpoint_clip(data, hp, own_run, settings, device)
+    return model, clip, hyper
+
+
+def _checkpoint_clip(data: dict, hp, own_run: bool, settings: PipelineSettings, device):
+    """The CLIP a checkpoint goes with: its own weights when it carries them, the pretrained CLIP
+    a ``sole-ros train`` run named, else the one the settings name."""
+    from sole_ros.clip import ClipSpec, load_clip
+
+    if "clip_state_dict" in data:
+        # The run's CLIP had random weights: they define its text space and travel with it.
+        clip = load_clip(ClipSpec(hp["clip"]["model_name"], None), device)
+        clip.model.load_state_dict(data["clip_state_dict"])
+        image_tower = hp["clip"].get("image_tower")
+        if image_tower:  # trained by `sole-ros train-image-tower`
+            clip.image_tower_trained = True
+            clip.dense_short_side = int(image_tower["short_side"])
+        return clip
+    if own_run and hp.get("clip", {}).get("pretrained"):
+        return load_clip(ClipSpec(hp["clip"]["model_name"], hp["clip"]["pretrained"]), device)
+    return load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
+
+
+def _random_model(settings: PipelineSettings, device, log):
+    """(model, LoadedClip) with random weights, the model sized by ``settings.model_config``."""
+    from sole_ros.clip import ClipSpec, load_clip
+    from sole_ros.model import SoleConfig, SoleModel
+
+    clip = load_clip(ClipSpec(settings.clip_model, settings.clip_pretrained or None), device)
+    config = SoleConfig() if settings.model_config == "paper" else SoleConfig.tiny()
+    config = with_input_mode(config, settings.input_mode, log)
+    model = SoleModel(with_query_count(config, settings.num_queries, log)).to(device).eval()
+    log("WARNING: no checkpoint: running with random weights (answers are meaningless)")
+    return model, clip
+
+
+def _open_vocab_segmenter(model, clip, hyper, settings: PipelineSettings, device, log):
+    """The single-pass segmenter around ``model``, its text encoder on ``clip``."""
+    from sole_ros.inference import OpenVocabSegmenter
+    from sole_ros.model.text import TextEncoder
+
+    top_k, top_k_source = candidate_count(settings.top_k, hyper)
+    log(f"{top_k} candidates ranked per query ({top_k_source})")
+    text = TextEncoder(device=device, prompt=settings.prompt, loaded=clip)
+    return OpenVocabSegmenter(
+        model,
+        text,
+        device=device,
+        use_autocast=settings.autocast,
+        top_k=top_k,
+        dbscan_eps=settings.split_distance,
+        contrast_phrases=settings.contrast_phrases,
+    )
 
 
 def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline":
@@ -377,35 +405,9 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
         )
     dense = keyframes = None
     feature_dim = 0
-    use_dense = settings.dense_features
-    if use_dense and not clip.image_features_meaningful and not settings.allow_random_weights:
-        # a random small CLIP whose image tower was never trained: its image features say nothing
-        # (SOLE's training drops point features for some scenes, so the model works without them)
-        log(
-            "dense CLIP features off: the checkpoint's CLIP has a random image tower, its image features "
-            "carry no meaning"
-        )
-        use_dense = False
-    if use_dense:
-        dense = DenseClipFeatures(clip, device=device, short_side=clip.dense_short_side)
+    if _dense_features_wanted(settings, clip, log):
+        dense, keyframes = _dense_features(settings, clip, device, log)
         feature_dim = dense.feature_dim
-        # a tower trained here has seen synthetic renderings only; on real frames it names little
-        # right (sole-ros bench tower_real), which a user of a real camera must hear at start-up
-        trained_here = ""
-        if clip.image_tower_trained:
-            trained_here = (
-                " (image tower trained by sole-ros train-image-tower on synthetic renderings only: "
-                "for a real camera use a pretrained CLIP, or scene.dense_features false)"
-            )
-        log(
-            f"dense CLIP features on: {clip.spec.model_name}{trained_here}, {feature_dim}-d, "
-            f"input short side {dense.short_side} px, colour keyframes only"
-        )
-        keyframes = KeyframeSelector(
-            min_translation=settings.keyframe_translation,
-            min_rotation_deg=settings.keyframe_rotation_deg,
-            max_interval=settings.keyframe_period,
-        )
     voxel_map = VoxelMap(
         voxel_size=settings.voxel_size,
         max_voxels=settings.max_voxels,
@@ -428,6 +430,46 @@ def build_pipeline(settings: PipelineSettings, log=print) -> "PerceptionPipeline
     )
     pipeline.device = device
     return pipeline
+
+
+def _dense_features_wanted(settings: PipelineSettings, clip, log) -> bool:
+    """settings.dense_features, unless the CLIP's image features carry no meaning (said)."""
+    if (
+        settings.dense_features
+        and not clip.image_features_meaningful
+        and not settings.allow_random_weights
+    ):
+        # a random small CLIP whose image tower was never trained: its image features say nothing
+        # (SOLE's training drops point features for some scenes, so the model works without them)
+        log(
+            "dense CLIP features off: the checkpoint's CLIP has a random image tower, its image features "
+            "carry no meaning"
+        )
+        return False
+    return settings.dense_features
+
+
+def _dense_features(settings: PipelineSettings, clip, device, log):
+    """(DenseClipFeatures, the KeyframeSelector that picks the frames it encodes), announced."""
+    dense = DenseClipFeatures(clip, device=device, short_side=clip.dense_short_side)
+    # a tower trained here has seen synthetic renderings only; on real frames it names little
+    # right (sole-ros bench tower_real), which a user of a real camera must hear at start-up
+    trained_here = ""
+    if clip.image_tower_trained:
+        trained_here = (
+            " (image tower trained by sole-ros train-image-tower on synthetic renderings only: "
+            "for a real camera use a pretrained CLIP, or scene.dense_features false)"
+        )
+    log(
+        f"dense CLIP features on: {clip.spec.model_name}{trained_here}, {dense.feature_dim}-d, "
+        f"input short side {dense.short_side} px, colour keyframes only"
+    )
+    keyframes = KeyframeSelector(
+        min_translation=settings.keyframe_translation,
+        min_rotation_deg=settings.keyframe_rotation_deg,
+        max_interval=settings.keyframe_period,
+    )
+    return dense, keyframes
 
 
 class PerceptionPipeline:
