@@ -150,7 +150,7 @@ def test_process_killed_mid_save_leaves_the_previous_file_intact(tmp_path):
     old.save(path)
     child = textwrap.dedent(f"""
         import os, sys, time
-        sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, "tests")!r}]
+        sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, "tests")!r}, {os.path.dirname(os.path.abspath(__file__))!r}]
         import numpy as np
         from scene_support import box_scene_depth
         from sole_ros.scene import VoxelMap, map_file
