@@ -292,76 +292,13 @@ class BagReplay:
 
     def _choose_topics(self, asked: BagTopics) -> BagTopics:
         chosen = BagTopics(**vars(asked))
-        self._check(chosen.points, "point clouds", (POINT_CLOUD,))
-        self._check(chosen.depth, "depth images", (IMAGE,))
-        self._check(chosen.color, "colour images", (IMAGE,))
-        self._check(chosen.info, "camera info", (CAMERA_INFO,))
-        if chosen.pose != POSE_FROM_TF:
-            self._check(chosen.pose, "poses", POSE_TYPES)
-        elif not self._of_type(TF_MESSAGE):
-            raise BagError(
-                f"{self.path}: poses from tf asked for, but the bag has no /tf (topics: {self._listing()})"
-            )
-
+        self._check_asked_topics(chosen)
         if chosen.points is None and chosen.depth is None:
-            images = self._of_type(IMAGE)
-            depth = [t for t in images if self._is_depth_topic(t)]
-            if len(depth) > 1:
-                raise BagError(
-                    f"{self.path}: several depth image topics ({', '.join(depth)}): "
-                    "choose one with --depth-topic"
-                )
-            if depth:
-                chosen.depth = depth[0]
-            else:
-                clouds = self._of_type(POINT_CLOUD)
-                if len(clouds) > 1:
-                    raise BagError(
-                        f"{self.path}: several point cloud topics ({', '.join(clouds)}): "
-                        "choose one with --points-topic"
-                    )
-                if not clouds:
-                    raise BagError(
-                        f"{self.path}: no depth images (16UC1/32FC1) or point clouds in the bag "
-                        f"(topics: {self._listing()})"
-                    )
-                chosen.points = clouds[0]
+            self._choose_sensor_topic(chosen)
         if chosen.depth is not None:
-            if chosen.color is None:
-                colours = [
-                    t
-                    for t in self._of_type(IMAGE)
-                    if t != chosen.depth and not self._is_depth_topic(t)
-                ]
-                if colours:  # the colour stream nearest the depth topic by name (same camera)
-                    chosen.color = max(colours, key=lambda t: (_common_prefix(t, chosen.depth), t))
-            if chosen.info is None:
-                infos = self._of_type(CAMERA_INFO)
-                if not infos:
-                    raise BagError(
-                        f"{self.path}: depth images need a CameraInfo topic, and the bag has none "
-                        f"(topics: {self._listing()})"
-                    )
-                chosen.info = max(infos, key=lambda t: (_common_prefix(t, chosen.depth), t))
+            self._choose_camera_topics(chosen)
         if chosen.pose is None and not self.options.static_sensor:
-            # /tf has the chain to each message's own frame; a pose topic only that of its child frame.
-            poses = self._of_type(*POSE_TYPES)
-            if self._dynamic_tf():
-                chosen.pose = POSE_FROM_TF
-            elif len(poses) > 1:
-                raise BagError(
-                    f"{self.path}: several pose topics ({', '.join(poses)}) and no /tf: "
-                    "choose one with --pose-topic"
-                )
-            elif poses:
-                chosen.pose = poses[0]
-            elif self._of_type(TF_MESSAGE):  # /tf_static only: a sensor fixed in its tree
-                chosen.pose = POSE_FROM_TF
-            else:
-                raise BagError(
-                    f"{self.path}: no poses in the bag (no Odometry/PoseStamped/TransformStamped topic, "
-                    "no /tf): record one, or pass --static-sensor if the sensor did not move"
-                )
+            chosen.pose = self._found_pose_topic()
         if chosen.pose == POSE_FROM_TF and self.options.sensor_extrinsic is not None:
             raise BagError(
                 f"{self.path}: --sensor-extrinsic applies to poses from a pose topic, but these come "
@@ -369,6 +306,82 @@ class BagReplay:
                 "with --pose-topic"
             )
         return chosen
+
+    def _check_asked_topics(self, asked: BagTopics) -> None:
+        """BagError when a named topic is missing or of the wrong type, or tf is asked for and
+        the bag has none."""
+        self._check(asked.points, "point clouds", (POINT_CLOUD,))
+        self._check(asked.depth, "depth images", (IMAGE,))
+        self._check(asked.color, "colour images", (IMAGE,))
+        self._check(asked.info, "camera info", (CAMERA_INFO,))
+        if asked.pose != POSE_FROM_TF:
+            self._check(asked.pose, "poses", POSE_TYPES)
+        elif not self._of_type(TF_MESSAGE):
+            raise BagError(
+                f"{self.path}: poses from tf asked for, but the bag has no /tf (topics: {self._listing()})"
+            )
+
+    def _choose_sensor_topic(self, chosen: BagTopics) -> None:
+        """The one depth image topic, else the one point cloud topic; BagError if not one."""
+        images = self._of_type(IMAGE)
+        depth = [t for t in images if self._is_depth_topic(t)]
+        if len(depth) > 1:
+            raise BagError(
+                f"{self.path}: several depth image topics ({', '.join(depth)}): "
+                "choose one with --depth-topic"
+            )
+        if depth:
+            chosen.depth = depth[0]
+            return
+        clouds = self._of_type(POINT_CLOUD)
+        if len(clouds) > 1:
+            raise BagError(
+                f"{self.path}: several point cloud topics ({', '.join(clouds)}): "
+                "choose one with --points-topic"
+            )
+        if not clouds:
+            raise BagError(
+                f"{self.path}: no depth images (16UC1/32FC1) or point clouds in the bag "
+                f"(topics: {self._listing()})"
+            )
+        chosen.points = clouds[0]
+
+    def _choose_camera_topics(self, chosen: BagTopics) -> None:
+        """The colour image and camera info topics of the depth camera, those not given."""
+        if chosen.color is None:
+            colours = [
+                t for t in self._of_type(IMAGE) if t != chosen.depth and not self._is_depth_topic(t)
+            ]
+            if colours:  # the colour stream nearest the depth topic by name (same camera)
+                chosen.color = max(colours, key=lambda t: (_common_prefix(t, chosen.depth), t))
+        if chosen.info is None:
+            infos = self._of_type(CAMERA_INFO)
+            if not infos:
+                raise BagError(
+                    f"{self.path}: depth images need a CameraInfo topic, and the bag has none "
+                    f"(topics: {self._listing()})"
+                )
+            chosen.info = max(infos, key=lambda t: (_common_prefix(t, chosen.depth), t))
+
+    def _found_pose_topic(self) -> str:
+        """Where poses come from when no pose topic is named; BagError if the bag has none."""
+        # /tf has the chain to each message's own frame; a pose topic only that of its child frame.
+        poses = self._of_type(*POSE_TYPES)
+        if self._dynamic_tf():
+            return POSE_FROM_TF
+        if len(poses) > 1:
+            raise BagError(
+                f"{self.path}: several pose topics ({', '.join(poses)}) and no /tf: "
+                "choose one with --pose-topic"
+            )
+        if poses:
+            return poses[0]
+        if self._of_type(TF_MESSAGE):  # /tf_static only: a sensor fixed in its tree
+            return POSE_FROM_TF
+        raise BagError(
+            f"{self.path}: no poses in the bag (no Odometry/PoseStamped/TransformStamped topic, "
+            "no /tf): record one, or pass --static-sensor if the sensor did not move"
+        )
 
     # --- pass 1: poses and camera info ---------------------------------------------------------------
     def _load_context(self) -> None:
@@ -501,50 +514,9 @@ class BagReplay:
         counters = InputCounters() if counters is None else counters
         self._load_context()
         sensor_topics = {t for t in (self.topics.points, self.topics.depth, self.topics.color) if t}
-        tolerance = self.options.sync_tolerance
-        paired: collections.deque = (
-            collections.deque()
-        )  # (depth stamp, depth, colour) as the synchroniser decides
-
-        def build(inputs, make, *args):
-            try:
-                return make(*args)
-            except PoseLookupError as error:
-                self._drop(counters, dropped, inputs, NO_POSE, self._no_pose_detail(error))
-            except (MalformedMessage, ValueError) as error:
-                self._drop(counters, dropped, inputs, INVALID, _one_line(error))
-            return None
-
-        def unpaired(index: int, why: str) -> None:
-            name, other = ((DEPTH, "colour"), (COLOR, "depth"))[index]
-            if why == OUT_OF_ORDER:
-                self._drop(counters, dropped, (name,), TOO_OLD, "not newer than the last pair")
-            else:
-                self._drop(
-                    counters,
-                    dropped,
-                    (name,),
-                    NO_COLOUR_PAIR,
-                    f"no {other} image within {tolerance:g} s (--sync-tolerance)",
-                )
-
-        sync = None
-        if self.topics.depth and self.topics.color:
-            sync = ApproximateTimeSync(
-                2,
-                lambda d, c: paired.append((d[0], d[1], c[1])),
-                slop=tolerance,
-                queue_size=MAX_PENDING,
-                on_drop=unpaired,
-            )
-
-        def ready() -> Iterator[SensorFrame]:
-            while paired:
-                d_stamp, d_msg, c_msg = paired.popleft()
-                frame = build((DEPTH, COLOR), self._rgbd_frame, d_stamp, d_msg, c_msg)
-                if frame is not None:
-                    yield frame
-
+        # (depth stamp, depth, colour) as the synchroniser decides
+        paired: collections.deque = collections.deque()
+        sync = self._colour_sync(paired, counters, dropped)
         names = {self.topics.points: POINTS, self.topics.depth: DEPTH, self.topics.color: COLOR}
         for connection, bag_time, raw in self._messages(sensor_topics):
             name = names[connection.topic]
@@ -561,19 +533,100 @@ class BagReplay:
                 )
                 continue
             stamp = self._stamp(msg, bag_time)
-            frame = None
-            if name == POINTS:
-                frame = build((POINTS,), self._cloud_frame, stamp, msg)
-            elif sync is None:
-                frame = build((DEPTH,), self._rgbd_frame, stamp, msg, None)
-            else:  # the stamp the pairing uses travels with the message
-                sync.add(0 if name == DEPTH else 1, (stamp, msg), stamp=stamp)
+            frame = self._sensor_frame(name, stamp, msg, sync, counters, dropped)
             if frame is not None:
                 yield frame
-            yield from ready()
+            yield from self._paired_frames(paired, counters, dropped)
         if sync is not None:
             sync.flush()
-            yield from ready()
+            yield from self._paired_frames(paired, counters, dropped)
+
+    def _colour_sync(
+        self,
+        paired: collections.deque,
+        counters: InputCounters,
+        dropped: collections.Counter | None,
+    ) -> ApproximateTimeSync | None:
+        """The depth and colour synchroniser, appending its pairs to ``paired`` and dropping what
+        it leaves unpaired; None without a colour topic."""
+        if not (self.topics.depth and self.topics.color):
+            return None
+        tolerance = self.options.sync_tolerance
+        return ApproximateTimeSync(
+            2,
+            lambda d, c: paired.append((d[0], d[1], c[1])),
+            slop=tolerance,
+            queue_size=MAX_PENDING,
+            on_drop=lambda index, why: self._drop_unpaired(
+                counters, dropped, tolerance, index, why
+            ),
+        )
+
+    def _drop_unpaired(
+        self,
+        counters: InputCounters,
+        dropped: collections.Counter | None,
+        tolerance: float,
+        index: int,
+        why: str,
+    ) -> None:
+        name, other = ((DEPTH, "colour"), (COLOR, "depth"))[index]
+        if why == OUT_OF_ORDER:
+            self._drop(counters, dropped, (name,), TOO_OLD, "not newer than the last pair")
+        else:
+            self._drop(
+                counters,
+                dropped,
+                (name,),
+                NO_COLOUR_PAIR,
+                f"no {other} image within {tolerance:g} s (--sync-tolerance)",
+            )
+
+    def _sensor_frame(
+        self,
+        name: str,
+        stamp: float,
+        msg,
+        sync: ApproximateTimeSync | None,
+        counters: InputCounters,
+        dropped: collections.Counter | None,
+    ) -> SensorFrame | None:
+        """The frame of one message, or None: dropped, or a depth or colour image handed to the
+        synchroniser to wait for its partner."""
+        if name == POINTS:
+            return self._built(counters, dropped, (POINTS,), self._cloud_frame, stamp, msg)
+        if sync is None:
+            return self._built(counters, dropped, (DEPTH,), self._rgbd_frame, stamp, msg, None)
+        # the stamp the pairing uses travels with the message
+        sync.add(0 if name == DEPTH else 1, (stamp, msg), stamp=stamp)
+        return None
+
+    def _paired_frames(
+        self,
+        paired: collections.deque,
+        counters: InputCounters,
+        dropped: collections.Counter | None,
+    ) -> Iterator[SensorFrame]:
+        """The frames of the depth and colour pairs the synchroniser has made so far."""
+        while paired:
+            d_stamp, d_msg, c_msg = paired.popleft()
+            frame = self._built(
+                counters, dropped, (DEPTH, COLOR), self._rgbd_frame, d_stamp, d_msg, c_msg
+            )
+            if frame is not None:
+                yield frame
+
+    def _built(
+        self, counters: InputCounters, dropped: collections.Counter | None, inputs, make, *args
+    ) -> SensorFrame | None:
+        """``make(*args)``, or None with the drop counted on ``inputs`` and the reason shown."""
+        try:
+            return make(*args)
+        except PoseLookupError as error:
+            self._drop(counters, dropped, inputs, NO_POSE, self._no_pose_detail(error))
+        except (MalformedMessage, ValueError) as error:
+            self._drop(counters, dropped, inputs, INVALID, _one_line(error))
+        return None
 
     def _no_pose_detail(self, error: PoseLookupError) -> str:
         detail = _one_line(error)
