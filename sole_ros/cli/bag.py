@@ -39,6 +39,15 @@ def register(subparsers) -> None:
     )
     parser.add_argument("path", metavar="PATH", help="the bag folder, or its .mcap / .db3 file")
     add_query_arguments(parser)
+    _add_topic_arguments(parser)
+    _add_pose_arguments(parser)
+    scene = add_scene_arguments(parser)
+    scene.add_argument("--max-frames", type=int, metavar="N", help="stop after N fused frames")
+    add_model_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def _add_topic_arguments(parser) -> None:
     topics = parser.add_argument_group("topics", "found by message type when not given")
     topics.add_argument(
         "--points-topic", metavar="TOPIC", help="sensor_msgs/PointCloud2 depth clouds"
@@ -58,6 +67,9 @@ def register(subparsers) -> None:
         help="nav_msgs/Odometry, geometry_msgs/PoseStamped or TransformStamped of the sensor's "
         "base; 'tf' for /tf + /tf_static",
     )
+
+
+def _add_pose_arguments(parser) -> None:
     poses = parser.add_argument_group("poses")
     poses.add_argument(
         "--fixed-frame",
@@ -90,10 +102,6 @@ def register(subparsers) -> None:
         metavar="S",
         help="seconds a frame may lie outside the recorded poses (default: %(default)s)",
     )
-    scene = add_scene_arguments(parser)
-    scene.add_argument("--max-frames", type=int, metavar="N", help="stop after N fused frames")
-    add_model_arguments(parser)
-    parser.set_defaults(handler=run)
 
 
 def _topics(args):
@@ -109,33 +117,13 @@ def _topics(args):
 
 
 def run(args) -> int:
-    from sole_ros.bag import BagError, BagReplay, ReplayOptions
-    from sole_ros.pipeline import QueryRejected
+    from sole_ros.bag import BagError
 
     settings = settings_from_args(args, GROUPS)
     phrases = check_queries(args, settings)
-    for name in ("sync_tolerance", "pose_tolerance"):
-        if not getattr(args, name) > 0:
-            raise CliError(
-                f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}"
-            )
-    if args.max_frames is not None and args.max_frames <= 0:
-        raise CliError(f"--max-frames must be positive, not {args.max_frames}")
-    if args.static_sensor and args.pose_topic:
-        raise CliError("--static-sensor and --pose-topic contradict each other: give one")
-    options = ReplayOptions(
-        fixed_frame=args.fixed_frame,
-        sensor_extrinsic=args.sensor_extrinsic,
-        static_sensor=args.static_sensor,
-        sync_tolerance=args.sync_tolerance,
-        pose_tolerance=args.pose_tolerance,
-        max_frames=args.max_frames,
-    )
+    _check_replay_arguments(args)
     # The bag is checked before the (slow) model is loaded: a wrong path or topic fails at once.
-    try:
-        replay = BagReplay(args.path, _topics(args), options, log=log)
-    except BagError as error:
-        raise CliError(str(error)) from None
+    replay = _open_replay(args)
     with replay:
         start = time.perf_counter()
         pipeline = build_pipeline(settings, args.seed)
@@ -146,65 +134,119 @@ def run(args) -> int:
             raise CliError(str(error)) from None
     fused = time.perf_counter()
     log(summary.describe())
-    try:
-        segmentation = pipeline.segment()
-        answer = pipeline.query(phrases, max_results=args.top_k, min_score=args.min_score)
-    except QueryRejected as error:  # e.g. nothing could be fused
-        raise CliError(f"{args.path}: {error} ({summary.describe()})") from None
+    segmentation, answer = _segment_and_query(pipeline, phrases, args, summary)
     answered = time.perf_counter()
+    seconds = {"load": loaded - start, "fuse": fused - loaded, "query": answered - fused}
     snapshot = segmentation.snapshot
     instances = answer.instances
-
-    stem = os.path.basename(os.path.normpath(args.path))
-    stem = os.path.splitext(stem)[0] or "bag"
     outputs = write_outputs(
         args.out_dir,
-        stem,
+        _output_stem(args.path),
         snapshot.coords,
         snapshot.colors,
         instances,
         title_for(phrases, instances),
     )
     if args.json:
-        print_json(
-            {
-                "input": {
-                    "path": args.path,
-                    "frames": summary.frames,
-                    "dropped": dict(summary.dropped),
-                    "counters": summary.input_counts(),
-                    "topics": {k: v for k, v in vars(summary.topics).items() if v},
-                    "pose_source": summary.pose_source,
-                    "map_voxels": len(snapshot),
-                    "voxel_size": snapshot.voxel_size,
-                },
-                "queries": phrases,
-                "model": {
-                    **describe_model(settings, getattr(pipeline.segmenter, "top_k", None)),
-                    "device": str(pipeline.device),
-                },
-                # Point indices are rows of the written PLY (the map's voxel centres).
-                "instances": [
-                    instance_record(rank, inst, inst.point_indices)
-                    for rank, inst in enumerate(instances, 1)
-                ],
-                "outputs": outputs,
-                "seconds": {
-                    "load": round(loaded - start, 3),
-                    "fuse": round(fused - loaded, 3),
-                    "segment": round(segmentation.seconds, 3),
-                    "query": round(answered - fused, 3),
-                },
-            }
+        _print_json_report(
+            args, settings, phrases, summary, pipeline, segmentation, instances, outputs, seconds
         )
     else:
-        print(
-            f"{summary.frames} frames fused into {len(snapshot)} voxels of {snapshot.voxel_size:g} m"
-        )
-        print_table(instances, phrases)
-        print(f"wrote {outputs['ply']} and {outputs['png']}")
-        log(
-            f"model loaded in {loaded - start:.1f} s, bag fused in {fused - loaded:.1f} s, "
-            f"segmented and answered in {answered - fused:.1f} s on {pipeline.device}"
-        )
+        _print_text_report(summary, snapshot, instances, phrases, outputs, seconds, pipeline.device)
     return 0
+
+
+def _check_replay_arguments(args) -> None:
+    """CliError for a replay option out of range or contradicting another."""
+    for name in ("sync_tolerance", "pose_tolerance"):
+        if not getattr(args, name) > 0:
+            raise CliError(
+                f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}"
+            )
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise CliError(f"--max-frames must be positive, not {args.max_frames}")
+    if args.static_sensor and args.pose_topic:
+        raise CliError("--static-sensor and --pose-topic contradict each other: give one")
+
+
+def _open_replay(args):
+    """The bag opened for replay with the command line's topics and options; CliError if not."""
+    from sole_ros.bag import BagError, BagReplay, ReplayOptions
+
+    options = ReplayOptions(
+        fixed_frame=args.fixed_frame,
+        sensor_extrinsic=args.sensor_extrinsic,
+        static_sensor=args.static_sensor,
+        sync_tolerance=args.sync_tolerance,
+        pose_tolerance=args.pose_tolerance,
+        max_frames=args.max_frames,
+    )
+    try:
+        return BagReplay(args.path, _topics(args), options, log=log)
+    except BagError as error:
+        raise CliError(str(error)) from None
+
+
+def _segment_and_query(pipeline, phrases, args, summary):
+    """(segmentation, answer) of the fused map; CliError when the map cannot be queried."""
+    from sole_ros.pipeline import QueryRejected
+
+    try:
+        segmentation = pipeline.segment()
+        answer = pipeline.query(phrases, max_results=args.top_k, min_score=args.min_score)
+    except QueryRejected as error:  # e.g. nothing could be fused
+        raise CliError(f"{args.path}: {error} ({summary.describe()})") from None
+    return segmentation, answer
+
+
+def _output_stem(path: str) -> str:
+    """The bag's name without extension, the written files' stem."""
+    stem = os.path.basename(os.path.normpath(path))
+    return os.path.splitext(stem)[0] or "bag"
+
+
+def _print_json_report(
+    args, settings, phrases, summary, pipeline, segmentation, instances, outputs, seconds
+) -> None:
+    snapshot = segmentation.snapshot
+    print_json(
+        {
+            "input": {
+                "path": args.path,
+                "frames": summary.frames,
+                "dropped": dict(summary.dropped),
+                "counters": summary.input_counts(),
+                "topics": {k: v for k, v in vars(summary.topics).items() if v},
+                "pose_source": summary.pose_source,
+                "map_voxels": len(snapshot),
+                "voxel_size": snapshot.voxel_size,
+            },
+            "queries": phrases,
+            "model": {
+                **describe_model(settings, getattr(pipeline.segmenter, "top_k", None)),
+                "device": str(pipeline.device),
+            },
+            # Point indices are rows of the written PLY (the map's voxel centres).
+            "instances": [
+                instance_record(rank, inst, inst.point_indices)
+                for rank, inst in enumerate(instances, 1)
+            ],
+            "outputs": outputs,
+            "seconds": {
+                "load": round(seconds["load"], 3),
+                "fuse": round(seconds["fuse"], 3),
+                "segment": round(segmentation.seconds, 3),
+                "query": round(seconds["query"], 3),
+            },
+        }
+    )
+
+
+def _print_text_report(summary, snapshot, instances, phrases, outputs, seconds, device) -> None:
+    print(f"{summary.frames} frames fused into {len(snapshot)} voxels of {snapshot.voxel_size:g} m")
+    print_table(instances, phrases)
+    print(f"wrote {outputs['ply']} and {outputs['png']}")
+    log(
+        f"model loaded in {seconds['load']:.1f} s, bag fused in {seconds['fuse']:.1f} s, "
+        f"segmented and answered in {seconds['query']:.1f} s on {device}"
+    )
