@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sole_ros.inference.scoring import model_branch_probs, soft_geometric_mean
+from sole_ros.inference.scoring import pooled_clip_probs, soft_geometric_mean
 
 
 @dataclass
@@ -33,46 +33,37 @@ class RememberedParts:
 
     ids: list[int]
     instances: list
-    embeds: np.ndarray  # [n, D] unit; rows of zeros where a part has none
+    embeds: np.ndarray | None  # [n, D] unit; rows of zeros where a part has none
     features: np.ndarray | None
     has_embed: np.ndarray  # [n] bool
     has_feature: np.ndarray  # [n] bool
+    mask_scores: np.ndarray  # [n] each part's score in the class-agnostic segmentation
 
     @classmethod
     def build(cls, ids, instances, features) -> "RememberedParts":
         """``features``: per part its summed point CLIP feature or None (detections' ``feature``)."""
-        n = len(instances)
-        dims = {np.asarray(i.embed).shape[0] for i in instances if i.embed is not None}
-        embeds = np.zeros((n, dims.pop() if len(dims) == 1 else 0), dtype=np.float32)
-        has_embed = np.array(
-            [i.embed is not None and embeds.shape[1] > 0 for i in instances], dtype=bool
-        )
-        for row in np.flatnonzero(has_embed):
-            embeds[row] = _unit(instances[row].embed)
-        pooled = [f for f in features if f is not None]
-        has_feature = np.array([f is not None for f in features], dtype=bool)
-        stacked = None
-        if pooled:
-            stacked = np.zeros((n, np.asarray(pooled[0]).shape[0]), dtype=np.float32)
-            for row in np.flatnonzero(has_feature):
-                stacked[row] = _unit(features[row])
-        return cls(
-            list(ids),
-            list(instances),
-            embeds,
-            stacked,
-            has_embed,
-            has_feature & (stacked is not None),
-        )
+        embeds, has_embed = _unit_rows([i.embed for i in instances])
+        pooled, has_feature = _unit_rows(features)
+        scores = np.array([float(i.score) for i in instances], dtype=np.float32)
+        return cls(list(ids), list(instances), embeds, pooled, has_embed, has_feature, scores)
 
     def __len__(self) -> int:
         return len(self.instances)
 
 
-def _unit(vector) -> np.ndarray:
-    vector = np.asarray(vector, dtype=np.float64)
-    norm = np.linalg.norm(vector)
-    return (vector / norm if norm > 0 else vector).astype(np.float32)
+def _unit_rows(vectors) -> tuple[np.ndarray | None, np.ndarray]:
+    """The given vectors (None where absent) as unit rows of one matrix, zeros where absent (None
+    when none is given or their widths differ), and which rows are given."""
+    present = np.array([v is not None for v in vectors], dtype=bool)
+    widths = {np.asarray(v).shape[0] for v in vectors if v is not None}
+    if len(widths) != 1:
+        return None, np.zeros(len(vectors), dtype=bool)
+    rows = np.zeros((len(vectors), widths.pop()), dtype=np.float32)
+    for row in np.flatnonzero(present):
+        vector = np.asarray(vectors[row], dtype=np.float64)
+        norm = np.linalg.norm(vector)
+        rows[row] = vector / norm if norm > 0 else vector
+    return rows, present
 
 
 def estimate_scores(
@@ -89,23 +80,16 @@ def estimate_scores(
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     text = text.detach().float().cpu()
     background = background.detach().float().cpu()
-    embeds = torch.from_numpy(parts.embeds)
-    if embeds.shape[1] != text.shape[1]:
+    if parts.embeds is None or parts.embeds.shape[1] != text.shape[1]:
         return np.zeros(n), np.zeros(n, dtype=np.int64)
-    p_model = model_branch_probs(
-        torch.cat([scale * embeds @ text.t(), scale * embeds @ background.t()], dim=-1)
-    )
+    # the decoder's embeddings meet the text as its class head does (pooled_clip_probs' form)
+    p_model = pooled_clip_probs(torch.from_numpy(parts.embeds), text, background, scale)
     p = p_model
     if parts.features is not None and parts.features.shape[1] == text.shape[1]:
-        pooled = torch.from_numpy(parts.features)
-        p_clip = torch.softmax(
-            torch.cat([scale * pooled @ text.t(), scale * pooled @ background.t()], dim=-1), dim=-1
-        )[:, :-1]
+        p_clip = pooled_clip_probs(torch.from_numpy(parts.features), text, background, scale)
         with_clip = torch.from_numpy(parts.has_feature)[:, None]
         p = torch.where(with_clip, soft_geometric_mean(p_clip, p_model), p_model)
-    p = p[:, :answered]
-    best_p, best_t = p.max(dim=1)
-    mask_scores = torch.tensor([float(i.score) for i in parts.instances])
-    scores = (best_p * mask_scores).numpy()
+    best_p, best_t = p[:, :answered].max(dim=1)
+    scores = (best_p * torch.from_numpy(parts.mask_scores)).numpy()
     scores[~parts.has_embed] = 0.0
     return scores.astype(np.float64), best_t.numpy().astype(np.int64)

@@ -24,6 +24,13 @@ def clip_branch_probs(
     """mask_logits [N, Q], voxel_clip [N, C], text [T, C], background [1, C] -> p_clip [Q, T]."""
     weights = torch.softmax(mask_logits.float().t().contiguous(), dim=1)  # [Q, N], over the voxels
     pooled = F.normalize(weights @ voxel_clip.float(), dim=-1)  # [Q, C]
+    return pooled_clip_probs(pooled, text, background, scale)
+
+
+def pooled_clip_probs(
+    pooled: torch.Tensor, text: torch.Tensor, background: torch.Tensor, scale: float = 100.0
+) -> torch.Tensor:
+    """Unit pooled CLIP features [Q, C] against text [T, C] and background [1, C] -> p_clip [Q, T]."""
     logits = torch.cat(
         [scale * pooled @ text.float().t(), scale * pooled @ background.float().t()], dim=-1
     )
