@@ -210,7 +210,9 @@ class RegionSegmenter(SegmenterOver):
                 )
                 previous = self._encoded.get(cell)
                 if previous is not None and previous.fingerprint == fingerprint:
-                    crops.append(Crop(cell, indices, fingerprint, previous.prepared))
+                    crops.append(
+                        Crop(cell, indices, fingerprint, previous.prepared, previous.encoded_at)
+                    )
                     continue
                 crop = Crop(cell, indices, fingerprint, None)
                 self._encode(crop, points, colors, clip_features, version)
